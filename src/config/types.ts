@@ -1,0 +1,109 @@
+import type { Color } from '../state/state.ts'
+
+// The validated, defaulted, frozen configuration. src/config/schema.ts builds it from the file and README's
+// "Configuration" section documents every key. Durations are milliseconds here; the file may say "5s" or 5000.
+
+export type Balance = 'round-robin' | 'least-outstanding'
+
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+export interface UpstreamConfig {
+  /** As written in the file, e.g. "http://10.0.0.11:8080". */
+  url: string
+  /** The origin undici connects to: "http://10.0.0.11:8080". */
+  origin: string
+}
+
+export interface PoolConfig {
+  upstreams: readonly UpstreamConfig[]
+  balance: Balance
+  /** Keep-alive connections per upstream, at most. */
+  maxConnectionsPerUpstream: number
+}
+
+export interface RedisConfig {
+  url: string
+  key: string
+  sentinels?: readonly { host: string; port: number }[]
+  name?: string
+}
+
+export interface StateConfig {
+  store: 'file' | 'redis'
+  path: string
+  redis?: RedisConfig
+  initial: Color
+}
+
+export interface TimeoutsConfig {
+  /** Connecting to an upstream (TCP + TLS). */
+  connect: number
+  /** From the request sent until the upstream's response headers are complete. */
+  header: number
+  /** Between two chunks of an upstream response body. */
+  body: number
+  /** An idle keep-alive connection to an upstream is closed after this. */
+  upstreamIdle: number
+  /** An idle keep-alive connection from a client is closed after this. */
+  clientIdle: number
+  /** A client must send its request headers within this. */
+  clientHeader: number
+  /** A client must send its whole request (headers and body) within this; 0 turns it off. */
+  clientRequest: number
+}
+
+export interface ProxyConfig {
+  timeouts: TimeoutsConfig
+  /** Pass the client's Host header to the upstream (true) or send the upstream's own host (false). */
+  preserveHost: boolean
+  /** Peers (IPs or CIDRs) whose X-Forwarded-* headers are kept and extended instead of replaced. */
+  trustedProxies: readonly string[]
+  /** Response header naming the color that served the request; null turns it off. */
+  colorHeader: string | null
+}
+
+export interface StickyConfig {
+  /** cookie: the proxy sets a cookie naming the color; header: a hash of a request header; none: per request. */
+  mode: 'cookie' | 'header' | 'none'
+  cookie: string
+  header: string
+  /** Cookie lifetime in milliseconds. */
+  cookieMaxAge: number
+}
+
+export interface RoutingConfig {
+  sticky: StickyConfig
+  /** Request header that sends a request to a named color (for smoke tests of the idle color); null is off. */
+  previewHeader: string | null
+}
+
+export interface AdminConfig {
+  listen: ListenAddress
+  token: string | null
+}
+
+export interface LogConfig {
+  level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  access: boolean
+}
+
+export interface ShutdownConfig {
+  /** After readiness fails, wait this long before closing the listener, so load balancers notice. */
+  delay: number
+  /** In-flight requests get this long to finish before their connections are closed. */
+  grace: number
+}
+
+export interface Config {
+  listen: ListenAddress
+  admin: AdminConfig
+  pools: Readonly<Record<Color, PoolConfig>>
+  state: StateConfig
+  proxy: ProxyConfig
+  routing: RoutingConfig
+  log: LogConfig
+  shutdown: ShutdownConfig
+}

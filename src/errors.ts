@@ -1,0 +1,68 @@
+// Every error a user can see carries a stable BG_* code. Match on `code`, never on the message.
+// README's "Error codes" table lists the same codes; test/unit/error-codes.test.ts keeps the two in step.
+
+export const ErrorCodes = {
+  BG_CONFIG_INVALID: 'the configuration file has problems; each is listed with its key path',
+  BG_CONFIG_UNREADABLE: 'the configuration file could not be read or parsed',
+  BG_BAD_REQUEST: 'the request to the admin API is malformed (not JSON, wrong types, unknown fields)',
+  BG_BODY_TOO_LARGE: 'the request body to the admin API is larger than allowed',
+  BG_UNKNOWN_COLOR: 'a color other than blue or green was named',
+  BG_INVALID_WEIGHTS: 'weights are not integers 0..100 summing to 100',
+  BG_UNAUTHORIZED: 'a mutating admin call came without the right bearer token',
+  BG_NOT_FOUND: 'no such admin endpoint',
+  BG_METHOD_NOT_ALLOWED: 'the admin endpoint exists but not for this method',
+  BG_GENERATION_CONFLICT: 'expectedGeneration is stale: someone else changed the state first',
+  BG_STATE_UNAVAILABLE: 'the state store is unreachable or not loaded, so the change was not made',
+  BG_UPSTREAM_UNREACHABLE: 'the upstream refused the connection, reset it, or sent a broken response',
+  BG_UPSTREAM_TIMEOUT: 'the upstream did not connect or answer within the configured timeout',
+  BG_NO_HEALTHY_UPSTREAM: 'the chosen pool has no upstream to send the request to',
+  BG_BAD_PREVIEW: 'the preview header named something other than blue or green',
+  BG_SHUTTING_DOWN: 'the proxy is shutting down and takes no new requests',
+} as const
+
+export type ErrorCode = keyof typeof ErrorCodes
+
+export class BlueGreenError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly details: unknown
+
+  constructor(code: ErrorCode, message: string, status = 500, details?: unknown) {
+    super(message)
+    this.name = 'BlueGreenError'
+    this.code = code
+    this.status = status
+    this.details = details
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; details?: unknown } } {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.details === undefined ? {} : { details: this.details }),
+      },
+    }
+  }
+}
+
+export interface ConfigProblem {
+  path: string
+  message: string
+}
+
+export class ConfigError extends BlueGreenError {
+  readonly problems: readonly ConfigProblem[]
+
+  constructor(problems: readonly ConfigProblem[]) {
+    const list = problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')
+    super('BG_CONFIG_INVALID', `invalid configuration, ${problems.length} problem(s):\n${list}`, 400, problems)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+/** The body a proxy- or admin-generated error answers with, as the contract fixes it. */
+export function errorBody(code: ErrorCode, message: string): string {
+  return JSON.stringify({ error: { code, message } })
+}

@@ -1,0 +1,97 @@
+// The routing state as every store keeps it and the admin API returns it (see CONTRACT.md).
+
+export const COLORS = ['blue', 'green'] as const
+export type Color = (typeof COLORS)[number]
+
+export interface Weights {
+  blue: number
+  green: number
+}
+
+export interface State {
+  active: Color
+  weights: Weights
+  /** Grows by one with every accepted change, across all replicas. */
+  generation: number
+  updatedAt: string
+  updatedBy: string
+  reason: string
+}
+
+/** What a caller asks a store to change; the store fills in generation and updatedAt. */
+export interface StateChange {
+  active: Color
+  weights: Weights
+  updatedBy: string
+  reason: string
+}
+
+export function isColor(value: unknown): value is Color {
+  return value === 'blue' || value === 'green'
+}
+
+export function otherColor(color: Color): Color {
+  return color === 'blue' ? 'green' : 'blue'
+}
+
+export function isValidWeight(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 100
+}
+
+export function weightsProblem(weights: unknown): string | undefined {
+  if (typeof weights !== 'object' || weights === null) return 'weights must be an object {blue, green}'
+  const { blue, green, ...rest } = weights as Record<string, unknown>
+  const extra = Object.keys(rest)
+  if (extra.length > 0) return `unknown color(s) in weights: ${extra.join(', ')}`
+  if (!isValidWeight(blue) || !isValidWeight(green)) return 'weights must be integers from 0 to 100'
+  if (blue + green !== 100) return `weights must sum to 100, got ${blue + green}`
+  return undefined
+}
+
+/** All traffic to one color. */
+export function allTo(color: Color): Weights {
+  return color === 'blue' ? { blue: 100, green: 0 } : { blue: 0, green: 100 }
+}
+
+/**
+ * The active color for a weighted split: the color with the larger weight; a tie keeps the current one.
+ * So a progressive 10/25/50/100 shift reports the old color active until the new one carries the majority.
+ */
+export function activeFor(weights: Weights, current: Color): Color {
+  if (weights.blue === weights.green) return current
+  return weights.blue > weights.green ? 'blue' : 'green'
+}
+
+export function initialState(color: Color, now = new Date()): State {
+  return {
+    active: color,
+    weights: allTo(color),
+    generation: 0,
+    updatedAt: now.toISOString(),
+    updatedBy: 'bluegreen',
+    reason: 'initial state',
+  }
+}
+
+/**
+ * Checks a state read from a store (a file, Redis): anything another process or a person wrote is untrusted.
+ * Returns the problem, or undefined when the value is a valid State.
+ */
+export function stateProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'state must be a JSON object'
+  const state = value as Record<string, unknown>
+  if (!isColor(state.active)) return `active must be "blue" or "green", got ${JSON.stringify(state.active)}`
+  const weights = weightsProblem(state.weights)
+  if (weights) return weights
+  if (typeof state.generation !== 'number' || !Number.isSafeInteger(state.generation) || state.generation < 0) {
+    return 'generation must be a non-negative integer'
+  }
+  if (typeof state.updatedAt !== 'string') return 'updatedAt must be a string'
+  if (typeof state.updatedBy !== 'string') return 'updatedBy must be a string'
+  if (typeof state.reason !== 'string') return 'reason must be a string'
+  return undefined
+}
+
+export function sameRouting(a: State, b: State): boolean {
+  return a.active === b.active && a.weights.blue === b.weights.blue && a.weights.green === b.weights.green
+}
