@@ -1,0 +1,134 @@
+import { randomUUID } from 'node:crypto'
+import { hostname } from 'node:os'
+import { AdminServer, type Readiness } from './admin/server.ts'
+import type { Config } from './config/types.ts'
+import type { Logger } from './log.ts'
+import type { RequestOutcome } from './proxy/http-forward.ts'
+import { ProxyListener } from './proxy/server.ts'
+import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
+import { createUpstreams } from './routing/upstream.ts'
+import { FileStateStore } from './state/file-store.ts'
+import type { State } from './state/state.ts'
+import type { StateStore } from './state/store.ts'
+
+export interface App {
+  readonly replicaId: string
+  /** Where the public proxy and the admin API listen (the real ports when the config said 0). */
+  readonly proxyAddress: { host: string; port: number }
+  readonly adminAddress: { host: string; port: number }
+  /** The routing snapshot requests are served from right now. */
+  snapshot(): RoutingSnapshot | undefined
+  /** Graceful shutdown, in the reverse order of start-up. Safe to call more than once. */
+  close(): Promise<void>
+}
+
+function createStore(config: Config, logger: Logger): StateStore {
+  if (config.state.store === 'redis') {
+    throw new Error('state.store "redis" is not available in this version; use "file"')
+  }
+  return new FileStateStore({ path: config.state.path, initial: config.state.initial, logger: logger.child({ part: 'state' }) })
+}
+
+/**
+ * Wires the parts together and owns their order: upstream pools, the state store, the routing snapshot, the
+ * proxy listener, the admin listener. Shutdown runs the other way round.
+ */
+export async function startApp(config: Config, logger: Logger): Promise<App> {
+  const replicaId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
+  const upstreams = createUpstreams(config.pools, config.proxy.timeouts)
+  const balance = { blue: config.pools.blue.balance, green: config.pools.green.balance }
+  const store = createStore(config, logger)
+
+  let snapshot: RoutingSnapshot | undefined
+  let closing = false
+  const apply = (state: State): void => {
+    const previous = snapshot?.state
+    snapshot = buildSnapshot(state, upstreams, balance)
+    logger.info(
+      { active: state.active, weights: state.weights, generation: state.generation, from: previous?.active, reason: state.reason, by: state.updatedBy },
+      previous ? 'state applied' : 'state loaded',
+    )
+  }
+  store.subscribe(apply)
+  const initial = await store.start()
+  if (!snapshot || snapshot.state.generation < initial.generation) apply(initial)
+
+  const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
+  const proxy = new ProxyListener({
+    config,
+    logger: logger.child({ part: 'proxy' }),
+    snapshot: () => snapshot,
+    onOutcome: accessLog
+      ? (outcome: RequestOutcome) =>
+          accessLog.info({
+            method: outcome.method,
+            path: outcome.path,
+            status: outcome.status,
+            color: outcome.color,
+            upstream: outcome.upstream,
+            ms: Math.round(outcome.durationMs * 100) / 100,
+            failure: outcome.failure,
+          })
+      : undefined,
+  })
+
+  const readiness = (): Readiness => {
+    const reasons: string[] = []
+    if (closing) reasons.push('shutting down')
+    if (!snapshot) reasons.push('the routing state is not loaded')
+    else if (snapshot.pools[snapshot.state.active].upstreams.length === 0) {
+      reasons.push(`the active pool (${snapshot.state.active}) has no healthy upstream`)
+    }
+    return { ready: reasons.length === 0, reasons }
+  }
+  const admin = new AdminServer({
+    listen: config.admin.listen,
+    token: config.admin.token,
+    logger: logger.child({ part: 'admin' }),
+    store,
+    replicaId,
+    snapshot: () => snapshot,
+    readiness,
+  })
+
+  let proxyAddress: { host: string; port: number }
+  let adminAddress: { host: string; port: number }
+  try {
+    const proxyBound = await proxy.listen()
+    proxyAddress = { host: proxyBound.address, port: proxyBound.port }
+    const adminBound = await admin.listen()
+    adminAddress = { host: adminBound.address, port: adminBound.port }
+  } catch (error) {
+    proxy.server.close()
+    await store.close()
+    await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.destroy()))
+    throw error
+  }
+  logger.info(
+    { replica: replicaId, proxy: proxyAddress, admin: adminAddress, store: config.state.store, adminToken: config.admin.token !== null },
+    'bluegreen-proxy started',
+  )
+
+  let closed: Promise<void> | undefined
+  const close = async (): Promise<void> => {
+    closing = true
+    if (config.shutdown.delay > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdown.delay))
+    logger.info({ ...proxy.active, graceMs: config.shutdown.grace }, 'shutting down: draining')
+    await proxy.drain(config.shutdown.grace)
+    await admin.close()
+    await store.close()
+    await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.close()))
+    logger.info('shutdown complete')
+  }
+
+  return {
+    replicaId,
+    proxyAddress,
+    adminAddress,
+    snapshot: () => snapshot,
+    close: () => {
+      closed ??= close()
+      return closed
+    },
+  }
+}

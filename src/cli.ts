@@ -1,0 +1,195 @@
+// The only module that touches `process`: arguments, exit codes, signals.
+import { parseArgs } from 'node:util'
+import { AdminCallError, callAdmin } from './admin/client.ts'
+import { startApp } from './app.ts'
+import { loadConfig } from './config/load.ts'
+import { startDemo } from './demo.ts'
+import { BlueGreenError } from './errors.ts'
+import { createLogger, type Logger } from './log.ts'
+
+const USAGE = `bluegreen: a blue-green traffic switch
+
+Usage:
+  bluegreen serve --config FILE     run the proxy (or set BLUEGREEN_CONFIG)
+  bluegreen demo [--port 8080] [--admin-port 9090]
+                                    two sample upstreams, the proxy and the admin API on loopback
+  bluegreen status [--json]         the routing state
+  bluegreen switch COLOR [--force] [--reason TEXT] [--expected-generation N]
+                                    send all traffic to blue or green
+  bluegreen weights BLUE GREEN [--force] [--reason TEXT] [--expected-generation N]
+                                    split traffic, e.g. "weights 90 10"
+
+Options for status, switch and weights:
+  --admin URL     the admin API (default http://127.0.0.1:9090, or BLUEGREEN_ADMIN)
+  --token T       the admin token (or BLUEGREEN_ADMIN_TOKEN)
+
+Exit codes: 0 done; 1 the call failed (the reason is printed); 2 bad usage or an invalid config.
+`
+
+const EXIT_FAILED = 1
+const EXIT_USAGE = 2
+
+class UsageError extends Error {}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`bluegreen: ${message}\n`)
+  process.exit(code)
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      admin: { type: 'string' },
+      token: { type: 'string' },
+      json: { type: 'boolean' },
+      force: { type: 'boolean' },
+      reason: { type: 'string' },
+      'expected-generation': { type: 'string' },
+      port: { type: 'string' },
+      'admin-port': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  const [command, ...args] = positionals
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(USAGE)
+    return
+  }
+  const client = {
+    url: values.admin ?? process.env.BLUEGREEN_ADMIN ?? 'http://127.0.0.1:9090',
+    token: values.token ?? process.env.BLUEGREEN_ADMIN_TOKEN,
+  }
+  const change = () => {
+    const body: Record<string, unknown> = {}
+    if (values.force) body.force = true
+    if (values.reason !== undefined) body.reason = values.reason
+    const expected = values['expected-generation']
+    if (expected !== undefined) {
+      if (!/^\d+$/.test(expected)) throw new UsageError('--expected-generation takes a whole number')
+      body.expectedGeneration = Number(expected)
+    }
+    return body
+  }
+  switch (command) {
+    case 'serve': {
+      const file = values.config ?? process.env.BLUEGREEN_CONFIG
+      if (!file) throw new UsageError('serve needs --config FILE (or BLUEGREEN_CONFIG)')
+      return serve(file)
+    }
+    case 'demo':
+      return demo(port(values.port, 8080), port(values['admin-port'], 9090))
+    case 'status': {
+      const state = await callAdmin(client, 'GET', '/state')
+      process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
+      return
+    }
+    case 'switch': {
+      const [to] = args
+      if (to !== 'blue' && to !== 'green') throw new UsageError('switch takes a color: blue or green')
+      const state = await callAdmin(client, 'POST', '/switch', { to, ...change() })
+      process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
+      return
+    }
+    case 'weights': {
+      const [blue, green] = args.map(Number)
+      if (args.length !== 2 || !Number.isInteger(blue) || !Number.isInteger(green)) {
+        throw new UsageError('weights takes two whole numbers: BLUE GREEN, e.g. "weights 90 10"')
+      }
+      const state = await callAdmin(client, 'POST', '/weights', { blue, green, ...change() })
+      process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
+      return
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"; see bluegreen --help`)
+  }
+}
+
+function port(value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  const number = Number(value)
+  if (!Number.isInteger(number) || number < 0 || number > 65535) throw new UsageError(`"${value}" is not a port`)
+  return number
+}
+
+function describeState(value: unknown): string {
+  const state = value as { active: string; weights: { blue: number; green: number }; generation: number; updatedAt: string; updatedBy: string; reason: string }
+  return [
+    `active      ${state.active}`,
+    `weights     blue ${state.weights.blue} / green ${state.weights.green}`,
+    `generation  ${state.generation}`,
+    `updated     ${state.updatedAt} by ${state.updatedBy}`,
+    `reason      ${state.reason}`,
+    '',
+  ].join('\n')
+}
+
+/** SIGTERM or SIGINT drains and exits 0; a second signal exits at once. */
+function onSignals(logger: Logger, close: () => Promise<void>): void {
+  let stopping = false
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now')
+      logger.flush()
+      process.exit(EXIT_FAILED)
+    }
+    stopping = true
+    logger.info({ signal }, 'signal received')
+    close().then(
+      () => {
+        logger.flush()
+        process.exit(0)
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed')
+        logger.flush()
+        process.exit(EXIT_FAILED)
+      },
+    )
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}
+
+function exitOnCrash(logger: Logger): void {
+  // A bug, not bad input: say so loudly and let the supervisor restart a clean process.
+  process.on('uncaughtException', (error) => {
+    logger.fatal({ err: error }, 'uncaught exception')
+    logger.flush()
+    process.exit(70)
+  })
+}
+
+async function serve(file: string): Promise<void> {
+  const config = await loadConfig(file)
+  const logger = createLogger({ level: config.log.level })
+  exitOnCrash(logger)
+  const app = await startApp(config, logger)
+  onSignals(logger, () => app.close())
+}
+
+async function demo(proxyPort: number, adminPort: number): Promise<void> {
+  const logger = createLogger({ level: 'info' })
+  exitOnCrash(logger)
+  const running = await startDemo({ port: proxyPort, adminPort, stateDir: '.bluegreen-demo', logger })
+  process.stdout.write(running.instructions)
+  onSignals(logger, () => running.close())
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof UsageError) fail(error.message, EXIT_USAGE)
+  if (error instanceof AdminCallError) fail(`${error.message} (${error.code})`, EXIT_FAILED)
+  if (error instanceof BlueGreenError) {
+    fail(error.message, error.code.startsWith('BG_CONFIG') ? EXIT_USAGE : EXIT_FAILED)
+  }
+  const code = (error as { code?: string }).code
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    fail((error as Error).message, EXIT_USAGE)
+  }
+  if (code === 'EADDRINUSE' || code === 'EACCES') fail((error as Error).message, EXIT_FAILED)
+  process.stderr.write(`bluegreen: unexpected error\n${(error as Error).stack ?? String(error)}\n`)
+  process.exit(EXIT_FAILED)
+})

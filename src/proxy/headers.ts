@@ -1,0 +1,145 @@
+import { BlockList, isIPv4, isIPv6 } from 'node:net'
+
+// RFC 9110 7.6.1: these describe one connection, not the message, and must not be forwarded. `expect` is
+// answered by this proxy itself (Node sends 100 Continue), and the forwarding headers are rebuilt below.
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'])
+
+/** Header names listed in Connection values: hop-by-hop too, whatever they are called. */
+function connectionTokens(values: readonly string[]): Set<string> | undefined {
+  let tokens: Set<string> | undefined
+  for (const value of values) {
+    for (const token of value.split(',')) {
+      const name = token.trim().toLowerCase()
+      if (name) (tokens ??= new Set()).add(name)
+    }
+  }
+  return tokens
+}
+
+/** Answers whether a client address is a trusted proxy, from a list of IPs and CIDRs. */
+export class TrustedProxies {
+  private readonly list = new BlockList()
+  private readonly empty: boolean
+
+  constructor(entries: readonly string[]) {
+    this.empty = entries.length === 0
+    for (const entry of entries) {
+      const [address, prefix] = entry.split('/') as [string, string | undefined]
+      const type = isIPv6(address) ? 'ipv6' : 'ipv4'
+      if (prefix === undefined) this.list.addAddress(address, type)
+      else this.list.addSubnet(address, Number(prefix), type)
+    }
+  }
+
+  has(address: string | undefined): boolean {
+    if (this.empty || !address) return false
+    if (isIPv4(address)) return this.list.check(address, 'ipv4')
+    // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+    if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return this.list.check(address.slice(7), 'ipv4')
+    return this.list.check(address, 'ipv6')
+  }
+}
+
+export interface ForwardingInfo {
+  /** The client's address as this proxy's socket sees it. */
+  peer: string
+  /** Whether that peer is a trusted proxy, so the X-Forwarded-* it sent are kept and extended. */
+  trusted: boolean
+  /** "http" or "https": how the client reached this proxy. */
+  proto: string
+  /** Keep the client's Host header; when false, undici sends the upstream's own host. */
+  preserveHost: boolean
+}
+
+/**
+ * The headers to send upstream, as a flat [name, value, ...] list built from the client's raw headers:
+ * hop-by-hop headers (and every header Connection names) dropped, X-Forwarded-For/-Proto/-Host set.
+ */
+export function upstreamRequestHeaders(rawHeaders: readonly string[], info: ForwardingInfo): string[] {
+  const connection: string[] = []
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toLowerCase() === 'connection') connection.push(rawHeaders[i + 1]!)
+  }
+  const named = connection.length > 0 ? connectionTokens(connection) : undefined
+
+  const out: string[] = []
+  let forwardedFor: string | undefined
+  let forwardedProto: string | undefined
+  let forwardedHost: string | undefined
+  let host: string | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    const value = rawHeaders[i + 1]!
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || lower === 'expect' || named?.has(lower)) continue
+    if (FORWARDING.has(lower)) {
+      if (!info.trusted) continue
+      if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`
+      else if (lower === 'x-forwarded-proto') forwardedProto ??= value
+      else forwardedHost ??= value
+      continue
+    }
+    if (lower === 'host') {
+      host = value
+      if (!info.preserveHost) continue
+    }
+    out.push(name, value)
+  }
+  out.push(
+    'x-forwarded-for',
+    forwardedFor === undefined ? info.peer : `${forwardedFor}, ${info.peer}`,
+    'x-forwarded-proto',
+    forwardedProto ?? info.proto,
+  )
+  const xfHost = forwardedHost ?? host
+  if (xfHost !== undefined) out.push('x-forwarded-host', xfHost)
+  return out
+}
+
+/**
+ * The upstream's response headers (undici's parsed object: lower-case names, repeated ones as arrays) as a
+ * flat list for ServerResponse.writeHead, with hop-by-hop headers dropped. Node frames the body itself.
+ */
+export function clientResponseHeaders(headers: Record<string, string | string[] | undefined>): string[] {
+  const connection = headers.connection
+  const named = connection === undefined ? undefined : connectionTokens(Array.isArray(connection) ? connection : [connection])
+  const out: string[] = []
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || named?.has(name)) continue
+    const value = headers[name]
+    if (value === undefined) continue
+    if (Array.isArray(value)) for (const item of value) out.push(name, item)
+    else out.push(name, value)
+  }
+  return out
+}
+
+/** Reads one cookie's value from a Cookie header without parsing the rest. */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined
+  let from = 0
+  for (;;) {
+    const at = header.indexOf(name, from)
+    if (at === -1) return undefined
+    const before = at === 0 ? ';' : header[at - 1]
+    const boundary = before === ';' || before === ' '
+    if (boundary && header[at + name.length] === '=') {
+      const start = at + name.length + 1
+      const end = header.indexOf(';', start)
+      return (end === -1 ? header.slice(start) : header.slice(start, end)).trim()
+    }
+    from = at + name.length
+  }
+}

@@ -1,0 +1,214 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Dispatcher } from 'undici'
+import { chooseUpstream } from '../routing/pick.ts'
+import type { ColorPool } from '../routing/snapshot.ts'
+import type { Upstream } from '../routing/upstream.ts'
+import type { Color } from '../state/state.ts'
+import { clientResponseHeaders } from './headers.ts'
+import { sendError } from './respond.ts'
+import { classifyUpstreamError, type FailureReason } from './upstream-errors.ts'
+
+/** What the forwarder reports for every request it handled, for the access log and metrics. */
+export interface RequestOutcome {
+  color: Color
+  upstream: string
+  method: string
+  path: string
+  /** The status the client got; 499 (nginx's convention) when the client went away first. */
+  status: number
+  durationMs: number
+  failure?: FailureReason
+  error?: Error
+}
+
+export interface ForwardOptions {
+  colorHeader: string | null
+  /** How many upstreams of the pool to try when a connection cannot be made at all. */
+  maxAttempts: number
+  /** Whether the proxy is shutting down: responses then close their connection. */
+  draining: () => boolean
+  /** Every failed attempt, including one that was then retried on another upstream. */
+  onUpstreamFailure: (upstream: Upstream, reason: FailureReason, error: Error) => void
+  /** Once per request, when it is over. */
+  onOutcome: (outcome: RequestOutcome) => void
+}
+
+const CLIENT_CLOSED = 499
+
+class ClientClosedError extends Error {
+  override name = 'ClientClosedError'
+}
+
+/**
+ * Forwards one request to an upstream through undici's dispatch API and streams the response back with
+ * backpressure both ways. One instance per request; it is the undici handler itself, so no closures are built.
+ *
+ * A request that never reached an upstream (connection refused, connect timeout) is retried on another upstream
+ * of the same color: its body has not been read, so that is safe for every method. Once sent, it is never retried.
+ */
+class ForwardHandler implements Dispatcher.DispatchHandler {
+  private readonly req: IncomingMessage
+  private readonly res: ServerResponse
+  private readonly pool: ColorPool
+  private readonly options: ForwardOptions
+  private readonly headers: string[]
+  /** A Set-Cookie value to add (a new sticky client during a split), or undefined. */
+  private readonly setCookie: string | undefined
+  private readonly startedAt = performance.now()
+  private upstream: Upstream
+  private controller: Dispatcher.DispatchController | undefined
+  private attempts = 0
+  private sent = false
+  private finished = false
+  private clientGone = false
+  private status = 0
+
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    pool: ColorPool,
+    upstream: Upstream,
+    headers: string[],
+    setCookie: string | undefined,
+    options: ForwardOptions,
+  ) {
+    this.req = req
+    this.setCookie = setCookie
+    this.res = res
+    this.pool = pool
+    this.upstream = upstream
+    this.headers = headers
+    this.options = options
+    res.on('close', this.onClientClose)
+  }
+
+  dispatch(): void {
+    const { req } = this
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+    this.attempts++
+    this.upstream.outstanding++
+    try {
+      this.upstream.pool.dispatch(
+        { path: req.url ?? '/', method: req.method ?? 'GET', headers: this.headers, body: hasBody ? req : null },
+        this,
+      )
+    } catch (error) {
+      this.onResponseError(undefined, error as Error)
+    }
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    this.sent = true
+    if (this.clientGone) controller.abort(new ClientClosedError('client closed the connection'))
+  }
+
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
+    // 1xx informational responses (103 Early Hints, a stray 100) are not relayed; the final one follows.
+    if (statusCode < 200) return
+    const out = clientResponseHeaders(headers)
+    const { colorHeader } = this.options
+    if (colorHeader !== null) out.push(colorHeader, this.upstream.color)
+    if (this.setCookie !== undefined) out.push('set-cookie', this.setCookie)
+    if (this.options.draining()) this.res.shouldKeepAlive = false
+    try {
+      this.res.writeHead(statusCode, out)
+    } catch (error) {
+      // Node refuses header values it would not send (control characters, a bad status): the upstream's fault.
+      controller.abort(error as Error)
+      return
+    }
+    this.status = statusCode
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause()
+      this.res.once('drain', this.onClientDrain)
+    }
+  }
+
+  onResponseEnd(): void {
+    this.res.end()
+    this.finish(undefined, undefined)
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
+    if (this.finished) return
+    if (this.clientGone) {
+      this.status = CLIENT_CLOSED
+      this.finish(undefined, undefined)
+      return
+    }
+    const failure = classifyUpstreamError(error)
+    this.options.onUpstreamFailure(this.upstream, failure.reason, error)
+    if (!this.sent && this.attempts < this.options.maxAttempts) {
+      const next = chooseUpstream(this.pool, this.upstream)
+      if (next) {
+        this.upstream.outstanding--
+        this.upstream = next
+        this.dispatch()
+        return
+      }
+    }
+    if (this.res.headersSent) {
+      // The status line is out: the only honest signal left is a truncated response.
+      this.res.destroy(error)
+    } else {
+      const message =
+        failure.status === 504
+          ? `upstream ${this.upstream.color} did not answer in time (${failure.reason})`
+          : `upstream ${this.upstream.color} failed (${failure.reason})`
+      this.status = failure.status
+      sendError(this.res, failure.status, failure.status === 504 ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE', message, {
+        colorHeader: this.options.colorHeader,
+        color: this.upstream.color,
+        close: this.options.draining(),
+      })
+    }
+    this.finish(failure.reason, error)
+  }
+
+  private finish(failure: FailureReason | undefined, error: Error | undefined): void {
+    if (this.finished) return
+    this.finished = true
+    this.upstream.outstanding--
+    this.options.onOutcome({
+      color: this.upstream.color,
+      upstream: this.upstream.url,
+      method: this.req.method ?? 'GET',
+      path: this.req.url ?? '/',
+      status: this.status,
+      durationMs: performance.now() - this.startedAt,
+      failure,
+      error,
+    })
+  }
+
+  private readonly onClientDrain = (): void => {
+    this.controller?.resume()
+  }
+
+  private readonly onClientClose = (): void => {
+    if (this.finished || this.res.writableFinished) return
+    // The client went away mid-request: stop the upstream work too.
+    this.clientGone = true
+    this.controller?.abort(new ClientClosedError('client closed the connection'))
+  }
+}
+
+export function forward(
+  req: IncomingMessage,
+  res: ServerResponse,
+  pool: ColorPool,
+  upstream: Upstream,
+  headers: string[],
+  setCookie: string | undefined,
+  options: ForwardOptions,
+): void {
+  new ForwardHandler(req, res, pool, upstream, headers, setCookie, options).dispatch()
+}

@@ -1,0 +1,224 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Config } from '../config/types.ts'
+import type { ErrorCode } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { chooseColor, chooseUpstream, type RouteInput } from '../routing/pick.ts'
+import type { RoutingSnapshot } from '../routing/snapshot.ts'
+import type { Upstream } from '../routing/upstream.ts'
+import { type Color, isColor } from '../state/state.ts'
+import { cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
+import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
+import { rawErrorResponse, sendError } from './respond.ts'
+import type { FailureReason } from './upstream-errors.ts'
+import { WebSocketForwarder } from './ws-forward.ts'
+
+export interface ProxyListenerOptions {
+  config: Config
+  logger: Logger
+  /** The current routing snapshot; undefined until the state has been loaded. */
+  snapshot: () => RoutingSnapshot | undefined
+  onOutcome?: (outcome: RequestOutcome) => void
+  onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error) => void
+}
+
+class RouteError {
+  readonly status: number
+  readonly code: ErrorCode
+  readonly message: string
+  readonly color: Color | undefined
+  constructor(status: number, code: ErrorCode, message: string, color?: Color) {
+    this.status = status
+    this.code = code
+    this.message = message
+    this.color = color
+  }
+}
+
+interface Route {
+  upstream: Upstream
+  snapshot: RoutingSnapshot
+  color: Color
+  setCookie: string | undefined
+}
+
+/**
+ * The public listener: request -> route (pure, from the current snapshot) -> forward. Nothing here awaits
+ * anything; a switch is a new snapshot, read by the very next request on every connection.
+ */
+export class ProxyListener {
+  readonly server: Server
+  private readonly options: ProxyListenerOptions
+  private readonly trusted: TrustedProxies
+  private readonly forwardOptions: ForwardOptions
+  private readonly websockets: WebSocketForwarder
+  private readonly cookies: Record<Color, string>
+  private inFlight = 0
+  private draining = false
+  private onIdle: (() => void) | undefined
+
+  constructor(options: ProxyListenerOptions) {
+    this.options = options
+    const { config, logger } = options
+    const { timeouts } = config.proxy
+    this.trusted = new TrustedProxies(config.proxy.trustedProxies)
+    const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
+    const cookie = (color: Color) => `${config.routing.sticky.cookie}=${color}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`
+    this.cookies = { blue: cookie('blue'), green: cookie('green') }
+    this.forwardOptions = {
+      colorHeader: config.proxy.colorHeader,
+      maxAttempts: 3,
+      draining: () => this.draining,
+      onUpstreamFailure: (upstream, reason, error) => {
+        logger.warn({ color: upstream.color, upstream: upstream.url, reason, err: error }, 'upstream request failed')
+        options.onUpstreamFailure?.(upstream, reason, error)
+      },
+      onOutcome: options.onOutcome ?? (() => {}),
+    }
+    this.websockets = new WebSocketForwarder({
+      colorHeader: config.proxy.colorHeader,
+      connectTimeout: timeouts.connect,
+      logger,
+      onUpstreamFailure: (upstream, reason, error) =>
+        options.onUpstreamFailure?.(upstream, reason as FailureReason, error),
+    })
+    const clientRequest = timeouts.clientRequest
+    this.server = createServer(
+      {
+        keepAliveTimeout: timeouts.clientIdle,
+        // Node requires headersTimeout <= requestTimeout whenever the latter is on.
+        headersTimeout: clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
+        requestTimeout: clientRequest,
+        noDelay: true,
+      },
+      this.handleRequest,
+    )
+    this.server.on('upgrade', this.handleUpgrade)
+  }
+
+  listen(): Promise<AddressInfo> {
+    const { host, port } = this.options.config.listen
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve(this.server.address() as AddressInfo)
+      })
+    })
+  }
+
+  /** Requests and WebSockets being served right now. */
+  get active(): { requests: number; websockets: number } {
+    return { requests: this.inFlight, websockets: this.websockets.open.size }
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, close idle keep-alive connections, let in-flight requests finish (their
+   * responses say `connection: close`) for up to graceMs, then close whatever is left, WebSockets included.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeIdleConnections()
+    if (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs)
+        this.onIdle = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    if (this.inFlight > 0) this.options.logger.warn({ requests: this.inFlight }, 'grace period over, closing requests')
+    this.websockets.closeAll()
+    this.server.closeAllConnections()
+    await closed
+    this.websockets.close()
+  }
+
+  private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.inFlight++
+    res.once('close', this.onResponseClose)
+    const { colorHeader } = this.options.config.proxy
+    const route = this.route(req)
+    if (route instanceof RouteError) {
+      sendError(res, route.status, route.code, route.message, { colorHeader, color: route.color, close: this.draining })
+      return
+    }
+    const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
+    forward(req, res, route.snapshot.pools[route.color], route.upstream, headers, route.setCookie, this.forwardOptions)
+  }
+
+  private readonly onResponseClose = (): void => {
+    this.inFlight--
+    if (this.inFlight === 0) this.onIdle?.()
+  }
+
+  private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'websocket client socket error'))
+    if (this.draining) return rejectUpgrade(socket, 503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down')
+    if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+      return rejectUpgrade(socket, 400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported')
+    }
+    const route = this.route(req)
+    if (route instanceof RouteError) return rejectUpgrade(socket, route.status, route.code, route.message)
+    const flat = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
+    const headers: Record<string, string> = {}
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i]!.toLowerCase()
+      headers[name] = headers[name] === undefined ? flat[i + 1]! : `${headers[name]}, ${flat[i + 1]}`
+    }
+    headers.connection = 'Upgrade'
+    headers.upgrade = req.headers.upgrade
+    this.websockets.forward(req, socket, head, route.upstream, headers)
+  }
+
+  private route(req: IncomingMessage): Route | RouteError {
+    const snapshot = this.options.snapshot()
+    if (!snapshot) return new RouteError(503, 'BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
+    const { routing } = this.options.config
+    const input: RouteInput = { random: Math.random() }
+    if (routing.previewHeader !== null) {
+      const preview = req.headers[routing.previewHeader]
+      if (preview !== undefined) {
+        if (!isColor(preview)) {
+          return new RouteError(400, 'BG_BAD_PREVIEW', `${routing.previewHeader} must be "blue" or "green"`)
+        }
+        input.preview = preview
+      }
+    }
+    if (routing.sticky.mode === 'cookie') {
+      const color = cookieValue(req.headers.cookie, routing.sticky.cookie)
+      if (isColor(color)) input.cookieColor = color
+    } else if (routing.sticky.mode === 'header') {
+      const key = req.headers[routing.sticky.header]
+      if (typeof key === 'string') input.stickyKey = key
+    }
+    const choice = chooseColor(snapshot, routing.sticky, input)
+    const upstream = chooseUpstream(snapshot.pools[choice.color])
+    if (!upstream) {
+      return new RouteError(503, 'BG_NO_HEALTHY_UPSTREAM', `no healthy upstream in the ${choice.color} pool`, choice.color)
+    }
+    return {
+      upstream,
+      snapshot,
+      color: choice.color,
+      setCookie: choice.setCookie ? this.cookies[choice.color] : undefined,
+    }
+  }
+
+  private forwarding(req: IncomingMessage) {
+    const peer = req.socket.remoteAddress ?? ''
+    return {
+      peer,
+      trusted: this.trusted.has(peer),
+      proto: 'http',
+      preserveHost: this.options.config.proxy.preserveHost,
+    }
+  }
+}
+
+function rejectUpgrade(socket: Duplex, status: number, code: ErrorCode, message: string): void {
+  socket.end(rawErrorResponse(status, code, message))
+}

@@ -1,0 +1,93 @@
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { createProxyServer, type ProxyServer } from 'http-proxy-3'
+import type { Logger } from '../log.ts'
+import type { Upstream } from '../routing/upstream.ts'
+import type { Color } from '../state/state.ts'
+import { rawErrorResponse } from './respond.ts'
+import { classifyUpstreamError } from './upstream-errors.ts'
+
+export interface WebSocketForwarderOptions {
+  colorHeader: string | null
+  connectTimeout: number
+  logger: Logger
+  onUpstreamFailure: (upstream: Upstream, reason: string, error: Error) => void
+}
+
+/** An open WebSocket through the proxy: it stays on the color it was opened on until either side closes it. */
+export interface OpenWebSocket {
+  color: Color
+  upstream: Upstream
+  socket: Duplex
+}
+
+const COLOR = Symbol('bluegreen.color')
+const UPGRADED = Symbol('bluegreen.upgraded')
+type TaggedRequest = IncomingMessage & { [COLOR]?: Color; [UPGRADED]?: boolean }
+
+/**
+ * WebSocket upgrades through http-proxy-3. Every call passes an error callback: without one http-proxy-3 emits
+ * 'error' on its server, and with no listener there that rethrows and takes the whole process down.
+ */
+export class WebSocketForwarder {
+  private readonly proxy: ProxyServer
+  private readonly options: WebSocketForwarderOptions
+  readonly open = new Set<OpenWebSocket>()
+
+  constructor(options: WebSocketForwarderOptions) {
+    this.options = options
+    this.proxy = createProxyServer({ ws: true, xfwd: false, proxyTimeout: 0, timeout: 0 })
+    // A last resort: an error that reaches the server instead of a callback is logged, never thrown.
+    this.proxy.on('error', (error: Error) => options.logger.warn({ err: error }, 'websocket proxy error'))
+    const { colorHeader } = options
+    this.proxy.on('proxyReqWs', (proxyReq, req: TaggedRequest) => {
+      // Runs before http-proxy-3's own 'upgrade' listener, which writes the 101 from proxyRes.headers.
+      proxyReq.on('upgrade', (proxyRes: IncomingMessage) => {
+        req[UPGRADED] = true
+        if (colorHeader !== null && req[COLOR]) proxyRes.headers[colorHeader] = req[COLOR]
+      })
+    })
+  }
+
+  /** Forwards an upgrade whose headers the caller has already rewritten (see upstreamRequestHeaders). */
+  forward(req: IncomingMessage, socket: Duplex, head: Buffer, upstream: Upstream, headers: Record<string, string>): void {
+    const tagged = req as TaggedRequest
+    tagged[COLOR] = upstream.color
+    req.headers = headers
+    const entry: OpenWebSocket = { color: upstream.color, upstream, socket }
+    this.open.add(entry)
+    upstream.outstanding++
+    socket.once('close', () => {
+      this.open.delete(entry)
+      upstream.outstanding--
+    })
+    this.proxy.ws(req, socket, head, { target: upstream.url, connectTimeout: this.options.connectTimeout }, (error: Error) => {
+      const failure = classifyUpstreamError(error)
+      this.options.onUpstreamFailure(upstream, failure.reason, error)
+      this.options.logger.warn(
+        { err: error, color: upstream.color, upstream: upstream.url, reason: failure.reason },
+        'websocket upstream failed',
+      )
+      // Before the upgrade nothing has been written to the client yet, so it can still get a proper answer.
+      if (socket.writable && !tagged[UPGRADED]) {
+        const timedOut = failure.status === 504
+        socket.end(
+          rawErrorResponse(
+            failure.status,
+            timedOut ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
+            `websocket upstream ${upstream.color} failed (${failure.reason})`,
+          ),
+        )
+      }
+    })
+  }
+
+  /** Closes every open WebSocket (shutdown, after the grace period). */
+  closeAll(): void {
+    for (const { socket } of this.open) socket.destroy()
+  }
+
+  close(): void {
+    this.proxy.close()
+  }
+}
