@@ -26,7 +26,11 @@ function createStore(config: Config, logger: Logger): StateStore {
   if (config.state.store === 'redis') {
     throw new Error('state.store "redis" is not available in this version; use "file"')
   }
-  return new FileStateStore({ path: config.state.path, initial: config.state.initial, logger: logger.child({ part: 'state' }) })
+  return new FileStateStore({
+    path: config.state.path,
+    initial: config.state.initial,
+    logger: logger.child({ part: 'state' }),
+  })
 }
 
 /**
@@ -45,7 +49,14 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     const previous = snapshot?.state
     snapshot = buildSnapshot(state, upstreams, balance)
     logger.info(
-      { active: state.active, weights: state.weights, generation: state.generation, from: previous?.active, reason: state.reason, by: state.updatedBy },
+      {
+        active: state.active,
+        weights: state.weights,
+        generation: state.generation,
+        from: previous?.active,
+        reason: state.reason,
+        by: state.updatedBy,
+      },
       previous ? 'state applied' : 'state loaded',
     )
   }
@@ -105,7 +116,13 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     throw error
   }
   logger.info(
-    { replica: replicaId, proxy: proxyAddress, admin: adminAddress, store: config.state.store, adminToken: config.admin.token !== null },
+    {
+      replica: replicaId,
+      proxy: proxyAddress,
+      admin: adminAddress,
+      store: config.state.store,
+      adminToken: config.admin.token !== null,
+    },
     'bluegreen-proxy started',
   )
 

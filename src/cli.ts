@@ -111,12 +111,20 @@ async function main(argv: string[]): Promise<void> {
 function port(value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
   const number = Number(value)
-  if (!Number.isInteger(number) || number < 0 || number > 65535) throw new UsageError(`"${value}" is not a port`)
+  if (!Number.isInteger(number) || number < 0 || number > 65535)
+    throw new UsageError(`"${value}" is not a port`)
   return number
 }
 
 function describeState(value: unknown): string {
-  const state = value as { active: string; weights: { blue: number; green: number }; generation: number; updatedAt: string; updatedBy: string; reason: string }
+  const state = value as {
+    active: string
+    weights: { blue: number; green: number }
+    generation: number
+    updatedAt: string
+    updatedBy: string
+    reason: string
+  }
   return [
     `active      ${state.active}`,
     `weights     blue ${state.weights.blue} / green ${state.weights.green}`,

@@ -27,7 +27,12 @@ export interface Demo {
 }
 
 /** `bluegreen demo`: two sample upstreams, the proxy and the admin API on the file store, all on loopback. */
-export async function startDemo(options: { port: number; adminPort: number; stateDir: string; logger: Logger }): Promise<Demo> {
+export async function startDemo(options: {
+  port: number
+  adminPort: number
+  stateDir: string
+  logger: Logger
+}): Promise<Demo> {
   const blue = sampleUpstream('blue')
   const green = sampleUpstream('green')
   const [bluePort, greenPort] = await Promise.all([listen(blue), listen(green)])

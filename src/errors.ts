@@ -12,7 +12,8 @@ export const ErrorCodes = {
   BG_NOT_FOUND: 'no such admin endpoint',
   BG_METHOD_NOT_ALLOWED: 'the admin endpoint exists but not for this method',
   BG_GENERATION_CONFLICT: 'expectedGeneration is stale: someone else changed the state first',
-  BG_TARGET_UNHEALTHY: 'the pool the change would send traffic to has no healthy upstream (use force to override)',
+  BG_TARGET_UNHEALTHY:
+    'the pool the change would send traffic to has no healthy upstream (use force to override)',
   BG_STATE_UNAVAILABLE: 'the state store is unreachable or not loaded, so the change was not made',
   BG_UPSTREAM_UNREACHABLE: 'the upstream refused the connection, reset it, or sent a broken response',
   BG_UPSTREAM_TIMEOUT: 'the upstream did not connect or answer within the configured timeout',
@@ -57,7 +58,12 @@ export class ConfigError extends BlueGreenError {
 
   constructor(problems: readonly ConfigProblem[]) {
     const list = problems.map((p) => `  ${p.path || '(root)'}: ${p.message}`).join('\n')
-    super('BG_CONFIG_INVALID', `invalid configuration, ${problems.length} problem(s):\n${list}`, 400, problems)
+    super(
+      'BG_CONFIG_INVALID',
+      `invalid configuration, ${problems.length} problem(s):\n${list}`,
+      400,
+      problems,
+    )
     this.name = 'ConfigError'
     this.problems = problems
   }

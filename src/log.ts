@@ -15,7 +15,10 @@ export function createLogger(options: LogOptions): Logger {
       level: options.level,
       base: { pid: process.pid },
       // Secrets must never reach the logs, whatever a caller passes in.
-      redact: { paths: ['token', '*.token', 'headers.authorization', 'config.admin.token'], censor: '[redacted]' },
+      redact: {
+        paths: ['token', '*.token', 'headers.authorization', 'config.admin.token'],
+        censor: '[redacted]',
+      },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     destination,

@@ -37,7 +37,11 @@ export async function callAdmin(
     })
   } catch (error) {
     const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message
-    throw new AdminCallError(0, 'BG_ADMIN_UNREACHABLE', `cannot reach the admin API at ${options.url} (${cause})`)
+    throw new AdminCallError(
+      0,
+      'BG_ADMIN_UNREACHABLE',
+      `cannot reach the admin API at ${options.url} (${cause})`,
+    )
   }
   const text = await response.text()
   let parsed: unknown

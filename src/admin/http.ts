@@ -39,7 +39,11 @@ export async function readJsonObject(req: IncomingMessage): Promise<Record<strin
 }
 
 function tooLarge(): BlueGreenError {
-  return new BlueGreenError('BG_BODY_TOO_LARGE', `the request body is larger than ${MAX_BODY_BYTES} bytes`, 413)
+  return new BlueGreenError(
+    'BG_BODY_TOO_LARGE',
+    `the request body is larger than ${MAX_BODY_BYTES} bytes`,
+    413,
+  )
 }
 
 /** Refuses fields the endpoint does not know: a typo such as "expectedGeneraton" must not pass silently. */
@@ -63,11 +67,19 @@ export function optionalGeneration(body: Record<string, unknown>): number | unde
   return value
 }
 
-export function optionalString(body: Record<string, unknown>, field: string, maxLength = 500): string | undefined {
+export function optionalString(
+  body: Record<string, unknown>,
+  field: string,
+  maxLength = 500,
+): string | undefined {
   const value = body[field]
   if (value === undefined) return undefined
   if (typeof value !== 'string' || value.length > maxLength) {
-    throw new BlueGreenError('BG_BAD_REQUEST', `${field} must be a string of at most ${maxLength} characters`, 400)
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `${field} must be a string of at most ${maxLength} characters`,
+      400,
+    )
   }
   return value
 }
@@ -75,6 +87,7 @@ export function optionalString(body: Record<string, unknown>, field: string, max
 export function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
   const value = body[field]
   if (value === undefined) return undefined
-  if (typeof value !== 'boolean') throw new BlueGreenError('BG_BAD_REQUEST', `${field} must be true or false`, 400)
+  if (typeof value !== 'boolean')
+    throw new BlueGreenError('BG_BAD_REQUEST', `${field} must be true or false`, 400)
   return value
 }

@@ -4,10 +4,25 @@ import type { ListenAddress } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
-import { activeFor, allTo, type Color, isColor, type State, type Weights, weightsProblem } from '../state/state.ts'
+import {
+  activeFor,
+  allTo,
+  type Color,
+  isColor,
+  type State,
+  type Weights,
+  weightsProblem,
+} from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import { TokenCheck } from './auth.ts'
-import { onlyFields, optionalBoolean, optionalGeneration, optionalString, readJsonObject, sendJson } from './http.ts'
+import {
+  onlyFields,
+  optionalBoolean,
+  optionalGeneration,
+  optionalString,
+  readJsonObject,
+  sendJson,
+} from './http.ts'
 
 export interface Readiness {
   ready: boolean
@@ -73,10 +88,18 @@ export class AdminServer {
     const handler = route[req.method as 'GET' | 'POST']
     if (!handler) {
       res.setHeader('allow', Object.keys(route).join(', '))
-      throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${Object.keys(route).join(' or ')}`, 405)
+      throw new BlueGreenError(
+        'BG_METHOD_NOT_ALLOWED',
+        `${path} takes ${Object.keys(route).join(' or ')}`,
+        405,
+      )
     }
     if (req.method !== 'GET' && !this.token.allows(req)) {
-      throw new BlueGreenError('BG_UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required', 401)
+      throw new BlueGreenError(
+        'BG_UNAUTHORIZED',
+        'a valid "Authorization: Bearer <token>" header is required',
+        401,
+      )
     }
     await handler(req, res)
   }
@@ -91,12 +114,15 @@ export class AdminServer {
       return
     }
     this.options.logger.error({ err: error }, 'admin request failed')
-    sendJson(res, 500, { error: { code: 'BG_STATE_UNAVAILABLE', message: 'internal error; see the proxy log' } })
+    sendJson(res, 500, {
+      error: { code: 'BG_STATE_UNAVAILABLE', message: 'internal error; see the proxy log' },
+    })
   }
 
   private readonly getState: Handler = (_req, res) => {
     const state = this.options.snapshot()?.state
-    if (!state) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+    if (!state)
+      throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
     sendJson(res, 200, this.describe(state))
   }
 
@@ -109,7 +135,11 @@ export class AdminServer {
     const body = await readJsonObject(req)
     onlyFields(body, ['to', 'expectedGeneration', 'force', 'wait', 'reason'])
     if (!isColor(body.to)) {
-      throw new BlueGreenError('BG_UNKNOWN_COLOR', `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`, 400)
+      throw new BlueGreenError(
+        'BG_UNKNOWN_COLOR',
+        `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
+        400,
+      )
     }
     const to: Color = body.to
     const expected = optionalGeneration(body)
@@ -133,7 +163,11 @@ export class AdminServer {
     const reason = optionalString(body, 'reason') ?? `weights blue ${valid.blue} / green ${valid.green}`
     this.requireHealthy(valid, force)
     const current = this.options.snapshot()?.state.active ?? 'blue'
-    const state = await this.change(req, { active: activeFor(valid, current), weights: valid, reason }, expected)
+    const state = await this.change(
+      req,
+      { active: activeFor(valid, current), weights: valid, reason },
+      expected,
+    )
     sendJson(res, 200, this.describe(state))
   }
 
@@ -162,7 +196,16 @@ export class AdminServer {
     const { logger, store } = this.options
     try {
       const state = await store.change({ ...change, updatedBy }, expectedGeneration)
-      logger.info({ active: state.active, weights: state.weights, generation: state.generation, by: updatedBy, reason: change.reason }, 'state changed')
+      logger.info(
+        {
+          active: state.active,
+          weights: state.weights,
+          generation: state.generation,
+          by: updatedBy,
+          reason: change.reason,
+        },
+        'state changed',
+      )
       return state
     } catch (error) {
       logger.warn({ err: error, by: updatedBy, change }, 'state change refused')

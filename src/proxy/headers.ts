@@ -22,7 +22,9 @@ function connectionTokens(values: readonly string[]): Set<string> | undefined {
   for (const value of values) {
     for (const token of value.split(',')) {
       const name = token.trim().toLowerCase()
-      if (name) (tokens ??= new Set()).add(name)
+      if (!name) continue
+      tokens ??= new Set()
+      tokens.add(name)
     }
   }
   return tokens
@@ -47,7 +49,8 @@ export class TrustedProxies {
     if (this.empty || !address) return false
     if (isIPv4(address)) return this.list.check(address, 'ipv4')
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-    if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return this.list.check(address.slice(7), 'ipv4')
+    if (address.startsWith('::ffff:') && isIPv4(address.slice(7)))
+      return this.list.check(address.slice(7), 'ipv4')
     return this.list.check(address, 'ipv6')
   }
 }
@@ -70,7 +73,8 @@ export interface ForwardingInfo {
 export function upstreamRequestHeaders(rawHeaders: readonly string[], info: ForwardingInfo): string[] {
   const connection: string[] = []
   for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toLowerCase() === 'connection') connection.push(rawHeaders[i + 1]!)
+    if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toLowerCase() === 'connection')
+      connection.push(rawHeaders[i + 1]!)
   }
   const named = connection.length > 0 ? connectionTokens(connection) : undefined
 
@@ -86,7 +90,8 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
     if (HOP_BY_HOP.has(lower) || lower === 'expect' || named?.has(lower)) continue
     if (FORWARDING.has(lower)) {
       if (!info.trusted) continue
-      if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`
+      if (lower === 'x-forwarded-for')
+        forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`
       else if (lower === 'x-forwarded-proto') forwardedProto ??= value
       else forwardedHost ??= value
       continue
@@ -114,7 +119,10 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
  */
 export function clientResponseHeaders(headers: Record<string, string | string[] | undefined>): string[] {
   const connection = headers.connection
-  const named = connection === undefined ? undefined : connectionTokens(Array.isArray(connection) ? connection : [connection])
+  const named =
+    connection === undefined
+      ? undefined
+      : connectionTokens(Array.isArray(connection) ? connection : [connection])
   const out: string[] = []
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || named?.has(name)) continue

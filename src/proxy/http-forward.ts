@@ -84,12 +84,18 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   dispatch(): void {
     const { req } = this
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
     this.attempts++
     this.upstream.outstanding++
     try {
       this.upstream.pool.dispatch(
-        { path: req.url ?? '/', method: req.method ?? 'GET', headers: this.headers, body: hasBody ? req : null },
+        {
+          path: req.url ?? '/',
+          method: req.method ?? 'GET',
+          headers: this.headers,
+          body: hasBody ? req : null,
+        },
         this,
       )
     } catch (error) {
@@ -164,11 +170,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
           ? `upstream ${this.upstream.color} did not answer in time (${failure.reason})`
           : `upstream ${this.upstream.color} failed (${failure.reason})`
       this.status = failure.status
-      sendError(this.res, failure.status, failure.status === 504 ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE', message, {
-        colorHeader: this.options.colorHeader,
-        color: this.upstream.color,
-        close: this.options.draining(),
-      })
+      sendError(
+        this.res,
+        failure.status,
+        failure.status === 504 ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
+        message,
+        {
+          colorHeader: this.options.colorHeader,
+          color: this.upstream.color,
+          close: this.options.draining(),
+        },
+      )
     }
     this.finish(failure.reason, error)
   }

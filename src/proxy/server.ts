@@ -64,14 +64,18 @@ export class ProxyListener {
     const { timeouts } = config.proxy
     this.trusted = new TrustedProxies(config.proxy.trustedProxies)
     const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
-    const cookie = (color: Color) => `${config.routing.sticky.cookie}=${color}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`
+    const cookie = (color: Color) =>
+      `${config.routing.sticky.cookie}=${color}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`
     this.cookies = { blue: cookie('blue'), green: cookie('green') }
     this.forwardOptions = {
       colorHeader: config.proxy.colorHeader,
       maxAttempts: 3,
       draining: () => this.draining,
       onUpstreamFailure: (upstream, reason, error) => {
-        logger.warn({ color: upstream.color, upstream: upstream.url, reason, err: error }, 'upstream request failed')
+        logger.warn(
+          { color: upstream.color, upstream: upstream.url, reason, err: error },
+          'upstream request failed',
+        )
         options.onUpstreamFailure?.(upstream, reason, error)
       },
       onOutcome: options.onOutcome ?? (() => {}),
@@ -88,7 +92,8 @@ export class ProxyListener {
       {
         keepAliveTimeout: timeouts.clientIdle,
         // Node requires headersTimeout <= requestTimeout whenever the latter is on.
-        headersTimeout: clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
+        headersTimeout:
+          clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
         requestTimeout: clientRequest,
         noDelay: true,
       },
@@ -130,7 +135,8 @@ export class ProxyListener {
         }
       })
     }
-    if (this.inFlight > 0) this.options.logger.warn({ requests: this.inFlight }, 'grace period over, closing requests')
+    if (this.inFlight > 0)
+      this.options.logger.warn({ requests: this.inFlight }, 'grace period over, closing requests')
     this.websockets.closeAll()
     this.server.closeAllConnections()
     await closed
@@ -143,11 +149,23 @@ export class ProxyListener {
     const { colorHeader } = this.options.config.proxy
     const route = this.route(req)
     if (route instanceof RouteError) {
-      sendError(res, route.status, route.code, route.message, { colorHeader, color: route.color, close: this.draining })
+      sendError(res, route.status, route.code, route.message, {
+        colorHeader,
+        color: route.color,
+        close: this.draining,
+      })
       return
     }
     const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
-    forward(req, res, route.snapshot.pools[route.color], route.upstream, headers, route.setCookie, this.forwardOptions)
+    forward(
+      req,
+      res,
+      route.snapshot.pools[route.color],
+      route.upstream,
+      headers,
+      route.setCookie,
+      this.forwardOptions,
+    )
   }
 
   private readonly onResponseClose = (): void => {
@@ -157,12 +175,19 @@ export class ProxyListener {
 
   private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', (error) => this.options.logger.debug({ err: error }, 'websocket client socket error'))
-    if (this.draining) return rejectUpgrade(socket, 503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down')
+    if (this.draining) {
+      socket.end(rawErrorResponse(503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down'))
+      return
+    }
     if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
-      return rejectUpgrade(socket, 400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported')
+      socket.end(rawErrorResponse(400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
+      return
     }
     const route = this.route(req)
-    if (route instanceof RouteError) return rejectUpgrade(socket, route.status, route.code, route.message)
+    if (route instanceof RouteError) {
+      socket.end(rawErrorResponse(route.status, route.code, route.message))
+      return
+    }
     const flat = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
     const headers: Record<string, string> = {}
     for (let i = 0; i < flat.length; i += 2) {
@@ -176,7 +201,8 @@ export class ProxyListener {
 
   private route(req: IncomingMessage): Route | RouteError {
     const snapshot = this.options.snapshot()
-    if (!snapshot) return new RouteError(503, 'BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
+    if (!snapshot)
+      return new RouteError(503, 'BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
     const { routing } = this.options.config
     const input: RouteInput = { random: Math.random() }
     if (routing.previewHeader !== null) {
@@ -198,7 +224,12 @@ export class ProxyListener {
     const choice = chooseColor(snapshot, routing.sticky, input)
     const upstream = chooseUpstream(snapshot.pools[choice.color])
     if (!upstream) {
-      return new RouteError(503, 'BG_NO_HEALTHY_UPSTREAM', `no healthy upstream in the ${choice.color} pool`, choice.color)
+      return new RouteError(
+        503,
+        'BG_NO_HEALTHY_UPSTREAM',
+        `no healthy upstream in the ${choice.color} pool`,
+        choice.color,
+      )
     }
     return {
       upstream,
@@ -217,8 +248,4 @@ export class ProxyListener {
       preserveHost: this.options.config.proxy.preserveHost,
     }
   }
-}
-
-function rejectUpgrade(socket: Duplex, status: number, code: ErrorCode, message: string): void {
-  socket.end(rawErrorResponse(status, code, message))
 }

@@ -50,7 +50,13 @@ export class WebSocketForwarder {
   }
 
   /** Forwards an upgrade whose headers the caller has already rewritten (see upstreamRequestHeaders). */
-  forward(req: IncomingMessage, socket: Duplex, head: Buffer, upstream: Upstream, headers: Record<string, string>): void {
+  forward(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    upstream: Upstream,
+    headers: Record<string, string>,
+  ): void {
     const tagged = req as TaggedRequest
     tagged[COLOR] = upstream.color
     req.headers = headers
@@ -61,25 +67,31 @@ export class WebSocketForwarder {
       this.open.delete(entry)
       upstream.outstanding--
     })
-    this.proxy.ws(req, socket, head, { target: upstream.url, connectTimeout: this.options.connectTimeout }, (error: Error) => {
-      const failure = classifyUpstreamError(error)
-      this.options.onUpstreamFailure(upstream, failure.reason, error)
-      this.options.logger.warn(
-        { err: error, color: upstream.color, upstream: upstream.url, reason: failure.reason },
-        'websocket upstream failed',
-      )
-      // Before the upgrade nothing has been written to the client yet, so it can still get a proper answer.
-      if (socket.writable && !tagged[UPGRADED]) {
-        const timedOut = failure.status === 504
-        socket.end(
-          rawErrorResponse(
-            failure.status,
-            timedOut ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
-            `websocket upstream ${upstream.color} failed (${failure.reason})`,
-          ),
+    this.proxy.ws(
+      req,
+      socket,
+      head,
+      { target: upstream.url, connectTimeout: this.options.connectTimeout },
+      (error: Error) => {
+        const failure = classifyUpstreamError(error)
+        this.options.onUpstreamFailure(upstream, failure.reason, error)
+        this.options.logger.warn(
+          { err: error, color: upstream.color, upstream: upstream.url, reason: failure.reason },
+          'websocket upstream failed',
         )
-      }
-    })
+        // Before the upgrade nothing has been written to the client yet, so it can still get a proper answer.
+        if (socket.writable && !tagged[UPGRADED]) {
+          const timedOut = failure.status === 504
+          socket.end(
+            rawErrorResponse(
+              failure.status,
+              timedOut ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
+              `websocket upstream ${upstream.color} failed (${failure.reason})`,
+            ),
+          )
+        }
+      },
+    )
   }
 
   /** Closes every open WebSocket (shutdown, after the grace period). */

@@ -78,12 +78,17 @@ export function initialState(color: Color, now = new Date()): State {
  * Returns the problem, or undefined when the value is a valid State.
  */
 export function stateProblem(value: unknown): string | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'state must be a JSON object'
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    return 'state must be a JSON object'
   const state = value as Record<string, unknown>
   if (!isColor(state.active)) return `active must be "blue" or "green", got ${JSON.stringify(state.active)}`
   const weights = weightsProblem(state.weights)
   if (weights) return weights
-  if (typeof state.generation !== 'number' || !Number.isSafeInteger(state.generation) || state.generation < 0) {
+  if (
+    typeof state.generation !== 'number' ||
+    !Number.isSafeInteger(state.generation) ||
+    state.generation < 0
+  ) {
     return 'generation must be a non-negative integer'
   }
   if (typeof state.updatedAt !== 'string') return 'updatedAt must be a string'

@@ -2,14 +2,19 @@
 
 export async function eventually<T>(
   check: () => T | Promise<T>,
-  { timeout = 5000, interval = 10, message = 'condition' }: { timeout?: number; interval?: number; message?: string } = {},
-): Promise<T> {
+  {
+    timeout = 5000,
+    interval = 10,
+    message = 'condition',
+  }: { timeout?: number; interval?: number; message?: string } = {},
+): Promise<Exclude<T, undefined | null | false>> {
   const deadline = Date.now() + timeout
   let lastError: unknown
   for (;;) {
     try {
       const result = await check()
-      if (result !== false && result !== undefined && result !== null) return result
+      if (result !== false && result !== undefined && result !== null)
+        return result as Exclude<T, undefined | null | false>
     } catch (error) {
       lastError = error
     }

@@ -1,0 +1,304 @@
+import { resolve } from 'node:path'
+import { ConfigError } from '../errors.ts'
+import { COLORS, type Color } from '../state/state.ts'
+import type {
+  AdminConfig,
+  Config,
+  ListenAddress,
+  LogConfig,
+  PoolConfig,
+  ProxyConfig,
+  RedisConfig,
+  RoutingConfig,
+  ShutdownConfig,
+  StateConfig,
+  TimeoutsConfig,
+  UpstreamConfig,
+} from './types.ts'
+import {
+  Checker,
+  deepFreeze,
+  describe,
+  durationIn,
+  type Field,
+  integerIn,
+  isIpOrCidr,
+  isPlainObject,
+  isToken,
+  LISTEN_EXPECTED,
+  MAX_TIMER_MS,
+  parseBoolean,
+  parseHostPort,
+  parseListen,
+  substituteEnv,
+} from './validate.ts'
+
+// The config file's schema: its keys, their defaults, and how each becomes part of the frozen Config.
+// README's "Configuration" section documents the same keys.
+
+const TIMEOUT_DEFAULTS: TimeoutsConfig = {
+  connect: 5_000,
+  header: 60_000,
+  body: 60_000,
+  upstreamIdle: 30_000,
+  clientIdle: 65_000,
+  clientHeader: 30_000,
+  clientRequest: 300_000,
+}
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+const WILDCARD_HOSTS = ['0.0.0.0', '::']
+const HEADER_EXPECTED = 'an HTTP header name such as "x-user-id"'
+const BOOLEAN_EXPECTED = 'true or false'
+const COOKIE_EXPECTED = 'a cookie name (letters, digits and !#$%&\'*+-.^_`|~) such as "bluegreen_color"'
+const CIDR_EXPECTED = 'an IP address or CIDR such as "10.0.0.0/8" or "fd00::/8"'
+const REDIS_URL_EXPECTED = 'a redis:// or rediss:// URL such as "redis://127.0.0.1:6379"'
+
+// Parsers for Checker.read: the value to keep, or undefined when it is invalid.
+const anyString = (value: unknown) => (typeof value === 'string' ? value : undefined)
+const nonEmptyString = (value: unknown) => (typeof value === 'string' && value !== '' ? value : undefined)
+const headerName = (value: unknown) => (isToken(value) ? value.toLowerCase() : undefined)
+const cookieName = (value: unknown) => (isToken(value) ? value : undefined)
+const ipOrCidr = (value: unknown) => (typeof value === 'string' && isIpOrCidr(value) ? value : undefined)
+const redisUrl = (value: unknown) =>
+  typeof value === 'string' && /^rediss?:$/.test(URL.parse(value)?.protocol ?? '') ? value : undefined
+
+/**
+ * Validates the parsed config file (after ${VAR} substitution from `env`) and returns it frozen with every default
+ * filled in. Throws a ConfigError listing every problem at once.
+ */
+export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
+  const check = new Checker()
+  const substituted = substituteEnv(raw, env, '', check)
+  const keys = ['listen', 'admin', 'pools', 'state', 'proxy', 'routing', 'log', 'shutdown']
+  const root = check.section({ path: '', value: substituted }, keys)
+  const config: Config = {
+    listen: check.read(root.field('listen'), { host: '0.0.0.0', port: 8080 }, parseListen, LISTEN_EXPECTED),
+    admin: buildAdmin(check, root.field('admin')),
+    pools: buildPools(check, root.field('pools')),
+    state: buildState(check, root.field('state')),
+    proxy: buildProxy(check, root.field('proxy')),
+    routing: buildRouting(check, root.field('routing')),
+    log: buildLog(check, root.field('log')),
+    shutdown: buildShutdown(check, root.field('shutdown')),
+  }
+  checkListenersDiffer(check, config)
+  if (check.problems.length > 0) throw new ConfigError(check.problems)
+  return deepFreeze(config)
+}
+
+function buildAdmin(check: Checker, field: Field): AdminConfig {
+  const admin = check.section(field, ['listen', 'token'])
+  const fallback = { host: '127.0.0.1', port: 9090 }
+  const token = check.read(
+    admin.field('token'),
+    '',
+    anyString,
+    'a string (quote it if it looks like a number)',
+  )
+  return {
+    listen: check.read(admin.field('listen'), fallback, parseListen, LISTEN_EXPECTED),
+    token: token === '' ? null : token,
+  }
+}
+
+function buildPools(check: Checker, field: Field): Record<Color, PoolConfig> {
+  const pools = check.section(field, COLORS, { required: true })
+  const built = {
+    blue: buildPool(check, pools.field('blue'), pools.present),
+    green: buildPool(check, pools.field('green'), pools.present),
+  }
+  // A pool with no upstreams is a color with nothing deployed yet; one of the two must serve traffic.
+  const empty = (pool: unknown) =>
+    isPlainObject(pool) &&
+    (pool.upstreams === undefined || (Array.isArray(pool.upstreams) && pool.upstreams.length === 0))
+  if (empty(pools.values.blue) && empty(pools.values.green)) {
+    check.report('pools', 'both pools have no upstreams; at least one needs an upstream to send traffic to')
+  }
+  return built
+}
+
+function buildPool(check: Checker, field: Field, required: boolean): PoolConfig {
+  const pool = check.section(field, ['upstreams', 'balance', 'maxConnectionsPerUpstream'], { required })
+  const upstreams: UpstreamConfig[] = []
+  const seen = new Map<string, string>()
+  for (const item of check.list(pool.field('upstreams'), 'upstream URLs') ?? []) {
+    const upstream = buildUpstream(check, item)
+    if (!upstream) continue
+    const duplicate = seen.get(upstream.origin)
+    if (duplicate) check.report(item.path, `duplicate of ${duplicate} (both are ${upstream.origin})`)
+    else seen.set(upstream.origin, item.path)
+    upstreams.push(upstream)
+  }
+  return {
+    upstreams,
+    balance: check.oneOf(pool.field('balance'), ['round-robin', 'least-outstanding'], 'round-robin'),
+    maxConnectionsPerUpstream: check.read(
+      pool.field('maxConnectionsPerUpstream'),
+      128,
+      ...integerIn(1, 65535),
+    ),
+  }
+}
+
+function buildUpstream(check: Checker, { path, value }: Field): UpstreamConfig | undefined {
+  const url = typeof value === 'string' ? URL.parse(value) : null
+  const problem = upstreamProblem(value, url)
+  if (problem) {
+    check.report(path, problem)
+    return undefined
+  }
+  return { url: value as string, origin: url!.origin }
+}
+
+function upstreamProblem(value: unknown, url: URL | null): string | undefined {
+  if (typeof value !== 'string' || !url) {
+    return `expected an http:// or https:// URL such as "http://10.0.0.11:8080", got ${describe(value)}`
+  }
+  if (!/^https?:$/.test(url.protocol)) return `expected http:// or https://, got ${url.protocol}//`
+  if (url.username || url.password) return 'must not contain credentials (user:password@)'
+  if (url.pathname !== '/' || /[?#]/.test(value)) {
+    return "must be scheme://host[:port] only, with no path, query or fragment (the request's own path is forwarded)"
+  }
+  return undefined
+}
+
+function buildState(check: Checker, field: Field): StateConfig {
+  const state = check.section(field, ['store', 'path', 'redis', 'initial'])
+  const store = check.oneOf(state.field('store'), ['file', 'redis'], 'file')
+  const redisField = state.field('redis')
+  if (store === 'redis') check.required(redisField, 'a mapping (url, key, ...) when state.store is "redis"')
+  const path = check.read(state.field('path'), './bluegreen-state.json', nonEmptyString, 'a file path')
+  const built: StateConfig = {
+    store,
+    path: resolve(process.cwd(), path),
+    initial: check.oneOf(state.field('initial'), COLORS, 'blue'),
+  }
+  if (redisField.value !== undefined) built.redis = buildRedis(check, redisField)
+  return built
+}
+
+function buildRedis(check: Checker, field: Field): RedisConfig {
+  const redis = check.section(field, ['url', 'key', 'sentinels', 'name'])
+  const built: RedisConfig = {
+    url: check.read(redis.field('url'), 'redis://127.0.0.1:6379', redisUrl, REDIS_URL_EXPECTED),
+    key: check.read(redis.field('key'), 'bluegreen:default', nonEmptyString, 'a non-empty string'),
+  }
+  const sentinelsField = redis.field('sentinels')
+  const items = check.list(sentinelsField, 'sentinel addresses ("host:port" or {host, port})')
+  if (items?.length === 0) check.report(sentinelsField.path, 'expected at least one sentinel address')
+  if (items) built.sentinels = items.map((item) => buildSentinel(check, item))
+  const name = check.read(redis.field('name'), undefined, nonEmptyString, 'the Sentinel master name')
+  if (items) check.required(redis.field('name'), 'the Sentinel master name when sentinels are listed')
+  if (name !== undefined) built.name = name
+  return built
+}
+
+function buildSentinel(check: Checker, field: Field): { host: string; port: number } {
+  if (typeof field.value === 'string') {
+    const address = parseHostPort(field.value)
+    if (address && address.host !== '' && address.port > 0) return address
+    check.report(field.path, `expected "host:port" such as "10.0.0.5:26379", got ${describe(field.value)}`)
+    return { host: '', port: 0 }
+  }
+  const sentinel = check.section(field, ['host', 'port'], { required: true })
+  const hostField = sentinel.field('host')
+  const portField = sentinel.field('port')
+  if (sentinel.present) {
+    check.required(hostField, 'the sentinel host name or IP')
+    check.required(portField, 'the sentinel port')
+  }
+  return {
+    host: check.read(hostField, '', nonEmptyString, 'a host name or IP'),
+    port: check.read(portField, 0, ...integerIn(1, 65535)),
+  }
+}
+
+function buildProxy(check: Checker, field: Field): ProxyConfig {
+  const proxy = check.section(field, ['timeouts', 'preserveHost', 'trustedProxies', 'colorHeader'])
+  const timeouts = buildTimeouts(check, proxy.field('timeouts'))
+  const items = check.list(proxy.field('trustedProxies'), 'IP addresses or CIDRs') ?? []
+  const trustedProxies = items.map((item) => check.read(item, '', ipOrCidr, CIDR_EXPECTED))
+  const colorHeader = check.read(
+    proxy.field('colorHeader'),
+    'x-bluegreen-color' as string | false,
+    (value) => (value === false ? false : headerName(value)),
+    `${HEADER_EXPECTED}, or false to turn it off`,
+  )
+  return {
+    timeouts,
+    preserveHost: check.read(proxy.field('preserveHost'), true, parseBoolean, BOOLEAN_EXPECTED),
+    trustedProxies,
+    colorHeader: colorHeader === false ? null : colorHeader,
+  }
+}
+
+function buildTimeouts(check: Checker, field: Field): TimeoutsConfig {
+  const keys = Object.keys(TIMEOUT_DEFAULTS) as (keyof TimeoutsConfig)[]
+  const section = check.section(field, keys)
+  const timeouts = { ...TIMEOUT_DEFAULTS }
+  for (const key of keys) {
+    // Only the whole-request limit can be turned off; a zero connect or idle timeout would fail every request.
+    const min = key === 'clientRequest' ? 0 : 1
+    timeouts[key] = check.read(section.field(key), TIMEOUT_DEFAULTS[key], ...durationIn(min, MAX_TIMER_MS))
+  }
+  // Node's http.Server refuses a headersTimeout longer than a non-zero requestTimeout.
+  const { clientHeader, clientRequest } = timeouts
+  if (clientRequest > 0 && clientHeader > clientRequest) {
+    check.report(
+      section.field('clientHeader').path,
+      `must not be longer than clientRequest (${clientRequest}ms)`,
+    )
+  }
+  return timeouts
+}
+
+function buildRouting(check: Checker, field: Field): RoutingConfig {
+  const routing = check.section(field, ['sticky', 'preview'])
+  const sticky = check.section(routing.field('sticky'), ['mode', 'cookie', 'header', 'cookieMaxAge'])
+  const preview = check.section(routing.field('preview'), ['header'])
+  return {
+    sticky: {
+      mode: check.oneOf(sticky.field('mode'), ['cookie', 'header', 'none'], 'cookie'),
+      cookie: check.read(sticky.field('cookie'), 'bluegreen_color', cookieName, COOKIE_EXPECTED),
+      header: check.read(sticky.field('header'), 'x-user-id', headerName, HEADER_EXPECTED),
+      cookieMaxAge: check.read(
+        sticky.field('cookieMaxAge'),
+        86_400_000,
+        ...durationIn(0, Number.MAX_SAFE_INTEGER),
+      ),
+    },
+    // Preview routing is opt-in: it stays off unless the `preview` block is written (even as `preview: {}`).
+    previewHeader: preview.present
+      ? check.read(preview.field('header'), 'x-bluegreen-preview', headerName, HEADER_EXPECTED)
+      : null,
+  }
+}
+
+function buildLog(check: Checker, field: Field): LogConfig {
+  const log = check.section(field, ['level', 'access'])
+  return {
+    level: check.oneOf(log.field('level'), LOG_LEVELS, 'info'),
+    access: check.read(log.field('access'), false, parseBoolean, BOOLEAN_EXPECTED),
+  }
+}
+
+function buildShutdown(check: Checker, field: Field): ShutdownConfig {
+  const shutdown = check.section(field, ['delay', 'grace'])
+  return {
+    delay: check.read(shutdown.field('delay'), 0, ...durationIn(0, MAX_TIMER_MS)),
+    grace: check.read(shutdown.field('grace'), 30_000, ...durationIn(0, MAX_TIMER_MS)),
+  }
+}
+
+/** Two listeners on one port fail at start-up with EADDRINUSE; say so now, with the key to change. */
+function checkListenersDiffer(check: Checker, config: Config): void {
+  if (check.hasProblem('listen') || check.hasProblem('admin.listen')) return
+  const overlap = (a: ListenAddress, b: ListenAddress) =>
+    a.port !== 0 &&
+    a.port === b.port &&
+    (a.host === b.host || WILDCARD_HOSTS.includes(a.host) || WILDCARD_HOSTS.includes(b.host))
+  if (overlap(config.admin.listen, config.listen)) {
+    const { host, port } = config.listen
+    check.report('admin.listen', `conflicts with listen (${host}:${port}); the admin API needs its own port`)
+  }
+}

@@ -1,0 +1,570 @@
+// The embedded state store: one JSON file on one host, shared by every process that points at it.
+// Writes are atomic (temp file + fsync + rename), a change is a compare-and-set under an exclusive lock file,
+// and followers watch the directory (a rename replaces the inode) with a stat poll as the fallback.
+
+import { randomBytes } from 'node:crypto'
+import { type FSWatcher, watch } from 'node:fs'
+import * as fs from 'node:fs/promises'
+import { hostname } from 'node:os'
+import * as path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { BlueGreenError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import {
+  type Color,
+  initialState,
+  isColor,
+  type State,
+  type StateChange,
+  stateProblem,
+  weightsProblem,
+} from './state.ts'
+import type { StateListener, StateStore } from './store.ts'
+
+export interface FileStateStoreOptions {
+  path: string
+  /** The color of the initial state, written only when the file does not exist yet. */
+  initial: Color
+  logger: Logger
+  /** How often (ms) to stat the file in case fs.watch missed a change. Default 1000. */
+  pollInterval?: number
+}
+
+/** The file's content: the state and the one it replaced (for rollback). */
+interface StateDocument {
+  state: State
+  previous: State | null
+}
+
+type ReadResult =
+  | { kind: 'missing' }
+  | { kind: 'invalid'; problem: string }
+  | { kind: 'valid'; document: StateDocument }
+
+const LOCK_TIMEOUT_MS = 2000
+const STALE_LOCK_MS = 10_000
+const WATCH_DEBOUNCE_MS = 15
+
+export class FileStateStore implements StateStore {
+  readonly #path: string
+  readonly #lockPath: string
+  readonly #directory: string
+  readonly #fileName: string
+  readonly #initial: Color
+  readonly #logger: Logger
+  readonly #pollInterval: number
+  readonly #listeners = new Set<StateListener>()
+  #current: State | undefined
+  #previous: State | undefined
+  #starting: Promise<State> | undefined
+  #started = false
+  #closed = false
+  #watcher: FSWatcher | undefined
+  #pollTimer: NodeJS.Timeout | undefined
+  #debounceTimer: NodeJS.Timeout | undefined
+  #polling = false
+  #refreshing: Promise<void> | undefined
+  #refreshAgain = false
+  #seenSignature: string | undefined
+  #reportedSignature: string | undefined
+
+  constructor(options: FileStateStoreOptions) {
+    if (typeof options.path !== 'string' || options.path === '') {
+      throw new TypeError('path must be a non-empty string')
+    }
+    if (!isColor(options.initial)) {
+      throw new TypeError(`initial must be "blue" or "green", got ${JSON.stringify(options.initial)}`)
+    }
+    const pollInterval = options.pollInterval ?? 1000
+    if (!Number.isInteger(pollInterval) || pollInterval <= 0) {
+      throw new TypeError('pollInterval must be a positive integer (milliseconds)')
+    }
+    this.#path = path.resolve(options.path)
+    this.#lockPath = `${this.#path}.lock`
+    this.#directory = path.dirname(this.#path)
+    this.#fileName = path.basename(this.#path)
+    this.#initial = options.initial
+    this.#logger = options.logger
+    this.#pollInterval = pollInterval
+  }
+
+  start(): Promise<State> {
+    if (this.#closed) return Promise.reject(unavailable(`the state store for ${this.#path} is closed`))
+    // A failed start can be retried (say, after the operator fixed the file).
+    this.#starting ??= this.#load().catch((error: unknown) => {
+      this.#starting = undefined
+      throw error
+    })
+    return this.#starting
+  }
+
+  current(): State | undefined {
+    return this.#current
+  }
+
+  async change(change: StateChange, expectedGeneration?: number): Promise<State> {
+    if (!this.#started || this.#closed) {
+      throw unavailable(`the state store for ${this.#path} is ${this.#closed ? 'closed' : 'not started'}`)
+    }
+    const requested = checkedChange(change)
+    if (
+      expectedGeneration !== undefined &&
+      (!Number.isSafeInteger(expectedGeneration) || expectedGeneration < 0)
+    ) {
+      throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer', 400)
+    }
+    // A newer state found under the lock is applied after the lock is released, so listeners never hold it.
+    let newer: StateDocument | undefined
+    let written: StateDocument
+    try {
+      written = await this.#withLock(async (confirmLock) => {
+        const read = await this.#read()
+        if (read.kind === 'invalid') {
+          throw unavailable(
+            `the state file ${this.#path} is invalid (${read.problem}); fix it before changing state`,
+          )
+        }
+        if (read.kind === 'missing') {
+          this.#logger.warn(
+            { path: this.#path },
+            'the state file disappeared; recreating it from the last applied state',
+          )
+        }
+        const applied = this.#current!
+        const stored = read.kind === 'valid' ? read.document.state : applied
+        if (expectedGeneration !== undefined && expectedGeneration !== stored.generation) {
+          if (read.kind === 'valid') newer = read.document
+          throw new BlueGreenError(
+            'BG_GENERATION_CONFLICT',
+            `expected generation ${expectedGeneration} but the state is at ${stored.generation}`,
+            409,
+          )
+        }
+        // Never behind what this process has applied, even if someone wrote an older generation by hand.
+        const generation = Math.max(stored.generation, applied.generation) + 1
+        const document: StateDocument = {
+          state: freeze({ ...requested, generation, updatedAt: new Date().toISOString() }),
+          previous: stored,
+        }
+        await confirmLock()
+        await this.#write(document)
+        return document
+      })
+    } catch (error) {
+      throw asUnavailable(error, `could not change the state in ${this.#path}`)
+    } finally {
+      if (newer) this.#apply(newer)
+    }
+    this.#apply(written)
+    return written.state
+  }
+
+  async previous(): Promise<State | undefined> {
+    // Another process may have changed the state since this one last looked: the file is the authority.
+    const read = await this.#read().catch(() => undefined)
+    if (read?.kind === 'valid') {
+      if (!this.#started) return read.document.previous ?? undefined
+      this.#apply(read.document)
+      if (read.document.state.generation >= (this.#current?.generation ?? 0))
+        return read.document.previous ?? undefined
+    }
+    return this.#previous
+  }
+
+  subscribe(listener: StateListener): () => void {
+    this.#listeners.add(listener)
+    return () => {
+      this.#listeners.delete(listener)
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#watcher?.close()
+    this.#watcher = undefined
+    clearInterval(this.#pollTimer)
+    clearTimeout(this.#debounceTimer)
+    await this.#refreshing
+  }
+
+  async #load(): Promise<State> {
+    let read = await this.#read().catch((error) => {
+      throw asUnavailable(error, `could not read the state file ${this.#path}`)
+    })
+    if (read.kind === 'missing') {
+      try {
+        await fs.mkdir(this.#directory, { recursive: true })
+        read = await this.#withLock(async () => {
+          // Another process may have created it while this one waited for the lock.
+          const again = await this.#read()
+          if (again.kind !== 'missing') return again
+          const document: StateDocument = { state: freeze(initialState(this.#initial)), previous: null }
+          await this.#write(document)
+          this.#logger.info({ path: this.#path, active: this.#initial }, 'created the state file')
+          return { kind: 'valid', document } satisfies ReadResult
+        })
+      } catch (error) {
+        throw asUnavailable(error, `could not create the state file ${this.#path}`)
+      }
+    }
+    if (read.kind === 'invalid') {
+      // Never overwrite what an operator wrote: refuse to start and say what is wrong.
+      throw unavailable(`the state file ${this.#path} is invalid: ${read.problem}; fix or remove it`)
+    }
+    if (this.#closed) throw unavailable(`the state store for ${this.#path} was closed while starting`)
+    this.#apply(read.document)
+    this.#started = true
+    await this.#removeLeftovers()
+    this.#follow()
+    return this.#current!
+  }
+
+  async #read(): Promise<ReadResult> {
+    let text: string
+    try {
+      text = await fs.readFile(this.#path, 'utf8')
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return { kind: 'missing' }
+      throw error
+    }
+    return parseStateDocument(text)
+  }
+
+  async #write(document: StateDocument): Promise<void> {
+    const temporary = path.join(this.#directory, `${this.#fileName}.${process.pid}.${randomHex()}.tmp`)
+    try {
+      const handle = await fs.open(temporary, 'wx', 0o644)
+      try {
+        await handle.writeFile(`${JSON.stringify(document, null, 2)}\n`)
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      await fs.rename(temporary, this.#path)
+    } catch (error) {
+      await fs.rm(temporary, { force: true }).catch(() => {})
+      throw error
+    }
+    // Makes the rename itself durable; not every platform can open a directory (Windows), which is fine.
+    try {
+      const directory = await fs.open(this.#directory, 'r')
+      try {
+        await directory.sync()
+      } finally {
+        await directory.close()
+      }
+    } catch {}
+  }
+
+  async #withLock<T>(work: (confirmLock: () => Promise<void>) => Promise<T>): Promise<T> {
+    const content = await this.#acquireLock()
+    try {
+      return await work(async () => {
+        if ((await readText(this.#lockPath)) !== content) {
+          throw unavailable(
+            `lost the lock ${this.#lockPath} (another process judged it stale); nothing was changed`,
+          )
+        }
+      })
+    } finally {
+      // Remove the lock only if it is still ours: a lock broken as stale may already belong to someone else.
+      if ((await readText(this.#lockPath)) === content) await fs.rm(this.#lockPath, { force: true })
+      else this.#logger.warn({ lock: this.#lockPath }, 'the state lock was taken over while held')
+    }
+  }
+
+  async #acquireLock(): Promise<string> {
+    const content = JSON.stringify({
+      pid: process.pid,
+      hostname: hostname(),
+      time: new Date().toISOString(),
+      token: randomHex(),
+    })
+    const deadline = Date.now() + LOCK_TIMEOUT_MS
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const handle = await fs.open(this.#lockPath, 'wx', 0o644)
+        try {
+          await handle.writeFile(content)
+        } catch (error) {
+          await handle.close()
+          await fs.rm(this.#lockPath, { force: true })
+          throw error
+        }
+        await handle.close()
+        return content
+      } catch (error) {
+        if (errorCode(error) !== 'EEXIST') throw error
+      }
+      const removedStale = await this.#removeStaleLock()
+      if (Date.now() >= deadline) {
+        throw unavailable(
+          `timed out after ${LOCK_TIMEOUT_MS} ms waiting for the state lock ${this.#lockPath}`,
+        )
+      }
+      if (!removedStale) await delay(Math.min(50, 2 ** attempt) + Math.random() * 5)
+    }
+  }
+
+  /** Removes the lock when its holder died or has held it too long; true when the lock is gone. */
+  async #removeStaleLock(): Promise<boolean> {
+    let content: string
+    let modified: number
+    try {
+      modified = (await fs.stat(this.#lockPath)).mtimeMs
+      content = await fs.readFile(this.#lockPath, 'utf8')
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return true
+      throw error
+    }
+    const holder = parseLock(content)
+    const age = Date.now() - (holder?.time ?? modified)
+    const holderDied = holder !== undefined && holder.hostname === hostname() && !processAlive(holder.pid)
+    if (!holderDied && age <= STALE_LOCK_MS) return false
+    // Move it aside and check it is still the stale lock before deleting: between reading and moving, another
+    // process may have broken it and taken a fresh lock, which is then put back (link never overwrites).
+    const aside = `${this.#lockPath}.${process.pid}.${randomHex()}.stale`
+    try {
+      await fs.rename(this.#lockPath, aside)
+    } catch (error) {
+      if (errorCode(error) === 'ENOENT') return true
+      throw error
+    }
+    if ((await readText(aside)) === content) {
+      this.#logger.warn({ lock: this.#lockPath, holder: content }, 'removed a stale state lock')
+    } else {
+      await fs.link(aside, this.#lockPath).catch(() => {})
+    }
+    await fs.rm(aside, { force: true })
+    return true
+  }
+
+  /** Temp files and set-aside locks left by processes that died mid-write. */
+  async #removeLeftovers(): Promise<void> {
+    const pattern = new RegExp(
+      `^${escapeRegExp(this.#fileName)}\\.(?:lock\\.)?(\\d+)\\.[0-9a-f]+\\.(?:tmp|stale)$`,
+    )
+    try {
+      for (const name of await fs.readdir(this.#directory)) {
+        const pid = Number(pattern.exec(name)?.[1])
+        if (pid && !processAlive(pid)) await fs.rm(path.join(this.#directory, name), { force: true })
+      }
+    } catch (error) {
+      this.#logger.debug({ err: error, directory: this.#directory }, 'could not clean up leftover temp files')
+    }
+  }
+
+  #follow(): void {
+    try {
+      this.#watcher = watch(this.#directory, { persistent: false }, (_event, fileName) => {
+        if (fileName === null || fileName === this.#fileName) this.#scheduleRefresh()
+      })
+      this.#watcher.on('error', (error) => {
+        this.#logger.warn(
+          { err: error, directory: this.#directory },
+          'watching the state directory failed; polling only',
+        )
+        this.#watcher?.close()
+        this.#watcher = undefined
+      })
+    } catch (error) {
+      this.#logger.warn(
+        { err: error, directory: this.#directory },
+        'cannot watch the state directory; polling only',
+      )
+    }
+    this.#pollTimer = setInterval(() => void this.#poll(), this.#pollInterval)
+    this.#pollTimer.unref()
+  }
+
+  #scheduleRefresh(): void {
+    if (this.#debounceTimer !== undefined || this.#closed) return
+    this.#debounceTimer = setTimeout(() => {
+      this.#debounceTimer = undefined
+      this.#refresh()
+    }, WATCH_DEBOUNCE_MS)
+    this.#debounceTimer.unref()
+  }
+
+  async #poll(): Promise<void> {
+    if (this.#polling || this.#refreshing || this.#closed) return
+    this.#polling = true
+    try {
+      if ((await this.#signature()) !== this.#seenSignature) this.#refresh()
+    } finally {
+      this.#polling = false
+    }
+  }
+
+  #refresh(): void {
+    if (this.#closed) return
+    if (this.#refreshing) {
+      this.#refreshAgain = true
+      return
+    }
+    this.#refreshing = this.#reload()
+      .catch((error) => this.#logger.warn({ err: error, path: this.#path }, 'could not read the state file'))
+      .finally(() => {
+        this.#refreshing = undefined
+        if (this.#refreshAgain) {
+          this.#refreshAgain = false
+          this.#refresh()
+        }
+      })
+  }
+
+  async #reload(): Promise<void> {
+    // The signature is taken before reading, so a replacement racing the read is seen by the next poll.
+    const signature = await this.#signature()
+    this.#seenSignature = signature
+    const read = await this.#read()
+    if (read.kind === 'valid') {
+      this.#reportedSignature = undefined
+      this.#apply(read.document)
+      return
+    }
+    if (this.#reportedSignature === signature) return
+    this.#reportedSignature = signature
+    if (read.kind === 'missing') {
+      this.#logger.warn({ path: this.#path }, 'the state file is missing; keeping the last good state')
+    } else {
+      this.#logger.error(
+        { path: this.#path, problem: read.problem },
+        'the state file is invalid; ignoring it and keeping the last good state',
+      )
+    }
+  }
+
+  async #signature(): Promise<string> {
+    try {
+      const stat = await fs.stat(this.#path)
+      return `${stat.ino}:${stat.size}:${stat.mtimeMs}`
+    } catch (error) {
+      return `error:${errorCode(error) ?? 'unknown'}`
+    }
+  }
+
+  /** Applies a state with a higher generation than the applied one and tells every listener; true if applied. */
+  #apply(document: StateDocument): boolean {
+    const applied = this.#current
+    if (applied !== undefined && document.state.generation <= applied.generation) return false
+    this.#current = document.state
+    this.#previous = document.previous ?? undefined
+    if (this.#closed) return true
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(document.state)
+      } catch (error) {
+        this.#logger.error({ err: error, generation: document.state.generation }, 'a state listener threw')
+      }
+    }
+    return true
+  }
+}
+
+/** Parses and checks the file's content; anything a person or another process wrote is untrusted. */
+function parseStateDocument(text: string): ReadResult {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (error) {
+    return { kind: 'invalid', problem: `not valid JSON (${(error as Error).message})` }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { kind: 'invalid', problem: 'expected a JSON object {"state": ..., "previous": ...}' }
+  }
+  const { state, previous } = value as Record<string, unknown>
+  if (state === undefined) return { kind: 'invalid', problem: 'the "state" key is missing' }
+  const stateError = stateProblem(state)
+  if (stateError) return { kind: 'invalid', problem: `state: ${stateError}` }
+  if (previous !== undefined && previous !== null) {
+    const previousError = stateProblem(previous)
+    if (previousError) return { kind: 'invalid', problem: `previous: ${previousError}` }
+  }
+  return {
+    kind: 'valid',
+    document: {
+      state: freeze(state as State),
+      previous: previous === undefined || previous === null ? null : freeze(previous as State),
+    },
+  }
+}
+
+function checkedChange(change: StateChange): Omit<State, 'generation' | 'updatedAt'> {
+  if (!isColor(change?.active)) {
+    throw new BlueGreenError(
+      'BG_UNKNOWN_COLOR',
+      `active must be "blue" or "green", got ${JSON.stringify(change?.active)}`,
+      400,
+    )
+  }
+  const weights = weightsProblem(change.weights)
+  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights, 400)
+  if (typeof change.updatedBy !== 'string' || typeof change.reason !== 'string') {
+    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings', 400)
+  }
+  return {
+    active: change.active,
+    weights: { blue: change.weights.blue, green: change.weights.green },
+    updatedBy: change.updatedBy,
+    reason: change.reason,
+  }
+}
+
+/** States are shared with every listener, so none of them can change what the others see. */
+function freeze(state: State): State {
+  Object.freeze(state.weights)
+  return Object.freeze(state)
+}
+
+function unavailable(message: string): BlueGreenError {
+  return new BlueGreenError('BG_STATE_UNAVAILABLE', message, 503)
+}
+
+function asUnavailable(error: unknown, context: string): BlueGreenError {
+  if (error instanceof BlueGreenError) return error
+  const wrapped = unavailable(`${context}: ${error instanceof Error ? error.message : String(error)}`)
+  wrapped.cause = error
+  return wrapped
+}
+
+function parseLock(content: string): { pid: number; hostname: string; time: number } | undefined {
+  try {
+    const value = JSON.parse(content) as Record<string, unknown>
+    const time = typeof value.time === 'string' ? Date.parse(value.time) : Number.NaN
+    if (!Number.isInteger(value.pid) || typeof value.hostname !== 'string' || Number.isNaN(time))
+      return undefined
+    return { pid: value.pid as number, hostname: value.hostname, time }
+  } catch {
+    // Empty while its holder is between creating and writing it, or garbage: judged by its age alone.
+    return undefined
+  }
+}
+
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return true
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return errorCode(error) === 'EPERM'
+  }
+}
+
+async function readText(file: string): Promise<string | undefined> {
+  return fs.readFile(file, 'utf8').catch(() => undefined)
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code
+}
+
+function randomHex(): string {
+  return randomBytes(6).toString('hex')
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+}

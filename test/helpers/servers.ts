@@ -1,0 +1,184 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestListener,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type App, startApp } from '../../src/app.ts'
+import { buildConfig } from '../../src/config/schema.ts'
+import { silentLogger } from '../../src/log.ts'
+import { eventually } from './eventually.ts'
+
+export const REPO = new URL('../..', import.meta.url).pathname
+export const CLI = join(REPO, 'src/cli.ts')
+
+/** A real HTTP server on a free loopback port, with every socket tracked so close() never hangs. */
+export interface TestServer {
+  server: Server
+  url: string
+  port: number
+  close(): Promise<void>
+}
+
+export async function startServer(handler: RequestListener): Promise<TestServer> {
+  const server = createServer(handler)
+  const sockets = new Set<Socket>()
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  return {
+    server,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+/** An upstream that answers with its name and echoes what it received, for routing and header tests. */
+export function echoUpstream(name: string): Promise<TestServer> {
+  return startServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk as Buffer)
+    const body = JSON.stringify({
+      name,
+      method: req.method,
+      url: req.url,
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      bodyLength: Buffer.concat(chunks).length,
+    })
+    res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name })
+    res.end(body)
+  })
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+export async function tempDir(
+  prefix = 'bluegreen-test-',
+): Promise<{ path: string; remove(): Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), prefix))
+  return { path, remove: () => rm(path, { recursive: true, force: true }) }
+}
+
+/** The proxy in this process, on free ports, with a state file in its own temp dir. */
+export interface TestProxy {
+  app: App
+  url: string
+  admin: string
+  stateDir: string
+  close(): Promise<void>
+}
+
+export async function startProxy(
+  pools: { blue: string[]; green: string[] },
+  extra: Record<string, unknown> = {},
+): Promise<TestProxy> {
+  const dir = await tempDir()
+  const { state, ...rest } = extra as { state?: Record<string, unknown> }
+  const config = buildConfig(
+    {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      pools: { blue: { upstreams: pools.blue }, green: { upstreams: pools.green } },
+      state: { path: join(dir.path, 'state.json'), ...state },
+      shutdown: { grace: '2s' },
+      ...rest,
+    },
+    {},
+  )
+  const app = await startApp(config, silentLogger())
+  return {
+    app,
+    url: `http://127.0.0.1:${app.proxyAddress.port}`,
+    admin: `http://127.0.0.1:${app.adminAddress.port}`,
+    stateDir: dir.path,
+    close: async () => {
+      await app.close()
+      await dir.remove()
+    },
+  }
+}
+
+export async function adminPost(admin: string, path: string, body: unknown, token?: string) {
+  const response = await fetch(`${admin}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  })
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> }
+}
+
+/** `bluegreen serve` as a child process, the way operators run it. */
+export interface ChildProxy {
+  child: ChildProcess
+  url: string
+  admin: string
+  output: () => string
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+}
+
+export async function writeConfig(dir: string, config: unknown, name = 'config.json'): Promise<string> {
+  const file = join(dir, name)
+  await writeFile(file, typeof config === 'string' ? config : JSON.stringify(config, null, 2))
+  return file
+}
+
+export async function spawnProxy(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<ChildProxy> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout?.on('data', (chunk) => {
+    output += chunk
+  })
+  child.stderr?.on('data', (chunk) => {
+    output += chunk
+  })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const started = await eventually(
+    () => {
+      if (child.exitCode !== null) throw new Error(`the proxy exited with ${child.exitCode}:\n${output}`)
+      const line = output.split('\n').find((entry) => entry.includes('bluegreen-proxy started'))
+      return line ? (JSON.parse(line) as { proxy: { port: number }; admin: { port: number } }) : undefined
+    },
+    { timeout: 15_000, message: 'the proxy to start' },
+  )
+  return {
+    child,
+    url: `http://127.0.0.1:${started.proxy.port}`,
+    admin: `http://127.0.0.1:${started.admin.port}`,
+    output: () => output,
+    exited,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null) child.kill(signal)
+      return exited
+    },
+  }
+}

@@ -1,0 +1,477 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings test the config file's own ${VAR} syntax
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadConfig } from '../../src/config/load.ts'
+import { buildConfig } from '../../src/config/schema.ts'
+import { parseDuration, parseListen } from '../../src/config/validate.ts'
+import { BlueGreenError, ConfigError, type ConfigProblem } from '../../src/errors.ts'
+
+const minimal = { pools: { blue: { upstreams: ['http://127.0.0.1:3001'] }, green: { upstreams: [] } } }
+
+/** The problems buildConfig reports for `raw`, or fails the test when it accepts it. */
+function problemsOf(raw: unknown, env: NodeJS.ProcessEnv = {}): ConfigProblem[] {
+  try {
+    buildConfig(raw, env)
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError)
+    return [...(error as ConfigError).problems]
+  }
+  throw new Error('expected the config to be rejected')
+}
+
+function messageAt(problems: ConfigProblem[], path: string): string | undefined {
+  return problems.find((problem) => problem.path === path)?.message
+}
+
+function withPools(extra: Record<string, unknown>): Record<string, unknown> {
+  return { ...minimal, ...extra }
+}
+
+describe('buildConfig', () => {
+  it('fills in every default for a minimal config', () => {
+    const config = buildConfig(minimal, {})
+    expect(config).toEqual({
+      listen: { host: '0.0.0.0', port: 8080 },
+      admin: { listen: { host: '127.0.0.1', port: 9090 }, token: null },
+      pools: {
+        blue: {
+          upstreams: [{ url: 'http://127.0.0.1:3001', origin: 'http://127.0.0.1:3001' }],
+          balance: 'round-robin',
+          maxConnectionsPerUpstream: 128,
+        },
+        green: { upstreams: [], balance: 'round-robin', maxConnectionsPerUpstream: 128 },
+      },
+      state: { store: 'file', path: resolve(process.cwd(), 'bluegreen-state.json'), initial: 'blue' },
+      proxy: {
+        timeouts: {
+          connect: 5000,
+          header: 60_000,
+          body: 60_000,
+          upstreamIdle: 30_000,
+          clientIdle: 65_000,
+          clientHeader: 30_000,
+          clientRequest: 300_000,
+        },
+        preserveHost: true,
+        trustedProxies: [],
+        colorHeader: 'x-bluegreen-color',
+      },
+      routing: {
+        sticky: { mode: 'cookie', cookie: 'bluegreen_color', header: 'x-user-id', cookieMaxAge: 86_400_000 },
+        previewHeader: null,
+      },
+      log: { level: 'info', access: false },
+      shutdown: { delay: 0, grace: 30_000 },
+    })
+  })
+
+  it('returns a deeply frozen config', () => {
+    const config = buildConfig(minimal, {})
+    expect(Object.isFrozen(config)).toBe(true)
+    expect(Object.isFrozen(config.pools.blue.upstreams)).toBe(true)
+    expect(Object.isFrozen(config.pools.blue.upstreams[0])).toBe(true)
+    expect(Object.isFrozen(config.proxy.timeouts)).toBe(true)
+    expect(() => {
+      ;(config.listen as { port: number }).port = 1
+    }).toThrow(TypeError)
+  })
+
+  it('reports unknown keys at every level, with the closest known key', () => {
+    const problems = problemsOf({
+      listn: ':8080',
+      pools: {
+        blue: { upstream: ['http://a:1'], upstreams: [] },
+        green: { upstreams: ['http://b:1'] },
+        red: {},
+      },
+      proxy: { timeouts: { conect: '1s' } },
+      routing: { sticky: { cookiee: 'x', zzzzzz: 1 } },
+    })
+    expect(messageAt(problems, 'listn')).toMatch(
+      /^unknown key; expected one of: listen, admin, .*did you mean "listen"\?$/,
+    )
+    expect(messageAt(problems, 'pools.blue.upstream')).toContain('did you mean "upstreams"?')
+    expect(messageAt(problems, 'pools.red')).toBe('unknown key; expected one of: blue, green')
+    expect(messageAt(problems, 'proxy.timeouts.conect')).toContain('did you mean "connect"?')
+    expect(messageAt(problems, 'routing.sticky.cookiee')).toContain('did you mean "cookie"?')
+    expect(messageAt(problems, 'routing.sticky.zzzzzz')).not.toContain('did you mean')
+  })
+
+  it('reports every problem at once', () => {
+    const problems = problemsOf({
+      listen: 'nowhere',
+      pools: { blue: { upstreams: 'http://a:1', balance: 'random' } },
+      state: { store: 'sqlite', initial: 'red' },
+      log: { level: 'verbose', access: 'maybe' },
+      shutdown: { grace: -1 },
+    })
+    expect(problems.map((problem) => problem.path).sort()).toEqual([
+      'listen',
+      'log.access',
+      'log.level',
+      'pools.blue.balance',
+      'pools.blue.upstreams',
+      'pools.green',
+      'shutdown.grace',
+      'state.initial',
+      'state.store',
+    ])
+    expect(messageAt(problems, 'pools.green')).toMatch(/^required/)
+    expect(messageAt(problems, 'state.store')).toBe('expected one of: file, redis, got "sqlite"')
+  })
+
+  it('requires pools, and an upstream in at least one of them', () => {
+    expect(problemsOf({})).toEqual([{ path: 'pools', message: expect.stringMatching(/^required/) }])
+    expect(problemsOf(null)).toEqual([{ path: 'pools', message: expect.stringMatching(/^required/) }])
+    expect(problemsOf('pools')).toEqual([
+      { path: '', message: expect.stringMatching(/^expected a mapping/) },
+      { path: 'pools', message: expect.stringMatching(/^required/) },
+    ])
+    const empty = problemsOf({ pools: { blue: { upstreams: [] }, green: { upstreams: [] } } })
+    expect(empty).toEqual([
+      { path: 'pools', message: expect.stringContaining('both pools have no upstreams') },
+    ])
+    expect(problemsOf({ pools: { blue: {}, green: { upstreams: [] } } })).toEqual(empty)
+  })
+
+  it('checks upstream URLs', () => {
+    const problems = problemsOf({
+      pools: {
+        blue: {
+          upstreams: [
+            'http://10.0.0.1:8080/',
+            'https://[::1]:8443',
+            'http://10.0.0.1:8080',
+            'ftp://10.0.0.2',
+            'http://user:secret@10.0.0.3',
+            'http://10.0.0.4/api',
+            'http://10.0.0.5?x=1',
+            'not a url',
+            8080,
+          ],
+        },
+        green: { upstreams: ['http://10.0.0.1:8080'] },
+      },
+    })
+    expect(messageAt(problems, 'pools.blue.upstreams[0]')).toBeUndefined()
+    expect(messageAt(problems, 'pools.blue.upstreams[1]')).toBeUndefined()
+    expect(messageAt(problems, 'pools.blue.upstreams[2]')).toContain('duplicate of pools.blue.upstreams[0]')
+    expect(messageAt(problems, 'pools.blue.upstreams[3]')).toContain('http:// or https://')
+    expect(messageAt(problems, 'pools.blue.upstreams[4]')).toContain('credentials')
+    expect(messageAt(problems, 'pools.blue.upstreams[4]')).not.toContain('secret')
+    expect(messageAt(problems, 'pools.blue.upstreams[5]')).toContain('no path')
+    expect(messageAt(problems, 'pools.blue.upstreams[6]')).toContain('query')
+    expect(messageAt(problems, 'pools.blue.upstreams[7]')).toContain('got "not a url"')
+    expect(messageAt(problems, 'pools.blue.upstreams[8]')).toContain('got 8080')
+    expect(problems).toHaveLength(7)
+
+    const config = buildConfig(
+      { pools: { blue: { upstreams: ['https://Example.com:443/'] }, green: {} } },
+      {},
+    )
+    expect(config.pools.blue.upstreams[0]).toEqual({
+      url: 'https://Example.com:443/',
+      origin: 'https://example.com',
+    })
+  })
+
+  it('converts durations, header names and the color header switch', () => {
+    const config = buildConfig(
+      withPools({
+        proxy: { timeouts: { connect: '250ms', header: 1500, clientRequest: 0 }, colorHeader: false },
+        routing: { sticky: { mode: 'header', header: 'X-Tenant', cookieMaxAge: '7d' }, preview: {} },
+        shutdown: { delay: '1.5s', grace: '2m' },
+      }),
+      {},
+    )
+    expect(config.proxy.timeouts).toMatchObject({ connect: 250, header: 1500, clientRequest: 0 })
+    expect(config.proxy.colorHeader).toBeNull()
+    expect(config.routing.sticky).toMatchObject({
+      mode: 'header',
+      header: 'x-tenant',
+      cookieMaxAge: 7 * 86_400_000,
+    })
+    expect(config.routing.previewHeader).toBe('x-bluegreen-preview')
+    expect(config.shutdown).toEqual({ delay: 1500, grace: 120_000 })
+
+    const problems = problemsOf(
+      withPools({
+        proxy: {
+          timeouts: { connect: 0, body: '5 s', clientHeader: '10m', clientRequest: '1m' },
+          colorHeader: true,
+        },
+        routing: { preview: { header: 'bad header' } },
+      }),
+    )
+    expect(messageAt(problems, 'proxy.timeouts.connect')).toMatch(/^expected a duration of at least 1ms/)
+    expect(messageAt(problems, 'proxy.timeouts.body')).toMatch(/got "5 s"$/)
+    expect(messageAt(problems, 'proxy.timeouts.clientHeader')).toContain('clientRequest')
+    expect(messageAt(problems, 'proxy.colorHeader')).toContain('or false')
+    expect(messageAt(problems, 'routing.preview.header')).toContain('header name')
+  })
+
+  it('validates state, redis and sentinels', () => {
+    const config = buildConfig(
+      withPools({
+        state: {
+          store: 'redis',
+          path: '/var/lib/bg.json',
+          initial: 'green',
+          redis: { sentinels: ['10.0.0.5:26379', { host: 'sentinel-2', port: 26379 }], name: 'mymaster' },
+        },
+      }),
+      {},
+    )
+    expect(config.state).toEqual({
+      store: 'redis',
+      path: '/var/lib/bg.json',
+      initial: 'green',
+      redis: {
+        url: 'redis://127.0.0.1:6379',
+        key: 'bluegreen:default',
+        sentinels: [
+          { host: '10.0.0.5', port: 26379 },
+          { host: 'sentinel-2', port: 26379 },
+        ],
+        name: 'mymaster',
+      },
+    })
+
+    expect(problemsOf(withPools({ state: { store: 'redis' } }))).toEqual([
+      { path: 'state.redis', message: expect.stringMatching(/^required/) },
+    ])
+    const problems = problemsOf(
+      withPools({
+        state: { redis: { url: 'http://x:1', sentinels: [':26379', { host: 'a', port: 0, tls: 1 }] } },
+      }),
+    )
+    expect(problems.map((problem) => problem.path).sort()).toEqual([
+      'state.redis.name',
+      'state.redis.sentinels[0]',
+      'state.redis.sentinels[1].port',
+      'state.redis.sentinels[1].tls',
+      'state.redis.url',
+    ])
+  })
+
+  it('validates trusted proxies and admin settings', () => {
+    const config = buildConfig(
+      withPools({
+        admin: { listen: '[::1]:9999', token: 's3cret' },
+        proxy: { trustedProxies: ['10.0.0.0/8', '192.168.1.1', 'fd00::/8', '::1'] },
+      }),
+      {},
+    )
+    expect(config.admin).toEqual({ listen: { host: '::1', port: 9999 }, token: 's3cret' })
+    expect(config.proxy.trustedProxies).toEqual(['10.0.0.0/8', '192.168.1.1', 'fd00::/8', '::1'])
+    expect(buildConfig(withPools({ admin: { token: '' } }), {}).admin.token).toBeNull()
+
+    const problems = problemsOf(
+      withPools({
+        admin: { token: 1234 },
+        proxy: { trustedProxies: ['10.0.0.0/33', 'fd00::/129', 'example.com', '1.2.3.4/8/1'] },
+      }),
+    )
+    expect(messageAt(problems, 'admin.token')).toContain('a string')
+    expect(problems.filter((problem) => problem.path.startsWith('proxy.trustedProxies['))).toHaveLength(4)
+  })
+
+  it('rejects the admin API and the proxy on the same address', () => {
+    expect(messageAt(problemsOf(withPools({ listen: ':9090' })), 'admin.listen')).toContain(
+      'conflicts with listen',
+    )
+    expect(
+      problemsOf(withPools({ listen: '127.0.0.1:8080', admin: { listen: '127.0.0.1:8080' } })),
+    ).toHaveLength(1)
+    expect(() => buildConfig(withPools({ listen: 0, admin: { listen: '127.0.0.1:0' } }), {})).not.toThrow()
+    expect(() =>
+      buildConfig(withPools({ listen: '10.0.0.1:80', admin: { listen: '10.0.0.2:80' } }), {}),
+    ).not.toThrow()
+  })
+})
+
+describe('${VAR} substitution', () => {
+  const raw = (token: string) => withPools({ admin: { token } })
+
+  it('replaces variables and defaults in string values', () => {
+    const config = buildConfig(
+      {
+        ...raw('${TOKEN}'),
+        listen: '${HOST:-127.0.0.1}:${PORT}',
+        pools: { blue: { upstreams: ['http://${BLUE_HOST}:80'] }, green: { upstreams: [] } },
+      },
+      { TOKEN: 'abc', PORT: '8081', BLUE_HOST: 'blue.internal' },
+    )
+    expect(config.admin.token).toBe('abc')
+    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8081 })
+    expect(config.pools.blue.upstreams[0]?.url).toBe('http://blue.internal:80')
+  })
+
+  it('uses the default for an empty variable, and keeps an empty value without one', () => {
+    expect(buildConfig(raw('${TOKEN:-fallback}'), { TOKEN: '' }).admin.token).toBe('fallback')
+    expect(buildConfig(raw('${TOKEN}'), { TOKEN: '' }).admin.token).toBeNull()
+  })
+
+  it('reads "$${" as a literal "${"', () => {
+    expect(buildConfig(raw('a$${TOKEN}b'), { TOKEN: 'x' }).admin.token).toBe('a${TOKEN}b')
+  })
+
+  it('reports an unset variable at its key path', () => {
+    const problems = problemsOf(raw('${BLUEGREEN_ADMIN_TOKEN}'))
+    expect(problems).toEqual([
+      { path: 'admin.token', message: expect.stringContaining('BLUEGREEN_ADMIN_TOKEN is not set') },
+    ])
+    expect(messageAt(problemsOf(raw('${not valid}')), 'admin.token')).toContain('malformed')
+  })
+
+  it('accepts numbers and booleans from variables', () => {
+    const config = buildConfig(
+      withPools({
+        log: { access: '${ACCESS}' },
+        pools: {
+          blue: { upstreams: [], maxConnectionsPerUpstream: '${MAX}' },
+          green: { upstreams: ['http://g:1'] },
+        },
+      }),
+      { ACCESS: 'true', MAX: '64' },
+    )
+    expect(config.log.access).toBe(true)
+    expect(config.pools.blue.maxConnectionsPerUpstream).toBe(64)
+  })
+})
+
+describe('parseDuration', () => {
+  it.each([
+    [0, 0],
+    [5000, 5000],
+    ['250', 250],
+    ['250ms', 250],
+    ['5s', 5000],
+    ['1.5s', 1500],
+    ['2m', 120_000],
+    ['1h', 3_600_000],
+  ])('%j -> %j', (input, expected) => {
+    expect(parseDuration(input)).toBe(expected)
+  })
+
+  it.each([-1, 1.5, '-5s', '5 s', '5sec', 's', '', null, true, {}, Number.POSITIVE_INFINITY])(
+    'rejects %j',
+    (input) => {
+      expect(parseDuration(input)).toBeUndefined()
+    },
+  )
+})
+
+describe('parseListen', () => {
+  it.each([
+    ['0.0.0.0:8080', { host: '0.0.0.0', port: 8080 }],
+    ['localhost:80', { host: 'localhost', port: 80 }],
+    [':9090', { host: '0.0.0.0', port: 9090 }],
+    ['[::1]:9090', { host: '::1', port: 9090 }],
+    ['[::]:0', { host: '::', port: 0 }],
+    [8080, { host: '0.0.0.0', port: 8080 }],
+    ['8080', { host: '0.0.0.0', port: 8080 }],
+  ])('%j', (input, expected) => {
+    expect(parseListen(input)).toEqual(expected)
+  })
+
+  it.each(['::1:8080', '[nope]:80', 'host:65536', 'host:', 'host', 'a b:80', -1, 70_000, 80.5, null])(
+    'rejects %j',
+    (input) => {
+      expect(parseListen(input)).toBeUndefined()
+    },
+  )
+})
+
+describe('loadConfig', () => {
+  let dir: string
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bluegreen-config-'))
+  })
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  async function file(name: string, content: string): Promise<string> {
+    const path = join(dir, name)
+    await writeFile(path, content)
+    return path
+  }
+
+  const contractExample = `listen: "0.0.0.0:8080"            # public proxy listener
+admin:
+  listen: "127.0.0.1:9090"        # admin API, /metrics, /healthz, /readyz
+  token: "\${BLUEGREEN_ADMIN_TOKEN}"   # \${VAR} is read from the environment
+pools:
+  blue:  { upstreams: ["http://10.0.0.11:8080", "http://10.0.0.12:8080"] }
+  green: { upstreams: ["http://10.0.1.11:8080"] }
+state:
+  store: file                     # file (default, embedded) | redis
+  path: ./bluegreen-state.json    # file store
+  redis: { url: "redis://127.0.0.1:6379", key: "bluegreen:default" }   # Sentinel: sentinels + name
+  initial: blue                   # used only when no state exists yet
+`
+
+  it("accepts the CONTRACT's example config", async () => {
+    const config = await loadConfig(await file('contract.yaml', contractExample), {
+      BLUEGREEN_ADMIN_TOKEN: 't0k',
+    })
+    expect(config.admin.token).toBe('t0k')
+    expect(config.pools.blue.upstreams.map((upstream) => upstream.origin)).toEqual([
+      'http://10.0.0.11:8080',
+      'http://10.0.0.12:8080',
+    ])
+    expect(config.state.redis).toEqual({ url: 'redis://127.0.0.1:6379', key: 'bluegreen:default' })
+    await expect(loadConfig(await file('contract2.yml', contractExample), {})).rejects.toMatchObject({
+      code: 'BG_CONFIG_INVALID',
+      problems: [{ path: 'admin.token', message: expect.stringContaining('BLUEGREEN_ADMIN_TOKEN') }],
+    })
+  })
+
+  it('reads JSON by extension', async () => {
+    const config = await loadConfig(
+      await file('config.json', JSON.stringify({ ...minimal, listen: 1234 })),
+      {},
+    )
+    expect(config.listen.port).toBe(1234)
+  })
+
+  it('reports unreadable files and syntax errors with the file and line', async () => {
+    const missing = join(dir, 'missing.yaml')
+    await expect(loadConfig(missing, {})).rejects.toMatchObject({
+      code: 'BG_CONFIG_UNREADABLE',
+      status: 400,
+      message: expect.stringContaining(missing),
+    })
+    const yaml = await file('broken.yaml', 'pools:\n  blue: [1,\n    a: b: c\n')
+    const yamlError = await loadConfig(yaml, {}).catch((error: unknown) => error)
+    expect(yamlError).toBeInstanceOf(BlueGreenError)
+    expect(yamlError).toMatchObject({
+      code: 'BG_CONFIG_UNREADABLE',
+      message: expect.stringContaining(`${yaml}:3:`),
+    })
+    const json = await file('broken.json', '{\n  "pools": {\n    "blue" []\n  }\n}')
+    await expect(loadConfig(json, {})).rejects.toMatchObject({
+      code: 'BG_CONFIG_UNREADABLE',
+      message: expect.stringContaining(`${json}:3:`),
+    })
+    const token = await file('token.json', '{\n  "pools": }')
+    await expect(loadConfig(token, {})).rejects.toMatchObject({
+      message: expect.stringContaining(`${token}:2:`),
+    })
+  })
+
+  it('rejects duplicate keys in YAML', async () => {
+    const path = await file('dup.yaml', 'listen: ":1"\nlisten: ":2"\n')
+    await expect(loadConfig(path, {})).rejects.toMatchObject({ code: 'BG_CONFIG_UNREADABLE' })
+  })
+
+  it('treats an empty file as a config without pools', async () => {
+    await expect(loadConfig(await file('empty.yaml', ''), {})).rejects.toMatchObject({
+      code: 'BG_CONFIG_INVALID',
+      problems: [{ path: 'pools', message: expect.stringMatching(/^required/) }],
+    })
+  })
+})
