@@ -79,9 +79,11 @@ export async function startBluegreen(
 ): Promise<{ child: ChildProcess; url: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-'))
   const file = join(dir, 'config.json')
-  await writeFile(file, JSON.stringify({ state: { path: join(dir, 'state.json') }, ...config }))
+  await writeFile(
+    file,
+    JSON.stringify({ listen: `127.0.0.1:${port}`, state: { path: join(dir, 'state.json') }, ...config }),
+  )
   const child = startProcess(process.execPath, [join(REPO, 'src/cli.ts'), 'serve', '--config', file])
-  const { port } = (config as { listen: string }).listen.match(/:(?<port>\d+)$/)?.groups as { port: string }
   const url = `http://127.0.0.1:${port}`
   await waitForHttp(`${url}/`)
   return { child, url }

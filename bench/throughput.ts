@@ -22,8 +22,7 @@ export async function throughput(): Promise<Record<string, unknown>> {
   const upstreamPort = await freePort()
   const upstream = await startUpstream(upstreamPort)
   const direct = `http://127.0.0.1:${upstreamPort}/`
-  const proxy = await startBluegreen({
-    listen: `127.0.0.1:${await freePort()}`,
+  const proxy = await startBluegreen(await freePort(), {
     admin: { listen: `127.0.0.1:${await freePort()}` },
     pools: { blue: { upstreams: [direct] }, green: { upstreams: [direct] } },
     log: { level: 'warn' },
