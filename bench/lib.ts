@@ -75,6 +75,7 @@ export async function startUpstream(port: number): Promise<ChildProcess> {
 
 /** `bluegreen serve` in its own process, as users run it. */
 export async function startBluegreen(
+  port: number,
   config: Record<string, unknown>,
 ): Promise<{ child: ChildProcess; url: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-'))
