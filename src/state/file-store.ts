@@ -2,23 +2,20 @@
 // Writes are atomic (temp file + fsync + rename), a change is a compare-and-set under an exclusive lock file,
 // and followers watch the directory (a rename replaces the inode) with a stat poll as the fallback.
 
-import { randomBytes } from 'node:crypto'
 import { type FSWatcher, watch } from 'node:fs'
 import * as fs from 'node:fs/promises'
-import { hostname } from 'node:os'
 import * as path from 'node:path'
-import { setTimeout as delay } from 'node:timers/promises'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import {
-  type Color,
-  initialState,
-  isColor,
-  type State,
-  type StateChange,
-  stateProblem,
-  weightsProblem,
-} from './state.ts'
+  freezeState,
+  readStateFile,
+  type StateDocument,
+  type StateFileRead,
+  writeStateFile,
+} from './atomic-file.ts'
+import { FileLock, processAlive } from './file-lock.ts'
+import { type Color, initialState, isColor, type State, type StateChange, weightsProblem } from './state.ts'
 import type { StateListener, StateStore } from './store.ts'
 
 export interface FileStateStoreOptions {
@@ -30,24 +27,11 @@ export interface FileStateStoreOptions {
   pollInterval?: number
 }
 
-/** The file's content: the state and the one it replaced (for rollback). */
-interface StateDocument {
-  state: State
-  previous: State | null
-}
-
-type ReadResult =
-  | { kind: 'missing' }
-  | { kind: 'invalid'; problem: string }
-  | { kind: 'valid'; document: StateDocument }
-
-const LOCK_TIMEOUT_MS = 2000
-const STALE_LOCK_MS = 10_000
 const WATCH_DEBOUNCE_MS = 15
 
 export class FileStateStore implements StateStore {
   readonly #path: string
-  readonly #lockPath: string
+  readonly #lock: FileLock
   readonly #directory: string
   readonly #fileName: string
   readonly #initial: Color
@@ -80,7 +64,7 @@ export class FileStateStore implements StateStore {
       throw new TypeError('pollInterval must be a positive integer (milliseconds)')
     }
     this.#path = path.resolve(options.path)
-    this.#lockPath = `${this.#path}.lock`
+    this.#lock = new FileLock({ path: `${this.#path}.lock`, logger: options.logger })
     this.#directory = path.dirname(this.#path)
     this.#fileName = path.basename(this.#path)
     this.#initial = options.initial
@@ -117,8 +101,8 @@ export class FileStateStore implements StateStore {
     let newer: StateDocument | undefined
     let written: StateDocument
     try {
-      written = await this.#withLock(async (confirmLock) => {
-        const read = await this.#read()
+      written = await this.#lock.withLock(async (lock) => {
+        const read = await readStateFile(this.#path)
         if (read.kind === 'invalid') {
           throw unavailable(
             `the state file ${this.#path} is invalid (${read.problem}); fix it before changing state`,
@@ -143,11 +127,11 @@ export class FileStateStore implements StateStore {
         // Never behind what this process has applied, even if someone wrote an older generation by hand.
         const generation = Math.max(stored.generation, applied.generation) + 1
         const document: StateDocument = {
-          state: freeze({ ...requested, generation, updatedAt: new Date().toISOString() }),
+          state: freezeState({ ...requested, generation, updatedAt: new Date().toISOString() }),
           previous: stored,
         }
-        await confirmLock()
-        await this.#write(document)
+        await lock.confirm()
+        await writeStateFile(this.#path, document)
         return document
       })
     } catch (error) {
@@ -161,7 +145,7 @@ export class FileStateStore implements StateStore {
 
   async previous(): Promise<State | undefined> {
     // Another process may have changed the state since this one last looked: the file is the authority.
-    const read = await this.#read().catch(() => undefined)
+    const read = await readStateFile(this.#path).catch(() => undefined)
     if (read?.kind === 'valid') {
       if (!this.#started) return read.document.previous ?? undefined
       this.#apply(read.document)
@@ -189,20 +173,20 @@ export class FileStateStore implements StateStore {
   }
 
   async #load(): Promise<State> {
-    let read = await this.#read().catch((error) => {
+    let read = await readStateFile(this.#path).catch((error) => {
       throw asUnavailable(error, `could not read the state file ${this.#path}`)
     })
     if (read.kind === 'missing') {
       try {
         await fs.mkdir(this.#directory, { recursive: true })
-        read = await this.#withLock(async () => {
+        read = await this.#lock.withLock(async () => {
           // Another process may have created it while this one waited for the lock.
-          const again = await this.#read()
+          const again = await readStateFile(this.#path)
           if (again.kind !== 'missing') return again
-          const document: StateDocument = { state: freeze(initialState(this.#initial)), previous: null }
-          await this.#write(document)
+          const document: StateDocument = { state: freezeState(initialState(this.#initial)), previous: null }
+          await writeStateFile(this.#path, document)
           this.#logger.info({ path: this.#path, active: this.#initial }, 'created the state file')
-          return { kind: 'valid', document } satisfies ReadResult
+          return { kind: 'valid', document } satisfies StateFileRead
         })
       } catch (error) {
         throw asUnavailable(error, `could not create the state file ${this.#path}`)
@@ -220,127 +204,7 @@ export class FileStateStore implements StateStore {
     return this.#current!
   }
 
-  async #read(): Promise<ReadResult> {
-    let text: string
-    try {
-      text = await fs.readFile(this.#path, 'utf8')
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return { kind: 'missing' }
-      throw error
-    }
-    return parseStateDocument(text)
-  }
-
-  async #write(document: StateDocument): Promise<void> {
-    const temporary = path.join(this.#directory, `${this.#fileName}.${process.pid}.${randomHex()}.tmp`)
-    try {
-      const handle = await fs.open(temporary, 'wx', 0o644)
-      try {
-        await handle.writeFile(`${JSON.stringify(document, null, 2)}\n`)
-        await handle.sync()
-      } finally {
-        await handle.close()
-      }
-      await fs.rename(temporary, this.#path)
-    } catch (error) {
-      await fs.rm(temporary, { force: true }).catch(() => {})
-      throw error
-    }
-    // Makes the rename itself durable; not every platform can open a directory (Windows), which is fine.
-    try {
-      const directory = await fs.open(this.#directory, 'r')
-      try {
-        await directory.sync()
-      } finally {
-        await directory.close()
-      }
-    } catch {}
-  }
-
-  async #withLock<T>(work: (confirmLock: () => Promise<void>) => Promise<T>): Promise<T> {
-    const content = await this.#acquireLock()
-    try {
-      return await work(async () => {
-        if ((await readText(this.#lockPath)) !== content) {
-          throw unavailable(
-            `lost the lock ${this.#lockPath} (another process judged it stale); nothing was changed`,
-          )
-        }
-      })
-    } finally {
-      // Remove the lock only if it is still ours: a lock broken as stale may already belong to someone else.
-      if ((await readText(this.#lockPath)) === content) await fs.rm(this.#lockPath, { force: true })
-      else this.#logger.warn({ lock: this.#lockPath }, 'the state lock was taken over while held')
-    }
-  }
-
-  async #acquireLock(): Promise<string> {
-    const content = JSON.stringify({
-      pid: process.pid,
-      hostname: hostname(),
-      time: new Date().toISOString(),
-      token: randomHex(),
-    })
-    const deadline = Date.now() + LOCK_TIMEOUT_MS
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const handle = await fs.open(this.#lockPath, 'wx', 0o644)
-        try {
-          await handle.writeFile(content)
-        } catch (error) {
-          await handle.close()
-          await fs.rm(this.#lockPath, { force: true })
-          throw error
-        }
-        await handle.close()
-        return content
-      } catch (error) {
-        if (errorCode(error) !== 'EEXIST') throw error
-      }
-      const removedStale = await this.#removeStaleLock()
-      if (Date.now() >= deadline) {
-        throw unavailable(
-          `timed out after ${LOCK_TIMEOUT_MS} ms waiting for the state lock ${this.#lockPath}`,
-        )
-      }
-      if (!removedStale) await delay(Math.min(50, 2 ** attempt) + Math.random() * 5)
-    }
-  }
-
-  /** Removes the lock when its holder died or has held it too long; true when the lock is gone. */
-  async #removeStaleLock(): Promise<boolean> {
-    let content: string
-    let modified: number
-    try {
-      modified = (await fs.stat(this.#lockPath)).mtimeMs
-      content = await fs.readFile(this.#lockPath, 'utf8')
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return true
-      throw error
-    }
-    const holder = parseLock(content)
-    const age = Date.now() - (holder?.time ?? modified)
-    const holderDied = holder !== undefined && holder.hostname === hostname() && !processAlive(holder.pid)
-    if (!holderDied && age <= STALE_LOCK_MS) return false
-    // Move it aside and check it is still the stale lock before deleting: between reading and moving, another
-    // process may have broken it and taken a fresh lock, which is then put back (link never overwrites).
-    const aside = `${this.#lockPath}.${process.pid}.${randomHex()}.stale`
-    try {
-      await fs.rename(this.#lockPath, aside)
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') return true
-      throw error
-    }
-    if ((await readText(aside)) === content) {
-      this.#logger.warn({ lock: this.#lockPath, holder: content }, 'removed a stale state lock')
-    } else {
-      await fs.link(aside, this.#lockPath).catch(() => {})
-    }
-    await fs.rm(aside, { force: true })
-    return true
-  }
-
-  /** Temp files and set-aside locks left by processes that died mid-write. */
+  /** Temp files (writeStateFile) and set-aside locks (FileLock) left by processes that died mid-write. */
   async #removeLeftovers(): Promise<void> {
     const pattern = new RegExp(
       `^${escapeRegExp(this.#fileName)}\\.(?:lock\\.)?(\\d+)\\.[0-9a-f]+\\.(?:tmp|stale)$`,
@@ -418,7 +282,7 @@ export class FileStateStore implements StateStore {
     // The signature is taken before reading, so a replacement racing the read is seen by the next poll.
     const signature = await this.#signature()
     this.#seenSignature = signature
-    const read = await this.#read()
+    const read = await readStateFile(this.#path)
     if (read.kind === 'valid') {
       this.#reportedSignature = undefined
       this.#apply(read.document)
@@ -441,7 +305,7 @@ export class FileStateStore implements StateStore {
       const stat = await fs.stat(this.#path)
       return `${stat.ino}:${stat.size}:${stat.mtimeMs}`
     } catch (error) {
-      return `error:${errorCode(error) ?? 'unknown'}`
+      return `error:${(error as NodeJS.ErrnoException | undefined)?.code ?? 'unknown'}`
     }
   }
 
@@ -460,34 +324,6 @@ export class FileStateStore implements StateStore {
       }
     }
     return true
-  }
-}
-
-/** Parses and checks the file's content; anything a person or another process wrote is untrusted. */
-function parseStateDocument(text: string): ReadResult {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch (error) {
-    return { kind: 'invalid', problem: `not valid JSON (${(error as Error).message})` }
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return { kind: 'invalid', problem: 'expected a JSON object {"state": ..., "previous": ...}' }
-  }
-  const { state, previous } = value as Record<string, unknown>
-  if (state === undefined) return { kind: 'invalid', problem: 'the "state" key is missing' }
-  const stateError = stateProblem(state)
-  if (stateError) return { kind: 'invalid', problem: `state: ${stateError}` }
-  if (previous !== undefined && previous !== null) {
-    const previousError = stateProblem(previous)
-    if (previousError) return { kind: 'invalid', problem: `previous: ${previousError}` }
-  }
-  return {
-    kind: 'valid',
-    document: {
-      state: freeze(state as State),
-      previous: previous === undefined || previous === null ? null : freeze(previous as State),
-    },
   }
 }
 
@@ -512,12 +348,6 @@ function checkedChange(change: StateChange): Omit<State, 'generation' | 'updated
   }
 }
 
-/** States are shared with every listener, so none of them can change what the others see. */
-function freeze(state: State): State {
-  Object.freeze(state.weights)
-  return Object.freeze(state)
-}
-
 function unavailable(message: string): BlueGreenError {
   return new BlueGreenError('BG_STATE_UNAVAILABLE', message, 503)
 }
@@ -527,42 +357,6 @@ function asUnavailable(error: unknown, context: string): BlueGreenError {
   const wrapped = unavailable(`${context}: ${error instanceof Error ? error.message : String(error)}`)
   wrapped.cause = error
   return wrapped
-}
-
-function parseLock(content: string): { pid: number; hostname: string; time: number } | undefined {
-  try {
-    const value = JSON.parse(content) as Record<string, unknown>
-    const time = typeof value.time === 'string' ? Date.parse(value.time) : Number.NaN
-    if (!Number.isInteger(value.pid) || typeof value.hostname !== 'string' || Number.isNaN(time))
-      return undefined
-    return { pid: value.pid as number, hostname: value.hostname, time }
-  } catch {
-    // Empty while its holder is between creating and writing it, or garbage: judged by its age alone.
-    return undefined
-  }
-}
-
-function processAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return true
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return errorCode(error) === 'EPERM'
-  }
-}
-
-async function readText(file: string): Promise<string | undefined> {
-  return fs.readFile(file, 'utf8').catch(() => undefined)
-}
-
-function errorCode(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code
-}
-
-function randomHex(): string {
-  return randomBytes(6).toString('hex')
 }
 
 function escapeRegExp(text: string): string {
