@@ -87,7 +87,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
 }
 
 function buildAdmin(check: Checker, field: Field): AdminConfig {
-  const admin = check.section(field, ['listen', 'token'])
+  const admin = check.section(field, ['listen', 'token', 'waitTimeout'])
   const fallback = { host: '127.0.0.1', port: 9090 }
   const token = check.read(
     admin.field('token'),
@@ -98,6 +98,7 @@ function buildAdmin(check: Checker, field: Field): AdminConfig {
   return {
     listen: check.read(admin.field('listen'), fallback, parseListen, LISTEN_EXPECTED),
     token: token === '' ? null : token,
+    waitTimeout: check.read(admin.field('waitTimeout'), 5_000, ...durationIn(1, MAX_TIMER_MS)),
   }
 }
 
@@ -178,11 +179,32 @@ function buildState(check: Checker, field: Field): StateConfig {
 }
 
 function buildRedis(check: Checker, field: Field): RedisConfig {
-  const redis = check.section(field, ['url', 'key', 'sentinels', 'name'])
+  const redis = check.section(field, [
+    'url',
+    'key',
+    'sentinels',
+    'name',
+    'sentinelPassword',
+    'tlsCaFile',
+    'commandTimeout',
+    'connectTimeout',
+    'pollInterval',
+    'heartbeatInterval',
+  ])
+  const duration = (key: string, fallback: number) =>
+    check.read(redis.field(key), fallback, ...durationIn(1, MAX_TIMER_MS))
   const built: RedisConfig = {
     url: check.read(redis.field('url'), 'redis://127.0.0.1:6379', redisUrl, REDIS_URL_EXPECTED),
     key: check.read(redis.field('key'), 'bluegreen:default', nonEmptyString, 'a non-empty string'),
+    commandTimeout: duration('commandTimeout', 1_000),
+    connectTimeout: duration('connectTimeout', 2_000),
+    pollInterval: duration('pollInterval', 5_000),
+    heartbeatInterval: duration('heartbeatInterval', 1_000),
   }
+  const sentinelPassword = check.read(redis.field('sentinelPassword'), undefined, anyString, 'a string')
+  if (sentinelPassword) built.sentinelPassword = sentinelPassword
+  const tlsCaFile = check.read(redis.field('tlsCaFile'), undefined, nonEmptyString, 'a file path')
+  if (tlsCaFile !== undefined) built.tlsCaFile = resolve(process.cwd(), tlsCaFile)
   const sentinelsField = redis.field('sentinels')
   const items = check.list(sentinelsField, 'sentinel addresses ("host:port" or {host, port})')
   if (items?.length === 0) check.report(sentinelsField.path, 'expected at least one sentinel address')

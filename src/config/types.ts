@@ -25,10 +25,23 @@ export interface PoolConfig {
 }
 
 export interface RedisConfig {
+  /** redis://[user:password@]host:port[/db], or rediss:// for TLS. With sentinels, the master's credentials and db. */
   url: string
+  /** The key holding the state; its channel and replica registry are named after it. */
   key: string
   sentinels?: readonly { host: string; port: number }[]
+  /** The Sentinel master name. */
   name?: string
+  sentinelPassword?: string
+  /** A PEM file of CA certificates to trust for rediss:// (default: the system's). */
+  tlsCaFile?: string
+  /** A command that gets no reply within this fails, so a change answers 503 instead of hanging. */
+  commandTimeout: number
+  connectTimeout: number
+  /** Re-read the key this often, in case a published change was missed. */
+  pollInterval: number
+  /** Each replica reports itself this often; it counts as gone after three missed reports. */
+  heartbeatInterval: number
 }
 
 export interface StateConfig {
@@ -83,6 +96,8 @@ export interface RoutingConfig {
 export interface AdminConfig {
   listen: ListenAddress
   token: string | null
+  /** How long `POST /switch` with `wait: true` waits for every live replica to apply the change. */
+  waitTimeout: number
 }
 
 export interface LogConfig {

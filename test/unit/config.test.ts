@@ -34,7 +34,7 @@ describe('buildConfig', () => {
     const config = buildConfig(minimal, {})
     expect(config).toEqual({
       listen: { host: '0.0.0.0', port: 8080 },
-      admin: { listen: { host: '127.0.0.1', port: 9090 }, token: null },
+      admin: { listen: { host: '127.0.0.1', port: 9090 }, token: null, waitTimeout: 5000 },
       pools: {
         blue: {
           upstreams: [{ url: 'http://127.0.0.1:3001', origin: 'http://127.0.0.1:3001' }],
@@ -236,6 +236,10 @@ describe('buildConfig', () => {
           { host: 'sentinel-2', port: 26379 },
         ],
         name: 'mymaster',
+        commandTimeout: 1000,
+        connectTimeout: 2000,
+        pollInterval: 5000,
+        heartbeatInterval: 1000,
       },
     })
 
@@ -264,7 +268,7 @@ describe('buildConfig', () => {
       }),
       {},
     )
-    expect(config.admin).toEqual({ listen: { host: '::1', port: 9999 }, token: 's3cret' })
+    expect(config.admin).toEqual({ listen: { host: '::1', port: 9999 }, token: 's3cret', waitTimeout: 5000 })
     expect(config.proxy.trustedProxies).toEqual(['10.0.0.0/8', '192.168.1.1', 'fd00::/8', '::1'])
     expect(buildConfig(withPools({ admin: { token: '' } }), {}).admin.token).toBeNull()
 
@@ -423,7 +427,14 @@ state:
       'http://10.0.0.11:8080',
       'http://10.0.0.12:8080',
     ])
-    expect(config.state.redis).toEqual({ url: 'redis://127.0.0.1:6379', key: 'bluegreen:default' })
+    expect(config.state.redis).toEqual({
+      url: 'redis://127.0.0.1:6379',
+      key: 'bluegreen:default',
+      commandTimeout: 1000,
+      connectTimeout: 2000,
+      pollInterval: 5000,
+      heartbeatInterval: 1000,
+    })
     await expect(loadConfig(await file('contract2.yml', contractExample), {})).rejects.toMatchObject({
       code: 'BG_CONFIG_INVALID',
       problems: [{ path: 'admin.token', message: expect.stringContaining('BLUEGREEN_ADMIN_TOKEN') }],
