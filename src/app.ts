@@ -3,35 +3,26 @@ import { hostname } from 'node:os'
 import { AdminServer, type Readiness } from './admin/server.ts'
 import type { Config } from './config/types.ts'
 import type { Logger } from './log.ts'
+import { Metrics } from './metrics/registry.ts'
 import type { RequestOutcome } from './proxy/http-forward.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
-import { FileStateStore } from './state/file-store.ts'
+import { createStateBackend } from './state/backend.ts'
 import type { State } from './state/state.ts'
-import type { StateStore } from './state/store.ts'
 
 export interface App {
   readonly replicaId: string
   /** Where the public proxy and the admin API listen (the real ports when the config said 0). */
   readonly proxyAddress: { host: string; port: number }
   readonly adminAddress: { host: string; port: number }
-  /** The routing snapshot requests are served from right now. */
+  /** The routing snapshot requests are served from right now; undefined until the state has loaded. */
   snapshot(): RoutingSnapshot | undefined
   /** Graceful shutdown, in the reverse order of start-up. Safe to call more than once. */
   close(): Promise<void>
 }
 
-function createStore(config: Config, logger: Logger): StateStore {
-  if (config.state.store === 'redis') {
-    throw new Error('state.store "redis" is not available in this version; use "file"')
-  }
-  return new FileStateStore({
-    path: config.state.path,
-    initial: config.state.initial,
-    logger: logger.child({ part: 'state' }),
-  })
-}
+const RETRY_LOAD_MS = 1_000
 
 /**
  * Wires the parts together and owns their order: upstream pools, the state store, the routing snapshot, the
@@ -41,13 +32,20 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const replicaId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
   const upstreams = createUpstreams(config.pools, config.proxy.timeouts)
   const balance = { blue: config.pools.blue.balance, green: config.pools.green.balance }
-  const store = createStore(config, logger)
+  const stateLogger = logger.child({ part: 'state' })
+  let metrics: Metrics | undefined
+  const backend = createStateBackend(config, stateLogger, replicaId, () => metrics?.invalidState.inc())
+  const { store, replicas } = backend
+  metrics = new Metrics(() => store.status?.())
 
   let snapshot: RoutingSnapshot | undefined
   let closing = false
   const apply = (state: State): void => {
     const previous = snapshot?.state
+    if (previous && state.generation <= previous.generation) return
     snapshot = buildSnapshot(state, upstreams, balance)
+    metrics.applied(state, previous)
+    replicas.report(state.generation)
     logger.info(
       {
         active: state.active,
@@ -61,8 +59,24 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     )
   }
   store.subscribe(apply)
-  const initial = await store.start()
-  if (!snapshot || snapshot.state.generation < initial.generation) apply(initial)
+
+  // Keeps trying until the store answers; meanwhile the proxy answers 503 and /readyz says why.
+  let loadTimer: NodeJS.Timeout | undefined
+  const load = async (): Promise<void> => {
+    try {
+      apply(await store.start())
+    } catch (error) {
+      if (backend.loadBeforeListening || closing) throw error
+      logger.error(
+        { err: error, retryInMs: RETRY_LOAD_MS },
+        'no routing state yet: not ready until the state store answers',
+      )
+      loadTimer = setTimeout(() => void load().catch(() => {}), RETRY_LOAD_MS)
+      loadTimer.unref()
+    }
+  }
+  if (backend.loadBeforeListening) await load()
+  else void load()
 
   const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
   const proxy = new ProxyListener({
@@ -86,7 +100,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const readiness = (): Readiness => {
     const reasons: string[] = []
     if (closing) reasons.push('shutting down')
-    if (!snapshot) reasons.push('the routing state is not loaded')
+    if (!snapshot) reasons.push('the routing state is not loaded (is the state store reachable?)')
     else if (snapshot.pools[snapshot.state.active].upstreams.length === 0) {
       reasons.push(`the active pool (${snapshot.state.active}) has no healthy upstream`)
     }
@@ -95,12 +109,21 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const admin = new AdminServer({
     listen: config.admin.listen,
     token: config.admin.token,
+    waitTimeout: config.admin.waitTimeout,
     logger: logger.child({ part: 'admin' }),
     store,
+    replicas,
+    metrics,
     replicaId,
     snapshot: () => snapshot,
     readiness,
   })
+
+  const release = async (): Promise<void> => {
+    clearTimeout(loadTimer)
+    await replicas.close()
+    await store.close()
+  }
 
   let proxyAddress: { host: string; port: number }
   let adminAddress: { host: string; port: number }
@@ -110,8 +133,9 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     const adminBound = await admin.listen()
     adminAddress = { host: adminBound.address, port: adminBound.port }
   } catch (error) {
+    closing = true
     proxy.server.close()
-    await store.close()
+    await release()
     await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.destroy()))
     throw error
   }
@@ -133,7 +157,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     logger.info({ ...proxy.active, graceMs: config.shutdown.grace }, 'shutting down: draining')
     await proxy.drain(config.shutdown.grace)
     await admin.close()
-    await store.close()
+    await release()
     await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.close()))
     logger.info('shutdown complete')
   }

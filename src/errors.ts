@@ -73,3 +73,8 @@ export class ConfigError extends BlueGreenError {
 export function errorBody(code: ErrorCode, message: string): string {
   return JSON.stringify({ error: { code, message } })
 }
+
+/** The state store cannot be reached or read: the change was not made (503). */
+export function unavailable(message: string): BlueGreenError {
+  return new BlueGreenError('BG_STATE_UNAVAILABLE', message, 503)
+}

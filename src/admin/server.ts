@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import type { ListenAddress } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import type { Metrics } from '../metrics/registry.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import {
   activeFor,
@@ -13,7 +14,7 @@ import {
   type Weights,
   weightsProblem,
 } from '../state/state.ts'
-import type { StateStore } from '../state/store.ts'
+import type { ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { TokenCheck } from './auth.ts'
 import {
   onlyFields,
@@ -34,6 +35,10 @@ export interface AdminOptions {
   token: string | null
   logger: Logger
   store: StateStore
+  replicas: ReplicaRegistry
+  metrics: Metrics
+  /** How long a change with `wait: true` waits for every live replica. */
+  waitTimeout: number
   replicaId: string
   snapshot: () => RoutingSnapshot | undefined
   readiness: () => Readiness
@@ -55,6 +60,8 @@ export class AdminServer {
       '/state': { GET: this.getState },
       '/switch': { POST: this.postSwitch },
       '/weights': { POST: this.postWeights },
+      '/replicas': { GET: this.getReplicas },
+      '/metrics': { GET: this.getMetrics },
       '/healthz': { GET: (_req, res) => sendJson(res, 200, { status: 'ok' }) },
       '/readyz': { GET: this.getReady },
     }
@@ -144,22 +151,23 @@ export class AdminServer {
     const to: Color = body.to
     const expected = optionalGeneration(body)
     const force = optionalBoolean(body, 'force') ?? false
-    optionalBoolean(body, 'wait')
+    const wait = optionalBoolean(body, 'wait') ?? false
     const reason = optionalString(body, 'reason') ?? `switch to ${to}`
     this.requireHealthy(allTo(to), force)
     const state = await this.change(req, { active: to, weights: allTo(to), reason }, expected)
-    sendJson(res, 200, this.describe(state))
+    await this.answerChange(res, state, wait)
   }
 
   private readonly postWeights: Handler = async (req, res) => {
     const body = await readJsonObject(req)
-    onlyFields(body, ['blue', 'green', 'expectedGeneration', 'force', 'reason'])
+    onlyFields(body, ['blue', 'green', 'expectedGeneration', 'force', 'wait', 'reason'])
     const weights = { blue: body.blue, green: body.green }
     const problem = weightsProblem(weights)
     if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
     const valid = weights as Weights
     const expected = optionalGeneration(body)
     const force = optionalBoolean(body, 'force') ?? false
+    const wait = optionalBoolean(body, 'wait') ?? false
     const reason = optionalString(body, 'reason') ?? `weights blue ${valid.blue} / green ${valid.green}`
     this.requireHealthy(valid, force)
     const current = this.options.snapshot()?.state.active ?? 'blue'
@@ -168,7 +176,54 @@ export class AdminServer {
       { active: activeFor(valid, current), weights: valid, reason },
       expected,
     )
-    sendJson(res, 200, this.describe(state))
+    await this.answerChange(res, state, wait)
+  }
+
+  private readonly getReplicas: Handler = async (_req, res) => {
+    let replicas: Awaited<ReturnType<ReplicaRegistry['list']>>
+    try {
+      replicas = await this.options.replicas.list()
+    } catch (error) {
+      throw new BlueGreenError(
+        'BG_STATE_UNAVAILABLE',
+        `cannot list the replicas: ${(error as Error).message}`,
+        503,
+      )
+    }
+    const generation = this.options.snapshot()?.state.generation ?? null
+    sendJson(res, 200, { generation, replicas })
+  }
+
+  private readonly getMetrics: Handler = async (_req, res) => {
+    const { registry } = this.options.metrics
+    const body = await registry.metrics()
+    res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(body) })
+    res.end(body)
+  }
+
+  /**
+   * A change's answer. With `wait`, only once every live replica has applied it, or at admin.waitTimeout with
+   * the replicas that have not (the change itself stands either way: it is committed).
+   */
+  private async answerChange(res: ServerResponse, state: State, wait: boolean): Promise<void> {
+    if (!wait) {
+      sendJson(res, 200, this.describe(state))
+      return
+    }
+    let result: WaitResult
+    try {
+      result = await this.options.replicas.waitFor(state.generation, this.options.waitTimeout)
+    } catch (error) {
+      throw new BlueGreenError(
+        'BG_STATE_UNAVAILABLE',
+        `the change was made (generation ${state.generation}) but the replicas could not be checked: ${(error as Error).message}`,
+        503,
+      )
+    }
+    sendJson(res, 200, {
+      ...(this.describe(state) as object),
+      wait: { complete: result.complete, pending: result.pending, replicas: result.replicas.length },
+    })
   }
 
   /** Refuses (412) to send traffic to a pool with nothing to serve it, unless forced. */
@@ -215,6 +270,14 @@ export class AdminServer {
 
   private describe(state: State): unknown {
     const applied = this.options.snapshot()?.state.generation ?? null
-    return { ...state, replica: { id: this.options.replicaId, appliedGeneration: applied } }
+    const status = this.options.store.status?.()
+    const store = status
+      ? {
+          reachable: status.reachable,
+          lastSyncAt: status.lastSyncAt === undefined ? null : new Date(status.lastSyncAt).toISOString(),
+          staleSeconds: status.lastSyncAt === undefined ? null : (Date.now() - status.lastSyncAt) / 1000,
+        }
+      : { reachable: true, lastSyncAt: null, staleSeconds: 0 }
+    return { ...state, replica: { id: this.options.replicaId, appliedGeneration: applied, store } }
   }
 }

@@ -5,7 +5,7 @@
 import { type FSWatcher, watch } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
-import { BlueGreenError } from '../errors.ts'
+import { BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import {
   freezeState,
@@ -15,7 +15,7 @@ import {
   writeStateFile,
 } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
-import { type Color, initialState, isColor, type State, type StateChange, weightsProblem } from './state.ts'
+import { type Color, checkedChange, initialState, isColor, type State, type StateChange } from './state.ts'
 import type { StateListener, StateStore } from './store.ts'
 
 export interface FileStateStoreOptions {
@@ -325,31 +325,6 @@ export class FileStateStore implements StateStore {
     }
     return true
   }
-}
-
-function checkedChange(change: StateChange): Omit<State, 'generation' | 'updatedAt'> {
-  if (!isColor(change?.active)) {
-    throw new BlueGreenError(
-      'BG_UNKNOWN_COLOR',
-      `active must be "blue" or "green", got ${JSON.stringify(change?.active)}`,
-      400,
-    )
-  }
-  const weights = weightsProblem(change.weights)
-  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights, 400)
-  if (typeof change.updatedBy !== 'string' || typeof change.reason !== 'string') {
-    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings', 400)
-  }
-  return {
-    active: change.active,
-    weights: { blue: change.weights.blue, green: change.weights.green },
-    updatedBy: change.updatedBy,
-    reason: change.reason,
-  }
-}
-
-function unavailable(message: string): BlueGreenError {
-  return new BlueGreenError('BG_STATE_UNAVAILABLE', message, 503)
 }
 
 function asUnavailable(error: unknown, context: string): BlueGreenError {

@@ -1,3 +1,5 @@
+import { BlueGreenError } from '../errors.ts'
+
 // The routing state as every store keeps it and the admin API returns it (see CONTRACT.md).
 
 export const COLORS = ['blue', 'green'] as const
@@ -99,4 +101,26 @@ export function stateProblem(value: unknown): string | undefined {
 
 export function sameRouting(a: State, b: State): boolean {
   return a.active === b.active && a.weights.blue === b.weights.blue && a.weights.green === b.weights.green
+}
+
+/** Validates a change a caller asks for; a store refuses an invalid one with 400 before touching anything. */
+export function checkedChange(change: StateChange): Omit<State, 'generation' | 'updatedAt'> {
+  if (!isColor(change?.active)) {
+    throw new BlueGreenError(
+      'BG_UNKNOWN_COLOR',
+      `active must be "blue" or "green", got ${JSON.stringify(change?.active)}`,
+      400,
+    )
+  }
+  const weights = weightsProblem(change.weights)
+  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights, 400)
+  if (typeof change.updatedBy !== 'string' || typeof change.reason !== 'string') {
+    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings', 400)
+  }
+  return {
+    active: change.active,
+    weights: { blue: change.weights.blue, green: change.weights.green },
+    updatedBy: change.updatedBy,
+    reason: change.reason,
+  }
 }

@@ -27,4 +27,48 @@ export interface StateStore {
   subscribe(listener: StateListener): () => void
   /** Stops following changes and releases files, timers and connections. */
   close(): Promise<void>
+  /** Whether the store is reachable and when this replica last synced with it; a store without it always is. */
+  status?(): StoreStatus
+}
+
+/** How this replica's view of the store stands, for /state, /readyz and the metrics. */
+export interface StoreStatus {
+  /** Whether the store answered its last read or write. */
+  reachable: boolean
+  /** When this replica last confirmed its state against the store (ms since the epoch), if ever. */
+  lastSyncAt: number | undefined
+}
+
+/** One proxy replica as the registry knows it. */
+export interface ReplicaInfo {
+  id: string
+  host: string
+  pid: number
+  /** The generation this replica has applied. */
+  generation: number
+  /** When it last reported itself (ISO time). */
+  lastSeen: string
+}
+
+export interface WaitResult {
+  /** True when every live replica had applied the generation before the timeout. */
+  complete: boolean
+  generation: number
+  replicas: ReplicaInfo[]
+  /** The live replicas that had not applied it yet, at the timeout. */
+  pending: ReplicaInfo[]
+}
+
+/**
+ * Every live proxy replica and the generation it has applied. With Redis the replicas heartbeat into a shared
+ * registry; with the file store this process is the only replica it knows.
+ */
+export interface ReplicaRegistry {
+  /** Says this replica has applied `generation`, at once (waiters are woken) and then with every heartbeat. */
+  report(generation: number): void
+  /** The live replicas, this one included. */
+  list(): Promise<ReplicaInfo[]>
+  /** Resolves when every live replica has applied `generation`, or at the timeout with the ones that have not. */
+  waitFor(generation: number, timeoutMs: number): Promise<WaitResult>
+  close(): Promise<void>
 }

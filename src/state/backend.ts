@@ -1,0 +1,46 @@
+import type { Config } from '../config/types.ts'
+import type { Logger } from '../log.ts'
+import { FileStateStore } from './file-store.ts'
+import { LocalReplicaRegistry } from './local-replicas.ts'
+import { RedisReplicaRegistry } from './redis-replicas.ts'
+import { RedisStateStore } from './redis-store.ts'
+import type { ReplicaRegistry, StateStore } from './store.ts'
+
+export interface StateBackend {
+  store: StateStore
+  replicas: ReplicaRegistry
+  /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
+  loadBeforeListening: boolean
+}
+
+export function createStateBackend(
+  config: Config,
+  logger: Logger,
+  replicaId: string,
+  onInvalidState: (problem: string) => void,
+): StateBackend {
+  const { state } = config
+  if (state.store === 'redis' && state.redis) {
+    const store = new RedisStateStore({
+      config: state.redis,
+      initial: state.initial,
+      logger,
+      replicaId,
+      onInvalidState,
+    })
+    const replicas = new RedisReplicaRegistry({
+      client: store.client,
+      subscriber: store.subscriber,
+      key: state.redis.key,
+      replicaId,
+      heartbeatInterval: state.redis.heartbeatInterval,
+      logger,
+    })
+    return { store, replicas, loadBeforeListening: false }
+  }
+  return {
+    store: new FileStateStore({ path: state.path, initial: state.initial, logger }),
+    replicas: new LocalReplicaRegistry(replicaId),
+    loadBeforeListening: true,
+  }
+}

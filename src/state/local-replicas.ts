@@ -1,0 +1,39 @@
+import { hostname } from 'node:os'
+import type { ReplicaInfo, ReplicaRegistry, WaitResult } from './store.ts'
+
+/** The file store's registry: one host, and this process is the one replica it knows of. */
+export class LocalReplicaRegistry implements ReplicaRegistry {
+  readonly #id: string
+  #generation = -1
+  #lastSeen = new Date().toISOString()
+
+  constructor(id: string) {
+    this.#id = id
+  }
+
+  report(generation: number): void {
+    this.#generation = generation
+    this.#lastSeen = new Date().toISOString()
+  }
+
+  async list(): Promise<ReplicaInfo[]> {
+    return [
+      {
+        id: this.#id,
+        host: hostname(),
+        pid: process.pid,
+        generation: this.#generation,
+        lastSeen: this.#lastSeen,
+      },
+    ]
+  }
+
+  async waitFor(generation: number): Promise<WaitResult> {
+    // The store applies its own change before answering it, so there is nothing to wait for.
+    const replicas = await this.list()
+    const pending = replicas.filter((replica) => replica.generation < generation)
+    return { complete: pending.length === 0, generation, replicas, pending }
+  }
+
+  async close(): Promise<void> {}
+}

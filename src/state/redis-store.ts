@@ -1,0 +1,395 @@
+// The shared state store for many replicas: one Redis hash holds the state, its generation and the state it
+// replaced. Every change is one Lua compare-and-set that also publishes the new state, so each replica applies it
+// the moment Redis has it. Pub/sub drops messages while a replica is disconnected, so a replica also re-reads the
+// key on every (re)connect and on a slow poll. The request path never waits for any of this.
+
+import type { Redis } from 'ioredis'
+import type { RedisConfig } from '../config/types.ts'
+import { BlueGreenError, unavailable } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { createRedis } from './redis-connection.ts'
+import {
+  type Color,
+  checkedChange,
+  initialState,
+  type State,
+  type StateChange,
+  stateProblem,
+} from './state.ts'
+import type { StateListener, StateStore, StoreStatus } from './store.ts'
+
+export interface RedisStateStoreOptions {
+  config: RedisConfig
+  initial: Color
+  logger: Logger
+  /** Names the connections in CLIENT LIST, so an operator can tell the replicas apart. */
+  replicaId: string
+  /** Called for every invalid state found in Redis (it is ignored; the last good state stays). */
+  onInvalidState?: (problem: string) => void
+}
+
+// KEYS[1] the state hash. ARGV: expected generation or '', the new state's JSON without its generation, channel.
+// Returns {1, state} on success, {0, generation} on a stale expectation, {-1} when there is no state, {-2, why}
+// when the stored state is unreadable (the change is refused rather than burying the evidence).
+const CHANGE = `
+local stored = redis.call('HGET', KEYS[1], 'state')
+if not stored then return {-1} end
+local generation = tonumber(redis.call('HGET', KEYS[1], 'generation'))
+local ok, decoded = pcall(cjson.decode, stored)
+if not generation or not ok or type(decoded) ~= 'table' or decoded.generation ~= generation then
+  return {-2, 'the stored state is not valid JSON or disagrees with its generation'}
+end
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= generation then return {0, generation} end
+local next = generation + 1
+local state = '{"generation":' .. next .. ',' .. string.sub(ARGV[2], 2)
+redis.call('HSET', KEYS[1], 'state', state, 'generation', next, 'previous', stored)
+redis.call('PUBLISH', ARGV[3], state)
+return {1, state}
+`
+
+// Writes a state only when Redis has none or an older one: the initial state on first start, and this replica's
+// last state when Redis lost its data (a restart without persistence). Generations never go backwards, and an
+// unreadable hash is left alone for an operator to look at.
+// ARGV: generation, state JSON, previous JSON or '', channel. Returns 1 when written.
+const SEED = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local stored = tonumber(redis.call('HGET', KEYS[1], 'generation'))
+  if not stored or stored >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'generation', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'previous', ARGV[3]) else redis.call('HDEL', KEYS[1], 'previous') end
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return 1
+`
+
+interface ScriptedRedis extends Redis {
+  bluegreenChange(key: string, expected: string, body: string, channel: string): Promise<[number, string?]>
+  bluegreenSeed(
+    key: string,
+    generation: string,
+    state: string,
+    previous: string,
+    channel: string,
+  ): Promise<number>
+}
+
+export function changesChannel(key: string): string {
+  return `${key}:changes`
+}
+
+export class RedisStateStore implements StateStore {
+  readonly #options: RedisStateStoreOptions
+  readonly #key: string
+  readonly #channel: string
+  readonly #client: ScriptedRedis
+  readonly #subscriber: Redis
+  readonly #listeners = new Set<StateListener>()
+  readonly #logger: Logger
+  #current: State | undefined
+  #starting: Promise<State> | undefined
+  #started = false
+  #closed = false
+  #pollTimer: NodeJS.Timeout | undefined
+  #reachable = false
+  #lastSyncAt: number | undefined
+  #lastInvalid: string | undefined
+
+  constructor(options: RedisStateStoreOptions) {
+    this.#options = options
+    this.#logger = options.logger
+    this.#key = options.config.key
+    this.#channel = changesChannel(this.#key)
+    this.#client = createRedis(options.config, `bluegreen:${options.replicaId}`) as ScriptedRedis
+    this.#client.defineCommand('bluegreenChange', { numberOfKeys: 1, lua: CHANGE })
+    this.#client.defineCommand('bluegreenSeed', { numberOfKeys: 1, lua: SEED })
+    this.#subscriber = createRedis(options.config, `bluegreen:${options.replicaId}:sub`)
+    this.#watchConnection(this.#client, 'commands')
+    this.#watchConnection(this.#subscriber, 'subscriber')
+    this.#subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.#channel) this.#receive(message, 'published')
+    })
+  }
+
+  /** The command connection, shared with the replica registry. */
+  get client(): Redis {
+    return this.#client
+  }
+
+  /** The subscriber connection, shared with the replica registry. */
+  get subscriber(): Redis {
+    return this.#subscriber
+  }
+
+  start(): Promise<State> {
+    if (this.#closed) return Promise.reject(unavailable('the Redis state store is closed'))
+    this.#starting ??= this.#load().catch((error: unknown) => {
+      this.#starting = undefined
+      throw asUnavailable(error, `cannot load the state from Redis (${this.#where()})`)
+    })
+    return this.#starting
+  }
+
+  current(): State | undefined {
+    return this.#current
+  }
+
+  status(): StoreStatus {
+    return { reachable: this.#reachable, lastSyncAt: this.#lastSyncAt }
+  }
+
+  async change(change: StateChange, expectedGeneration?: number): Promise<State> {
+    if (!this.#started || this.#closed) {
+      throw unavailable(`the Redis state store is ${this.#closed ? 'closed' : 'not loaded yet'}`)
+    }
+    const requested = checkedChange(change)
+    if (
+      expectedGeneration !== undefined &&
+      (!Number.isSafeInteger(expectedGeneration) || expectedGeneration < 0)
+    ) {
+      throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer', 400)
+    }
+    const body = JSON.stringify({
+      active: requested.active,
+      weights: requested.weights,
+      updatedAt: new Date().toISOString(),
+      updatedBy: requested.updatedBy,
+      reason: requested.reason,
+    })
+    let reply: [number, string?]
+    try {
+      reply = await this.#client.bluegreenChange(
+        this.#key,
+        expectedGeneration?.toString() ?? '',
+        body,
+        this.#channel,
+      )
+    } catch (error) {
+      throw asUnavailable(error, `Redis (${this.#where()}) did not take the change`)
+    }
+    this.#synced()
+    const [outcome, detail] = reply
+    if (outcome === 0) {
+      // Someone else got there first: pick their state up now rather than at the next message or poll.
+      void this.#refresh('conflict')
+      throw new BlueGreenError(
+        'BG_GENERATION_CONFLICT',
+        `expected generation ${expectedGeneration} but the state is at ${detail}`,
+        409,
+      )
+    }
+    if (outcome === -1) throw unavailable(`Redis has no state at key ${this.#key}`)
+    if (outcome === -2)
+      throw unavailable(`the state in Redis at key ${this.#key} is invalid (${detail}); fix it first`)
+    const state = this.#parse(detail)
+    if (!state) throw unavailable('Redis answered the change with an invalid state')
+    this.#apply(state)
+    return state
+  }
+
+  async previous(): Promise<State | undefined> {
+    let stored: string | null
+    try {
+      stored = await this.#client.hget(this.#key, 'previous')
+    } catch (error) {
+      throw asUnavailable(error, `cannot read the previous state from Redis (${this.#where()})`)
+    }
+    return stored ? this.#parse(stored) : undefined
+  }
+
+  subscribe(listener: StateListener): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    clearInterval(this.#pollTimer)
+    await Promise.allSettled([quit(this.#subscriber), quit(this.#client)])
+  }
+
+  async #load(): Promise<State> {
+    const timeout = this.#options.config.connectTimeout
+    await Promise.all([connected(this.#client, timeout), connected(this.#subscriber, timeout)])
+    await this.#subscriber.subscribe(this.#channel)
+    const initial = initialState(this.#options.initial)
+    await this.#client.bluegreenSeed(this.#key, '0', JSON.stringify(initial), '', this.#channel)
+    const stored = await this.#client.hget(this.#key, 'state')
+    const state = stored === null ? undefined : this.#parse(stored)
+    if (!state) {
+      throw unavailable(
+        `the state in Redis at key ${this.#key} is invalid (${this.#lastInvalid}); fix or delete it`,
+      )
+    }
+    this.#synced()
+    if (!this.#current || state.generation > this.#current.generation) this.#apply(state)
+    this.#started = true
+    this.#pollTimer = setInterval(() => void this.#refresh('poll'), this.#options.config.pollInterval)
+    this.#pollTimer.unref()
+    this.#logger.info(
+      { key: this.#key, redis: this.#where(), generation: state.generation },
+      'state loaded from Redis',
+    )
+    return this.#current!
+  }
+
+  /** Re-reads the key: on every reconnect (pub/sub lost whatever was published meanwhile) and on the poll. */
+  async #refresh(why: string): Promise<void> {
+    if (!this.#started || this.#closed) return
+    let stored: string | null
+    try {
+      stored = await this.#client.hget(this.#key, 'state')
+    } catch (error) {
+      this.#unreachable(error)
+      return
+    }
+    this.#synced()
+    if (stored === null) {
+      await this.#reseed()
+      return
+    }
+    this.#receive(stored, why)
+  }
+
+  /** Redis lost the key (restarted without persistence, flushed): put back the last state this replica had. */
+  async #reseed(): Promise<void> {
+    const state = this.#current
+    if (!state) return
+    this.#logger.warn(
+      { key: this.#key, generation: state.generation },
+      'the state key is gone from Redis; restoring it',
+    )
+    try {
+      await this.#client.bluegreenSeed(
+        this.#key,
+        String(state.generation),
+        JSON.stringify(state),
+        '',
+        this.#channel,
+      )
+    } catch (error) {
+      this.#unreachable(error)
+    }
+  }
+
+  #receive(message: string, source: string): void {
+    const state = this.#parse(message)
+    if (!state) return
+    if (!this.#current || state.generation > this.#current.generation) {
+      this.#logger.debug({ generation: state.generation, source }, 'state received')
+      this.#apply(state)
+    }
+  }
+
+  /** An untrusted state from Redis: valid, or logged, counted and ignored. */
+  #parse(text: string | undefined): State | undefined {
+    let value: unknown
+    let problem: string | undefined
+    try {
+      value = JSON.parse(text ?? '')
+      problem = stateProblem(value)
+    } catch {
+      problem = 'not JSON'
+    }
+    if (problem === undefined) return Object.freeze(value as State)
+    // Log once per distinct bad value, not on every poll.
+    if (problem !== this.#lastInvalid) {
+      this.#logger.error(
+        { key: this.#key, problem },
+        'invalid state in Redis ignored; keeping the last good state',
+      )
+    }
+    this.#lastInvalid = problem
+    this.#options.onInvalidState?.(problem)
+    return undefined
+  }
+
+  #apply(state: State): void {
+    if (this.#current && state.generation <= this.#current.generation) return
+    this.#current = state
+    this.#lastInvalid = undefined
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(state)
+      } catch (error) {
+        this.#logger.error({ err: error }, 'a state listener failed')
+      }
+    }
+  }
+
+  #synced(): void {
+    if (!this.#reachable && this.#started)
+      this.#logger.info({ redis: this.#where() }, 'Redis reachable again')
+    this.#reachable = true
+    this.#lastSyncAt = Date.now()
+  }
+
+  #unreachable(error: unknown): void {
+    if (this.#reachable) {
+      this.#logger.error(
+        { err: error, redis: this.#where(), generation: this.#current?.generation },
+        'Redis unreachable; serving the last applied state',
+      )
+    }
+    this.#reachable = false
+  }
+
+  #watchConnection(connection: Redis, role: string): void {
+    connection.on('error', (error: Error) => {
+      if (this.#reachable || !this.#started)
+        this.#logger.debug({ err: error, role }, 'Redis connection error')
+      this.#unreachable(error)
+    })
+    connection.on('close', () => {
+      if (!this.#closed) this.#unreachable(new Error(`the ${role} connection closed`))
+    })
+    // Whatever was published while this connection was down is lost: read the key again.
+    connection.on('ready', () => void this.#refresh(`${role} reconnected`))
+  }
+
+  #where(): string {
+    const { config } = this.#options
+    if (config.sentinels && config.name) return `sentinel master ${config.name}`
+    const url = new URL(config.url)
+    return `${url.protocol}//${url.host}`
+  }
+}
+
+/**
+ * Waits until the connection is ready, starting it if it is not (the connections are created lazily). ioredis keeps
+ * reconnecting in the background, so a failed wait can simply be tried again.
+ */
+async function connected(connection: Redis, timeoutMs: number): Promise<void> {
+  if (connection.status === 'ready') return
+  if (connection.status === 'wait') connection.connect().catch(() => {})
+  await new Promise<void>((resolve, reject) => {
+    const done = (error?: Error) => {
+      clearTimeout(timer)
+      connection.off('ready', onReady)
+      connection.off('end', onEnd)
+      if (error) reject(error)
+      else resolve()
+    }
+    const onReady = () => done()
+    const onEnd = () => done(new Error('the connection ended'))
+    const timer = setTimeout(() => done(new Error(`not connected within ${timeoutMs} ms`)), timeoutMs)
+    connection.once('ready', onReady)
+    connection.once('end', onEnd)
+  })
+}
+
+async function quit(connection: Redis): Promise<void> {
+  try {
+    if (connection.status === 'ready') await connection.quit()
+    else connection.disconnect()
+  } catch {
+    connection.disconnect()
+  }
+}
+
+function asUnavailable(error: unknown, context: string): BlueGreenError {
+  if (error instanceof BlueGreenError) return error
+  const wrapped = unavailable(`${context}: ${error instanceof Error ? error.message : String(error)}`)
+  wrapped.cause = error
+  return wrapped
+}
