@@ -16,6 +16,10 @@ const HOP_BY_HOP = new Set([
 
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'])
 
+// Other ways a client names its own address, which applications read too: not rebuilt here, so kept from a
+// trusted proxy and dropped from anyone else, who could otherwise claim any address they like.
+const CLIENT_ADDRESS = new Set(['forwarded', 'x-real-ip'])
+
 /** Header names listed in Connection values: hop-by-hop too, whatever they are called. */
 function connectionTokens(values: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined
@@ -49,8 +53,8 @@ export class TrustedProxies {
     if (this.empty || !address) return false
     if (isIPv4(address)) return this.list.check(address, 'ipv4')
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-    if (address.startsWith('::ffff:') && isIPv4(address.slice(7)))
-      return this.list.check(address.slice(7), 'ipv4')
+    const mapped = mappedIPv4(address)
+    if (mapped !== address) return this.list.check(mapped, 'ipv4')
     return this.list.check(address, 'ipv6')
   }
 }
@@ -88,6 +92,7 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
     const value = rawHeaders[i + 1]!
     const lower = name.toLowerCase()
     if (HOP_BY_HOP.has(lower) || lower === 'expect' || named?.has(lower)) continue
+    if (CLIENT_ADDRESS.has(lower) && !info.trusted) continue
     if (FORWARDING.has(lower)) {
       if (!info.trusted) continue
       if (lower === 'x-forwarded-for')
@@ -102,9 +107,10 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
     }
     out.push(name, value)
   }
+  const peer = mappedIPv4(info.peer)
   out.push(
     'x-forwarded-for',
-    forwardedFor === undefined ? info.peer : `${forwardedFor}, ${info.peer}`,
+    forwardedFor === undefined ? peer : `${forwardedFor}, ${peer}`,
     'x-forwarded-proto',
     forwardedProto ?? info.proto,
   )
@@ -113,11 +119,20 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
   return out
 }
 
+/** An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; upstreams expect a.b.c.d. */
+function mappedIPv4(address: string): string {
+  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address
+}
+
 /**
  * The upstream's response headers (undici's parsed object: lower-case names, repeated ones as arrays) as a
  * flat list for ServerResponse.writeHead, with hop-by-hop headers dropped. Node frames the body itself.
+ * `own` is a (lower-case) header this proxy sets itself, such as the color header: an upstream's copy is dropped.
  */
-export function clientResponseHeaders(headers: Record<string, string | string[] | undefined>): string[] {
+export function clientResponseHeaders(
+  headers: Record<string, string | string[] | undefined>,
+  own?: string | null,
+): string[] {
   const connection = headers.connection
   const named =
     connection === undefined
@@ -125,7 +140,7 @@ export function clientResponseHeaders(headers: Record<string, string | string[] 
       : connectionTokens(Array.isArray(connection) ? connection : [connection])
   const out: string[] = []
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || named?.has(name)) continue
+    if (HOP_BY_HOP.has(name) || named?.has(name) || name === own) continue
     const value = headers[name]
     if (value === undefined) continue
     if (Array.isArray(value)) for (const item of value) out.push(name, item)
@@ -146,7 +161,9 @@ export function cookieValue(header: string | undefined, name: string): string | 
     if (boundary && header[at + name.length] === '=') {
       const start = at + name.length + 1
       const end = header.indexOf(';', start)
-      return (end === -1 ? header.slice(start) : header.slice(start, end)).trim()
+      const value = (end === -1 ? header.slice(start) : header.slice(start, end)).trim()
+      // RFC 6265 allows the value in double quotes.
+      return value.length >= 2 && value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value
     }
     from = at + name.length
   }

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { PassThrough } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { ColorPool } from '../routing/snapshot.ts'
@@ -6,7 +7,7 @@ import type { Upstream } from '../routing/upstream.ts'
 import type { Color } from '../state/state.ts'
 import { clientResponseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
-import { classifyUpstreamError, type FailureReason } from './upstream-errors.ts'
+import { classifyUpstreamError, type FailureReason, isRejectedRequest } from './upstream-errors.ts'
 
 /** What the forwarder reports for every request it handled, for the access log and metrics. */
 export interface RequestOutcome {
@@ -57,6 +58,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   private readonly startedAt = performance.now()
   private upstream: Upstream
   private controller: Dispatcher.DispatchController | undefined
+  private body: PassThrough | null | undefined
   private attempts = 0
   private sent = false
   private finished = false
@@ -84,8 +86,12 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
 
   dispatch(): void {
     const { req } = this
-    const hasBody =
-      req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+    // Made once: a retried request has not had its body read yet, so the same stream serves the next attempt.
+    if (this.body === undefined) {
+      const hasBody =
+        req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
+      this.body = hasBody ? requestBody(req) : null
+    }
     this.attempts++
     this.upstream.outstanding++
     try {
@@ -94,7 +100,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
           path: req.url ?? '/',
           method: req.method ?? 'GET',
           headers: this.headers,
-          body: hasBody ? req : null,
+          body: this.body,
         },
         this,
       )
@@ -116,8 +122,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   ): void {
     // 1xx informational responses (103 Early Hints, a stray 100) are not relayed; the final one follows.
     if (statusCode < 200) return
-    const out = clientResponseHeaders(headers)
     const { colorHeader } = this.options
+    const out = clientResponseHeaders(headers, colorHeader)
     if (colorHeader !== null) out.push(colorHeader, this.upstream.color)
     if (this.setCookie !== undefined) out.push('set-cookie', this.setCookie)
     if (this.options.draining()) this.res.shouldKeepAlive = false
@@ -148,6 +154,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.clientGone) {
       this.status = CLIENT_CLOSED
       this.finish(undefined, undefined)
+      return
+    }
+    if (!this.sent && isRejectedRequest(error)) {
+      this.status = 400
+      // Its body, if any, was never read: close rather than parse it as the next request.
+      sendError(this.res, 400, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
+        colorHeader: this.options.colorHeader,
+        color: this.upstream.color,
+        close: true,
+      })
+      this.finish(undefined, error)
       return
     }
     const failure = classifyUpstreamError(error)
@@ -211,6 +228,24 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.clientGone = true
     this.controller?.abort(new ClientClosedError('client closed the connection'))
   }
+}
+
+/**
+ * The client's body as undici's request body. When the upstream answers before it has read the whole body, undici
+ * destroys the body stream it was given; were that the IncomingMessage itself, Node would stop reading the
+ * client's connection mid-body and the next request on it would never be parsed. Through a PassThrough only that
+ * is destroyed, and the rest of the client's body is read and dropped (as nginx does), so the connection lives on.
+ */
+function requestBody(req: IncomingMessage): PassThrough {
+  const body = new PassThrough()
+  req.pipe(body)
+  req.once('error', (error) => body.destroy(error))
+  body.once('close', () => {
+    if (req.complete || req.destroyed) return
+    req.unpipe(body)
+    req.resume()
+  })
+  return body
 }
 
 export function forward(

@@ -29,6 +29,8 @@ const BY_CODE: Record<string, Failure> = {
   UND_ERR_DESTROYED: { reason: 'reset', status: 502 },
   ETIMEDOUT: { reason: 'connect_timeout', status: 504 },
   UND_ERR_CONNECT_TIMEOUT: { reason: 'connect_timeout', status: 504 },
+  // http-proxy-3's connectTimeout (WebSockets).
+  ECONNECT_TIMEOUT: { reason: 'connect_timeout', status: 504 },
   UND_ERR_HEADERS_TIMEOUT: { reason: 'header_timeout', status: 504 },
   UND_ERR_BODY_TIMEOUT: { reason: 'body_timeout', status: 504 },
   UND_ERR_HEADERS_OVERFLOW: { reason: 'protocol', status: 502 },
@@ -38,6 +40,15 @@ const BY_CODE: Record<string, Failure> = {
 
 const OTHER: Failure = { reason: 'other', status: 502 }
 const PROTOCOL: Failure = { reason: 'protocol', status: 502 }
+
+/**
+ * Whether undici refused to build the request from what the client sent (a target such as `*`, two Host
+ * headers): the client's fault, answered 400, never retried on another upstream or counted against one.
+ */
+export function isRejectedRequest(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  return code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED'
+}
 
 export function classifyUpstreamError(error: unknown): Failure {
   const code = (error as { code?: unknown } | null)?.code

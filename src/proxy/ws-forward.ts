@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http'
+import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { createProxyServer, type ProxyServer } from 'http-proxy-3'
 import type { Logger } from '../log.ts'
@@ -23,7 +23,8 @@ export interface OpenWebSocket {
 
 const COLOR = Symbol('bluegreen.color')
 const UPGRADED = Symbol('bluegreen.upgraded')
-type TaggedRequest = IncomingMessage & { [COLOR]?: Color; [UPGRADED]?: boolean }
+const CLIENT_GONE = Symbol('bluegreen.clientGone')
+type TaggedRequest = IncomingMessage & { [COLOR]?: Color; [UPGRADED]?: boolean; [CLIENT_GONE]?: boolean }
 
 /**
  * WebSocket upgrades through http-proxy-3. Every call passes an error callback: without one http-proxy-3 emits
@@ -40,11 +41,26 @@ export class WebSocketForwarder {
     // A last resort: an error that reaches the server instead of a callback is logged, never thrown.
     this.proxy.on('error', (error: Error) => options.logger.warn({ err: error }, 'websocket proxy error'))
     const { colorHeader } = options
-    this.proxy.on('proxyReqWs', (proxyReq, req: TaggedRequest) => {
-      // Runs before http-proxy-3's own 'upgrade' listener, which writes the 101 from proxyRes.headers.
-      proxyReq.on('upgrade', (proxyRes: IncomingMessage) => {
+    this.proxy.on('proxyReqWs', (proxyReq: ClientRequest, req: TaggedRequest, socket: Duplex) => {
+      // http-proxy-3 rebuilds the path through new URL(), which resolves /a/../b to /b; send it as the client did,
+      // as HTTP requests are. The request line is written at end(), after this event.
+      proxyReq.path = req.url ?? '/'
+      // Both listeners run before http-proxy-3's own, which write the 101 or relay the upstream's other answer.
+      proxyReq.on('upgrade', (proxyRes: IncomingMessage, proxySocket: Duplex) => {
         req[UPGRADED] = true
+        if (socket.destroyed) proxySocket.destroy()
+        else if (colorHeader !== null && req[COLOR]) proxyRes.headers[colorHeader] = req[COLOR]
+      })
+      proxyReq.on('response', (proxyRes: IncomingMessage) => {
         if (colorHeader !== null && req[COLOR]) proxyRes.headers[colorHeader] = req[COLOR]
+      })
+      // A client that gives up before the upstream has answered: http-proxy-3 would leave the upstream request
+      // open, and pipe a late 101 into the closed socket, holding an upstream WebSocket nobody reads.
+      socket.once('close', () => {
+        if (!req[UPGRADED]) {
+          req[CLIENT_GONE] = true
+          proxyReq.destroy()
+        }
       })
     })
   }
@@ -73,6 +89,8 @@ export class WebSocketForwarder {
       head,
       { target: upstream.url, connectTimeout: this.options.connectTimeout },
       (error: Error) => {
+        // Destroying the upstream request for a client that left is not the upstream's failure.
+        if (tagged[CLIENT_GONE]) return
         const failure = classifyUpstreamError(error)
         this.options.onUpstreamFailure(upstream, failure.reason, error)
         this.options.logger.warn(

@@ -18,7 +18,7 @@ describe('error codes', () => {
       readme.indexOf('## Error codes'),
       readme.indexOf('\n## ', readme.indexOf('## Error codes') + 1),
     )
-    const documented = [...section.matchAll(/^\| `(BG_[A-Z_]+)` \|/gm)].map((match) => match[1])
+    const documented = [...section.matchAll(/^\|\s*`(BG_[A-Z_]+)`\s*\|/gm)].map((match) => match[1])
     expect(documented.sort()).toEqual(Object.keys(ErrorCodes).sort())
   })
 
