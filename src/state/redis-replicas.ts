@@ -85,9 +85,17 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
       const ack = parseAcknowledgement(message)
       if (ack) for (const waiter of this.#waiters) waiter(ack)
     })
-    options.subscriber.subscribe(this.#channel).catch(() => {
-      // Not connected yet: ioredis subscribes when it connects, and again after every reconnect.
-    })
+    // ioredis re-subscribes after a reconnect only to channels a server has confirmed, and the connection is lazy,
+    // so a SUBSCRIBE sent now would be refused and never retried: subscribe on every ready instead (idempotent).
+    const subscribe = () => {
+      options.subscriber
+        .subscribe(this.#channel)
+        .catch((error: unknown) =>
+          options.logger.debug({ err: error }, 'cannot subscribe to acknowledgements yet'),
+        )
+    }
+    options.subscriber.on('ready', subscribe)
+    if (options.subscriber.status === 'ready') subscribe()
     this.#timer = setInterval(() => this.#beat(undefined), options.heartbeatInterval)
     this.#timer.unref()
   }

@@ -28,10 +28,17 @@ export interface RedisStateStoreOptions {
   onInvalidState?: (problem: string) => void
 }
 
-// KEYS[1] the state hash. ARGV: expected generation or '', the new state's JSON without its generation, channel.
+// KEYS[1] the state hash. ARGV: expected generation or '', the new state's JSON without its generation, channel,
+// the generation this replica has applied, and a deadline in Redis's clock (ms).
 // Returns {1, state} on success, {0, generation} on a stale expectation, {-1} when there is no state, {-2, why}
-// when the stored state is unreadable (the change is refused rather than burying the evidence).
+// when the stored state is unreadable (the change is refused rather than burying the evidence), {-3} past the
+// deadline. The deadline matters because a command that timed out on the client is still in Redis's socket: a
+// paused or overloaded Redis would otherwise run it later, making a change the caller was told (503) was not made.
+// The new generation is above both the stored one and this replica's, so a Redis that lost its last writes (a
+// restart without persistence, a failover to a lagging replica) can never hand out a generation already used.
 const CHANGE = `
+local time = redis.call('TIME')
+if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[5]) then return {-3} end
 local stored = redis.call('HGET', KEYS[1], 'state')
 if not stored then return {-1} end
 local generation = tonumber(redis.call('HGET', KEYS[1], 'generation'))
@@ -39,8 +46,9 @@ local ok, decoded = pcall(cjson.decode, stored)
 if not generation or not ok or type(decoded) ~= 'table' or decoded.generation ~= generation then
   return {-2, 'the stored state is not valid JSON or disagrees with its generation'}
 end
-if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= generation then return {0, generation} end
-local next = generation + 1
+local base = math.max(generation, tonumber(ARGV[4]))
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= base then return {0, base} end
+local next = base + 1
 local state = '{"generation":' .. next .. ',' .. string.sub(ARGV[2], 2)
 redis.call('HSET', KEYS[1], 'state', state, 'generation', next, 'previous', stored)
 redis.call('PUBLISH', ARGV[3], state)
@@ -62,8 +70,25 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return 1
 `
 
+// Reads the state with Redis's clock, so the replica knows the offset between its clock and Redis's (for the
+// change deadline above). Returns {seconds, microseconds, state}, without the state when there is none.
+const READ = `
+local time = redis.call('TIME')
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {time[1], time[2]} end
+return {time[1], time[2], state}
+`
+
 interface ScriptedRedis extends Redis {
-  bluegreenChange(key: string, expected: string, body: string, channel: string): Promise<[number, string?]>
+  bluegreenChange(
+    key: string,
+    expected: string,
+    body: string,
+    channel: string,
+    floor: string,
+    deadline: string,
+  ): Promise<[number, string?]>
+  bluegreenRead(key: string): Promise<string[]>
   bluegreenSeed(
     key: string,
     generation: string,
@@ -72,6 +97,9 @@ interface ScriptedRedis extends Redis {
     channel: string,
   ): Promise<number>
 }
+
+/** How soon a connection ioredis gave up on is started again. */
+const RESTART_ENDED_CONNECTION_MS = 200
 
 export function changesChannel(key: string): string {
   return `${key}:changes`
@@ -93,6 +121,8 @@ export class RedisStateStore implements StateStore {
   #reachable = false
   #lastSyncAt: number | undefined
   #lastInvalid: string | undefined
+  /** Redis's clock minus this process's, in ms, measured on reads; undefined until the first read. */
+  #clockOffset: number | undefined
 
   constructor(options: RedisStateStoreOptions) {
     this.#options = options
@@ -102,6 +132,7 @@ export class RedisStateStore implements StateStore {
     this.#client = createRedis(options.config, `bluegreen:${options.replicaId}`) as ScriptedRedis
     this.#client.defineCommand('bluegreenChange', { numberOfKeys: 1, lua: CHANGE })
     this.#client.defineCommand('bluegreenSeed', { numberOfKeys: 1, lua: SEED })
+    this.#client.defineCommand('bluegreenRead', { numberOfKeys: 1, lua: READ })
     this.#subscriber = createRedis(options.config, `bluegreen:${options.replicaId}:sub`)
     this.#watchConnection(this.#client, 'commands')
     this.#watchConnection(this.#subscriber, 'subscriber')
@@ -155,6 +186,9 @@ export class RedisStateStore implements StateStore {
       updatedBy: requested.updatedBy,
       reason: requested.reason,
     })
+    // Half the command timeout for Redis to run it, the rest for the reply to come back (see CHANGE).
+    const { commandTimeout } = this.#options.config
+    const deadline = Math.floor(Date.now() + (this.#clockOffset ?? 0) + commandTimeout / 2)
     let reply: [number, string?]
     try {
       reply = await this.#client.bluegreenChange(
@@ -162,9 +196,12 @@ export class RedisStateStore implements StateStore {
         expectedGeneration?.toString() ?? '',
         body,
         this.#channel,
+        String(this.#current?.generation ?? 0),
+        String(deadline),
       )
     } catch (error) {
-      throw asUnavailable(error, `Redis (${this.#where()}) did not take the change`)
+      this.#unreachable(error)
+      throw asUnavailable(error, `Redis (${this.#where()}) did not take the change; it was not made`)
     }
     this.#synced()
     const [outcome, detail] = reply
@@ -178,6 +215,11 @@ export class RedisStateStore implements StateStore {
       )
     }
     if (outcome === -1) throw unavailable(`Redis has no state at key ${this.#key}`)
+    if (outcome === -3) {
+      throw unavailable(
+        `Redis (${this.#where()}) was too slow to run the change within ${commandTimeout / 2} ms; it was not made`,
+      )
+    }
     if (outcome === -2)
       throw unavailable(`the state in Redis at key ${this.#key} is invalid (${detail}); fix it first`)
     const state = this.#parse(detail)
@@ -214,8 +256,8 @@ export class RedisStateStore implements StateStore {
     await this.#subscriber.subscribe(this.#channel)
     const initial = initialState(this.#options.initial)
     await this.#client.bluegreenSeed(this.#key, '0', JSON.stringify(initial), '', this.#channel)
-    const stored = await this.#client.hget(this.#key, 'state')
-    const state = stored === null ? undefined : this.#parse(stored)
+    const stored = await this.#read()
+    const state = stored === undefined ? undefined : this.#parse(stored)
     if (!state) {
       throw unavailable(
         `the state in Redis at key ${this.#key} is invalid (${this.#lastInvalid}); fix or delete it`,
@@ -233,34 +275,54 @@ export class RedisStateStore implements StateStore {
     return this.#current!
   }
 
+  /** The stored state's JSON, or undefined when there is none; measures the clock offset on the way. */
+  async #read(): Promise<string | undefined> {
+    const sent = Date.now()
+    const [seconds, microseconds, state] = await this.#client.bluegreenRead(this.#key)
+    const received = Date.now()
+    // Only a quick round trip says much about the offset: its error is at most half the round trip.
+    if (this.#clockOffset === undefined || received - sent <= this.#options.config.commandTimeout / 4) {
+      const redisNow = Number(seconds) * 1000 + Math.floor(Number(microseconds) / 1000)
+      this.#clockOffset = redisNow - (sent + received) / 2
+    }
+    return state
+  }
+
   /** Re-reads the key: on every reconnect (pub/sub lost whatever was published meanwhile) and on the poll. */
   async #refresh(why: string): Promise<void> {
     if (!this.#started || this.#closed) return
-    let stored: string | null
+    let stored: string | undefined
     try {
-      stored = await this.#client.hget(this.#key, 'state')
+      stored = await this.#read()
     } catch (error) {
       this.#unreachable(error)
       return
     }
     this.#synced()
-    if (stored === null) {
-      await this.#reseed()
+    if (stored === undefined) {
+      await this.#restore('the state key is gone')
       return
     }
-    this.#receive(stored, why)
+    const state = this.#parse(stored)
+    if (!state) return
+    const current = this.#current
+    if (current && state.generation < current.generation) {
+      await this.#restore(`Redis is back at generation ${state.generation}`)
+      return
+    }
+    this.#receive(state, why)
   }
 
-  /** Redis lost the key (restarted without persistence, flushed): put back the last state this replica had. */
-  async #reseed(): Promise<void> {
+  /**
+   * Redis lost changes this replica has applied (restarted without persistence, flushed, failed over to a replica
+   * that had not received them): put back the last state this replica had. Generations never go backwards.
+   */
+  async #restore(why: string): Promise<void> {
     const state = this.#current
     if (!state) return
-    this.#logger.warn(
-      { key: this.#key, generation: state.generation },
-      'the state key is gone from Redis; restoring it',
-    )
+    let written: number
     try {
-      await this.#client.bluegreenSeed(
+      written = await this.#client.bluegreenSeed(
         this.#key,
         String(state.generation),
         JSON.stringify(state),
@@ -269,11 +331,18 @@ export class RedisStateStore implements StateStore {
       )
     } catch (error) {
       this.#unreachable(error)
+      return
+    }
+    if (written === 1) {
+      this.#logger.warn(
+        { key: this.#key, generation: state.generation },
+        `${why} in Redis; restored this replica's state`,
+      )
     }
   }
 
-  #receive(message: string, source: string): void {
-    const state = this.#parse(message)
+  #receive(message: string | State, source: string): void {
+    const state = typeof message === 'string' ? this.#parse(message) : message
     if (!state) return
     if (!this.#current || state.generation > this.#current.generation) {
       this.#logger.debug({ generation: state.generation, source }, 'state received')
@@ -343,8 +412,27 @@ export class RedisStateStore implements StateStore {
     connection.on('close', () => {
       if (!this.#closed) this.#unreachable(new Error(`the ${role} connection closed`))
     })
-    // Whatever was published while this connection was down is lost: read the key again.
-    connection.on('ready', () => void this.#refresh(`${role} reconnected`))
+    // ioredis stops reconnecting for good in some cases: with Sentinel, a failover announced while it is still
+    // asking the sentinels for the master ends the connection ("Connection is closed."). A proxy must not stay
+    // cut off from its store until restarted, so start it again.
+    connection.on('end', () => {
+      if (this.#closed) return
+      this.#unreachable(new Error(`the ${role} connection ended`))
+      const timer = setTimeout(() => {
+        if (!this.#closed && connection.status === 'end') connection.connect().catch(() => {})
+      }, RESTART_ENDED_CONNECTION_MS)
+      timer.unref()
+    })
+    connection.on('ready', () => {
+      // ioredis re-subscribes on its own only to channels the last connection had confirmed; this is idempotent.
+      if (connection === this.#subscriber && this.#started) {
+        this.#subscriber
+          .subscribe(this.#channel)
+          .catch((error: unknown) => this.#logger.debug({ err: error }, 'cannot subscribe yet'))
+      }
+      // Whatever was published while this connection was down is lost: read the key again.
+      void this.#refresh(`${role} reconnected`)
+    })
   }
 
   #where(): string {

@@ -124,5 +124,12 @@ export async function startSentinel(masterPort: number, name: string, quorum = 1
       '',
     ].join('\n'),
   )
-  return control(port, () => launch('redis-sentinel', [file], port))()
+  const sentinel = await control(port, () => launch('redis-sentinel', [file], port))()
+  return {
+    ...sentinel,
+    stop: async () => {
+      await sentinel.stop()
+      await dir.remove()
+    },
+  }
 }
