@@ -1,11 +1,11 @@
 // The only module that touches `process`: arguments, exit codes, signals.
 import { parseArgs } from 'node:util'
 import { AdminCallError, callAdmin } from './admin/client.ts'
-import { startApp } from './app.ts'
-import { loadConfig } from './config/load.ts'
-import { startDemo } from './demo.ts'
 import { BlueGreenError } from './errors.ts'
-import { createLogger, type Logger } from './log.ts'
+import type { Logger } from './log.ts'
+
+// The proxy itself (undici, pino, the stores, the config parser) loads only for `serve` and `demo`, so the
+// client commands start in a fraction of the time.
 
 const USAGE = `bluegreen: a blue-green traffic switch
 
@@ -59,9 +59,13 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE)
     return
   }
-  const client = {
-    url: values.admin ?? process.env.BLUEGREEN_ADMIN ?? 'http://127.0.0.1:9090',
+  // Read only by the commands that call the admin API, so a stray BLUEGREEN_ADMIN cannot break `serve`.
+  const client = () => ({
+    url: adminUrl(values.admin ?? process.env.BLUEGREEN_ADMIN ?? 'http://127.0.0.1:9090'),
     token: values.token ?? process.env.BLUEGREEN_ADMIN_TOKEN,
+  })
+  const noMoreArguments = (expected: number) => {
+    if (args.length > expected) throw new UsageError(`unexpected argument "${args[expected]}" for ${command}`)
   }
   const change = () => {
     const body: Record<string, unknown> = {}
@@ -83,29 +87,43 @@ async function main(argv: string[]): Promise<void> {
     case 'demo':
       return demo(port(values.port, 8080), port(values['admin-port'], 9090))
     case 'status': {
-      const state = await callAdmin(client, 'GET', '/state')
+      noMoreArguments(0)
+      const state = await callAdmin(client(), 'GET', '/state')
       process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
       return
     }
     case 'switch': {
       const [to] = args
       if (to !== 'blue' && to !== 'green') throw new UsageError('switch takes a color: blue or green')
-      const state = await callAdmin(client, 'POST', '/switch', { to, ...change() })
+      noMoreArguments(1)
+      const state = await callAdmin(client(), 'POST', '/switch', { to, ...change() })
       process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
       return
     }
     case 'weights': {
-      const [blue, green] = args.map(Number)
+      // Number() alone would read "" as 0 and "0x10" as 16.
+      const [blue, green] = args.map((arg) => (/^\d{1,3}$/.test(arg) ? Number(arg) : Number.NaN))
       if (args.length !== 2 || !Number.isInteger(blue) || !Number.isInteger(green)) {
         throw new UsageError('weights takes two whole numbers: BLUE GREEN, e.g. "weights 90 10"')
       }
-      const state = await callAdmin(client, 'POST', '/weights', { blue, green, ...change() })
+      const state = await callAdmin(client(), 'POST', '/weights', { blue, green, ...change() })
       process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
       return
     }
     default:
       throw new UsageError(`unknown command "${command}"; see bluegreen --help`)
   }
+}
+
+/** The admin API's base URL; anything else (say "localhost:9090", a URL with no scheme) is a usage error. */
+function adminUrl(value: string): string {
+  const url = URL.parse(value)
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.host === '') {
+    throw new UsageError(
+      `--admin takes an http:// or https:// URL such as http://127.0.0.1:9090, got "${value}"`,
+    )
+  }
+  return value
 }
 
 function port(value: string | undefined, fallback: number): number {
@@ -172,7 +190,9 @@ function exitOnCrash(logger: Logger): void {
 }
 
 async function serve(file: string): Promise<void> {
+  const { loadConfig } = await import('./config/load.ts')
   const config = await loadConfig(file)
+  const [{ startApp }, { createLogger }] = await Promise.all([import('./app.ts'), import('./log.ts')])
   const logger = createLogger({ level: config.log.level })
   exitOnCrash(logger)
   const app = await startApp(config, logger)
@@ -180,6 +200,7 @@ async function serve(file: string): Promise<void> {
 }
 
 async function demo(proxyPort: number, adminPort: number): Promise<void> {
+  const [{ startDemo }, { createLogger }] = await Promise.all([import('./demo.ts'), import('./log.ts')])
   const logger = createLogger({ level: 'info' })
   exitOnCrash(logger)
   const running = await startDemo({ port: proxyPort, adminPort, stateDir: '.bluegreen-demo', logger })

@@ -18,9 +18,10 @@ export class TokenCheck {
 
   allows(req: IncomingMessage): boolean {
     if (!this.digest) return true
-    const header = req.headers.authorization
-    if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false
-    return timingSafeEqual(sha256(header.slice(7).trim()), this.digest)
+    // The scheme is case-insensitive (RFC 9110 11.1): "bearer" and "BEARER" are the same as "Bearer".
+    const match = /^bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')
+    if (!match) return false
+    return timingSafeEqual(sha256(match[1]!), this.digest)
   }
 }
 

@@ -36,7 +36,9 @@ export async function callAdmin(
       signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
     })
   } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message
+    // fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ENOTFOUND, "bad port", a timeout).
+    const detail = (error as { cause?: { code?: string; message?: string } }).cause
+    const cause = detail?.code ?? detail?.message ?? (error as Error).message
     throw new AdminCallError(
       0,
       'BG_ADMIN_UNREACHABLE',

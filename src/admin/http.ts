@@ -13,18 +13,18 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
   res.end(body)
 }
 
-/** Reads and parses a JSON object body, refusing anything larger than MAX_BODY_BYTES before buffering it. */
+/**
+ * Reads and parses a JSON object body, refusing anything larger than MAX_BODY_BYTES without buffering it.
+ *
+ * A body found too large while streaming is read to its end and dropped rather than cut off: destroying the
+ * request would reset the connection under a client still sending, which then never sees the 413. The admin
+ * listener's requestTimeout bounds how long such a client can keep sending.
+ */
 export async function readJsonObject(req: IncomingMessage): Promise<Record<string, unknown>> {
   const declared = Number(req.headers['content-length'] ?? 0)
+  // Not read at all, so Node discards the body itself once the response is sent.
   if (declared > MAX_BODY_BYTES) throw tooLarge()
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > MAX_BODY_BYTES) throw tooLarge()
-    chunks.push(chunk)
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim()
+  const text = (await readBody(req)).toString('utf8').trim()
   if (text === '') return {}
   let value: unknown
   try {
@@ -36,6 +36,42 @@ export async function readJsonObject(req: IncomingMessage): Promise<Record<strin
     throw new BlueGreenError('BG_BAD_REQUEST', 'the request body must be a JSON object', 400)
   }
   return value as Record<string, unknown>
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const stop = () => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+      req.off('close', onClose)
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size <= MAX_BODY_BYTES) {
+        chunks.push(chunk)
+        return
+      }
+      stop()
+      req.resume()
+      reject(tooLarge())
+    }
+    const onEnd = () => {
+      stop()
+      resolve(Buffer.concat(chunks))
+    }
+    const onError = () => {
+      stop()
+      reject(new BlueGreenError('BG_BAD_REQUEST', 'the client went away before sending the whole body', 400))
+    }
+    const onClose = onError
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', onError)
+    req.once('close', onClose)
+  })
 }
 
 function tooLarge(): BlueGreenError {

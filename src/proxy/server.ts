@@ -219,7 +219,8 @@ export class ProxyListener {
       if (isColor(color)) input.cookieColor = color
     } else if (routing.sticky.mode === 'header') {
       const key = req.headers[routing.sticky.header]
-      if (typeof key === 'string') input.stickyKey = key
+      // An empty value is no key: hashed, it would put every such client in one bucket and move them all at once.
+      if (typeof key === 'string' && key !== '') input.stickyKey = key
     }
     const choice = chooseColor(snapshot, routing.sticky, input)
     const upstream = chooseUpstream(snapshot.pools[choice.color])

@@ -63,15 +63,24 @@ export function chooseUpstream(pool: ColorPool, exclude?: Upstream): Upstream | 
   if (count === 1) return upstreams[0] === exclude ? undefined : upstreams[0]
 
   if (pool.balance === 'least-outstanding') {
-    // Start from the rotating cursor so that ties spread evenly instead of piling onto the first upstream.
-    const start = pool.cursor++ % count
-    let best: Upstream | undefined
-    for (let i = 0; i < count; i++) {
-      const candidate = upstreams[(start + i) % count]!
+    // Take the cursor-th of the least loaded, so ties spread evenly. (Starting the scan at a rotating offset
+    // does not: with [busy, idle, idle] the first idle one after the busy one would win two times in three.)
+    let least = Number.POSITIVE_INFINITY
+    let tied = 0
+    for (const candidate of upstreams) {
       if (candidate === exclude) continue
-      if (!best || candidate.outstanding < best.outstanding) best = candidate
+      if (candidate.outstanding < least) {
+        least = candidate.outstanding
+        tied = 1
+      } else if (candidate.outstanding === least) tied++
     }
-    return best
+    if (tied === 0) return undefined
+    let nth = pool.cursor++ % tied
+    for (const candidate of upstreams) {
+      if (candidate === exclude || candidate.outstanding !== least) continue
+      if (nth-- === 0) return candidate
+    }
+    return undefined
   }
 
   for (let i = 0; i < count; i++) {

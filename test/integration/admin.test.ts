@@ -1,0 +1,386 @@
+import { readFile } from 'node:fs/promises'
+import { Agent, request } from 'node:http'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { echoUpstream, startProxy, type TestProxy, type TestServer } from '../helpers/servers.ts'
+
+interface Reply {
+  status: number
+  headers: Headers
+  body: Record<string, unknown>
+}
+
+async function call(
+  admin: string,
+  method: string,
+  path: string,
+  options: { body?: string; token?: string; headers?: Record<string, string> } = {},
+): Promise<Reply> {
+  const response = await fetch(`${admin}${path}`, {
+    method,
+    headers: {
+      ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(options.token !== undefined ? { authorization: options.token } : {}),
+      ...options.headers,
+    },
+    body: options.body,
+  })
+  const text = await response.text()
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} }
+}
+
+const post = (admin: string, path: string, value: unknown, token?: string) =>
+  call(admin, 'POST', path, {
+    body: typeof value === 'string' ? value : JSON.stringify(value),
+    ...(token !== undefined ? { token } : {}),
+  })
+
+function errorCode(reply: Reply): string | undefined {
+  return (reply.body.error as { code?: string } | undefined)?.code
+}
+
+/**
+ * Sends a body with chunked transfer encoding (no content-length), as a streaming client would, and resolves
+ * once the answer is read and the upload has finished; a reset connection at any point is a failure.
+ */
+async function postChunked(admin: string, path: string, size: number) {
+  // A keep-alive client: the server has no reason to close the connection after answering.
+  const agent = new Agent({ keepAlive: true })
+  try {
+    return await sendChunked(agent, `${admin}${path}`, size)
+  } finally {
+    agent.destroy()
+  }
+}
+
+function sendChunked(agent: Agent, url: string, size: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, agent })
+    let answer: { status: number; body: string } | undefined
+    let uploaded = false
+    const settle = () => {
+      if (answer && uploaded) resolve(answer)
+    }
+    req.on('response', (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        body += chunk
+      })
+      res.on('end', () => {
+        answer = { status: res.statusCode ?? 0, body }
+        settle()
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.on('finish', () => {
+      uploaded = true
+      settle()
+    })
+    // Written all at once: Node's client stops relaying 'drain' once a response has arrived mid-upload.
+    const chunk = Buffer.alloc(16 * 1024, 'a')
+    for (let sent = 0; sent < size; sent += chunk.length) req.write(chunk)
+    req.end()
+  })
+}
+
+describe('admin API', () => {
+  let blue: TestServer
+  let green: TestServer
+  let proxy: TestProxy
+  let stateFile: string
+
+  beforeAll(async () => {
+    blue = await echoUpstream('blue')
+    green = await echoUpstream('green')
+    proxy = await startProxy({ blue: [blue.url], green: [green.url] })
+    stateFile = join(proxy.stateDir, 'state.json')
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await blue?.close()
+    await green?.close()
+  })
+
+  const state = async () => (await call(proxy.admin, 'GET', '/state')).body
+
+  /** Runs a bad call and checks it answered `status` with `code` and that neither the state nor its file moved. */
+  async function refused(make: () => Promise<Reply>, status: number, code: string) {
+    const before = await state()
+    const file = await readFile(stateFile, 'utf8')
+    const reply = await make()
+    expect(reply.status, JSON.stringify(reply.body)).toBe(status)
+    expect(errorCode(reply)).toBe(code)
+    expect(typeof (reply.body.error as { message: unknown }).message).toBe('string')
+    expect(reply.headers.get('content-type')).toMatch(/^application\/json/)
+    expect(await state()).toEqual(before)
+    expect(await readFile(stateFile, 'utf8')).toBe(file)
+    return reply
+  }
+
+  it('GET /state answers the contract state and what this replica applied', async () => {
+    const reply = await call(proxy.admin, 'GET', '/state?verbose=1')
+    expect(reply.status).toBe(200)
+    expect(reply.body).toMatchObject({
+      active: 'blue',
+      weights: { blue: 100, green: 0 },
+      generation: 0,
+      updatedBy: expect.any(String),
+      reason: expect.any(String),
+      replica: { id: proxy.app.replicaId, appliedGeneration: 0 },
+    })
+    expect(Number.isNaN(Date.parse(reply.body.updatedAt as string))).toBe(false)
+    expect(reply.headers.get('cache-control')).toBe('no-store')
+  })
+
+  it('/healthz and /readyz answer 200 while the active pool can serve', async () => {
+    const health = await call(proxy.admin, 'GET', '/healthz')
+    expect(health.status).toBe(200)
+    expect(health.body).toEqual({ status: 'ok' })
+    const ready = await call(proxy.admin, 'GET', '/readyz')
+    expect(ready.status).toBe(200)
+    expect(ready.body).toEqual({ ready: true, reasons: [] })
+  })
+
+  it('POST /switch flips all traffic, bumps the generation by one and records the reason', async () => {
+    const before = await state()
+    const reply = await post(proxy.admin, '/switch', { to: 'green', reason: 'release 42' })
+    expect(reply.status).toBe(200)
+    expect(reply.body).toMatchObject({
+      active: 'green',
+      weights: { blue: 0, green: 100 },
+      generation: (before.generation as number) + 1,
+      reason: 'release 42',
+      updatedBy: expect.stringMatching(/^admin@/),
+      replica: { appliedGeneration: (before.generation as number) + 1 },
+    })
+    expect((await fetch(proxy.url)).headers.get('x-bluegreen-color')).toBe('green')
+    expect(await state()).toMatchObject({ active: 'green', generation: (before.generation as number) + 1 })
+
+    const back = await post(proxy.admin, '/switch', { to: 'blue', force: false, wait: true })
+    expect(back.status).toBe(200)
+    expect(back.body).toMatchObject({ active: 'blue', reason: 'switch to blue' })
+  })
+
+  it('POST /weights splits traffic; the active color follows the majority and a tie keeps it', async () => {
+    let reply = await post(proxy.admin, '/weights', { blue: 90, green: 10 })
+    expect(reply.status).toBe(200)
+    expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 90, green: 10 } })
+    reply = await post(proxy.admin, '/weights', { blue: 50, green: 50 })
+    expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 50, green: 50 } })
+    reply = await post(proxy.admin, '/weights', { blue: 30, green: 70, reason: 'canary' })
+    expect(reply.body).toMatchObject({ active: 'green', weights: { blue: 30, green: 70 }, reason: 'canary' })
+    reply = await post(proxy.admin, '/weights', { blue: 100, green: 0 })
+    expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 100, green: 0 } })
+  })
+
+  it('expectedGeneration: the current one is accepted, a stale one is 409 BG_GENERATION_CONFLICT', async () => {
+    const { generation } = (await state()) as { generation: number }
+    await refused(
+      () => post(proxy.admin, '/switch', { to: 'green', expectedGeneration: generation - 1 }),
+      409,
+      'BG_GENERATION_CONFLICT',
+    )
+    await refused(
+      () => post(proxy.admin, '/weights', { blue: 10, green: 90, expectedGeneration: generation + 5 }),
+      409,
+      'BG_GENERATION_CONFLICT',
+    )
+    const accepted = await post(proxy.admin, '/weights', {
+      blue: 100,
+      green: 0,
+      expectedGeneration: generation,
+    })
+    expect(accepted.status).toBe(200)
+    expect(accepted.body.generation).toBe(generation + 1)
+    // The same expectation again is now stale.
+    await refused(
+      () => post(proxy.admin, '/switch', { to: 'blue', expectedGeneration: generation }),
+      409,
+      'BG_GENERATION_CONFLICT',
+    )
+  })
+
+  it('refuses every malformed /switch with 400 and its code, changing nothing', async () => {
+    const cases: [unknown, string][] = [
+      ['not json', 'BG_BAD_REQUEST'],
+      ['{"to": "green"', 'BG_BAD_REQUEST'],
+      ['[]', 'BG_BAD_REQUEST'],
+      ['"green"', 'BG_BAD_REQUEST'],
+      ['null', 'BG_BAD_REQUEST'],
+      [{}, 'BG_UNKNOWN_COLOR'],
+      [{ to: 'purple' }, 'BG_UNKNOWN_COLOR'],
+      [{ to: 'GREEN' }, 'BG_UNKNOWN_COLOR'],
+      [{ to: 1 }, 'BG_UNKNOWN_COLOR'],
+      [{ to: 'green', expectedGeneration: '3' }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', expectedGeneration: -1 }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', expectedGeneration: 1.5 }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', force: 'yes' }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', wait: 1 }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', reason: 42 }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', reason: 'x'.repeat(501) }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', expectedGeneraton: 3 }, 'BG_BAD_REQUEST'],
+      [{ to: 'green', weights: { blue: 0, green: 100 } }, 'BG_BAD_REQUEST'],
+    ]
+    for (const [body, code] of cases) await refused(() => post(proxy.admin, '/switch', body), 400, code)
+  })
+
+  it('refuses every malformed /weights with 400 and its code, changing nothing', async () => {
+    const cases: [unknown, string][] = [
+      ['{', 'BG_BAD_REQUEST'],
+      [{}, 'BG_INVALID_WEIGHTS'],
+      [{ blue: 90 }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: 90, green: 20 }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: 50, green: 49 }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: '90', green: '10' }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: 90.5, green: 9.5 }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: 110, green: -10 }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: null, green: 100 }, 'BG_INVALID_WEIGHTS'],
+      [{ blue: 90, green: 10, red: 0 }, 'BG_BAD_REQUEST'],
+      [{ blue: 90, green: 10, expectedGeneration: 'latest' }, 'BG_BAD_REQUEST'],
+      [{ blue: 90, green: 10, force: 1 }, 'BG_BAD_REQUEST'],
+      [{ blue: 90, green: 10, reason: ['a'] }, 'BG_BAD_REQUEST'],
+    ]
+    for (const [body, code] of cases) await refused(() => post(proxy.admin, '/weights', body), 400, code)
+  })
+
+  it('refuses a body over 64 KiB with 413, declared or streamed, changing nothing', async () => {
+    const large = JSON.stringify({ to: 'green', reason: 'x'.repeat(70 * 1024) })
+    await refused(() => post(proxy.admin, '/switch', large), 413, 'BG_BODY_TOO_LARGE')
+    const before = await state()
+    // Far more than socket buffers hold: cutting the request off here would reset the connection before the
+    // client could read the answer.
+    const streamed = await postChunked(proxy.admin, '/switch', 8 * 1024 * 1024)
+    expect(streamed.status).toBe(413)
+    expect(JSON.parse(streamed.body).error.code).toBe('BG_BODY_TOO_LARGE')
+    expect(await state()).toEqual(before)
+  })
+
+  it('answers 405 with Allow for a wrong method and 404 for an unknown path', async () => {
+    for (const [method, path, allow] of [
+      ['GET', '/switch', 'POST'],
+      ['PUT', '/weights', 'POST'],
+      ['POST', '/state', 'GET'],
+      ['DELETE', '/state', 'GET'],
+      ['POST', '/healthz', 'GET'],
+      ['POST', '/readyz', 'GET'],
+    ] as const) {
+      const reply = await refused(() => call(proxy.admin, method, path), 405, 'BG_METHOD_NOT_ALLOWED')
+      expect(reply.headers.get('allow')).toBe(allow)
+    }
+    for (const path of ['/', '/switch/green', '/State', '/metricz']) {
+      await refused(() => call(proxy.admin, 'GET', path), 404, 'BG_NOT_FOUND')
+      await refused(() => post(proxy.admin, path, { to: 'green' }), 404, 'BG_NOT_FOUND')
+    }
+  })
+})
+
+describe('admin API with a token', () => {
+  let blue: TestServer
+  let green: TestServer
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    blue = await echoUpstream('blue')
+    green = await echoUpstream('green')
+    proxy = await startProxy(
+      { blue: [blue.url], green: [green.url] },
+      { admin: { listen: '127.0.0.1:0', token: 'secret' } },
+    )
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await blue?.close()
+    await green?.close()
+  })
+
+  it('refuses mutating calls without the right bearer token with 401, changing nothing', async () => {
+    const wrong = [
+      undefined,
+      'secret',
+      'Bearer',
+      'Bearer ',
+      'Bearersecret',
+      'Bearer wrong',
+      'Bearer secret2',
+      'Bearer secret extra',
+      'Basic secret',
+    ]
+    for (const token of wrong) {
+      for (const [path, body] of [
+        ['/switch', { to: 'green' }],
+        ['/weights', { blue: 50, green: 50 }],
+      ] as const) {
+        const reply = await post(proxy.admin, path, body, token)
+        expect(reply.status, `${path} with ${token}`).toBe(401)
+        expect(errorCode(reply)).toBe('BG_UNAUTHORIZED')
+      }
+    }
+    // Authentication comes before reading the body: a bad body without a token is still a 401.
+    expect((await post(proxy.admin, '/switch', 'not json')).status).toBe(401)
+    const current = await call(proxy.admin, 'GET', '/state')
+    expect(current.body).toMatchObject({ active: 'blue', generation: 0 })
+  })
+
+  it('accepts the right token and keeps GETs open', async () => {
+    const reply = await post(proxy.admin, '/switch', { to: 'green' }, 'Bearer secret')
+    expect(reply.status).toBe(200)
+    expect(reply.body).toMatchObject({ active: 'green', generation: 1 })
+    // The auth scheme is case-insensitive (RFC 9110 11.1).
+    for (const token of ['bearer secret', 'BEARER  secret']) {
+      expect((await post(proxy.admin, '/switch', { to: 'green' }, token)).status, token).toBe(200)
+    }
+    const weights = await post(proxy.admin, '/weights', { blue: 50, green: 50 }, 'Bearer secret')
+    expect(weights.status).toBe(200)
+    for (const path of ['/state', '/healthz', '/readyz']) {
+      expect((await call(proxy.admin, 'GET', path)).status, path).toBe(200)
+    }
+  })
+})
+
+describe('admin API with an empty pool', () => {
+  let blue: TestServer
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    blue = await echoUpstream('blue')
+    proxy = await startProxy({ blue: [blue.url], green: [] })
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await blue?.close()
+  })
+
+  it('refuses with 412 BG_TARGET_UNHEALTHY to send traffic to it, unless forced', async () => {
+    for (const [path, body] of [
+      ['/switch', { to: 'green' }],
+      ['/switch', { to: 'green', force: false }],
+      ['/weights', { blue: 99, green: 1 }],
+      ['/weights', { blue: 0, green: 100 }],
+    ] as const) {
+      const reply = await post(proxy.admin, path, body)
+      expect(reply.status, JSON.stringify(body)).toBe(412)
+      expect(errorCode(reply)).toBe('BG_TARGET_UNHEALTHY')
+    }
+    expect((await call(proxy.admin, 'GET', '/state')).body).toMatchObject({ active: 'blue', generation: 0 })
+    expect((await fetch(proxy.url)).headers.get('x-bluegreen-color')).toBe('blue')
+    // Weights that leave the empty pool at 0 are fine.
+    expect((await post(proxy.admin, '/weights', { blue: 100, green: 0 })).status).toBe(200)
+
+    const forced = await post(proxy.admin, '/switch', { to: 'green', force: true, reason: 'drill' })
+    expect(forced.status).toBe(200)
+    expect(forced.body).toMatchObject({ active: 'green', weights: { blue: 0, green: 100 } })
+    // The proxy then says honestly that nothing can serve, and readiness fails.
+    const response = await fetch(proxy.url)
+    expect(response.status).toBe(503)
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('BG_NO_HEALTHY_UPSTREAM')
+    const ready = await call(proxy.admin, 'GET', '/readyz')
+    expect(ready.status).toBe(503)
+    expect(ready.body.ready).toBe(false)
+    expect((ready.body.reasons as string[]).join()).toMatch(/green/)
+    // Switching back to a pool that can serve needs no force.
+    expect((await post(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
+    expect((await call(proxy.admin, 'GET', '/readyz')).status).toBe(200)
+  })
+})
