@@ -34,7 +34,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const balance = { blue: config.pools.blue.balance, green: config.pools.green.balance }
   const stateLogger = logger.child({ part: 'state' })
   let metrics: Metrics | undefined
-  const backend = createStateBackend(config, stateLogger, replicaId, () => metrics?.invalidState.inc())
+  const backend = await createStateBackend(config, stateLogger, replicaId, () => metrics?.invalidState.inc())
   const { store, replicas } = backend
   metrics = new Metrics(() => store.status?.())
 

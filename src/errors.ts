@@ -4,7 +4,8 @@
 export const ErrorCodes = {
   BG_CONFIG_INVALID: 'the configuration file has problems; each is listed with its key path',
   BG_CONFIG_UNREADABLE: 'the configuration file could not be read or parsed',
-  BG_BAD_REQUEST: 'the request to the admin API is malformed (not JSON, wrong types, unknown fields)',
+  BG_BAD_REQUEST:
+    'a malformed request: to the admin API (not JSON, wrong types, unknown fields) or one the proxy cannot forward',
   BG_BODY_TOO_LARGE: 'the request body to the admin API is larger than allowed',
   BG_UNKNOWN_COLOR: 'a color other than blue or green was named',
   BG_INVALID_WEIGHTS: 'weights are not integers 0..100 summing to 100',

@@ -192,7 +192,10 @@ export class ProxyListener {
     const headers: Record<string, string> = {}
     for (let i = 0; i < flat.length; i += 2) {
       const name = flat[i]!.toLowerCase()
-      headers[name] = headers[name] === undefined ? flat[i + 1]! : `${headers[name]}, ${flat[i + 1]}`
+      // Repeated headers fold into one with ", ", except Cookie, whose separator is "; " (RFC 9110 5.3).
+      const separator = name === 'cookie' ? '; ' : ', '
+      headers[name] =
+        headers[name] === undefined ? flat[i + 1]! : `${headers[name]}${separator}${flat[i + 1]}`
     }
     headers.connection = 'Upgrade'
     headers.upgrade = req.headers.upgrade

@@ -83,8 +83,12 @@ export function chooseUpstream(pool: ColorPool, exclude?: Upstream): Upstream | 
     return undefined
   }
 
-  for (let i = 0; i < count; i++) {
-    const candidate = upstreams[pool.cursor++ % count]!
+  if (exclude === undefined) return upstreams[pool.cursor++ % count]
+  // A retry takes the upstream after the failed one and leaves the cursor alone: advancing it would line the next
+  // request up with the failed upstream again, so with [dead, live] every request would try the dead one first.
+  const failed = upstreams.indexOf(exclude)
+  for (let i = 1; i <= count; i++) {
+    const candidate = upstreams[(failed + i) % count]!
     if (candidate !== exclude) return candidate
   }
   return undefined

@@ -2,8 +2,6 @@ import type { Config } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { FileStateStore } from './file-store.ts'
 import { LocalReplicaRegistry } from './local-replicas.ts'
-import { RedisReplicaRegistry } from './redis-replicas.ts'
-import { RedisStateStore } from './redis-store.ts'
 import type { ReplicaRegistry, StateStore } from './store.ts'
 
 export interface StateBackend {
@@ -13,14 +11,19 @@ export interface StateBackend {
   loadBeforeListening: boolean
 }
 
-export function createStateBackend(
+/** Redis's modules (and ioredis) are loaded only when the config asks for Redis: start-up is mostly module loading. */
+export async function createStateBackend(
   config: Config,
   logger: Logger,
   replicaId: string,
   onInvalidState: (problem: string) => void,
-): StateBackend {
+): Promise<StateBackend> {
   const { state } = config
   if (state.store === 'redis' && state.redis) {
+    const [{ RedisStateStore }, { RedisReplicaRegistry }] = await Promise.all([
+      import('./redis-store.ts'),
+      import('./redis-replicas.ts'),
+    ])
     const store = new RedisStateStore({
       config: state.redis,
       initial: state.initial,

@@ -251,6 +251,19 @@ describe('chooseUpstream', () => {
     expect(upstreams.map((entry) => entry.outstanding)).toEqual([10, 10, 10])
   })
 
+  it('a round-robin retry takes the next upstream without moving the cursor', () => {
+    const upstreams = [upstream('blue', 'dead'), upstream('blue', 'live')]
+    const pool = poolOf(upstreams)
+    const firsts: string[] = []
+    for (let i = 0; i < 10; i++) {
+      const first = chooseUpstream(pool)!
+      firsts.push(first.url)
+      if (first.url === 'dead') expect(chooseUpstream(pool, first)!.url).toBe('live')
+    }
+    // Retries did not line every request up with the dead upstream: first attempts still alternate.
+    expect(firsts).toEqual(['dead', 'live', 'dead', 'live', 'dead', 'live', 'dead', 'live', 'dead', 'live'])
+  })
+
   it('never returns the excluded upstream, in either policy', () => {
     for (const balance of ['round-robin', 'least-outstanding'] as const) {
       const upstreams = [upstream('blue', 'a'), upstream('blue', 'b', 7), upstream('blue', 'c')]
