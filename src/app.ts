@@ -107,12 +107,12 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     return { ready: reasons.length === 0, reasons }
   }
   const admin = new AdminServer({
-    listen: config.admin.listen,
-    token: config.admin.token,
-    waitTimeout: config.admin.waitTimeout,
+    config: config.admin,
+    pools: config.pools,
     logger: logger.child({ part: 'admin' }),
     store,
     replicas,
+    audit: backend.audit,
     metrics,
     replicaId,
     snapshot: () => snapshot,
@@ -145,7 +145,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       proxy: proxyAddress,
       admin: adminAddress,
       store: config.state.store,
-      adminToken: config.admin.token !== null,
+      adminTokens: config.admin.tokens.map((token) => token.name),
     },
     'bluegreen-proxy started',
   )

@@ -10,6 +10,11 @@ export const ErrorCodes = {
   BG_UNKNOWN_COLOR: 'a color other than blue or green was named',
   BG_INVALID_WEIGHTS: 'weights are not integers 0..100 summing to 100',
   BG_UNAUTHORIZED: 'a mutating admin call came without the right bearer token',
+  BG_FORBIDDEN:
+    'the admin call came with a Host or Origin that is not allowed (DNS rebinding, cross-site requests)',
+  BG_TOO_MANY_ATTEMPTS:
+    'too many failed authentications from this address; retry after the Retry-After seconds',
+  BG_NO_PREVIOUS_STATE: 'there is no earlier state to roll back to',
   BG_NOT_FOUND: 'no such admin endpoint',
   BG_METHOD_NOT_ALLOWED: 'the admin endpoint exists but not for this method',
   BG_GENERATION_CONFLICT: 'expectedGeneration is stale: someone else changed the state first',

@@ -1,8 +1,8 @@
 import { resolve } from 'node:path'
 import { ConfigError } from '../errors.ts'
 import { COLORS, type Color } from '../state/state.ts'
+import { buildAdmin } from './admin-schema.ts'
 import type {
-  AdminConfig,
   Config,
   ListenAddress,
   LogConfig,
@@ -86,22 +86,6 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
   return deepFreeze(config)
 }
 
-function buildAdmin(check: Checker, field: Field): AdminConfig {
-  const admin = check.section(field, ['listen', 'token', 'waitTimeout'])
-  const fallback = { host: '127.0.0.1', port: 9090 }
-  const token = check.read(
-    admin.field('token'),
-    '',
-    anyString,
-    'a string (quote it if it looks like a number)',
-  )
-  return {
-    listen: check.read(admin.field('listen'), fallback, parseListen, LISTEN_EXPECTED),
-    token: token === '' ? null : token,
-    waitTimeout: check.read(admin.field('waitTimeout'), 5_000, ...durationIn(1, MAX_TIMER_MS)),
-  }
-}
-
 function buildPools(check: Checker, field: Field): Record<Color, PoolConfig> {
   const pools = check.section(field, COLORS, { required: true })
   const built = {
@@ -119,7 +103,10 @@ function buildPools(check: Checker, field: Field): Record<Color, PoolConfig> {
 }
 
 function buildPool(check: Checker, field: Field, required: boolean): PoolConfig {
-  const pool = check.section(field, ['upstreams', 'balance', 'maxConnectionsPerUpstream'], { required })
+  const pool = check.section(field, ['upstreams', 'balance', 'maxConnectionsPerUpstream', 'healthCheck'], {
+    required,
+  })
+  const healthCheck = check.section(pool.field('healthCheck'), ['path', 'timeout'])
   const upstreams: UpstreamConfig[] = []
   const seen = new Map<string, string>()
   for (const item of check.list(pool.field('upstreams'), 'upstream URLs') ?? []) {
@@ -138,6 +125,15 @@ function buildPool(check: Checker, field: Field, required: boolean): PoolConfig 
       128,
       ...integerIn(1, 65535),
     ),
+    healthCheck: {
+      path: check.read(
+        healthCheck.field('path'),
+        '/',
+        (value) => (typeof value === 'string' && value.startsWith('/') ? value : undefined),
+        'a path starting with "/", such as "/healthz"',
+      ),
+      timeout: check.read(healthCheck.field('timeout'), 2_000, ...durationIn(1, MAX_TIMER_MS)),
+    },
   }
 }
 

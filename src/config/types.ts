@@ -17,11 +17,18 @@ export interface UpstreamConfig {
   origin: string
 }
 
+export interface HealthCheckConfig {
+  /** The path probed on each upstream; an answer below 500 counts as up. */
+  path: string
+  timeout: number
+}
+
 export interface PoolConfig {
   upstreams: readonly UpstreamConfig[]
   balance: Balance
   /** Keep-alive connections per upstream, at most. */
   maxConnectionsPerUpstream: number
+  healthCheck: HealthCheckConfig
 }
 
 export interface RedisConfig {
@@ -93,9 +100,22 @@ export interface RoutingConfig {
   previewHeader: string | null
 }
 
+export interface AdminToken {
+  /** Who the token stands for, as the audit trail names it: "admin" for admin.token, else its key in admin.tokens. */
+  name: string
+  token: string
+}
+
 export interface AdminConfig {
   listen: ListenAddress
-  token: string | null
+  /** admin.token (named "admin") and admin.tokens; empty means no token is asked for. */
+  tokens: readonly AdminToken[]
+  /** Host header values (without port) the admin API answers to, against DNS rebinding; null: any. */
+  allowedHosts: readonly string[] | null
+  /** Origins allowed to make mutating calls from a browser; calls carrying any other Origin are refused. */
+  allowedOrigins: readonly string[]
+  /** How many audit events the store keeps. */
+  auditKeep: number
   /** How long `POST /switch` with `wait: true` waits for every live replica to apply the change. */
   waitTimeout: number
 }

@@ -26,7 +26,12 @@ export class Checker {
   }
 
   /** A mapping that may hold only `keys`. Absent or null reads as empty, so its defaults apply. */
-  section(field: Field, keys: readonly string[], options: { required?: boolean } = {}): Section {
+  /** With allowAnyKey, a map of names the caller checks itself (admin.tokens), not a fixed set of keys. */
+  section(
+    field: Field,
+    keys: readonly string[],
+    options: { required?: boolean; allowAnyKey?: boolean } = {},
+  ): Section {
     const { path, value } = field
     if (value === undefined || value === null) {
       if (options.required) this.report(path, `required: a mapping with keys ${keys.join(', ')}`)
@@ -37,7 +42,7 @@ export class Checker {
       return new Section(path, {}, false)
     }
     for (const key of Object.keys(value)) {
-      if (keys.includes(key)) continue
+      if (options.allowAnyKey || keys.includes(key)) continue
       const hint = closest(key, keys)
       const suggestion = hint === undefined ? '' : `; did you mean "${hint}"?`
       this.report(keyPath(path, key), `unknown key; expected one of: ${keys.join(', ')}${suggestion}`)

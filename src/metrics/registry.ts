@@ -79,8 +79,7 @@ export class Metrics {
   }
 }
 
-/** The trigger label of a change, from who made it: "rollback", "rollout", or "admin" for an operator's change. */
+/** The trigger label of a change: "admin", "rollback" or "rollout". */
 export function triggerOf(state: State): string {
-  const by = state.updatedBy.split(/[@:]/, 1)[0] ?? ''
-  return by === 'rollback' || by === 'rollout' ? by : 'admin'
+  return state.trigger ?? 'admin'
 }

@@ -1,3 +1,5 @@
+import type { AuditTrail } from '../audit/audit.ts'
+import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { FileStateStore } from './file-store.ts'
@@ -7,6 +9,7 @@ import type { ReplicaRegistry, StateStore } from './store.ts'
 export interface StateBackend {
   store: StateStore
   replicas: ReplicaRegistry
+  audit: AuditTrail
   /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
   loadBeforeListening: boolean
 }
@@ -20,9 +23,10 @@ export async function createStateBackend(
 ): Promise<StateBackend> {
   const { state } = config
   if (state.store === 'redis' && state.redis) {
-    const [{ RedisStateStore }, { RedisReplicaRegistry }] = await Promise.all([
+    const [{ RedisStateStore }, { RedisReplicaRegistry }, { RedisAuditTrail }] = await Promise.all([
       import('./redis-store.ts'),
       import('./redis-replicas.ts'),
+      import('../audit/redis-audit.ts'),
     ])
     const store = new RedisStateStore({
       config: state.redis,
@@ -39,11 +43,13 @@ export async function createStateBackend(
       heartbeatInterval: state.redis.heartbeatInterval,
       logger,
     })
-    return { store, replicas, loadBeforeListening: false }
+    const audit = new RedisAuditTrail(store.client, state.redis.key, config.admin.auditKeep)
+    return { store, replicas, audit, loadBeforeListening: false }
   }
   return {
     store: new FileStateStore({ path: state.path, initial: state.initial, logger }),
     replicas: new LocalReplicaRegistry(replicaId),
+    audit: new FileAuditTrail(`${state.path}.events.jsonl`, config.admin.auditKeep),
     loadBeforeListening: true,
   }
 }

@@ -185,6 +185,7 @@ export class RedisStateStore implements StateStore {
       updatedAt: new Date().toISOString(),
       updatedBy: requested.updatedBy,
       reason: requested.reason,
+      trigger: requested.trigger,
     })
     // Half the command timeout for Redis to run it, the rest for the reply to come back (see CHANGE).
     const { commandTimeout } = this.#options.config

@@ -10,6 +10,10 @@ export interface Weights {
   green: number
 }
 
+/** What made a change: an operator's switch or weights, a rollback (by hand or automatic), a progressive rollout. */
+export const TRIGGERS = ['admin', 'rollback', 'rollout'] as const
+export type Trigger = (typeof TRIGGERS)[number]
+
 export interface State {
   active: Color
   weights: Weights
@@ -18,6 +22,8 @@ export interface State {
   updatedAt: string
   updatedBy: string
   reason: string
+  /** Absent in states written before triggers were recorded; read as "admin". */
+  trigger?: Trigger
 }
 
 /** What a caller asks a store to change; the store fills in generation and updatedAt. */
@@ -26,6 +32,7 @@ export interface StateChange {
   weights: Weights
   updatedBy: string
   reason: string
+  trigger?: Trigger
 }
 
 export function isColor(value: unknown): value is Color {
@@ -96,6 +103,9 @@ export function stateProblem(value: unknown): string | undefined {
   if (typeof state.updatedAt !== 'string') return 'updatedAt must be a string'
   if (typeof state.updatedBy !== 'string') return 'updatedBy must be a string'
   if (typeof state.reason !== 'string') return 'reason must be a string'
+  if (state.trigger !== undefined && !TRIGGERS.includes(state.trigger as Trigger)) {
+    return `trigger must be one of ${TRIGGERS.join(', ')}`
+  }
   return undefined
 }
 
@@ -117,10 +127,14 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
   if (typeof change.updatedBy !== 'string' || typeof change.reason !== 'string') {
     throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings', 400)
   }
+  if (change.trigger !== undefined && !TRIGGERS.includes(change.trigger)) {
+    throw new BlueGreenError('BG_BAD_REQUEST', `trigger must be one of ${TRIGGERS.join(', ')}`, 400)
+  }
   return {
     active: change.active,
     weights: { blue: change.weights.blue, green: change.weights.green },
     updatedBy: change.updatedBy,
     reason: change.reason,
+    trigger: change.trigger ?? 'admin',
   }
 }

@@ -1,12 +1,13 @@
 import { readFile } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
 import { join } from 'node:path'
+import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { echoUpstream, startProxy, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 interface Reply {
   status: number
-  headers: Headers
+  headers: { get(name: string): string | null }
   body: Record<string, unknown>
 }
 
@@ -14,9 +15,11 @@ async function call(
   admin: string,
   method: string,
   path: string,
-  options: { body?: string; token?: string; headers?: Record<string, string> } = {},
+  options: { body?: string; token?: string; headers?: Record<string, string>; from?: string } = {},
 ): Promise<Reply> {
-  const response = await fetch(`${admin}${path}`, {
+  // `from` picks the client's own loopback address (127.0.0.0/8), as separate clients would have.
+  const dispatcher = options.from ? new UndiciAgent({ localAddress: options.from }) : undefined
+  const response = await undiciFetch(`${admin}${path}`, {
     method,
     headers: {
       ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
@@ -24,15 +27,18 @@ async function call(
       ...options.headers,
     },
     body: options.body,
+    ...(dispatcher ? { dispatcher } : {}),
   })
+  await dispatcher?.close()
   const text = await response.text()
   return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} }
 }
 
-const post = (admin: string, path: string, value: unknown, token?: string) =>
+const post = (admin: string, path: string, value: unknown, token?: string, from?: string) =>
   call(admin, 'POST', path, {
     body: typeof value === 'string' ? value : JSON.stringify(value),
     ...(token !== undefined ? { token } : {}),
+    ...(from !== undefined ? { from } : {}),
   })
 
 function errorCode(reply: Reply): string | undefined {
@@ -307,18 +313,20 @@ describe('admin API with a token', () => {
       'Bearer secret extra',
       'Basic secret',
     ]
+    // Each attempt from its own address: five failures from one address are throttled (tested below).
+    let client = 0
     for (const token of wrong) {
       for (const [path, body] of [
         ['/switch', { to: 'green' }],
         ['/weights', { blue: 50, green: 50 }],
       ] as const) {
-        const reply = await post(proxy.admin, path, body, token)
+        const reply = await post(proxy.admin, path, body, token, `127.0.1.${++client}`)
         expect(reply.status, `${path} with ${token}`).toBe(401)
         expect(errorCode(reply)).toBe('BG_UNAUTHORIZED')
       }
     }
     // Authentication comes before reading the body: a bad body without a token is still a 401.
-    expect((await post(proxy.admin, '/switch', 'not json')).status).toBe(401)
+    expect((await post(proxy.admin, '/switch', 'not json', undefined, '127.0.1.200')).status).toBe(401)
     const current = await call(proxy.admin, 'GET', '/state')
     expect(current.body).toMatchObject({ active: 'blue', generation: 0 })
   })
@@ -336,6 +344,20 @@ describe('admin API with a token', () => {
     for (const path of ['/state', '/healthz', '/readyz']) {
       expect((await call(proxy.admin, 'GET', path)).status, path).toBe(200)
     }
+  })
+
+  it('slows down repeated failures from one address with 429 and Retry-After, and only that address', async () => {
+    const from = '127.0.2.1'
+    for (let i = 0; i < 5; i++) {
+      expect((await post(proxy.admin, '/switch', { to: 'green' }, 'Bearer wrong', from)).status).toBe(401)
+    }
+    // Blocked now, even with the right token: the block says nothing about whether a guess was right.
+    const blocked = await post(proxy.admin, '/switch', { to: 'green' }, 'Bearer secret', from)
+    expect(blocked.status).toBe(429)
+    expect(errorCode(blocked)).toBe('BG_TOO_MANY_ATTEMPTS')
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    const other = await post(proxy.admin, '/weights', { blue: 100, green: 0 }, 'Bearer secret', '127.0.2.2')
+    expect(other.status).toBe(200)
   })
 })
 

@@ -34,14 +34,27 @@ describe('buildConfig', () => {
     const config = buildConfig(minimal, {})
     expect(config).toEqual({
       listen: { host: '0.0.0.0', port: 8080 },
-      admin: { listen: { host: '127.0.0.1', port: 9090 }, token: null, waitTimeout: 5000 },
+      admin: {
+        listen: { host: '127.0.0.1', port: 9090 },
+        tokens: [],
+        allowedHosts: ['localhost', '127.0.0.1', '::1'],
+        allowedOrigins: [],
+        waitTimeout: 5000,
+        auditKeep: 1000,
+      },
       pools: {
         blue: {
           upstreams: [{ url: 'http://127.0.0.1:3001', origin: 'http://127.0.0.1:3001' }],
           balance: 'round-robin',
           maxConnectionsPerUpstream: 128,
+          healthCheck: { path: '/', timeout: 2000 },
         },
-        green: { upstreams: [], balance: 'round-robin', maxConnectionsPerUpstream: 128 },
+        green: {
+          upstreams: [],
+          balance: 'round-robin',
+          maxConnectionsPerUpstream: 128,
+          healthCheck: { path: '/', timeout: 2000 },
+        },
       },
       state: { store: 'file', path: resolve(process.cwd(), 'bluegreen-state.json'), initial: 'blue' },
       proxy: {
@@ -268,9 +281,16 @@ describe('buildConfig', () => {
       }),
       {},
     )
-    expect(config.admin).toEqual({ listen: { host: '::1', port: 9999 }, token: 's3cret', waitTimeout: 5000 })
+    expect(config.admin).toEqual({
+      listen: { host: '::1', port: 9999 },
+      tokens: [{ name: 'admin', token: 's3cret' }],
+      allowedHosts: ['localhost', '127.0.0.1', '::1'],
+      allowedOrigins: [],
+      waitTimeout: 5000,
+      auditKeep: 1000,
+    })
     expect(config.proxy.trustedProxies).toEqual(['10.0.0.0/8', '192.168.1.1', 'fd00::/8', '::1'])
-    expect(buildConfig(withPools({ admin: { token: '' } }), {}).admin.token).toBeNull()
+    expect(buildConfig(withPools({ admin: { token: '' } }), {}).admin.tokens[0]?.token ?? null).toBeNull()
 
     const problems = problemsOf(
       withPools({
@@ -291,8 +311,61 @@ describe('buildConfig', () => {
     ).toHaveLength(1)
     expect(() => buildConfig(withPools({ listen: 0, admin: { listen: '127.0.0.1:0' } }), {})).not.toThrow()
     expect(() =>
-      buildConfig(withPools({ listen: '10.0.0.1:80', admin: { listen: '10.0.0.2:80' } }), {}),
+      buildConfig(
+        withPools({ listen: '10.0.0.1:80', admin: { listen: '10.0.0.2:80', token: 'a-long-enough-token' } }),
+        {},
+      ),
     ).not.toThrow()
+  })
+
+  it('refuses an admin API off loopback without a token', () => {
+    expect(messageAt(problemsOf(withPools({ admin: { listen: '0.0.0.0:9090' } })), 'admin.token')).toContain(
+      'required when admin.listen is not a loopback address',
+    )
+    expect(() => buildConfig(withPools({ admin: { listen: '[::1]:9090' } }), {})).not.toThrow()
+    const config = buildConfig(
+      withPools({ admin: { listen: '0.0.0.0:9090', tokens: { ci: 'x'.repeat(16) } } }),
+      {},
+    )
+    expect(config.admin.tokens).toEqual([{ name: 'ci', token: 'x'.repeat(16) }])
+    // A wildcard listener answers to any Host unless told otherwise; the token is what protects it.
+    expect(config.admin.allowedHosts).toBeNull()
+  })
+
+  it('checks named tokens, allowed hosts and origins', () => {
+    const problems = problemsOf(
+      withPools({
+        admin: {
+          token: 'the-same-token-twice',
+          tokens: {
+            ci: 'short',
+            'bad name': 'x'.repeat(16),
+            ops: 'the-same-token-twice',
+            admin: 'y'.repeat(16),
+          },
+          allowedHosts: ['ok.example', 'with.port:9090'],
+          allowedOrigins: ['https://ops.example.com', 'https://ops.example.com/path'],
+        },
+      }),
+    )
+    expect(messageAt(problems, 'admin.tokens.ci')).toContain('at least 16 characters')
+    expect(messageAt(problems, 'admin.tokens["bad name"]')).toContain('token name')
+    expect(messageAt(problems, 'admin.tokens.ops')).toContain('the same token as "admin"')
+    expect(messageAt(problems, 'admin.tokens.admin')).toContain('names admin.token')
+    expect(messageAt(problems, 'admin.allowedHosts[1]')).toContain('without a port')
+    expect(messageAt(problems, 'admin.allowedOrigins[1]')).toContain('scheme, host and port only')
+  })
+
+  it('validates the health check of a pool', () => {
+    const problems = problemsOf({
+      pools: {
+        blue: { upstreams: ['http://127.0.0.1:1'], healthCheck: { path: 'healthz', timeout: 0, every: 1 } },
+        green: {},
+      },
+    })
+    expect(messageAt(problems, 'pools.blue.healthCheck.path')).toContain('starting with "/"')
+    expect(messageAt(problems, 'pools.blue.healthCheck.timeout')).toContain('duration')
+    expect(messageAt(problems, 'pools.blue.healthCheck.every')).toContain('unknown key')
   })
 })
 
@@ -308,18 +381,20 @@ describe('${VAR} substitution', () => {
       },
       { TOKEN: 'abc', PORT: '8081', BLUE_HOST: 'blue.internal' },
     )
-    expect(config.admin.token).toBe('abc')
+    expect(config.admin.tokens[0]?.token ?? null).toBe('abc')
     expect(config.listen).toEqual({ host: '127.0.0.1', port: 8081 })
     expect(config.pools.blue.upstreams[0]?.url).toBe('http://blue.internal:80')
   })
 
   it('uses the default for an empty variable, and keeps an empty value without one', () => {
-    expect(buildConfig(raw('${TOKEN:-fallback}'), { TOKEN: '' }).admin.token).toBe('fallback')
-    expect(buildConfig(raw('${TOKEN}'), { TOKEN: '' }).admin.token).toBeNull()
+    expect(buildConfig(raw('${TOKEN:-fallback}'), { TOKEN: '' }).admin.tokens[0]?.token ?? null).toBe(
+      'fallback',
+    )
+    expect(buildConfig(raw('${TOKEN}'), { TOKEN: '' }).admin.tokens[0]?.token ?? null).toBeNull()
   })
 
   it('reads "$${" as a literal "${"', () => {
-    expect(buildConfig(raw('a$${TOKEN}b'), { TOKEN: 'x' }).admin.token).toBe('a${TOKEN}b')
+    expect(buildConfig(raw('a$${TOKEN}b'), { TOKEN: 'x' }).admin.tokens[0]?.token ?? null).toBe('a${TOKEN}b')
   })
 
   it('reports an unset variable at its key path', () => {
@@ -422,7 +497,7 @@ state:
     const config = await loadConfig(await file('contract.yaml', contractExample), {
       BLUEGREEN_ADMIN_TOKEN: 't0k',
     })
-    expect(config.admin.token).toBe('t0k')
+    expect(config.admin.tokens[0]?.token ?? null).toBe('t0k')
     expect(config.pools.blue.upstreams.map((upstream) => upstream.origin)).toEqual([
       'http://10.0.0.11:8080',
       'http://10.0.0.12:8080',

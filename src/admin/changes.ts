@@ -1,0 +1,238 @@
+import type { IncomingMessage } from 'node:http'
+import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
+import type { PoolConfig } from '../config/types.ts'
+import { BlueGreenError } from '../errors.ts'
+import { probeAll } from '../health/probe.ts'
+import type { Logger } from '../log.ts'
+import type { RoutingSnapshot } from '../routing/snapshot.ts'
+import {
+  activeFor,
+  allTo,
+  COLORS,
+  type Color,
+  isColor,
+  type State,
+  type Trigger,
+  type Weights,
+  weightsProblem,
+} from '../state/state.ts'
+import type { ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
+import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
+
+export type Action = 'switch' | 'weights' | 'rollback'
+
+export interface ChangeOptions {
+  store: StateStore
+  replicas: ReplicaRegistry
+  audit: AuditTrail
+  pools: Readonly<Record<Color, PoolConfig>>
+  snapshot: () => RoutingSnapshot | undefined
+  waitTimeout: number
+  logger: Logger
+}
+
+/** What a change request asks for, once its body has been checked. */
+interface Request {
+  target: { active: Color; weights: Weights }
+  reason: string
+  trigger: Trigger
+  expectedGeneration: number | undefined
+  force: boolean
+  wait: boolean
+}
+
+export interface ChangeResult {
+  state: State
+  wait?: WaitResult
+}
+
+/**
+ * Every change through the admin API takes one path: check the body, make sure the pools that would get traffic
+ * can serve it (412 unless forced), commit it through the store's compare-and-set, record the attempt in the
+ * audit trail whatever its outcome, and with `wait` answer only once every live replica has applied it.
+ */
+export class Changes {
+  readonly #options: ChangeOptions
+
+  constructor(options: ChangeOptions) {
+    this.#options = options
+  }
+
+  async run(
+    action: Action,
+    tokenName: string | undefined,
+    req: IncomingMessage,
+    body: Record<string, unknown> | Error,
+  ): Promise<ChangeResult> {
+    const address = req.socket.remoteAddress ?? 'unknown'
+    // The audit trail names the token; the state says who and from where, as it always has.
+    const actor = tokenName === undefined ? address : `token:${tokenName}`
+    const updatedBy = `${tokenName ?? 'admin'}@${address}`
+    const from = this.#options.snapshot()?.state
+    let request: Request | undefined
+    let state: State
+    try {
+      if (body instanceof Error) throw body
+      if (!from)
+        throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+      request = await this.#parse(action, body, from)
+      if (!request.force) await this.#requireHealthy(request.target.weights, from)
+      state = await this.#options.store.change(
+        { ...request.target, reason: request.reason, trigger: request.trigger, updatedBy },
+        request.expectedGeneration,
+      )
+    } catch (error) {
+      const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
+      this.#record(action, actor, req, from, request, {
+        result: 'refused',
+        code,
+        message: (error as Error).message,
+      })
+      throw error
+    }
+    this.#record(action, actor, req, from, request, { result: 'accepted', generation: state.generation })
+    if (!request.wait) return { state }
+    return { state, wait: await this.#wait(state) }
+  }
+
+  /** Records a call refused before it reached the change logic (authentication, Host or Origin). */
+  refused(action: Action, req: IncomingMessage, error: BlueGreenError): void {
+    const actor = req.socket.remoteAddress ?? 'unknown'
+    this.#record(action, actor, req, this.#options.snapshot()?.state, undefined, {
+      result: 'refused',
+      code: error.code,
+      message: error.message,
+    })
+  }
+
+  async #parse(action: Action, body: Record<string, unknown>, from: State): Promise<Request> {
+    const common = ['expectedGeneration', 'force', 'wait', 'reason']
+    const options = () => ({
+      expectedGeneration: optionalGeneration(body),
+      force: optionalBoolean(body, 'force') ?? false,
+      wait: optionalBoolean(body, 'wait') ?? false,
+      given: optionalString(body, 'reason'),
+    })
+    if (action === 'switch') {
+      onlyFields(body, ['to', ...common])
+      if (!isColor(body.to)) {
+        throw new BlueGreenError(
+          'BG_UNKNOWN_COLOR',
+          `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
+          400,
+        )
+      }
+      const { given, ...rest } = options()
+      return {
+        target: { active: body.to, weights: allTo(body.to) },
+        reason: given ?? `switch to ${body.to}`,
+        trigger: 'admin',
+        ...rest,
+      }
+    }
+    if (action === 'weights') {
+      onlyFields(body, ['blue', 'green', ...common])
+      const weights = { blue: body.blue, green: body.green }
+      const problem = weightsProblem(weights)
+      if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
+      const valid = weights as Weights
+      const { given, ...rest } = options()
+      return {
+        target: { active: activeFor(valid, from.active), weights: valid },
+        reason: given ?? `weights blue ${valid.blue} / green ${valid.green}`,
+        trigger: 'admin',
+        ...rest,
+      }
+    }
+    onlyFields(body, common)
+    const { given, expectedGeneration, ...rest } = options()
+    if (!from)
+      throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+    let previous: State | undefined
+    try {
+      previous = await this.#options.store.previous()
+    } catch (error) {
+      throw new BlueGreenError(
+        'BG_STATE_UNAVAILABLE',
+        `cannot read the previous state: ${(error as Error).message}`,
+        503,
+      )
+    }
+    if (!previous)
+      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', 'there has been no change to roll back', 409)
+    return {
+      target: { active: previous.active, weights: previous.weights },
+      reason: given ?? `rollback to generation ${previous.generation}`,
+      trigger: 'rollback',
+      // The previous state belongs to the generation read here: a change in between makes the rollback stale.
+      expectedGeneration: expectedGeneration ?? from.generation,
+      ...rest,
+    }
+  }
+
+  /** Refuses (412) to send traffic to a pool none of whose upstreams answers a probe, unless forced. */
+  async #requireHealthy(weights: Weights, from: State): Promise<void> {
+    const snapshot = this.#options.snapshot()
+    for (const color of COLORS) {
+      if (weights[color] === 0) continue
+      // A pool that already carries traffic is not what a change puts at risk.
+      if (from.weights[color] > 0) continue
+      const upstreams = snapshot?.pools[color].upstreams ?? []
+      if (upstreams.length === 0) {
+        throw new BlueGreenError(
+          'BG_TARGET_UNHEALTHY',
+          `the ${color} pool has no upstream; pass "force": true to send it traffic anyway`,
+          412,
+        )
+      }
+      const results = await probeAll(upstreams, this.#options.pools[color].healthCheck)
+      if (!results.some((result) => result.up)) {
+        const details = results.map((result) => `${result.upstream} ${result.detail}`).join(', ')
+        throw new BlueGreenError(
+          'BG_TARGET_UNHEALTHY',
+          `no upstream of the ${color} pool answered its health probe (${details}); pass "force": true to send it traffic anyway`,
+          412,
+          { probes: results },
+        )
+      }
+    }
+  }
+
+  async #wait(state: State): Promise<WaitResult> {
+    try {
+      return await this.#options.replicas.waitFor(state.generation, this.#options.waitTimeout)
+    } catch (error) {
+      throw new BlueGreenError(
+        'BG_STATE_UNAVAILABLE',
+        `the change was made (generation ${state.generation}) but the replicas could not be checked: ${(error as Error).message}`,
+        503,
+      )
+    }
+  }
+
+  #record(
+    action: Action,
+    actor: string,
+    req: IncomingMessage,
+    from: State | undefined,
+    request: Request | undefined,
+    outcome: Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message'>,
+  ): void {
+    const event: AuditEvent = {
+      at: new Date().toISOString(),
+      actor,
+      address: req.socket.remoteAddress ?? 'unknown',
+      action,
+      from: from ? { active: from.active, weights: from.weights, generation: from.generation } : null,
+      to: request ? request.target : null,
+      reason: request?.reason ?? '',
+      ...outcome,
+    }
+    if (event.result === 'accepted') this.#options.logger.info({ audit: event }, `${action} accepted`)
+    else this.#options.logger.warn({ audit: event }, `${action} refused`)
+    // The trail is a record, not a gate: a store that cannot take it must not turn a made change into an error.
+    this.#options.audit.record(event).catch((error: unknown) => {
+      this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')
+    })
+  }
+}
