@@ -1,6 +1,7 @@
 // The only module that touches `process`: arguments, exit codes, signals.
 import { parseArgs } from 'node:util'
-import { AdminCallError, callAdmin } from './admin/client.ts'
+import { AdminCallError } from './admin/client.ts'
+import { COMMANDS, commandHelp, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './cli/admin-commands.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
 
@@ -13,23 +14,16 @@ Usage:
   bluegreen serve --config FILE     run the proxy (or set BLUEGREEN_CONFIG)
   bluegreen demo [--port 8080] [--admin-port 9090]
                                     two sample upstreams, the proxy and the admin API on loopback
-  bluegreen status [--json]         the routing state
-  bluegreen switch COLOR [--force] [--reason TEXT] [--expected-generation N]
-                                    send all traffic to blue or green
-  bluegreen weights BLUE GREEN [--force] [--reason TEXT] [--expected-generation N]
-                                    split traffic, e.g. "weights 90 10"
+${Object.entries(COMMANDS)
+  .map(([, command]) => `  ${command.usage}\n${' '.repeat(36)}${command.summary}`)
+  .join('\n')}
 
-Options for status, switch and weights:
-  --admin URL     the admin API (default http://127.0.0.1:9090, or BLUEGREEN_ADMIN)
-  --token T       the admin token (or BLUEGREEN_ADMIN_TOKEN)
+"bluegreen COMMAND --help" shows a command's options. The admin commands take --admin URL (default
+http://127.0.0.1:9090, or BLUEGREEN_ADMIN), --token T (or BLUEGREEN_ADMIN_TOKEN) and --json.
 
-Exit codes: 0 done; 1 the call failed (the reason is printed); 2 bad usage or an invalid config.
+Exit codes: 0 done; 1 the call failed (the reason is printed); 2 bad usage or an invalid config;
+3 a change was made but not every live replica applied it within the wait.
 `
-
-const EXIT_FAILED = 1
-const EXIT_USAGE = 2
-
-class UsageError extends Error {}
 
 function fail(message: string, code: number): never {
   process.stderr.write(`bluegreen: ${message}\n`)
@@ -47,72 +41,50 @@ async function main(argv: string[]): Promise<void> {
       token: { type: 'string' },
       json: { type: 'boolean' },
       force: { type: 'boolean' },
+      wait: { type: 'boolean' },
       reason: { type: 'string' },
       'expected-generation': { type: 'string' },
+      limit: { type: 'string' },
       port: { type: 'string' },
       'admin-port': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
   const [command, ...args] = positionals
-  if (values.help || command === undefined || command === 'help') {
+  if (command === undefined || command === 'help') {
     process.stdout.write(USAGE)
     return
   }
+  if (command === 'serve') {
+    if (values.help)
+      return void process.stdout.write(
+        'bluegreen serve --config FILE\n\n  run the proxy; the config may also come from BLUEGREEN_CONFIG\n',
+      )
+    const file = values.config ?? process.env.BLUEGREEN_CONFIG
+    if (!file) throw new UsageError('serve needs --config FILE (or BLUEGREEN_CONFIG)')
+    return serve(file)
+  }
+  if (command === 'demo') {
+    if (values.help)
+      return void process.stdout.write(
+        'bluegreen demo [--port 8080] [--admin-port 9090]\n\n  two sample upstreams, the proxy and the admin API on loopback, with the file store\n',
+      )
+    return demo(port(values.port, 8080), port(values['admin-port'], 9090))
+  }
+  const admin = COMMANDS[command]
+  if (!admin) throw new UsageError(`unknown command "${command}"; see bluegreen --help`)
+  if (values.help) {
+    process.stdout.write(commandHelp(command))
+    return
+  }
   // Read only by the commands that call the admin API, so a stray BLUEGREEN_ADMIN cannot break `serve`.
-  const client = () => ({
+  const client = {
     url: adminUrl(values.admin ?? process.env.BLUEGREEN_ADMIN ?? 'http://127.0.0.1:9090'),
     token: values.token ?? process.env.BLUEGREEN_ADMIN_TOKEN,
-  })
-  const noMoreArguments = (expected: number) => {
-    if (args.length > expected) throw new UsageError(`unexpected argument "${args[expected]}" for ${command}`)
   }
-  const change = () => {
-    const body: Record<string, unknown> = {}
-    if (values.force) body.force = true
-    if (values.reason !== undefined) body.reason = values.reason
-    const expected = values['expected-generation']
-    if (expected !== undefined) {
-      if (!/^\d+$/.test(expected)) throw new UsageError('--expected-generation takes a whole number')
-      body.expectedGeneration = Number(expected)
-    }
-    return body
-  }
-  switch (command) {
-    case 'serve': {
-      const file = values.config ?? process.env.BLUEGREEN_CONFIG
-      if (!file) throw new UsageError('serve needs --config FILE (or BLUEGREEN_CONFIG)')
-      return serve(file)
-    }
-    case 'demo':
-      return demo(port(values.port, 8080), port(values['admin-port'], 9090))
-    case 'status': {
-      noMoreArguments(0)
-      const state = await callAdmin(client(), 'GET', '/state')
-      process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
-      return
-    }
-    case 'switch': {
-      const [to] = args
-      if (to !== 'blue' && to !== 'green') throw new UsageError('switch takes a color: blue or green')
-      noMoreArguments(1)
-      const state = await callAdmin(client(), 'POST', '/switch', { to, ...change() })
-      process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
-      return
-    }
-    case 'weights': {
-      // Number() alone would read "" as 0 and "0x10" as 16.
-      const [blue, green] = args.map((arg) => (/^\d{1,3}$/.test(arg) ? Number(arg) : Number.NaN))
-      if (args.length !== 2 || !Number.isInteger(blue) || !Number.isInteger(green)) {
-        throw new UsageError('weights takes two whole numbers: BLUE GREEN, e.g. "weights 90 10"')
-      }
-      const state = await callAdmin(client(), 'POST', '/weights', { blue, green, ...change() })
-      process.stdout.write(values.json ? `${JSON.stringify(state, null, 2)}\n` : describeState(state))
-      return
-    }
-    default:
-      throw new UsageError(`unknown command "${command}"; see bluegreen --help`)
-  }
+  const result = await admin.run(client, args, values)
+  process.stdout.write(result.output)
+  if (result.exitCode !== EXIT_OK) process.exitCode = result.exitCode
 }
 
 /** The admin API's base URL; anything else (say "localhost:9090", a URL with no scheme) is a usage error. */
@@ -132,25 +104,6 @@ function port(value: string | undefined, fallback: number): number {
   if (!Number.isInteger(number) || number < 0 || number > 65535)
     throw new UsageError(`"${value}" is not a port`)
   return number
-}
-
-function describeState(value: unknown): string {
-  const state = value as {
-    active: string
-    weights: { blue: number; green: number }
-    generation: number
-    updatedAt: string
-    updatedBy: string
-    reason: string
-  }
-  return [
-    `active      ${state.active}`,
-    `weights     blue ${state.weights.blue} / green ${state.weights.green}`,
-    `generation  ${state.generation}`,
-    `updated     ${state.updatedAt} by ${state.updatedBy}`,
-    `reason      ${state.reason}`,
-    '',
-  ].join('\n')
 }
 
 /** SIGTERM or SIGINT drains and exits 0; a second signal exits at once. */

@@ -25,6 +25,7 @@ export const ErrorCodes = {
   BG_UPSTREAM_TIMEOUT: 'the upstream did not connect or answer within the configured timeout',
   BG_NO_HEALTHY_UPSTREAM: 'the chosen pool has no upstream to send the request to',
   BG_BAD_PREVIEW: 'the preview header named something other than blue or green',
+  BG_ADMIN_UNREACHABLE: 'the CLI could not reach the admin API (refused, timed out, not resolvable)',
   BG_SHUTTING_DOWN: 'the proxy is shutting down and takes no new requests',
 } as const
 

@@ -1,3 +1,6 @@
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+
 // A small client of the admin API, for the CLI and for scripts.
 
 export interface AdminClientOptions {
@@ -18,47 +21,74 @@ export class AdminCallError extends Error {
   }
 }
 
+/**
+ * One call to the admin API. node:http rather than fetch: fetch refuses a list of "bad ports" (6000, 6666, ...)
+ * that an operator may well have put the admin API on, and the CLI starts faster without undici.
+ */
 export async function callAdmin(
   options: AdminClientOptions,
   method: 'GET' | 'POST',
   path: string,
   body?: unknown,
 ): Promise<unknown> {
+  const url = new URL(path, options.url)
+  const payload = body === undefined ? undefined : JSON.stringify(body)
   const headers: Record<string, string> = { accept: 'application/json' }
-  if (body !== undefined) headers['content-type'] = 'application/json'
+  if (payload !== undefined) {
+    headers['content-type'] = 'application/json'
+    headers['content-length'] = String(Buffer.byteLength(payload))
+  }
   if (options.token) headers.authorization = `Bearer ${options.token}`
-  let response: Response
+  let status: number
+  let text: string
   try {
-    response = await fetch(new URL(path, options.url), {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
-    })
+    ;({ status, text } = await send(url, method, headers, payload, options.timeoutMs ?? 30_000))
   } catch (error) {
-    // fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ENOTFOUND, "bad port", a timeout).
-    const detail = (error as { cause?: { code?: string; message?: string } }).cause
-    const cause = detail?.code ?? detail?.message ?? (error as Error).message
+    const cause = (error as { code?: string }).code ?? (error as Error).message
     throw new AdminCallError(
       0,
       'BG_ADMIN_UNREACHABLE',
       `cannot reach the admin API at ${options.url} (${cause})`,
     )
   }
-  const text = await response.text()
   let parsed: unknown
   try {
     parsed = text === '' ? undefined : JSON.parse(text)
   } catch {
     parsed = undefined
   }
-  if (!response.ok) {
+  if (status < 200 || status > 299) {
     const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error
     throw new AdminCallError(
-      response.status,
-      error?.code ?? `HTTP_${response.status}`,
-      error?.message ?? `the admin API answered ${response.status}`,
+      status,
+      error?.code ?? `HTTP_${status}`,
+      error?.message ?? `the admin API answered ${status}`,
     )
   }
   return parsed
+}
+
+function send(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  payload: string | undefined,
+  timeoutMs: number,
+): Promise<{ status: number; text: string }> {
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, headers, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+      )
+      res.on('error', reject)
+    })
+    req.on('timeout', () =>
+      req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })),
+    )
+    req.on('error', reject)
+    req.end(payload)
+  })
 }

@@ -1,0 +1,250 @@
+// The CLI commands that talk to the admin API: status, switch, weights, rollback, events, replicas.
+// Each returns what to print and the exit code; src/cli.ts does the printing and exiting.
+import { type AdminClientOptions, callAdmin } from '../admin/client.ts'
+
+export class UsageError extends Error {}
+
+export const EXIT_OK = 0
+export const EXIT_FAILED = 1
+export const EXIT_USAGE = 2
+/** The change was made, but not every live replica applied it within the wait. */
+export const EXIT_WAIT_INCOMPLETE = 3
+
+export interface CommandValues {
+  json?: boolean
+  force?: boolean
+  wait?: boolean
+  reason?: string
+  'expected-generation'?: string
+  limit?: string
+}
+
+export interface CommandResult {
+  output: string
+  exitCode: number
+}
+
+interface Command {
+  usage: string
+  summary: string
+  /** The options it takes beyond --admin, --token and --json. */
+  options: string[]
+  run(client: AdminClientOptions, args: string[], values: CommandValues): Promise<CommandResult>
+}
+
+const CHANGE_OPTIONS = [
+  '--wait                  answer once every live replica applied it (exit 3 if some did not in time)',
+  '--force                 even if the pools getting traffic fail their health probe',
+  '--reason TEXT           why, for the audit trail',
+  '--expected-generation N only if the state is still at generation N (else exit 1, BG_GENERATION_CONFLICT)',
+]
+
+export const COMMANDS: Record<string, Command> = {
+  status: {
+    usage: 'bluegreen status [--json]',
+    summary: 'the routing state and what this replica applied',
+    options: [],
+    run: async (client, args, values) => {
+      expectArguments('status', args, 0)
+      return show(await callAdmin(client, 'GET', '/state'), values)
+    },
+  },
+  switch: {
+    usage: 'bluegreen switch COLOR [--wait] [--force] [--reason TEXT] [--expected-generation N]',
+    summary: 'send all traffic to blue or green',
+    options: CHANGE_OPTIONS,
+    run: async (client, args, values) => {
+      expectArguments('switch', args, 1)
+      const [to] = args
+      if (to !== 'blue' && to !== 'green') throw new UsageError('switch takes a color: blue or green')
+      return show(await callAdmin(client, 'POST', '/switch', { to, ...changeBody(values) }), values)
+    },
+  },
+  weights: {
+    usage: 'bluegreen weights BLUE GREEN [--wait] [--force] [--reason TEXT] [--expected-generation N]',
+    summary: 'split new traffic, e.g. "weights 90 10" (sticky per client)',
+    options: CHANGE_OPTIONS,
+    run: async (client, args, values) => {
+      expectArguments('weights', args, 2)
+      // Number() alone would read "" as 0 and "0x10" as 16.
+      const [blue, green] = args.map((arg) => (/^\d{1,3}$/.test(arg) ? Number(arg) : Number.NaN))
+      if (!Number.isInteger(blue) || !Number.isInteger(green)) {
+        throw new UsageError('weights takes two whole numbers: BLUE GREEN, e.g. "weights 90 10"')
+      }
+      return show(await callAdmin(client, 'POST', '/weights', { blue, green, ...changeBody(values) }), values)
+    },
+  },
+  rollback: {
+    usage: 'bluegreen rollback [--wait] [--force] [--reason TEXT] [--expected-generation N]',
+    summary: 'back to the state before the last change',
+    options: CHANGE_OPTIONS,
+    run: async (client, args, values) => {
+      expectArguments('rollback', args, 0)
+      return show(await callAdmin(client, 'POST', '/rollback', changeBody(values)), values)
+    },
+  },
+  events: {
+    usage: 'bluegreen events [--limit N] [--json]',
+    summary: 'the audit trail: recent change attempts, newest first',
+    options: ['--limit N               how many (default 20, at most 1000)'],
+    run: async (client, args, values) => {
+      expectArguments('events', args, 0)
+      const limit = values.limit ?? '20'
+      if (!/^\d+$/.test(limit)) throw new UsageError('--limit takes a whole number')
+      const reply = (await callAdmin(client, 'GET', `/events?limit=${limit}`)) as { events: AuditLine[] }
+      if (values.json) return { output: json(reply), exitCode: EXIT_OK }
+      return { output: eventsTable(reply.events), exitCode: EXIT_OK }
+    },
+  },
+  replicas: {
+    usage: 'bluegreen replicas [--json]',
+    summary: 'every live proxy replica and the generation it applied',
+    options: [],
+    run: async (client, args, values) => {
+      expectArguments('replicas', args, 0)
+      const reply = (await callAdmin(client, 'GET', '/replicas')) as {
+        generation: number | null
+        replicas: ReplicaLine[]
+      }
+      if (values.json) return { output: json(reply), exitCode: EXIT_OK }
+      return { output: replicasTable(reply), exitCode: EXIT_OK }
+    },
+  },
+}
+
+export function commandHelp(name: string): string {
+  const command = COMMANDS[name]!
+  const lines = [`${command.usage}`, '', `  ${command.summary}`, '']
+  if (command.options.length > 0) lines.push('Options:', ...command.options.map((option) => `  ${option}`))
+  lines.push(
+    '  --json                  print the JSON answer as it is',
+    '  --admin URL             the admin API (default http://127.0.0.1:9090, or BLUEGREEN_ADMIN)',
+    '  --token T               the admin token (or BLUEGREEN_ADMIN_TOKEN)',
+    '',
+  )
+  return lines.join('\n')
+}
+
+function expectArguments(command: string, args: string[], count: number): void {
+  if (args.length > count) throw new UsageError(`unexpected argument "${args[count]}" for ${command}`)
+  if (args.length < count)
+    throw new UsageError(`${command} needs ${count} argument(s); see bluegreen ${command} --help`)
+}
+
+function changeBody(values: CommandValues): Record<string, unknown> {
+  const body: Record<string, unknown> = {}
+  if (values.force) body.force = true
+  if (values.wait) body.wait = true
+  if (values.reason !== undefined) body.reason = values.reason
+  const expected = values['expected-generation']
+  if (expected !== undefined) {
+    if (!/^\d+$/.test(expected)) throw new UsageError('--expected-generation takes a whole number')
+    body.expectedGeneration = Number(expected)
+  }
+  return body
+}
+
+interface StateLine {
+  active: string
+  weights: { blue: number; green: number }
+  generation: number
+  updatedAt: string
+  updatedBy: string
+  reason: string
+  replica?: {
+    id: string
+    appliedGeneration: number | null
+    store?: { reachable: boolean; staleSeconds: number | null }
+  }
+  wait?: { complete: boolean; pending: { id: string; generation: number }[]; replicas: number }
+}
+
+function show(value: unknown, values: CommandValues): CommandResult {
+  const state = value as StateLine
+  const exitCode = state.wait && !state.wait.complete ? EXIT_WAIT_INCOMPLETE : EXIT_OK
+  if (values.json) return { output: json(value), exitCode }
+  const lines = [
+    `active      ${state.active}`,
+    `weights     blue ${state.weights.blue} / green ${state.weights.green}`,
+    `generation  ${state.generation}`,
+    `updated     ${state.updatedAt} by ${state.updatedBy}`,
+    `reason      ${state.reason}`,
+  ]
+  if (state.replica) {
+    const store = state.replica.store
+    const storeNote =
+      store && !store.reachable
+        ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s`
+        : ''
+    lines.push(`replica     ${state.replica.id} applied ${state.replica.appliedGeneration}${storeNote}`)
+  }
+  if (state.wait) {
+    const { complete, pending, replicas } = state.wait
+    lines.push(
+      complete
+        ? `wait        all ${replicas} replica(s) applied it`
+        : `wait        NOT applied in time by: ${pending.map((replica) => `${replica.id} (at ${replica.generation})`).join(', ')}`,
+    )
+  }
+  return { output: `${lines.join('\n')}\n`, exitCode }
+}
+
+interface AuditLine {
+  at: string
+  actor: string
+  action: string
+  to: { active: string; weights: { blue: number; green: number } } | null
+  result: string
+  generation?: number
+  code?: string
+  reason: string
+}
+
+function eventsTable(events: AuditLine[]): string {
+  if (events.length === 0) return 'no events\n'
+  const rows = events.map((event) => [
+    event.at,
+    event.actor,
+    event.action,
+    event.to ? `${event.to.active} ${event.to.weights.blue}/${event.to.weights.green}` : '-',
+    event.result === 'accepted' ? `accepted #${event.generation}` : `refused ${event.code ?? ''}`,
+    event.reason,
+  ])
+  return table(['time', 'actor', 'action', 'to', 'result', 'reason'], rows)
+}
+
+interface ReplicaLine {
+  id: string
+  host: string
+  pid: number
+  generation: number
+  lastSeen: string
+}
+
+function replicasTable(reply: { generation: number | null; replicas: ReplicaLine[] }): string {
+  const rows = reply.replicas.map((replica) => [
+    replica.id,
+    replica.host,
+    String(replica.pid),
+    String(replica.generation),
+    replica.generation === reply.generation ? '' : 'behind',
+    replica.lastSeen,
+  ])
+  return table(['id', 'host', 'pid', 'generation', '', 'last seen'], rows)
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column]!.length)),
+  )
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd()
+  return `${[line(header), ...rows.map(line)].join('\n')}\n`
+}
+
+function json(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`
+}
