@@ -2,6 +2,13 @@ import { resolve } from 'node:path'
 import { ConfigError } from '../errors.ts'
 import { COLORS, type Color } from '../state/state.ts'
 import { buildAdmin } from './admin-schema.ts'
+import {
+  buildDrain,
+  buildHealthCheck,
+  buildMetrics,
+  buildOutlier,
+  buildRollback,
+} from './operations-schema.ts'
 import type {
   Config,
   ListenAddress,
@@ -69,7 +76,19 @@ const redisUrl = (value: unknown) =>
 export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
   const check = new Checker()
   const substituted = substituteEnv(raw, env, '', check)
-  const keys = ['listen', 'admin', 'pools', 'state', 'proxy', 'routing', 'log', 'shutdown']
+  const keys = [
+    'listen',
+    'admin',
+    'pools',
+    'state',
+    'proxy',
+    'routing',
+    'log',
+    'shutdown',
+    'rollback',
+    'drain',
+    'metrics',
+  ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
     listen: check.read(root.field('listen'), { host: '0.0.0.0', port: 8080 }, parseListen, LISTEN_EXPECTED),
@@ -80,6 +99,9 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
     routing: buildRouting(check, root.field('routing')),
     log: buildLog(check, root.field('log')),
     shutdown: buildShutdown(check, root.field('shutdown')),
+    rollback: buildRollback(check, root.field('rollback')),
+    drain: buildDrain(check, root.field('drain')),
+    metrics: buildMetrics(check, root.field('metrics')),
   }
   checkListenersDiffer(check, config)
   if (check.problems.length > 0) throw new ConfigError(check.problems)
@@ -103,10 +125,11 @@ function buildPools(check: Checker, field: Field): Record<Color, PoolConfig> {
 }
 
 function buildPool(check: Checker, field: Field, required: boolean): PoolConfig {
-  const pool = check.section(field, ['upstreams', 'balance', 'maxConnectionsPerUpstream', 'healthCheck'], {
-    required,
-  })
-  const healthCheck = check.section(pool.field('healthCheck'), ['path', 'timeout'])
+  const pool = check.section(
+    field,
+    ['upstreams', 'balance', 'maxConnectionsPerUpstream', 'healthCheck', 'outlier'],
+    { required },
+  )
   const upstreams: UpstreamConfig[] = []
   const seen = new Map<string, string>()
   for (const item of check.list(pool.field('upstreams'), 'upstream URLs') ?? []) {
@@ -125,15 +148,8 @@ function buildPool(check: Checker, field: Field, required: boolean): PoolConfig 
       128,
       ...integerIn(1, 65535),
     ),
-    healthCheck: {
-      path: check.read(
-        healthCheck.field('path'),
-        '/',
-        (value) => (typeof value === 'string' && value.startsWith('/') ? value : undefined),
-        'a path starting with "/", such as "/healthz"',
-      ),
-      timeout: check.read(healthCheck.field('timeout'), 2_000, ...durationIn(1, MAX_TIMER_MS)),
-    },
+    healthCheck: buildHealthCheck(check, pool.field('healthCheck')),
+    outlier: buildOutlier(check, pool.field('outlier')),
   }
 }
 

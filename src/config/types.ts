@@ -18,9 +18,26 @@ export interface UpstreamConfig {
 }
 
 export interface HealthCheckConfig {
+  /** Active checks on (the probe before a change runs either way). */
+  enabled: boolean
   /** The path probed on each upstream; an answer below 500 counts as up. */
   path: string
   timeout: number
+  interval: number
+  /** Consecutive passing checks that bring an unhealthy upstream back. */
+  healthyThreshold: number
+  /** Consecutive failing checks that take a healthy upstream out. */
+  unhealthyThreshold: number
+}
+
+export interface OutlierConfig {
+  /** Consecutive 5xx answers or connection failures that eject an upstream; 0 turns passive detection off. */
+  consecutiveFailures: number
+  /** The first ejection lasts this long; each further one doubles it, up to maxEjectionTime. */
+  ejectionTime: number
+  maxEjectionTime: number
+  /** At most this share (percent) of a pool is ejected at once, so detection never empties a pool by itself. */
+  maxEjectedPercent: number
 }
 
 export interface PoolConfig {
@@ -29,6 +46,7 @@ export interface PoolConfig {
   /** Keep-alive connections per upstream, at most. */
   maxConnectionsPerUpstream: number
   healthCheck: HealthCheckConfig
+  outlier: OutlierConfig
 }
 
 export interface RedisConfig {
@@ -132,6 +150,32 @@ export interface ShutdownConfig {
   grace: number
 }
 
+export interface RollbackConfig {
+  /** Automatic rollback on (the default). */
+  enabled: boolean
+  /** The sliding window the figures are taken over. */
+  window: number
+  /** How long after a change sends traffic to a color that color is watched. */
+  watch: number
+  /** How often the watched color is evaluated. */
+  evaluateEvery: number
+  /** Fewer requests than this in the window decide nothing. */
+  minRequests: number
+  /** (5xx answers + upstream failures) / requests above this rolls back. */
+  maxErrorRatio: number
+  /** p99 latency (ms) above this rolls back; 0 turns the latency check off. */
+  maxP99: number
+}
+
+export interface DrainConfig {
+  /** After a switch, WebSockets and requests still on the color that lost its traffic are closed after this; 0 leaves them open. */
+  timeout: number
+}
+
+export interface MetricsConfig {
+  enabled: boolean
+}
+
 export interface Config {
   listen: ListenAddress
   admin: AdminConfig
@@ -141,4 +185,7 @@ export interface Config {
   routing: RoutingConfig
   log: LogConfig
   shutdown: ShutdownConfig
+  rollback: RollbackConfig
+  drain: DrainConfig
+  metrics: MetricsConfig
 }
