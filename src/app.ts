@@ -79,22 +79,30 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   else void load()
 
   const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
+  const countRequests = config.metrics.enabled
+  // The one place a finished request is reported: metrics, then the access log. Kept flat: it runs per request.
+  const onOutcome = (outcome: RequestOutcome): void => {
+    if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
+    if (accessLog) {
+      accessLog.info({
+        method: outcome.method,
+        path: outcome.path,
+        status: outcome.status,
+        color: outcome.color,
+        upstream: outcome.upstream,
+        ms: Math.round(outcome.durationMs * 100) / 100,
+        failure: outcome.failure,
+      })
+    }
+  }
   const proxy = new ProxyListener({
     config,
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => snapshot,
-    onOutcome: accessLog
-      ? (outcome: RequestOutcome) =>
-          accessLog.info({
-            method: outcome.method,
-            path: outcome.path,
-            status: outcome.status,
-            color: outcome.color,
-            upstream: outcome.upstream,
-            ms: Math.round(outcome.durationMs * 100) / 100,
-            failure: outcome.failure,
-          })
-      : undefined,
+    onOutcome,
+    onUpstreamFailure: (upstream, reason) => {
+      if (countRequests) metrics.upstreamErrors.labels(upstream.color, reason).inc()
+    },
   })
 
   const readiness = (): Readiness => {
