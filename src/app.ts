@@ -4,8 +4,10 @@ import { AdminServer, type Readiness } from './admin/server.ts'
 import type { Config } from './config/types.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
+import { SlidingWindows } from './metrics/windows.ts'
 import type { RequestOutcome } from './proxy/http-forward.ts'
 import { ProxyListener } from './proxy/server.ts'
+import { ReleaseGuard } from './rollout/guard.ts'
 import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
 import { createStateBackend } from './state/backend.ts'
@@ -40,11 +42,23 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
 
   let snapshot: RoutingSnapshot | undefined
   let closing = false
+  const windows = new SlidingWindows(config.rollback.window)
+  const guard = new ReleaseGuard({
+    config: config.rollback,
+    store,
+    windows,
+    exchange: backend.exchange,
+    audit: backend.audit,
+    logger: logger.child({ part: 'guard' }),
+    replicaId,
+    current: () => snapshot?.state,
+  })
   const apply = (state: State): void => {
     const previous = snapshot?.state
     if (previous && state.generation <= previous.generation) return
     snapshot = buildSnapshot(state, upstreams, balance)
     metrics.applied(state, previous)
+    guard.stateApplied(previous, state)
     replicas.report(state.generation)
     logger.info(
       {
@@ -82,6 +96,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const countRequests = config.metrics.enabled
   // The one place a finished request is reported: metrics, then the access log. Kept flat: it runs per request.
   const onOutcome = (outcome: RequestOutcome): void => {
+    windows.record(outcome.color, outcome.status, outcome.durationMs)
     if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
     if (accessLog) {
       accessLog.info({
@@ -129,6 +144,9 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
 
   const release = async (): Promise<void> => {
     clearTimeout(loadTimer)
+    guard.close()
+    windows.close()
+    await backend.exchange.close()
     await replicas.close()
     await store.close()
   }

@@ -2,6 +2,7 @@ import type { AuditTrail } from '../audit/audit.ts'
 import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config } from '../config/types.ts'
 import type { Logger } from '../log.ts'
+import { LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { FileStateStore } from './file-store.ts'
 import { LocalReplicaRegistry } from './local-replicas.ts'
 import type { ReplicaRegistry, StateStore } from './store.ts'
@@ -10,6 +11,8 @@ export interface StateBackend {
   store: StateStore
   replicas: ReplicaRegistry
   audit: AuditTrail
+  /** How replicas pool their traffic figures for rollback decisions. */
+  exchange: WindowExchange
   /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
   loadBeforeListening: boolean
 }
@@ -23,11 +26,13 @@ export async function createStateBackend(
 ): Promise<StateBackend> {
   const { state } = config
   if (state.store === 'redis' && state.redis) {
-    const [{ RedisStateStore }, { RedisReplicaRegistry }, { RedisAuditTrail }] = await Promise.all([
-      import('./redis-store.ts'),
-      import('./redis-replicas.ts'),
-      import('../audit/redis-audit.ts'),
-    ])
+    const [{ RedisStateStore }, { RedisReplicaRegistry }, { RedisAuditTrail }, { RedisExchange }] =
+      await Promise.all([
+        import('./redis-store.ts'),
+        import('./redis-replicas.ts'),
+        import('../audit/redis-audit.ts'),
+        import('../rollout/exchange.ts'),
+      ])
     const store = new RedisStateStore({
       config: state.redis,
       initial: state.initial,
@@ -44,12 +49,20 @@ export async function createStateBackend(
       logger,
     })
     const audit = new RedisAuditTrail(store.client, state.redis.key, config.admin.auditKeep)
-    return { store, replicas, audit, loadBeforeListening: false }
+    // A replica's figures count while fresher than three evaluations: one that stopped publishing drops out.
+    const exchange = new RedisExchange(
+      store.client,
+      state.redis.key,
+      replicaId,
+      config.rollback.evaluateEvery * 3,
+    )
+    return { store, replicas, audit, exchange, loadBeforeListening: false }
   }
   return {
     store: new FileStateStore({ path: state.path, initial: state.initial, logger }),
     replicas: new LocalReplicaRegistry(replicaId),
     audit: new FileAuditTrail(`${state.path}.events.jsonl`, config.admin.auditKeep),
+    exchange: new LocalExchange(),
     loadBeforeListening: true,
   }
 }

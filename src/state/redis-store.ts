@@ -186,6 +186,7 @@ export class RedisStateStore implements StateStore {
       updatedBy: requested.updatedBy,
       reason: requested.reason,
       trigger: requested.trigger,
+      rollout: requested.rollout,
     })
     // Half the command timeout for Redis to run it, the rest for the reply to come back (see CHANGE).
     const { commandTimeout } = this.#options.config

@@ -14,6 +14,26 @@ export interface Weights {
 export const TRIGGERS = ['admin', 'rollback', 'rollout'] as const
 export type Trigger = (typeof TRIGGERS)[number]
 
+export const ROLLOUT_STATUSES = ['running', 'completed', 'rolled-back', 'aborted'] as const
+export type RolloutStatus = (typeof ROLLOUT_STATUSES)[number]
+
+/** A progressive shift, kept in the state itself so that it survives restarts and every replica sees it. */
+export interface Rollout {
+  to: Color
+  /** The weights `to` goes through, strictly increasing, ending at 100. */
+  steps: number[]
+  stepSeconds: number
+  /** Index in `steps` of the weight in force. */
+  step: number
+  status: RolloutStatus
+  /** What a rollback of the rollout returns to. */
+  from: { active: Color; weights: Weights }
+  startedAt: string
+  stepStartedAt: string
+  /** Why it ended, once it has. */
+  outcome?: string
+}
+
 export interface State {
   active: Color
   weights: Weights
@@ -24,6 +44,8 @@ export interface State {
   reason: string
   /** Absent in states written before triggers were recorded; read as "admin". */
   trigger?: Trigger
+  /** The progressive rollout this state belongs to, if any. */
+  rollout?: Rollout
 }
 
 /** What a caller asks a store to change; the store fills in generation and updatedAt. */
@@ -33,6 +55,7 @@ export interface StateChange {
   updatedBy: string
   reason: string
   trigger?: Trigger
+  rollout?: Rollout
 }
 
 export function isColor(value: unknown): value is Color {
@@ -106,6 +129,7 @@ export function stateProblem(value: unknown): string | undefined {
   if (state.trigger !== undefined && !TRIGGERS.includes(state.trigger as Trigger)) {
     return `trigger must be one of ${TRIGGERS.join(', ')}`
   }
+  if (state.rollout !== undefined) return rolloutProblem(state.rollout)
   return undefined
 }
 
@@ -130,11 +154,52 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
   if (change.trigger !== undefined && !TRIGGERS.includes(change.trigger)) {
     throw new BlueGreenError('BG_BAD_REQUEST', `trigger must be one of ${TRIGGERS.join(', ')}`, 400)
   }
+  const rollout = change.rollout === undefined ? undefined : rolloutProblem(change.rollout)
+  if (rollout) throw new BlueGreenError('BG_BAD_REQUEST', rollout, 400)
   return {
     active: change.active,
     weights: { blue: change.weights.blue, green: change.weights.green },
     updatedBy: change.updatedBy,
     reason: change.reason,
     trigger: change.trigger ?? 'admin',
+    ...(change.rollout === undefined ? {} : { rollout: change.rollout }),
   }
+}
+
+/** Checks rollout steps as a caller gives them: whole numbers 1..100, strictly increasing, ending at 100. */
+export function stepsProblem(steps: unknown): string | undefined {
+  if (!Array.isArray(steps) || steps.length === 0 || steps.length > 100)
+    return 'steps must be a list of 1 to 100 weights'
+  let last = 0
+  for (const step of steps) {
+    if (!isValidWeight(step) || step <= last)
+      return 'steps must be whole numbers from 1 to 100, strictly increasing'
+    last = step
+  }
+  if (last !== 100) return 'the last step must be 100'
+  return undefined
+}
+
+export function rolloutProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return 'rollout must be an object'
+  const rollout = value as Record<string, unknown>
+  if (!isColor(rollout.to)) return 'rollout.to must be "blue" or "green"'
+  const steps = stepsProblem(rollout.steps)
+  if (steps) return `rollout.${steps}`
+  if (typeof rollout.stepSeconds !== 'number' || !(rollout.stepSeconds >= 1))
+    return 'rollout.stepSeconds must be at least 1'
+  const count = (rollout.steps as number[]).length
+  if (!Number.isInteger(rollout.step) || (rollout.step as number) < 0 || (rollout.step as number) >= count) {
+    return 'rollout.step must index rollout.steps'
+  }
+  if (!ROLLOUT_STATUSES.includes(rollout.status as RolloutStatus))
+    return `rollout.status must be one of ${ROLLOUT_STATUSES.join(', ')}`
+  const from = rollout.from as Record<string, unknown> | null
+  if (typeof from !== 'object' || from === null || !isColor(from.active) || weightsProblem(from.weights)) {
+    return 'rollout.from must be {active, weights}'
+  }
+  if (typeof rollout.startedAt !== 'string' || typeof rollout.stepStartedAt !== 'string') {
+    return 'rollout.startedAt and rollout.stepStartedAt must be times'
+  }
+  return undefined
 }
