@@ -12,6 +12,8 @@ export interface ReplicaOptions {
   green: string
   /** admin.waitTimeout for `wait: true`. */
   waitTimeout?: string
+  /** More top-level config sections (rollback, pools with health checks, ...), merged over the defaults here. */
+  extra?: Record<string, unknown>
 }
 
 export interface Replica extends ChildProxy {
@@ -29,6 +31,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     state: { store: 'redis', redis: options.redis },
     log: { level: 'info' },
     shutdown: { grace: '1s' },
+    ...options.extra,
   })
   let proxy: ChildProxy
   try {
