@@ -5,6 +5,7 @@ import { chooseUpstream } from '../routing/pick.ts'
 import type { ColorPool } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { Color } from '../state/state.ts'
+import type { DrainableRequest, RequestTracker } from './drain.ts'
 import { clientResponseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
 import { classifyUpstreamError, type FailureReason, isRejectedRequest } from './upstream-errors.ts'
@@ -32,6 +33,8 @@ export interface ForwardOptions {
   onUpstreamFailure: (upstream: Upstream, reason: FailureReason, error: Error) => void
   /** Once per request, when it is over. */
   onOutcome: (outcome: RequestOutcome) => void
+  /** Every request checks in when it starts and out when its response closes, so a drain can count and close it. */
+  inFlight: RequestTracker
 }
 
 const CLIENT_CLOSED = 499
@@ -47,7 +50,9 @@ class ClientClosedError extends Error {
  * A request that never reached an upstream (connection refused, connect timeout) is retried on another upstream
  * of the same color: its body has not been read, so that is safe for every method. Once sent, it is never retried.
  */
-class ForwardHandler implements Dispatcher.DispatchHandler {
+class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
+  /** Its place in its color's in-flight list, kept by the drain (drain.ts). */
+  drainSlot = -1
   private readonly req: IncomingMessage
   private readonly res: ServerResponse
   private readonly pool: ColorPool
@@ -82,6 +87,12 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.headers = headers
     this.options = options
     res.on('close', this.onClientClose)
+    options.inFlight.requestStarted(upstream.color, this)
+  }
+
+  /** The drain of its color timed out: closing the client's connection aborts the upstream request too. */
+  abort(): void {
+    this.res.destroy()
   }
 
   dispatch(): void {
@@ -223,6 +234,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   private readonly onClientClose = (): void => {
+    this.options.inFlight.requestEnded(this.upstream.color, this)
     if (this.finished || this.res.writableFinished) return
     // The client went away mid-request: stop the upstream work too.
     this.clientGone = true

@@ -7,7 +7,8 @@ import type { Logger } from '../log.ts'
 import { chooseColor, chooseUpstream, type RouteInput } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
-import { type Color, isColor } from '../state/state.ts'
+import { type Color, isColor, type State } from '../state/state.ts'
+import { ColorDrainer, type DrainStatus } from './drain.ts'
 import { cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
 import { rawErrorResponse, sendError } from './respond.ts'
@@ -53,6 +54,7 @@ export class ProxyListener {
   private readonly trusted: TrustedProxies
   private readonly forwardOptions: ForwardOptions
   private readonly websockets: WebSocketForwarder
+  private readonly drains: ColorDrainer
   private readonly cookies: Record<Color, string>
   private inFlight = 0
   private draining = false
@@ -67,6 +69,11 @@ export class ProxyListener {
     const cookie = (color: Color) =>
       `${config.routing.sticky.cookie}=${color}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`
     this.cookies = { blue: cookie('blue'), green: cookie('green') }
+    this.drains = new ColorDrainer({
+      timeout: config.drain.timeout,
+      logger,
+      closeWebSockets: (color) => this.websockets.closeAll(color),
+    })
     this.forwardOptions = {
       colorHeader: config.proxy.colorHeader,
       maxAttempts: 3,
@@ -79,6 +86,7 @@ export class ProxyListener {
         options.onUpstreamFailure?.(upstream, reason, error)
       },
       onOutcome: options.onOutcome ?? (() => {}),
+      inFlight: this.drains,
     }
     this.websockets = new WebSocketForwarder({
       colorHeader: config.proxy.colorHeader,
@@ -86,6 +94,8 @@ export class ProxyListener {
       logger,
       onUpstreamFailure: (upstream, reason, error) =>
         options.onUpstreamFailure?.(upstream, reason as FailureReason, error),
+      onOpened: (websocket) => this.drains.websocketOpened(websocket.color),
+      onClosed: (websocket) => this.drains.websocketClosed(websocket.color),
     })
     const clientRequest = timeouts.clientRequest
     this.server = createServer(
@@ -118,12 +128,23 @@ export class ProxyListener {
     return { requests: this.inFlight, websockets: this.websockets.open.size }
   }
 
+  /** Called with every applied state: a color that lost all its traffic starts draining (see drain.ts). */
+  stateApplied(previous: State | undefined, next: State): void {
+    this.drains.stateApplied(previous, next)
+  }
+
+  /** Requests and WebSockets open per color, and the drain of the color that last lost its traffic. */
+  drainStatus(): DrainStatus {
+    return this.drains.status()
+  }
+
   /**
    * Graceful shutdown: stop accepting, close idle keep-alive connections, let in-flight requests finish (their
    * responses say `connection: close`) for up to graceMs, then close whatever is left, WebSockets included.
    */
   async drain(graceMs: number): Promise<void> {
     this.draining = true
+    this.drains.close()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     this.server.closeIdleConnections()
     if (this.inFlight > 0) {

@@ -12,6 +12,9 @@ export interface WebSocketForwarderOptions {
   connectTimeout: number
   logger: Logger
   onUpstreamFailure: (upstream: Upstream, reason: string, error: Error) => void
+  /** Each WebSocket from the moment it is forwarded until its client socket closes (for per-color counts). */
+  onOpened?: (websocket: OpenWebSocket) => void
+  onClosed?: (websocket: OpenWebSocket) => void
 }
 
 /** An open WebSocket through the proxy: it stays on the color it was opened on until either side closes it. */
@@ -79,9 +82,11 @@ export class WebSocketForwarder {
     const entry: OpenWebSocket = { color: upstream.color, upstream, socket }
     this.open.add(entry)
     upstream.outstanding++
+    this.options.onOpened?.(entry)
     socket.once('close', () => {
       this.open.delete(entry)
       upstream.outstanding--
+      this.options.onClosed?.(entry)
     })
     this.proxy.ws(
       req,
@@ -112,9 +117,11 @@ export class WebSocketForwarder {
     )
   }
 
-  /** Closes every open WebSocket (shutdown, after the grace period). */
-  closeAll(): void {
-    for (const { socket } of this.open) socket.destroy()
+  /** Closes every open WebSocket (shutdown, after the grace period), or those of one color (a drain's timeout). */
+  closeAll(color?: Color): void {
+    for (const websocket of this.open) {
+      if (color === undefined || websocket.color === color) websocket.socket.destroy()
+    }
   }
 
   close(): void {
