@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import { AdminServer, type Readiness } from './admin/server.ts'
 import type { Config } from './config/types.ts'
+import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
@@ -39,6 +40,12 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const backend = await createStateBackend(config, stateLogger, replicaId, () => metrics?.invalidState.inc())
   const { store, replicas } = backend
   metrics = new Metrics(() => store.status?.())
+  const health = new UpstreamHealth({
+    upstreams,
+    pools: config.pools,
+    logger: logger.child({ part: 'health' }),
+    metrics,
+  })
 
   let snapshot: RoutingSnapshot | undefined
   let closing = false
@@ -56,9 +63,11 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const apply = (state: State): void => {
     const previous = snapshot?.state
     if (previous && state.generation <= previous.generation) return
-    snapshot = buildSnapshot(state, upstreams, balance)
+    snapshot = buildSnapshot(state, upstreams, balance, (upstream) => health.isAvailable(upstream))
     metrics.applied(state, previous)
     guard.stateApplied(previous, state)
+    // The first state drains nothing; it may also come before the proxy exists (a store loaded before listening).
+    if (previous) proxy.stateApplied(previous, state)
     replicas.report(state.generation)
     logger.info(
       {
@@ -73,6 +82,12 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     )
   }
   store.subscribe(apply)
+  // An upstream in or out of service: the same state over other upstreams, so nothing is "applied" or counted.
+  health.onChange(() => {
+    if (snapshot) {
+      snapshot = buildSnapshot(snapshot.state, upstreams, balance, (upstream) => health.isAvailable(upstream))
+    }
+  })
 
   // Keeps trying until the store answers; meanwhile the proxy answers 503 and /readyz says why.
   let loadTimer: NodeJS.Timeout | undefined
@@ -97,6 +112,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   // The one place a finished request is reported: metrics, then the access log. Kept flat: it runs per request.
   const onOutcome = (outcome: RequestOutcome): void => {
     windows.record(outcome.color, outcome.status, outcome.durationMs)
+    health.recordOutcome(outcome)
     if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
     if (accessLog) {
       accessLog.info({
@@ -116,6 +132,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     snapshot: () => snapshot,
     onOutcome,
     onUpstreamFailure: (upstream, reason) => {
+      health.recordFailure(upstream, reason)
       if (countRequests) metrics.upstreamErrors.labels(upstream.color, reason).inc()
     },
   })
@@ -140,6 +157,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     replicaId,
     snapshot: () => snapshot,
     readiness,
+    drainStatus: () => proxy.drainStatus(),
   })
 
   const release = async (): Promise<void> => {
@@ -151,6 +169,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     await store.close()
   }
 
+  health.start()
   let proxyAddress: { host: string; port: number }
   let adminAddress: { host: string; port: number }
   try {
@@ -162,6 +181,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     closing = true
     proxy.server.close()
     await release()
+    await health.close()
     await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.destroy()))
     throw error
   }
@@ -184,6 +204,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     await proxy.drain(config.shutdown.grace)
     await admin.close()
     await release()
+    await health.close()
     await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.close()))
     logger.info('shutdown complete')
   }

@@ -1,3 +1,4 @@
+import type { Dispatcher } from 'undici'
 import type { HealthCheckConfig } from '../config/types.ts'
 import type { Upstream } from '../routing/upstream.ts'
 
@@ -8,28 +9,48 @@ export interface ProbeResult {
   detail: string
 }
 
+export interface ProbeOptions {
+  /** Where to send it; the upstream's own keep-alive pool by default. */
+  dispatcher?: Dispatcher
+  /** Aborts the probe early (shutdown); the result is then a failure. */
+  signal?: AbortSignal
+}
+
 /**
- * One health probe of an upstream, through its own keep-alive pool: a GET of the health-check path that answers
- * below 500 within the timeout counts as up. Used to gate a switch to a pool before active health checks exist.
+ * One health probe of an upstream: a GET of the health-check path that answers below 500 within the timeout
+ * counts as up (a 404 or a 401 still proves a live server; README documents the rule). Gates a change sending a
+ * pool traffic, and is the request every active health check makes.
  */
-export async function probe(upstream: Upstream, check: HealthCheckConfig): Promise<ProbeResult> {
+export async function probe(
+  upstream: Upstream,
+  check: HealthCheckConfig,
+  options: ProbeOptions = {},
+): Promise<ProbeResult> {
+  const timeout = AbortSignal.timeout(check.timeout)
   try {
-    const response = await upstream.pool.request({
+    const response = await (options.dispatcher ?? upstream.pool).request({
       path: check.path,
       method: 'GET',
       headers: { 'user-agent': 'bluegreen-proxy/probe' },
       headersTimeout: check.timeout,
       bodyTimeout: check.timeout,
-      signal: AbortSignal.timeout(check.timeout),
+      signal: options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
     })
     await response.body.dump()
     return { upstream: upstream.url, up: response.statusCode < 500, detail: `HTTP ${response.statusCode}` }
   } catch (error) {
-    const code = (error as { code?: string }).code
-    return { upstream: upstream.url, up: false, detail: code ?? (error as Error).message }
+    return { upstream: upstream.url, up: false, detail: describeFailure(error, check.timeout) }
   }
 }
 
 export function probeAll(upstreams: readonly Upstream[], check: HealthCheckConfig): Promise<ProbeResult[]> {
   return Promise.all(upstreams.map((upstream) => probe(upstream, check)))
+}
+
+function describeFailure(error: unknown, timeout: number): string {
+  const { name, code, message } = error as { name?: unknown; code?: unknown; message?: unknown }
+  // AbortSignal.timeout's reason is a DOMException whose code is the number 23: name it instead.
+  if (name === 'TimeoutError') return `no answer within ${timeout} ms`
+  if (typeof code === 'string') return code
+  return typeof message === 'string' ? message : String(error)
 }

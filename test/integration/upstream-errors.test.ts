@@ -87,8 +87,9 @@ describe('upstream errors', () => {
 
   it('answers 504 BG_UPSTREAM_TIMEOUT when the upstream accepts but never answers', async () => {
     const held: ServerResponse[] = []
-    const silent = await startServer((_req, res) => {
-      held.push(res)
+    const silent = await startServer((req, res) => {
+      // Only the proxied request: the pool's active health checks (GET /) are held here too.
+      if (req.url === '/slow') held.push(res)
     })
     servers.push(silent)
     const proxy = await proxyTo([silent.url], { proxy: { timeouts: { header: '300ms' } } })
