@@ -83,7 +83,7 @@ export class Changes {
       )
     } catch (error) {
       const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
-      this.#record(action, actor, req, from, request, {
+      this.#record(action, actor, req, from, request ?? givenReason(body), {
         result: 'refused',
         code,
         message: (error as Error).message,
@@ -177,11 +177,17 @@ export class Changes {
       if (weights[color] === 0) continue
       // A pool that already carries traffic is not what a change puts at risk.
       if (from.weights[color] > 0) continue
+      // The snapshot holds the upstreams that may get traffic: failing active health checks or ejected, they are left out.
       const upstreams = snapshot?.pools[color].upstreams ?? []
       if (upstreams.length === 0) {
+        const configured = this.#options.pools[color].upstreams.length
+        const why =
+          configured === 0
+            ? `the ${color} pool has no upstream`
+            : `none of the ${configured} upstream(s) of the ${color} pool is available (failing its health checks, or ejected)`
         throw new BlueGreenError(
           'BG_TARGET_UNHEALTHY',
-          `the ${color} pool has no upstream; pass "force": true to send it traffic anyway`,
+          `${why}; pass "force": true to send it traffic anyway`,
           412,
         )
       }
@@ -215,7 +221,8 @@ export class Changes {
     actor: string,
     req: IncomingMessage,
     from: State | undefined,
-    request: Request | undefined,
+    /** The checked request, or for a body refused as invalid just the reason it gave, if any. */
+    request: Request | { reason: string } | undefined,
     outcome: Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message'>,
   ): void {
     const event: AuditEvent = {
@@ -224,7 +231,7 @@ export class Changes {
       address: req.socket.remoteAddress ?? 'unknown',
       action,
       from: from ? { active: from.active, weights: from.weights, generation: from.generation } : null,
-      to: request ? request.target : null,
+      to: request && 'target' in request ? request.target : null,
       reason: request?.reason ?? '',
       ...outcome,
     }
@@ -235,4 +242,11 @@ export class Changes {
       this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')
     })
   }
+}
+
+/** The reason a refused body gave, when it is a plain string: why someone tried is worth keeping even then. */
+function givenReason(body: Record<string, unknown> | Error): { reason: string } | undefined {
+  if (body instanceof Error) return undefined
+  const reason = body.reason
+  return typeof reason === 'string' ? { reason: reason.slice(0, 500) } : undefined
 }

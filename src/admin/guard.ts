@@ -111,8 +111,9 @@ export class AdminGuard {
 
   #fail(address: string, now: number): void {
     const failures = this.#failures.get(address) ?? { count: 0, blockedUntil: 0, lastAt: now }
-    // Failures spread over more than the longest block are forgiven.
-    if (now - failures.lastAt > MAX_BLOCK_MS) failures.count = 0
+    // Failures spread over more than the longest block are forgiven. Quiet time counts from the end of a block:
+    // counted from the last failure, an attacker who waits out a 60 s block would get five free guesses again.
+    if (now - Math.max(failures.lastAt, failures.blockedUntil) > MAX_BLOCK_MS) failures.count = 0
     failures.count++
     failures.lastAt = now
     if (failures.count >= FREE_FAILURES) {

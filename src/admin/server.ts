@@ -28,6 +28,8 @@ export interface AdminOptions {
   replicaId: string
   snapshot: () => RoutingSnapshot | undefined
   readiness: () => Readiness
+  /** What is still open per color and how the last drained color is doing, for GET /state. */
+  drainStatus?: () => unknown
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -43,6 +45,7 @@ interface Route {
 }
 
 const MAX_EVENTS = 1000
+const CHANGES = new Set(['/switch', '/weights', '/rollback'])
 
 /**
  * The admin listener (loopback by default): the state, the replicas, changes, the audit trail, metrics, probes.
@@ -94,24 +97,28 @@ export class AdminServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    this.#guard.checkHost(req)
-    const path = new URL(req.url ?? '/', 'http://admin').pathname
-    const route = this.#routes[path]
-    if (!route) throw new BlueGreenError('BG_NOT_FOUND', `no admin endpoint ${path}`, 404)
-    const methods = Object.keys(route)
-    const handler = route[req.method as keyof Route]
-    if (!handler) {
-      res.setHeader('allow', methods.join(', '))
-      throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`, 405)
-    }
+    // Routed on the path exactly as sent: no URL resolution, so "//host/switch" or "/a/../switch" is not /switch.
+    const target = req.url ?? '/'
+    const query = target.indexOf('?')
+    const path = query === -1 ? target : target.slice(0, query)
+    // A change refused at the door (Host, Origin, token) is an attempt all the same, and goes on the record.
+    const action = req.method === 'POST' && CHANGES.has(path) ? (path.slice(1) as Action) : undefined
     let tokenName: string | undefined
-    if (req.method === 'POST') {
-      try {
-        tokenName = this.#guard.authorize(req)
-      } catch (error) {
-        if (error instanceof BlueGreenError) this.#changes.refused(path.slice(1) as Action, req, error)
-        throw error
+    let handler: Handler | undefined
+    try {
+      this.#guard.checkHost(req)
+      const route = this.#routes[path]
+      if (!route) throw new BlueGreenError('BG_NOT_FOUND', `no admin endpoint ${path}`, 404)
+      const methods = Object.keys(route)
+      handler = route[req.method as keyof Route]
+      if (!handler) {
+        res.setHeader('allow', methods.join(', '))
+        throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`, 405)
       }
+      if (req.method === 'POST') tokenName = this.#guard.authorize(req)
+    } catch (error) {
+      if (action && error instanceof BlueGreenError) this.#changes.refused(action, req, error)
+      throw error
     }
     await handler(req, res, tokenName)
   }
@@ -196,7 +203,10 @@ export class AdminServer {
     const described = this.#describe(result.state) as object
     if (!result.wait) return described
     const { complete, pending, replicas } = result.wait
-    return { ...described, wait: { complete, pending, replicas: replicas.length } }
+    const late = new Set(pending.map((replica) => replica.id))
+    // `replicas` stays a count (as it always was); `applied` names the ones that have the change.
+    const applied = replicas.filter((replica) => !late.has(replica.id)).map((replica) => replica.id)
+    return { ...described, wait: { complete, pending, replicas: replicas.length, applied } }
   }
 
   #describe(state: State): unknown {
@@ -209,6 +219,7 @@ export class AdminServer {
           staleSeconds: status.lastSyncAt === undefined ? null : (Date.now() - status.lastSyncAt) / 1000,
         }
       : { reachable: true, lastSyncAt: null, staleSeconds: 0 }
-    return { ...state, replica: { id: this.#options.replicaId, appliedGeneration: applied, store } }
+    const drain = this.#options.drainStatus?.()
+    return { ...state, replica: { id: this.#options.replicaId, appliedGeneration: applied, store, drain } }
   }
 }

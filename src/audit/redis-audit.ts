@@ -1,7 +1,11 @@
 import type { Redis } from 'ioredis'
 import type { AuditEvent, AuditTrail } from './audit.ts'
 
-/** The Redis store's audit trail: a stream capped at about `keep` entries, shared by every replica. */
+/**
+ * The Redis store's audit trail: a stream capped at `keep` entries, shared by every replica. The cap is exact, not
+ * "~": at the rate people change routing, trimming one entry per XADD costs nothing, and with "~" Redis trims only
+ * whole nodes of 100 entries, so a small `keep` would not be kept at all.
+ */
 export class RedisAuditTrail implements AuditTrail {
   readonly #client: Redis
   readonly #key: string
@@ -14,7 +18,7 @@ export class RedisAuditTrail implements AuditTrail {
   }
 
   async record(event: AuditEvent): Promise<void> {
-    await this.#client.xadd(this.#key, 'MAXLEN', '~', String(this.#keep), '*', 'event', JSON.stringify(event))
+    await this.#client.xadd(this.#key, 'MAXLEN', String(this.#keep), '*', 'event', JSON.stringify(event))
   }
 
   async recent(limit: number): Promise<AuditEvent[]> {

@@ -156,7 +156,13 @@ interface StateLine {
     appliedGeneration: number | null
     store?: { reachable: boolean; staleSeconds: number | null }
   }
-  wait?: { complete: boolean; pending: { id: string; generation: number }[]; replicas: number }
+  wait?: {
+    complete: boolean
+    pending: { id: string; generation: number }[]
+    replicas: number
+    /** The ids of the replicas that applied it (absent from older proxies). */
+    applied?: string[]
+  }
 }
 
 function show(value: unknown, values: CommandValues): CommandResult {
@@ -179,12 +185,15 @@ function show(value: unknown, values: CommandValues): CommandResult {
     lines.push(`replica     ${state.replica.id} applied ${state.replica.appliedGeneration}${storeNote}`)
   }
   if (state.wait) {
-    const { complete, pending, replicas } = state.wait
+    const { complete, pending, replicas, applied } = state.wait
+    const names = applied && applied.length > 0 ? `: ${applied.join(', ')}` : ''
     lines.push(
       complete
-        ? `wait        all ${replicas} replica(s) applied it`
+        ? `wait        all ${replicas} replica(s) applied it${names}`
         : `wait        NOT applied in time by: ${pending.map((replica) => `${replica.id} (at ${replica.generation})`).join(', ')}`,
     )
+    if (!complete && applied && applied.length > 0)
+      lines.push(`            applied by: ${applied.join(', ')}`)
   }
   return { output: `${lines.join('\n')}\n`, exitCode }
 }

@@ -2,10 +2,10 @@ import { isIP } from 'node:net'
 import type { AdminConfig, AdminToken, ListenAddress } from './types.ts'
 import {
   type Checker,
-  describe,
   durationIn,
   type Field,
   integerIn,
+  isPlainObject,
   LISTEN_EXPECTED,
   MAX_TIMER_MS,
   parseListen,
@@ -40,13 +40,8 @@ export function buildAdmin(check: Checker, field: Field): AdminConfig {
     LISTEN_EXPECTED,
   )
   const tokens: AdminToken[] = []
-  const token = check.read(
-    admin.field('token'),
-    '',
-    (value) => (typeof value === 'string' ? value : undefined),
-    'a string (quote it if it looks like a number)',
-  )
-  if (token !== '') tokens.push({ name: 'admin', token })
+  const token = secret(check, admin.field('token'), 'a string (quote it if it looks like a number)')
+  if (token !== undefined && token !== '') tokens.push({ name: 'admin', token })
   tokens.push(...namedTokens(check, admin.field('tokens')))
   const seen = new Map<string, string>()
   for (const { name, token: value } of tokens) {
@@ -75,7 +70,11 @@ export function buildAdmin(check: Checker, field: Field): AdminConfig {
 }
 
 function namedTokens(check: Checker, field: Field): AdminToken[] {
-  if (field.value === undefined) return []
+  if (field.value === undefined || field.value === null) return []
+  if (!isPlainObject(field.value)) {
+    check.report(field.path, `expected a mapping of names to tokens, got ${kindOf(field.value)}`)
+    return []
+  }
   const tokens = check.section(field, [], { allowAnyKey: true })
   const built: AdminToken[] = []
   for (const name of Object.keys(tokens.values)) {
@@ -86,11 +85,24 @@ function namedTokens(check: Checker, field: Field): AdminToken[] {
     else if (typeof entry.value !== 'string' || entry.value.length < 16) {
       check.report(
         entry.path,
-        `expected a token of at least 16 characters, got ${typeof entry.value === 'string' ? `${entry.value.length}` : describe(entry.value)}`,
+        `expected a token of at least 16 characters, got ${typeof entry.value === 'string' ? `${entry.value.length}` : kindOf(entry.value)}`,
       )
     } else built.push({ name, token: entry.value })
   }
   return built
+}
+
+/** A token's string; a problem that says what kind of value it got, never the value: a mistyped token is a token. */
+function secret(check: Checker, field: Field, expected: string): string | undefined {
+  if (field.value === undefined || typeof field.value === 'string') return field.value
+  check.report(field.path, `expected ${expected}, got ${kindOf(field.value)}`)
+  return undefined
+}
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'a list'
+  return typeof value === 'object' ? 'a mapping' : `a ${typeof value}`
 }
 
 /**
