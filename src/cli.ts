@@ -45,6 +45,8 @@ async function main(argv: string[]): Promise<void> {
       reason: { type: 'string' },
       'expected-generation': { type: 'string' },
       limit: { type: 'string' },
+      steps: { type: 'string' },
+      'step-seconds': { type: 'string' },
       port: { type: 'string' },
       'admin-port': { type: 'string' },
       help: { type: 'boolean', short: 'h' },

@@ -15,6 +15,8 @@ export const ErrorCodes = {
   BG_TOO_MANY_ATTEMPTS:
     'too many failed authentications from this address; retry after the Retry-After seconds',
   BG_NO_PREVIOUS_STATE: 'there is no earlier state to roll back to',
+  BG_ROLLOUT_RUNNING: 'a progressive rollout is running; abort it before starting another',
+  BG_NO_ROLLOUT: 'there is no rollout running to abort',
   BG_NOT_FOUND: 'no such admin endpoint',
   BG_METHOD_NOT_ALLOWED: 'the admin endpoint exists but not for this method',
   BG_GENERATION_CONFLICT: 'expectedGeneration is stale: someone else changed the state first',

@@ -11,15 +11,18 @@ import {
   COLORS,
   type Color,
   isColor,
+  type Rollout,
   type State,
+  stepsProblem,
   type Trigger,
   type Weights,
   weightsProblem,
+  weightsWith,
 } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
 
-export type Action = 'switch' | 'weights' | 'rollback'
+export type Action = 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort'
 
 export interface ChangeOptions {
   store: StateStore
@@ -39,6 +42,8 @@ interface Request {
   expectedGeneration: number | undefined
   force: boolean
   wait: boolean
+  /** The rollout the new state belongs to; absent for a plain change, which ends any rollout. */
+  rollout?: Rollout
 }
 
 export interface ChangeResult {
@@ -78,7 +83,13 @@ export class Changes {
       request = await this.#parse(action, body, from)
       if (!request.force) await this.#requireHealthy(request.target.weights, from)
       state = await this.#options.store.change(
-        { ...request.target, reason: request.reason, trigger: request.trigger, updatedBy },
+        {
+          ...request.target,
+          reason: request.reason,
+          trigger: request.trigger,
+          updatedBy,
+          ...(request.rollout ? { rollout: request.rollout } : {}),
+        },
         request.expectedGeneration,
       )
     } catch (error) {
@@ -144,10 +155,40 @@ export class Changes {
         ...rest,
       }
     }
+    if (action === 'rollout') return this.#rollout(body, from, options)
+    if (action === 'rollout-abort') {
+      onlyFields(body, ['reason', 'wait', 'expectedGeneration'])
+      const rollout = from.rollout
+      if (rollout?.status !== 'running') {
+        throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort', 409)
+      }
+      const { given, expectedGeneration, wait } = options()
+      const reason = given ?? `rollout to ${rollout.to} aborted at ${rollout.steps[rollout.step]}%`
+      return {
+        target: rollout.from,
+        reason,
+        trigger: 'rollout',
+        // Back to where it started, which carried traffic a moment ago: nothing to probe.
+        force: true,
+        wait,
+        expectedGeneration: expectedGeneration ?? from.generation,
+        rollout: { ...rollout, status: 'aborted', outcome: reason },
+      }
+    }
     onlyFields(body, common)
     const { given, expectedGeneration, ...rest } = options()
-    if (!from)
-      throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+    // During or right after a rollout, a rollback undoes the whole rollout, not just its last step.
+    if (from.rollout && (from.rollout.status === 'running' || from.rollout.status === 'completed')) {
+      const reason = given ?? `rollback of the rollout to ${from.rollout.to}`
+      return {
+        target: from.rollout.from,
+        reason,
+        trigger: 'rollback',
+        expectedGeneration: expectedGeneration ?? from.generation,
+        rollout: { ...from.rollout, status: 'rolled-back', outcome: reason },
+        ...rest,
+      }
+    }
     let previous: State | undefined
     try {
       previous = await this.#options.store.previous()
@@ -167,6 +208,80 @@ export class Changes {
       // The previous state belongs to the generation read here: a change in between makes the rollback stale.
       expectedGeneration: expectedGeneration ?? from.generation,
       ...rest,
+    }
+  }
+
+  /** POST /rollout: the first step now; the release guard takes it from there (src/rollout/guard.ts). */
+  #rollout(
+    body: Record<string, unknown>,
+    from: State,
+    options: () => {
+      expectedGeneration: number | undefined
+      force: boolean
+      wait: boolean
+      given: string | undefined
+    },
+  ): Request {
+    onlyFields(body, ['to', 'steps', 'stepSeconds', 'expectedGeneration', 'force', 'wait', 'reason'])
+    if (!isColor(body.to)) {
+      throw new BlueGreenError(
+        'BG_UNKNOWN_COLOR',
+        `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
+        400,
+      )
+    }
+    const to: Color = body.to
+    const problem = stepsProblem(body.steps)
+    if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem, 400)
+    const steps = body.steps as number[]
+    const { stepSeconds } = body
+    if (
+      typeof stepSeconds !== 'number' ||
+      !Number.isInteger(stepSeconds) ||
+      stepSeconds < 1 ||
+      stepSeconds > 86_400
+    ) {
+      throw new BlueGreenError(
+        'BG_BAD_REQUEST',
+        'stepSeconds must be a whole number of seconds from 1 to 86400',
+        400,
+      )
+    }
+    if (from.rollout?.status === 'running') {
+      throw new BlueGreenError(
+        'BG_ROLLOUT_RUNNING',
+        `a rollout to ${from.rollout.to} is running (step ${from.rollout.step + 1}/${from.rollout.steps.length}); abort it first`,
+        409,
+      )
+    }
+    if (steps[0]! <= from.weights[to]) {
+      throw new BlueGreenError(
+        'BG_BAD_REQUEST',
+        `the first step must be above ${to}'s weight now (${from.weights[to]})`,
+        400,
+      )
+    }
+    const { given, ...rest } = options()
+    const first = steps[0]!
+    const weights = weightsWith(to, first)
+    const now = new Date().toISOString()
+    const done = first === 100
+    return {
+      target: { active: activeFor(weights, from.active), weights },
+      reason: given ?? `rollout to ${to}: step 1/${steps.length} (${first}%)`,
+      trigger: 'rollout',
+      ...rest,
+      rollout: {
+        to,
+        steps,
+        stepSeconds,
+        step: 0,
+        status: done ? 'completed' : 'running',
+        from: { active: from.active, weights: from.weights },
+        startedAt: now,
+        stepStartedAt: now,
+        ...(done ? { outcome: `completed: all traffic on ${to}` } : {}),
+      },
     }
   }
 

@@ -45,7 +45,14 @@ interface Route {
 }
 
 const MAX_EVENTS = 1000
-const CHANGES = new Set(['/switch', '/weights', '/rollback'])
+/** The change endpoints and the action each records in the audit trail. */
+const ACTIONS: Record<string, Action> = {
+  '/switch': 'switch',
+  '/weights': 'weights',
+  '/rollback': 'rollback',
+  '/rollout': 'rollout',
+  '/rollout/abort': 'rollout-abort',
+}
 
 /**
  * The admin listener (loopback by default): the state, the replicas, changes, the audit trail, metrics, probes.
@@ -72,6 +79,8 @@ export class AdminServer {
       '/switch': { POST: this.#change('switch') },
       '/weights': { POST: this.#change('weights') },
       '/rollback': { POST: this.#change('rollback') },
+      '/rollout': { POST: this.#change('rollout') },
+      '/rollout/abort': { POST: this.#change('rollout-abort') },
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       this.#handle(req, res).catch((error: unknown) => this.#fail(res, error))
@@ -102,7 +111,7 @@ export class AdminServer {
     const query = target.indexOf('?')
     const path = query === -1 ? target : target.slice(0, query)
     // A change refused at the door (Host, Origin, token) is an attempt all the same, and goes on the record.
-    const action = req.method === 'POST' && CHANGES.has(path) ? (path.slice(1) as Action) : undefined
+    const action = req.method === 'POST' ? ACTIONS[path] : undefined
     let tokenName: string | undefined
     let handler: Handler | undefined
     try {

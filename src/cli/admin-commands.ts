@@ -17,6 +17,8 @@ export interface CommandValues {
   reason?: string
   'expected-generation'?: string
   limit?: string
+  steps?: string
+  'step-seconds'?: string
 }
 
 export interface CommandResult {
@@ -83,6 +85,38 @@ export const COMMANDS: Record<string, Command> = {
       return show(await callAdmin(client, 'POST', '/rollback', changeBody(values)), values)
     },
   },
+  rollout: {
+    usage:
+      'bluegreen rollout COLOR --steps 10,25,50,100 --step-seconds 30 [--force] [--reason TEXT] | rollout abort',
+    summary: 'shift traffic step by step, checked before each step; "rollout abort" goes back',
+    options: [
+      '--steps LIST            the weights COLOR goes through, ending at 100 (default 10,25,50,100)',
+      '--step-seconds N        how long each step lasts before the next (default 60)',
+      ...CHANGE_OPTIONS,
+    ],
+    run: async (client, args, values) => {
+      if (args[0] === 'abort') {
+        expectArguments('rollout abort', args.slice(1), 0)
+        return show(await callAdmin(client, 'POST', '/rollout/abort', changeBody(values)), values)
+      }
+      expectArguments('rollout', args, 1)
+      const [to] = args
+      if (to !== 'blue' && to !== 'green')
+        throw new UsageError('rollout takes a color (blue or green), or "abort"')
+      const stepsText = values.steps ?? '10,25,50,100'
+      if (!/^\d{1,3}(,\d{1,3})*$/.test(stepsText))
+        throw new UsageError('--steps takes whole numbers separated by commas, e.g. 10,25,50,100')
+      const secondsText = values['step-seconds'] ?? '60'
+      if (!/^\d+$/.test(secondsText)) throw new UsageError('--step-seconds takes a whole number')
+      const body = {
+        to,
+        steps: stepsText.split(',').map(Number),
+        stepSeconds: Number(secondsText),
+        ...changeBody(values),
+      }
+      return show(await callAdmin(client, 'POST', '/rollout', body), values)
+    },
+  },
   events: {
     usage: 'bluegreen events [--limit N] [--json]',
     summary: 'the audit trail: recent change attempts, newest first',
@@ -145,6 +179,7 @@ function changeBody(values: CommandValues): Record<string, unknown> {
 }
 
 interface StateLine {
+  rollout?: { to: string; steps: number[]; step: number; status: string; outcome?: string }
   active: string
   weights: { blue: number; green: number }
   generation: number
@@ -176,6 +211,11 @@ function show(value: unknown, values: CommandValues): CommandResult {
     `updated     ${state.updatedAt} by ${state.updatedBy}`,
     `reason      ${state.reason}`,
   ]
+  if (state.rollout) {
+    const { rollout } = state
+    const step = `step ${rollout.step + 1}/${rollout.steps.length} (${rollout.steps[rollout.step]}% to ${rollout.to})`
+    lines.push(`rollout     ${rollout.status}, ${step}${rollout.outcome ? `: ${rollout.outcome}` : ''}`)
+  }
   if (state.replica) {
     const store = state.replica.store
     const storeNote =

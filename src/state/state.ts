@@ -80,6 +80,11 @@ export function weightsProblem(weights: unknown): string | undefined {
   return undefined
 }
 
+/** `weight` to `color` and the rest to the other. */
+export function weightsWith(color: Color, weight: number): Weights {
+  return color === 'blue' ? { blue: weight, green: 100 - weight } : { blue: 100 - weight, green: weight }
+}
+
 /** All traffic to one color. */
 export function allTo(color: Color): Weights {
   return color === 'blue' ? { blue: 100, green: 0 } : { blue: 0, green: 100 }

@@ -1,0 +1,196 @@
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { eventually } from '../helpers/eventually.ts'
+import {
+  adminPost,
+  type ChildProxy,
+  spawnProxy,
+  startProxy,
+  startServer,
+  type TestProxy,
+  type TestServer,
+  tempDir,
+  writeConfig,
+} from '../helpers/servers.ts'
+
+function app(color: string, status: () => number): Promise<TestServer> {
+  return startServer((req, res) => {
+    res.writeHead(req.url === '/health' ? 200 : status())
+    res.end(color)
+  })
+}
+
+const guard = { window: '10s', evaluateEvery: '100ms', minRequests: 10, maxErrorRatio: 0.05, watch: '30s' }
+
+/** Requests in a loop until stopped, as steady traffic; returns the statuses seen. */
+function steadyTraffic(url: string): { stop: () => Promise<number[]> } {
+  const statuses: number[] = []
+  let running = true
+  const loop = (async () => {
+    for (let i = 0; running && i < 5000; i++) {
+      const response = await fetch(`${url}/work/${i}`)
+      await response.arrayBuffer()
+      statuses.push(response.status)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+  })()
+  return {
+    stop: async () => {
+      running = false
+      await loop
+      return statuses
+    },
+  }
+}
+
+interface RolloutView {
+  active: string
+  generation: number
+  trigger: string
+  weights: { blue: number; green: number }
+  rollout?: { status: string; step: number; outcome?: string }
+}
+
+async function stateOf(admin: string): Promise<RolloutView> {
+  return (await (await fetch(`${admin}/state`)).json()) as RolloutView
+}
+
+describe('progressive rollout', () => {
+  const servers: TestServer[] = []
+  let proxy: TestProxy | undefined
+  const children: ChildProxy[] = []
+
+  afterEach(async () => {
+    await proxy?.close()
+    proxy = undefined
+    await Promise.all(children.splice(0).map((child) => child.stop()))
+    await Promise.all(servers.splice(0).map((server) => server.close()))
+  })
+
+  async function setUp(greenStatus: () => number) {
+    const blue = await app('blue', () => 200)
+    const green = await app('green', greenStatus)
+    servers.push(blue, green)
+    proxy = await startProxy(
+      { blue: [blue.url], green: [green.url] },
+      {
+        pools: {
+          blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
+          green: { upstreams: [green.url], healthCheck: { path: '/health' } },
+        },
+        rollback: guard,
+        routing: { sticky: { mode: 'none' } },
+      },
+    )
+    return proxy
+  }
+
+  it('moves a healthy green through every step to 100%, shown in GET /state', async () => {
+    const { url, admin } = await setUp(() => 200)
+    const started = await adminPost(admin, '/rollout', { to: 'green', steps: [20, 50, 100], stepSeconds: 1 })
+    expect(started.status).toBe(200)
+    expect(started.body).toMatchObject({
+      weights: { blue: 80, green: 20 },
+      trigger: 'rollout',
+      rollout: { to: 'green', steps: [20, 50, 100], step: 0, status: 'running', from: { active: 'blue' } },
+    })
+    const traffic = steadyTraffic(url)
+    const seen = new Set<number>()
+    const done = await eventually(
+      async () => {
+        const state = await stateOf(admin)
+        seen.add(state.weights.green)
+        return state.rollout?.status === 'completed' ? state : undefined
+      },
+      { timeout: 8000, interval: 50, message: 'the rollout to complete' },
+    )
+    const statuses = await traffic.stop()
+    expect(done).toMatchObject({ active: 'green', weights: { blue: 0, green: 100 }, rollout: { step: 2 } })
+    expect([...seen]).toEqual(expect.arrayContaining([20, 50, 100]))
+    expect(statuses.every((status) => status === 200)).toBe(true)
+    // One change per step: start, 50, 100.
+    expect(done.generation).toBe(3)
+  })
+
+  it('rolls a failing green back to where it started', async () => {
+    const { url, admin } = await setUp(() => 500)
+    await adminPost(admin, '/rollout', { to: 'green', steps: [30, 100], stepSeconds: 5 })
+    const traffic = steadyTraffic(url)
+    const state = await eventually(
+      async () => {
+        const current = await stateOf(admin)
+        return current.rollout?.status === 'rolled-back' ? current : undefined
+      },
+      { timeout: 8000, message: 'the rollout to roll back' },
+    )
+    await traffic.stop()
+    expect(state).toMatchObject({ active: 'blue', weights: { blue: 100, green: 0 }, trigger: 'rollback' })
+    expect(state.rollout?.outcome).toMatch(/rolled back at 30%/)
+    const metrics = await (await fetch(`${admin}/metrics`)).text()
+    expect(metrics).toContain('bluegreen_switches_total{trigger="rollback"} 1')
+  })
+
+  it('aborts back to where it started, and refuses a second rollout while one runs', async () => {
+    const { admin } = await setUp(() => 200)
+    await adminPost(admin, '/rollout', { to: 'green', steps: [10, 100], stepSeconds: 60 })
+    const again = await adminPost(admin, '/rollout', { to: 'green', steps: [10, 100], stepSeconds: 60 })
+    expect(again.status).toBe(409)
+    expect(again.body).toMatchObject({ error: { code: 'BG_ROLLOUT_RUNNING' } })
+    const aborted = await adminPost(admin, '/rollout/abort', {})
+    expect(aborted.status).toBe(200)
+    expect(aborted.body).toMatchObject({ weights: { blue: 100, green: 0 }, rollout: { status: 'aborted' } })
+    expect((await adminPost(admin, '/rollout/abort', {})).body).toMatchObject({
+      error: { code: 'BG_NO_ROLLOUT' },
+    })
+  })
+
+  it('refuses bad steps with 400 and changes nothing', async () => {
+    const { admin } = await setUp(() => 200)
+    for (const body of [
+      { to: 'green', steps: [50, 20, 100], stepSeconds: 1 },
+      { to: 'green', steps: [10, 50], stepSeconds: 1 },
+      { to: 'green', steps: [], stepSeconds: 1 },
+      { to: 'green', steps: [10, 100], stepSeconds: 0 },
+      { to: 'purple', steps: [10, 100], stepSeconds: 1 },
+      { to: 'blue', steps: [10, 100], stepSeconds: 1 },
+    ]) {
+      const reply = await adminPost(admin, '/rollout', body)
+      expect(reply.status, JSON.stringify(body)).toBe(400)
+    }
+    expect(await stateOf(admin)).toMatchObject({ generation: 0 })
+  })
+
+  it('survives a restart: a new process on the same state carries the rollout on', async () => {
+    const blue = await app('blue', () => 200)
+    const green = await app('green', () => 200)
+    servers.push(blue, green)
+    const dir = await tempDir()
+    const config = {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      pools: {
+        blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
+        green: { upstreams: [green.url], healthCheck: { path: '/health' } },
+      },
+      state: { path: join(dir.path, 'state.json') },
+      rollback: guard,
+    }
+    const file = await writeConfig(dir.path, config)
+    const first = await spawnProxy(file)
+    children.push(first)
+    await adminPost(first.admin, '/rollout', { to: 'green', steps: [10, 100], stepSeconds: 1 })
+    expect(await first.stop()).toBe(0)
+    const second = await spawnProxy(file)
+    children.push(second)
+    expect((await stateOf(second.admin)).rollout).toMatchObject({ status: 'running', step: 0 })
+    const done = await eventually(
+      async () => {
+        const state = await stateOf(second.admin)
+        return state.rollout?.status === 'completed' ? state : undefined
+      },
+      { timeout: 6000, message: 'the restarted proxy to finish the rollout' },
+    )
+    expect(done.weights).toEqual({ blue: 0, green: 100 })
+    await dir.remove()
+  })
+})
