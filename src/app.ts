@@ -158,6 +158,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     snapshot: () => snapshot,
     readiness,
     drainStatus: () => proxy.drainStatus(),
+    healthStatus: () => health.status(),
+    watchStatus: () => guard.status(),
   })
 
   const release = async (): Promise<void> => {
@@ -165,6 +167,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     guard.close()
     windows.close()
     await backend.exchange.close()
+    await backend.audit.close()
     await replicas.close()
     await store.close()
   }

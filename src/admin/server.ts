@@ -30,6 +30,10 @@ export interface AdminOptions {
   readiness: () => Readiness
   /** What is still open per color and how the last drained color is doing, for GET /state. */
   drainStatus?: () => unknown
+  /** Per color, each upstream's health (active checks, ejections). */
+  healthStatus?: () => unknown
+  /** What the release guard is watching for an automatic rollback, if anything. */
+  watchStatus?: () => unknown
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -229,6 +233,11 @@ export class AdminServer {
         }
       : { reachable: true, lastSyncAt: null, staleSeconds: 0 }
     const drain = this.#options.drainStatus?.()
-    return { ...state, replica: { id: this.#options.replicaId, appliedGeneration: applied, store, drain } }
+    const health = this.#options.healthStatus?.()
+    const watching = this.#options.watchStatus?.() ?? null
+    return {
+      ...state,
+      replica: { id: this.#options.replicaId, appliedGeneration: applied, store, drain, health, watching },
+    }
   }
 }
