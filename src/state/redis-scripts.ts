@@ -1,0 +1,74 @@
+// The Lua scripts of the Redis state store. Each runs atomically in Redis, which is what makes a change one
+// compare-and-set however many replicas race for it.
+
+import type { Redis } from 'ioredis'
+
+// KEYS[1] the state hash. ARGV: expected generation or '', the new state's JSON without its generation, channel,
+// the generation this replica has applied, and a deadline in Redis's clock (ms).
+// Returns {1, state} on success, {0, generation} on a stale expectation, {-1} when there is no state, {-2, why}
+// when the stored state is unreadable (the change is refused rather than burying the evidence), {-3} past the
+// deadline. The deadline matters because a command that timed out on the client is still in Redis's socket: a
+// paused or overloaded Redis would otherwise run it later, making a change the caller was told (503) was not made.
+// The new generation is above both the stored one and this replica's, so a Redis that lost its last writes (a
+// restart without persistence, a failover to a lagging replica) can never hand out a generation already used.
+export const CHANGE = `
+local time = redis.call('TIME')
+if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[5]) then return {-3} end
+local stored = redis.call('HGET', KEYS[1], 'state')
+if not stored then return {-1} end
+local generation = tonumber(redis.call('HGET', KEYS[1], 'generation'))
+local ok, decoded = pcall(cjson.decode, stored)
+if not generation or not ok or type(decoded) ~= 'table' or decoded.generation ~= generation then
+  return {-2, 'the stored state is not valid JSON or disagrees with its generation'}
+end
+local base = math.max(generation, tonumber(ARGV[4]))
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= base then return {0, base} end
+local next = base + 1
+local state = '{"generation":' .. next .. ',' .. string.sub(ARGV[2], 2)
+redis.call('HSET', KEYS[1], 'state', state, 'generation', next, 'previous', stored)
+redis.call('PUBLISH', ARGV[3], state)
+return {1, state}
+`
+
+// Writes a state only when Redis has none or an older one: the initial state on first start, and this replica's
+// last state when Redis lost its data (a restart without persistence). Generations never go backwards, and an
+// unreadable hash is left alone for an operator to look at.
+// ARGV: generation, state JSON, previous JSON or '', channel. Returns 1 when written.
+export const SEED = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local stored = tonumber(redis.call('HGET', KEYS[1], 'generation'))
+  if not stored or stored >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'generation', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'previous', ARGV[3]) else redis.call('HDEL', KEYS[1], 'previous') end
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return 1
+`
+
+// Reads the state with Redis's clock, so the replica knows the offset between its clock and Redis's (for the
+// change deadline above). Returns {seconds, microseconds, state}, without the state when there is none.
+export const READ = `
+local time = redis.call('TIME')
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {time[1], time[2]} end
+return {time[1], time[2], state}
+`
+
+export interface ScriptedRedis extends Redis {
+  bluegreenChange(
+    key: string,
+    expected: string,
+    body: string,
+    channel: string,
+    floor: string,
+    deadline: string,
+  ): Promise<[number, string?]>
+  bluegreenRead(key: string): Promise<string[]>
+  bluegreenSeed(
+    key: string,
+    generation: string,
+    state: string,
+    previous: string,
+    channel: string,
+  ): Promise<number>
+}
