@@ -41,7 +41,7 @@ describe('automatic rollback with three replicas on Redis', () => {
           blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
           green: { upstreams: [green.url], healthCheck: { path: '/health' } },
         },
-        // 30 requests are needed; each replica sees only 12, so only the pooled figures can decide.
+        // 30 requests are needed; each replica sees only 10, so only the pooled figures can decide.
         rollback: { window: '5s', evaluateEvery: '100ms', minRequests: 30, maxErrorRatio: 0.1, watch: '30s' },
       },
     })
@@ -59,7 +59,7 @@ describe('automatic rollback with three replicas on Redis', () => {
   it('pools the figures of every replica and rolls back exactly once', async () => {
     const switched = await adminPost(replicas[0]!.admin, '/switch', { to: 'green', wait: true })
     expect(switched.status, JSON.stringify(switched.body)).toBe(200)
-    for (let round = 0; round < 12; round++) {
+    for (let round = 0; round < 10; round++) {
       for (const replica of replicas) {
         expect((await get(`${replica.url}/work`)).status, `round ${round}`).toBe(500)
       }
