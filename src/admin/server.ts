@@ -235,8 +235,17 @@ export class AdminServer {
     const drain = this.#options.drainStatus?.()
     const health = this.#options.healthStatus?.()
     const watching = this.#options.watchStatus?.() ?? null
+    // The contract's order first, then what was added to it.
+    const { active, weights, generation, updatedAt, updatedBy, reason, trigger, rollout } = state
     return {
-      ...state,
+      active,
+      weights,
+      generation,
+      updatedAt,
+      updatedBy,
+      reason,
+      trigger: trigger ?? 'admin',
+      ...(rollout ? { rollout } : {}),
       replica: { id: this.#options.replicaId, appliedGeneration: applied, store, drain, health, watching },
     }
   }
