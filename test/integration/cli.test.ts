@@ -265,6 +265,22 @@ describe('bluegreen CLI against a running proxy', () => {
     // A right token afterwards clears the slate.
     expect((await runCli(['switch', 'blue', ...ci])).code).toBe(0)
   })
+
+  it('rollout COLOR starts a progressive rollout that status shows, and rollout abort returns', async () => {
+    const started = await runCli(['rollout', 'green', '--steps', '30,100', '--step-seconds', '600', ...ci])
+    expect(started.code, started.stderr).toBe(0)
+    expect(started.stdout).toMatch(/weights\s+blue 70 \/ green 30/)
+    expect(started.stdout).toMatch(/rollout\s+running, step 1\/2 \(30% to green\)/)
+    expectRefused(await runCli(['rollout', 'green', ...ci]), 'BG_ROLLOUT_RUNNING')
+    const status = await runCli(['status', ...admin])
+    expect(status.stdout).toMatch(/rollout\s+running/)
+    const aborted = await runCli(['rollout', 'abort', ...ci])
+    expect(aborted.code, aborted.stderr).toBe(0)
+    expect(aborted.stdout).toMatch(/rollout\s+aborted/)
+    expectRefused(await runCli(['rollout', 'abort', ...ci]), 'BG_NO_ROLLOUT')
+    const bad = await runCli(['rollout', 'green', '--steps', '10,x', ...ci])
+    expect(bad.code).toBe(2)
+  })
 })
 
 describe('bluegreen switch --wait across Redis replicas', () => {
