@@ -2,11 +2,12 @@
 // alternated rounds so that drift on a shared 2-core machine hits every contender alike.
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
+import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
 import autocannon from 'autocannon'
 
@@ -50,11 +51,22 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL')
 })
 
-export function startProcess(command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+/** A child process for the bench; stderr passes through, but for lines matching `quiet`. */
+export function startProcess(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  quiet?: RegExp,
+): ChildProcess {
   const child = spawn(command, args, {
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', quiet ? 'pipe' : 'inherit'],
   })
+  if (quiet) {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      if (!quiet.test(line)) process.stderr.write(`${line}\n`)
+    })
+  }
   children.add(child)
   child.once('exit', () => children.delete(child))
   return child
@@ -73,10 +85,15 @@ export async function startUpstream(port: number): Promise<ChildProcess> {
   return child
 }
 
-/** `bluegreen serve` in its own process, as users run it. */
+/**
+ * `bluegreen serve` in its own process, as users run it. With `openFiles`, it starts through a shell that first
+ * raises its open-file limit (`ulimit -n`) that far, where the hard limit allows; `nodeArguments` go to node
+ * before the script, and stderr lines matching `quiet` are dropped.
+ */
 export async function startBluegreen(
   port: number,
   config: Record<string, unknown>,
+  options: { openFiles?: number; nodeArguments?: string[]; quiet?: RegExp } = {},
 ): Promise<{ child: ChildProcess; url: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-'))
   const file = join(dir, 'config.json')
@@ -84,7 +101,16 @@ export async function startBluegreen(
     file,
     JSON.stringify({ listen: `127.0.0.1:${port}`, state: { path: join(dir, 'state.json') }, ...config }),
   )
-  const child = startProcess(process.execPath, [join(REPO, 'src/cli.ts'), 'serve', '--config', file])
+  const args = [...(options.nodeArguments ?? []), join(REPO, 'src/cli.ts'), 'serve', '--config', file]
+  const child =
+    options.openFiles === undefined
+      ? startProcess(process.execPath, args, {}, options.quiet)
+      : startProcess(
+          'sh',
+          ['-c', `ulimit -n ${options.openFiles} 2>/dev/null; exec "$0" "$@"`, process.execPath, ...args],
+          {},
+          options.quiet,
+        )
   const url = `http://127.0.0.1:${port}`
   await waitForHttp(`${url}/`)
   return { child, url }
@@ -113,8 +139,21 @@ export async function hasCommand(name: string): Promise<boolean> {
 }
 
 /** wrk, where installed: it is not CPU-bound the way autocannon is, so ratios against fast servers are fairer. */
-export async function wrkLoad(url: string, seconds: number, connections: number): Promise<LoadResult> {
-  const { stdout } = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url])
+export async function wrkLoad(
+  url: string,
+  seconds: number,
+  connections: number,
+  script?: string,
+): Promise<LoadResult> {
+  const args = [
+    '-t1',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    ...(script ? ['-s', script] : []),
+    url,
+  ]
+  const { stdout } = await run('wrk', args, { timeout: (seconds + 30) * 1000 })
   const rps = Number(stdout.match(/Requests\/sec:\s+([\d.]+)/)?.[1] ?? Number.NaN)
   const toMs = (text: string | undefined): number => {
     const match = text?.match(/([\d.]+)(us|ms|s)/)
@@ -126,8 +165,9 @@ export async function wrkLoad(url: string, seconds: number, connections: number)
   const non2xx = Number(stdout.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0)
   return {
     requestsPerSecond: rps,
-    latencyP50Ms: toMs(stdout.match(/50%\s+(\S+)/)?.[1]),
-    latencyP99Ms: toMs(stdout.match(/99%\s+(\S+)/)?.[1]),
+    // Anchored to the start of a line: the "+/- Stdev" column above can also end in "50%" or "99%".
+    latencyP50Ms: toMs(stdout.match(/^\s*50%\s+(\S+)/m)?.[1]),
+    latencyP99Ms: toMs(stdout.match(/^\s*99%\s+(\S+)/m)?.[1]),
     errors: errors ? errors.slice(1).reduce((sum, value) => sum + Number(value), 0) : 0,
     non2xx,
   }
@@ -161,4 +201,97 @@ export async function writeResult(name: string, value: unknown): Promise<string>
   const file = join(dir, `${name}.json`)
   await writeFile(file, JSON.stringify(value, null, 2))
   return file
+}
+
+/**
+ * nginx in the foreground as the current user, everything (config, pid, logs, temp files) in a fresh temp dir,
+ * one worker: `http` is the body of the http {} block.
+ */
+export async function startNginx(http: string, port: number): Promise<ChildProcess> {
+  const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-nginx-'))
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((name) => `  ${name}_temp_path ${join(dir, name)};`)
+    .join('\n')
+  // As root, nginx would hand its worker to "nobody", which cannot write into the 0700 temp dir.
+  const user = process.getuid?.() === 0 ? `user ${userInfo().username};\n` : ''
+  const conf = `${user}worker_processes 1;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+${temp}
+  keepalive_timeout 65s;
+  keepalive_requests 1000000;
+${http}
+}
+`
+  await writeFile(join(dir, 'nginx.conf'), conf)
+  const child = startProcess('nginx', [
+    '-p',
+    dir,
+    '-e',
+    join(dir, 'error.log'),
+    '-c',
+    join(dir, 'nginx.conf'),
+    '-g',
+    'daemon off;',
+  ])
+  await waitForHttp(`http://127.0.0.1:${port}/`)
+  return child
+}
+
+export const BODY = 'hello, world\n'
+
+/**
+ * The fastest upstream at hand: nginx answering `return 200` with one worker when installed (so the upstream is
+ * not what limits a proxy), else bench/upstream.ts. The same 13-byte body either way.
+ */
+export async function startFastUpstream(port: number): Promise<{ child: ChildProcess; kind: string }> {
+  if (!(await hasCommand('nginx'))) {
+    console.log('skipped: nginx not on PATH (the upstream is bench/upstream.ts instead)')
+    return { child: await startUpstream(port), kind: 'node (bench/upstream.ts)' }
+  }
+  const server = `  server {
+    listen 127.0.0.1:${port};
+    location / { default_type text/plain; return 200 ${JSON.stringify(BODY)}; }
+  }`
+  return { child: await startNginx(server, port), kind: 'nginx return 200, 1 worker' }
+}
+
+/** nginx as a reverse proxy to `upstream` ("127.0.0.1:PORT"), one worker, a keep-alive upstream pool. */
+export function startNginxProxy(port: number, upstream: string): Promise<ChildProcess> {
+  const http = `  upstream backend {
+    server ${upstream};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+  }`
+  return startNginx(http, port)
+}
+
+/** The resident set of a process, from /proc (Linux), in MiB. */
+export async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  const kib = Number(status.match(/^VmRSS:\s+(\d+) kB/m)?.[1] ?? Number.NaN)
+  return kib / 1024
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** The p-th percentile (0..100) of an ascending list. */
+export function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))]!
 }

@@ -1,13 +1,27 @@
 // `npm run bench`: every benchmark question in turn; each prints its table and writes bench/results/NAME.json.
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
+import { latency } from './latency.ts'
+import { memory } from './memory.ts'
 import { metricsCost } from './metrics-cost.ts'
+import { peers } from './peers.ts'
 import { propagation } from './propagation.ts'
 import { rollback } from './rollback.ts'
+import { switching } from './switching.ts'
 import { throughput } from './throughput.ts'
 
 console.log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'})`)
+// Anything else running on the machine skews every figure: say how busy it was when the run began.
+console.log(
+  `load average at start: ${loadavg()
+    .map((value) => value.toFixed(2))
+    .join(' ')}`,
+)
 await throughput()
+await peers()
+await latency()
+await switching()
 await propagation()
 await rollback()
 await metricsCost()
+await memory()
 process.exit(0)

@@ -1,0 +1,152 @@
+// Question: how does bluegreen-proxy (every feature at its default: metrics on, default logging) compare with the
+// proxies people would otherwise run? The upstream directly (the ceiling), bluegreen, a minimal http-proxy-3 proxy,
+// @fastify/http-proxy and nginx (one worker: a per-core comparison), all on one fast upstream, alternated rounds
+// (A B C D E, A B C D E, ...) per load generator, medians and ratios from the same run.
+import type { ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import {
+  autocannonLoad,
+  freePort,
+  hasCommand,
+  type LoadResult,
+  median,
+  REPO,
+  startBluegreen,
+  startFastUpstream,
+  startNginxProxy,
+  startProcess,
+  stopProcess,
+  table,
+  waitForHttp,
+  writeResult,
+  wrkLoad,
+} from './lib.ts'
+
+const ROUNDS = Number(process.env.BENCH_PEERS_ROUNDS ?? process.env.BENCH_ROUNDS ?? 3)
+const SECONDS = Number(process.env.BENCH_PEERS_SECONDS ?? 3)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const WARM_UP_SECONDS = Number(process.env.BENCH_PEERS_WARMUP_SECONDS ?? 5)
+
+interface Contender {
+  name: string
+  url: string
+  child: ChildProcess
+}
+
+async function startPeer(file: string, port: number, upstream: string): Promise<ChildProcess> {
+  const child = startProcess(process.execPath, [join(REPO, 'bench/peers', file), String(port), upstream])
+  await waitForHttp(`http://127.0.0.1:${port}/`)
+  return child
+}
+
+export async function peers(): Promise<Record<string, unknown>> {
+  const upstreamPort = await freePort()
+  const upstream = await startFastUpstream(upstreamPort)
+  const direct = `http://127.0.0.1:${upstreamPort}`
+  const contenders: Contender[] = [{ name: 'direct', url: `${direct}/`, child: upstream.child }]
+  const add = async (name: string, start: (port: number) => Promise<ChildProcess>) => {
+    const port = await freePort()
+    contenders.push({ name, url: `http://127.0.0.1:${port}/`, child: await start(port) })
+  }
+  const tools: { name: string; load: (url: string, seconds?: number) => Promise<LoadResult> }[] = []
+  if (await hasCommand('wrk'))
+    tools.push({ name: 'wrk', load: (url, seconds = SECONDS) => wrkLoad(url, seconds, CONNECTIONS) })
+  else console.log('skipped: wrk not on PATH (autocannon only)')
+  tools.push({
+    name: 'autocannon',
+    load: (url, seconds = SECONDS) => autocannonLoad(url, seconds, CONNECTIONS),
+  })
+
+  const samples: Record<string, Record<string, LoadResult[]>> = {}
+  try {
+    await add('bluegreen', async (port) => {
+      const proxy = await startBluegreen(port, {
+        admin: { listen: `127.0.0.1:${await freePort()}` },
+        pools: { blue: { upstreams: [direct] }, green: { upstreams: [direct] } },
+      })
+      return proxy.child
+    })
+    await add('http-proxy-3', (port) => startPeer('http-proxy-3.ts', port, direct))
+    await add('fastify', (port) => startPeer('fastify.ts', port, direct))
+    if (await hasCommand('nginx'))
+      await add('nginx', (port) => startNginxProxy(port, `127.0.0.1:${upstreamPort}`))
+    else console.log('skipped: nginx not on PATH (no nginx proxy in the comparison)')
+
+    for (const tool of tools) {
+      const byContender: Record<string, LoadResult[]> = {}
+      samples[tool.name] = byContender
+      // Warm-up: the JIT and every keep-alive pool in steady state before the first measured round (the
+      // second load generator finds them warm already).
+      const warmUp = tool === tools[0] ? WARM_UP_SECONDS : 1
+      for (const contender of contenders) await tool.load(contender.url, warmUp)
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const contender of contenders) {
+          const list = byContender[contender.name] ?? []
+          list.push(await tool.load(contender.url))
+          byContender[contender.name] = list
+        }
+      }
+    }
+  } finally {
+    for (const contender of contenders.reverse()) await stopProcess(contender.child)
+  }
+
+  const rows: Record<string, string | number>[] = []
+  const ratios: Record<string, string | number>[] = []
+  const rps = (tool: string, name: string) => {
+    const list = samples[tool]?.[name]
+    return list ? median(list.map((s) => s.requestsPerSecond)) : Number.NaN
+  }
+  for (const tool of tools) {
+    for (const [name, list] of Object.entries(samples[tool.name]!)) {
+      rows.push({
+        load: tool.name,
+        target: name,
+        'req/s (median)': Math.round(rps(tool.name, name)),
+        'p50 ms': median(list.map((s) => s.latencyP50Ms)),
+        'p99 ms': median(list.map((s) => s.latencyP99Ms)),
+        errors: list.reduce((sum, s) => sum + s.errors + s.non2xx, 0),
+        'vs direct': Number((rps(tool.name, name) / rps(tool.name, 'direct')).toFixed(2)),
+      })
+    }
+    // The median of each round's ratio: a round's contenders ran seconds apart, so drift in what else the
+    // machine is doing cancels out better than in a ratio of medians.
+    const ours = samples[tool.name]!.bluegreen!
+    const ratio = (name: string) => {
+      const theirs = samples[tool.name]![name]
+      if (!theirs) return 'n/a'
+      const value = median(ours.map((s, round) => s.requestsPerSecond / theirs[round]!.requestsPerSecond))
+      return Number(value.toFixed(2))
+    }
+    ratios.push({
+      load: tool.name,
+      'vs http-proxy-3 (target 2.5x)': ratio('http-proxy-3'),
+      'vs fastify (target 1.5x)': ratio('fastify'),
+      'vs nginx per core (target 0.3x, aim 0.5x)': ratio('nginx'),
+    })
+  }
+  console.log(
+    `\npeers: ${ROUNDS} alternated rounds of ${SECONDS}s per load generator, ${CONNECTIONS} connections, ` +
+      `13-byte responses from ${upstream.kind}.\n2 cores shared by the load generator (wrk -t1, or autocannon ` +
+      `in the bench process), the proxy under test and the upstream: absolute figures are low, ratios are the point.\n`,
+  )
+  console.log(table(rows))
+  console.log("\nbluegreen req/s over each peer's (median of the rounds' ratios)\n")
+  console.log(table(ratios))
+  const result = {
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    connections: CONNECTIONS,
+    upstream: upstream.kind,
+    rows,
+    ratios,
+    samples,
+  }
+  console.log(`\nwritten to ${await writeResult('peers', result)}`)
+  return result
+}
+
+if (import.meta.main) {
+  await peers()
+  process.exit(0)
+}
