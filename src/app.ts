@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import { AdminServer, type Readiness } from './admin/server.ts'
+import type { ClusterLink } from './cluster-worker.ts'
 import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
@@ -25,20 +26,28 @@ export interface App {
   close(): Promise<void>
 }
 
+export interface AppOptions {
+  /** Set in a `serve --workers N` worker: how changes and metrics reach the other workers. */
+  cluster?: ClusterLink
+}
+
 const RETRY_LOAD_MS = 1_000
 
 /**
  * Wires the parts together and owns their order: upstream pools, the state store, the routing snapshot, the
  * proxy listener, the admin listener. Shutdown runs the other way round.
  */
-export async function startApp(config: Config, logger: Logger): Promise<App> {
+export async function startApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
+  const { cluster } = options
   const replicaId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
   const upstreams = createUpstreams(config.pools, config.proxy.timeouts)
   const balance = { blue: config.pools.blue.balance, green: config.pools.green.balance }
   const stateLogger = logger.child({ part: 'state' })
   let metrics: Metrics | undefined
   const backend = await createStateBackend(config, stateLogger, replicaId, () => metrics?.invalidState.inc())
-  const { store, replicas } = backend
+  const { replicas } = backend
+  // In a cluster, a change this worker commits reaches its siblings before the change is answered.
+  const store = cluster ? cluster.shareChanges(backend.store) : backend.store
   metrics = new Metrics(() => store.status?.())
   const health = new UpstreamHealth({
     upstreams,
@@ -136,6 +145,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       if (countRequests) metrics.upstreamErrors.labels(upstream.color, reason).inc()
     },
   })
+  // A sibling's change is applied like one from the store: only if its generation is newer.
+  cluster?.attach({ apply, registry: metrics.registry })
 
   const readiness = (): Readiness => {
     const reasons: string[] = []
@@ -160,6 +171,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     drainStatus: () => proxy.drainStatus(),
     healthStatus: () => health.status(),
     watchStatus: () => guard.status(),
+    clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
   })
 
   const release = async (): Promise<void> => {

@@ -1,4 +1,5 @@
 // The only module that touches `process`: arguments, exit codes, signals.
+import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { AdminCallError } from './admin/client.ts'
 import { COMMANDS, commandHelp, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './cli/admin-commands.ts'
@@ -11,7 +12,8 @@ import type { Logger } from './log.ts'
 const USAGE = `bluegreen: a blue-green traffic switch
 
 Usage:
-  bluegreen serve --config FILE     run the proxy (or set BLUEGREEN_CONFIG)
+  bluegreen serve --config FILE [--workers N|auto]
+                                    run the proxy (or set BLUEGREEN_CONFIG); N worker processes share its ports
   bluegreen demo [--port 8080] [--admin-port 9090]
                                     two sample upstreams, the proxy and the admin API on loopback
 ${Object.entries(COMMANDS)
@@ -49,6 +51,7 @@ async function main(argv: string[]): Promise<void> {
       'step-seconds': { type: 'string' },
       port: { type: 'string' },
       'admin-port': { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -60,11 +63,12 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'serve') {
     if (values.help)
       return void process.stdout.write(
-        'bluegreen serve --config FILE\n\n  run the proxy; the config may also come from BLUEGREEN_CONFIG\n',
+        'bluegreen serve --config FILE [--workers N|auto]\n\n  run the proxy; the config may also come from BLUEGREEN_CONFIG\n' +
+          '  --workers N   N worker processes (node:cluster) sharing the ports; auto: one per CPU; default 1\n',
       )
     const file = values.config ?? process.env.BLUEGREEN_CONFIG
     if (!file) throw new UsageError('serve needs --config FILE (or BLUEGREEN_CONFIG)')
-    return serve(file)
+    return serve(file, workerCount(values.workers))
   }
   if (command === 'demo') {
     if (values.help)
@@ -100,6 +104,17 @@ function adminUrl(value: string): string {
   return value
 }
 
+/** --workers: a whole number of processes, or "auto" for one per CPU this process may use. */
+function workerCount(value: string | undefined): number {
+  if (value === undefined) return 1
+  if (value === 'auto') return availableParallelism()
+  const number = Number(value)
+  if (!/^\d+$/.test(value) || number < 1 || number > 256) {
+    throw new UsageError(`--workers takes a whole number from 1 to 256 or "auto", got "${value}"`)
+  }
+  return number
+}
+
 function port(value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback
   const number = Number(value)
@@ -108,8 +123,12 @@ function port(value: string | undefined, fallback: number): number {
   return number
 }
 
-/** SIGTERM or SIGINT drains and exits 0; a second signal exits at once. */
-function onSignals(logger: Logger, close: () => Promise<void>): void {
+/**
+ * SIGTERM or SIGINT drains and exits 0; a second signal exits at once. A cluster worker takes SIGTERM only: its
+ * primary passes every shutdown on as SIGTERM, and a terminal's Ctrl-C, which reaches the whole process group,
+ * must not count as a second signal.
+ */
+function onSignals(logger: Logger, close: () => Promise<void>, signals: NodeJS.Signals[] = SIGNALS): void {
   let stopping = false
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -131,9 +150,15 @@ function onSignals(logger: Logger, close: () => Promise<void>): void {
       },
     )
   }
-  process.on('SIGTERM', stop)
-  process.on('SIGINT', stop)
+  for (const signal of SIGNALS) {
+    process.on(
+      signal,
+      signals.includes(signal) ? stop : () => logger.debug({ signal }, 'signal left to the primary'),
+    )
+  }
 }
+
+const SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']
 
 function exitOnCrash(logger: Logger): void {
   // A bug, not bad input: say so loudly and let the supervisor restart a clean process.
@@ -144,14 +169,40 @@ function exitOnCrash(logger: Logger): void {
   })
 }
 
-async function serve(file: string): Promise<void> {
+async function serve(file: string, workers: number): Promise<void> {
   const { loadConfig } = await import('./config/load.ts')
+  // Validated here in the primary as well, so a bad config is one error and exit 2, not N failing workers.
   const config = await loadConfig(file)
-  const [{ startApp }, { createLogger }] = await Promise.all([import('./app.ts'), import('./log.ts')])
-  const logger = createLogger({ level: config.log.level })
+  const [{ createLogger }, { startPrimary }, { joinCluster }] = await Promise.all([
+    import('./log.ts'),
+    import('./cluster.ts'),
+    import('./cluster-worker.ts'),
+  ])
+  const root = createLogger({ level: config.log.level })
+  const cluster = joinCluster(root)
+  if (!cluster && workers > 1) {
+    const logger = root.child({ part: 'cluster' })
+    exitOnCrash(logger)
+    const primary = startPrimary({
+      workers,
+      logger,
+      // Node's own variable still chooses, for measuring one against the other.
+      schedulingPolicy: process.env.NODE_CLUSTER_SCHED_POLICY === 'none' ? 'none' : 'rr',
+      stopTimeout: config.shutdown.delay + config.shutdown.grace + 10_000,
+    })
+    for (const signal of SIGNALS) process.on(signal, () => primary.stop(signal))
+    const code = await primary.exited
+    logger.flush()
+    process.exit(code)
+  }
+  const logger = cluster ? root.child({ worker: cluster.workerId }) : root
   exitOnCrash(logger)
-  const app = await startApp(config, logger)
-  onSignals(logger, () => app.close())
+  const { startApp } = await import('./app.ts')
+  // Listening for signals from the start: a worker told to stop while starting finishes starting, then drains.
+  const starting = startApp(config, logger, { cluster })
+  onSignals(logger, async () => (await starting).close(), cluster ? ['SIGTERM'] : SIGNALS)
+  await starting
+  cluster?.started()
 }
 
 async function demo(proxyPort: number, adminPort: number): Promise<void> {

@@ -29,6 +29,8 @@ export const ErrorCodes = {
   BG_BAD_PREVIEW: 'the preview header named something other than blue or green',
   BG_ADMIN_UNREACHABLE: 'the CLI could not reach the admin API (refused, timed out, not resolvable)',
   BG_SHUTTING_DOWN: 'the proxy is shutting down and takes no new requests',
+  BG_METRICS_UNAVAILABLE:
+    'with --workers, a worker did not send its metrics in time, so /metrics could not add them up',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -34,6 +34,8 @@ export interface AdminOptions {
   healthStatus?: () => unknown
   /** What the release guard is watching for an automatic rollback, if anything. */
   watchStatus?: () => unknown
+  /** With --workers: every worker's metrics added up, answered instead of this process's own. */
+  clusterMetrics?: () => Promise<string>
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -207,7 +209,7 @@ export class AdminServer {
 
   readonly #getMetrics: Handler = async (_req, res) => {
     const { registry } = this.#options.metrics
-    const body = await registry.metrics()
+    const body = await (this.#options.clusterMetrics?.() ?? registry.metrics())
     res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(body) })
     res.end(body)
   }

@@ -5,6 +5,10 @@ import type { StoreStatus } from '../state/store.ts'
 /**
  * The app's own Prometheus registry (never prom-client's global one, so two apps in one process, as in the tests,
  * do not collide). Names and labels are part of the contract: see README's "Metrics".
+ *
+ * With `serve --workers N` the primary adds the workers' registries up (prom-client's AggregatorRegistry), each
+ * metric by its `aggregator`: sum unless set. Counts of requests and errors add up; a worker's view of the state
+ * does not, so those say how to combine N views of one thing.
  */
 export class Metrics {
   readonly registry = new Registry()
@@ -48,6 +52,8 @@ export class Metrics {
       name: 'bluegreen_upstream_healthy',
       help: '1 while an upstream receives traffic (passing health checks, not ejected), else 0',
       labelNames: ['color', 'upstream'],
+      // Each worker checks and ejects on its own: the share of workers sending the upstream traffic.
+      aggregator: 'average',
       registers,
     })
     const classes = ['1xx', '2xx', '3xx', '4xx', '5xx']
@@ -64,33 +70,43 @@ export class Metrics {
       name: 'bluegreen_active_color',
       help: '1 for the active color, 0 for the other',
       labelNames: ['color'],
+      // The oldest worker's view (the primary orders them), so color and weights come from one state.
+      aggregator: 'first',
       registers,
     })
     this.trafficWeight = new Gauge({
       name: 'bluegreen_traffic_weight',
       help: 'Share of new traffic (0..100) per color',
       labelNames: ['color'],
+      aggregator: 'first',
       registers,
     })
     this.stateGeneration = new Gauge({
       name: 'bluegreen_state_generation',
       help: 'Generation of the routing state this replica serves',
+      aggregator: 'max',
       registers,
     })
     this.switches = new Counter({
       name: 'bluegreen_switches_total',
       help: 'Routing changes this replica applied, by what triggered them',
       labelNames: ['trigger'],
+      // Every worker applies every change: a sum would count each one N times.
+      aggregator: 'max',
       registers,
     })
     this.invalidState = new Counter({
       name: 'bluegreen_state_invalid_total',
       help: 'Invalid states read from the state store and ignored',
+      // Every worker reads the same invalid state.
+      aggregator: 'max',
       registers,
     })
     this.storeReachable = new Gauge({
       name: 'bluegreen_state_store_reachable',
       help: '1 while the state store answers, 0 while this replica serves its last state without it',
+      // 0 as soon as any worker has lost the store.
+      aggregator: 'min',
       registers,
       collect() {
         this.set(storeStatus()?.reachable === false ? 0 : 1)
@@ -99,6 +115,8 @@ export class Metrics {
     this.stateStaleness = new Gauge({
       name: 'bluegreen_state_staleness_seconds',
       help: 'Seconds since this replica last confirmed its state against the store',
+      // The stalest worker.
+      aggregator: 'max',
       registers,
       collect() {
         const lastSyncAt = storeStatus()?.lastSyncAt
