@@ -51,6 +51,9 @@ interface Route {
 }
 
 const MAX_EVENTS = 1000
+/** Read-only endpoints for load balancers, orchestrators and Prometheus: answered whatever the Host header. */
+const OPEN_TO_ANY_HOST = new Set(['/healthz', '/readyz', '/metrics'])
+
 /** The change endpoints and the action each records in the audit trail. */
 const ACTIONS: Record<string, Action> = {
   '/switch': 'switch',
@@ -121,7 +124,8 @@ export class AdminServer {
     let tokenName: string | undefined
     let handler: Handler | undefined
     try {
-      this.#guard.checkHost(req)
+      // Probes and scrapers name the pod's address as Host; these answers say nothing a rebinding page could use.
+      if (!(req.method === 'GET' && OPEN_TO_ANY_HOST.has(path))) this.#guard.checkHost(req)
       const route = this.#routes[path]
       if (!route) throw new BlueGreenError('BG_NOT_FOUND', `no admin endpoint ${path}`, 404)
       const methods = Object.keys(route)
