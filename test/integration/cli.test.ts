@@ -1,12 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type CliResult, killRunningClis, runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import { type Replica, startReplica, waitReady } from '../helpers/replicas.ts'
 import {
   type ChildProxy,
-  CLI,
   echoUpstream,
   freePort,
   spawnProxy,
@@ -18,39 +17,8 @@ import {
 // `bluegreen` the way an operator or a deploy script runs it: the CLI as a child process, against a proxy that is
 // itself a child process. What it prints and its exit code are the interface.
 
-interface CliResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-const running = new Set<ChildProcess>()
-
-/** Runs the CLI to completion (killed after 10 s) with none of the caller's BLUEGREEN_* settings. */
-function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, BLUEGREEN_ADMIN: undefined, BLUEGREEN_ADMIN_TOKEN: undefined, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    running.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk
-    })
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk
-    })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    child.once('error', reject)
-    child.once('close', (code) => {
-      clearTimeout(timer)
-      running.delete(child)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
+/** The CLI with extra environment variables. */
+const runCliWith = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, { env })
 
 /** A refusal as scripts see it: exit 1, nothing on stdout, one line on stderr naming the code. */
 function expectRefused(result: CliResult, code: string) {
@@ -73,7 +41,7 @@ async function getJson<T>(url: string): Promise<T> {
 }
 
 afterAll(() => {
-  for (const child of running) child.kill('SIGKILL')
+  killRunningClis()
 })
 
 describe('bluegreen CLI against a running proxy', () => {
@@ -110,7 +78,7 @@ describe('bluegreen CLI against a running proxy', () => {
   })
 
   it('rollback with nothing to roll back: exit 1 and one line naming BG_NO_PREVIOUS_STATE', async () => {
-    expectRefused(await runCli(['rollback', ...ci]), 'BG_NO_PREVIOUS_STATE')
+    expectRefused(await runCliWith(['rollback', ...ci]), 'BG_NO_PREVIOUS_STATE')
   })
 
   it('status: a readable table, and the admin API answer as it is with --json', async () => {
@@ -118,8 +86,8 @@ describe('bluegreen CLI against a running proxy', () => {
       { id: string },
     ]
     const [table, json] = await Promise.all([
-      runCli(['status', ...admin]),
-      runCli(['status', '--json', ...admin]),
+      runCliWith(['status', ...admin]),
+      runCliWith(['status', '--json', ...admin]),
     ])
     expect(table.code).toBe(0)
     expect(table.stderr).toBe('')
@@ -141,7 +109,7 @@ describe('bluegreen CLI against a running proxy', () => {
   })
 
   it('switch green --wait --reason: exit 0, and says which replicas applied it', async () => {
-    const result = await runCli(['switch', 'green', '--wait', '--reason', 'release 42', ...ci])
+    const result = await runCliWith(['switch', 'green', '--wait', '--reason', 'release 42', ...ci])
     expect(result.code, result.stderr).toBe(0)
     expect(result.stderr).toBe('')
     const [{ id }] = (await getJson<{ replicas: { id: string }[] }>(`${proxy.admin}/replicas`)).replicas as [
@@ -156,12 +124,12 @@ describe('bluegreen CLI against a running proxy', () => {
   })
 
   it('weights 90 10, then rollback: exit 0 each, and the state follows', async () => {
-    const weights = await runCli(['weights', '90', '10', ...ci])
+    const weights = await runCliWith(['weights', '90', '10', ...ci])
     expect(weights.code, weights.stderr).toBe(0)
     expect(weights.stdout).toMatch(/^weights {5}blue 90 \/ green 10$/m)
     expect(weights.stdout).toMatch(/^active {6}blue$/m)
 
-    const rollback = await runCli(['rollback', '--reason', 'too early', ...ci])
+    const rollback = await runCliWith(['rollback', '--reason', 'too early', ...ci])
     expect(rollback.code, rollback.stderr).toBe(0)
     expect(rollback.stdout).toMatch(/^active {6}green$/m)
     expect(rollback.stdout).toMatch(/^weights {5}blue 0 \/ green 100$/m)
@@ -172,10 +140,10 @@ describe('bluegreen CLI against a running proxy', () => {
 
   it('events: a table newest first, and --json --limit 2', async () => {
     const [table, json, badLimit, usage] = await Promise.all([
-      runCli(['events', ...admin]),
-      runCli(['events', '--json', '--limit', '2', ...admin]),
-      runCli(['events', '--limit', '0', ...admin]),
-      runCli(['events', '--limit', 'many', ...admin]),
+      runCliWith(['events', ...admin]),
+      runCliWith(['events', '--json', '--limit', '2', ...admin]),
+      runCliWith(['events', '--limit', '0', ...admin]),
+      runCliWith(['events', '--limit', 'many', ...admin]),
     ])
     expect(table.code, table.stderr).toBe(0)
     const [header, ...body] = rows(table.stdout)
@@ -201,8 +169,8 @@ describe('bluegreen CLI against a running proxy', () => {
 
   it('replicas: a table of every live replica and the generation it applied, and --json', async () => {
     const [table, json] = await Promise.all([
-      runCli(['replicas', ...admin]),
-      runCli(['replicas', '--json', ...admin]),
+      runCliWith(['replicas', ...admin]),
+      runCliWith(['replicas', '--json', ...admin]),
     ])
     expect(table.code, table.stderr).toBe(0)
     const [header, ...body] = rows(table.stdout)
@@ -220,7 +188,7 @@ describe('bluegreen CLI against a running proxy', () => {
     // Nothing listens there: a command that called it would fail.
     const nowhere = ['--admin', `http://127.0.0.1:${await freePort()}`]
     const commands = ['status', 'switch', 'weights', 'rollback', 'events', 'replicas', 'serve', 'demo']
-    const results = await Promise.all(commands.map((command) => runCli([command, '--help', ...nowhere])))
+    const results = await Promise.all(commands.map((command) => runCliWith([command, '--help', ...nowhere])))
     results.forEach((result, index) => {
       const command = commands[index]!
       expect(result.code, command).toBe(0)
@@ -233,17 +201,17 @@ describe('bluegreen CLI against a running proxy', () => {
       }
     }
     expect(results[4]!.stdout).toContain('--limit')
-    expect((await runCli(['switch', '-h', ...nowhere])).stdout).toBe(results[1]!.stdout)
+    expect((await runCliWith(['switch', '-h', ...nowhere])).stdout).toBe(results[1]!.stdout)
   })
 
   it('takes the token from --token or BLUEGREEN_ADMIN_TOKEN, --token first', async () => {
     const [fromEnv, flagWins, viaEnv] = await Promise.all([
-      runCli(['weights', '0', '100', '--reason', 'env', ...admin], { BLUEGREEN_ADMIN_TOKEN: adminToken }),
-      runCli(['weights', '0', '100', '--token', ciToken, ...admin], {
+      runCliWith(['weights', '0', '100', '--reason', 'env', ...admin], { BLUEGREEN_ADMIN_TOKEN: adminToken }),
+      runCliWith(['weights', '0', '100', '--token', ciToken, ...admin], {
         BLUEGREEN_ADMIN_TOKEN: 'not-the-token-0123456789',
       }),
       // BLUEGREEN_ADMIN names the admin API the same way.
-      runCli(['status'], { BLUEGREEN_ADMIN: proxy.admin }),
+      runCliWith(['status'], { BLUEGREEN_ADMIN: proxy.admin }),
     ])
     expect(fromEnv.code, fromEnv.stderr).toBe(0)
     expect(fromEnv.stdout).toMatch(/^updated .* by admin@127\.0\.0\.1$/m)
@@ -255,30 +223,38 @@ describe('bluegreen CLI against a running proxy', () => {
   it('a wrong or missing token: exit 1 with a one-line reason, and nothing changes', async () => {
     const before = await getJson<{ generation: number }>(`${proxy.admin}/state`)
     const refused = await Promise.all([
-      runCli(['switch', 'blue', ...admin, '--token', 'wrong-token-0123456789']),
-      runCli(['rollback', ...admin], { BLUEGREEN_ADMIN_TOKEN: 'wrong-token-0123456789' }),
-      runCli(['weights', '50', '50', ...admin]),
+      runCliWith(['switch', 'blue', ...admin, '--token', 'wrong-token-0123456789']),
+      runCliWith(['rollback', ...admin], { BLUEGREEN_ADMIN_TOKEN: 'wrong-token-0123456789' }),
+      runCliWith(['weights', '50', '50', ...admin]),
     ])
     for (const result of refused) expectRefused(result, 'BG_UNAUTHORIZED')
     expect(refused[0]!.stderr).toMatch(/Bearer/)
     expect((await getJson<{ generation: number }>(`${proxy.admin}/state`)).generation).toBe(before.generation)
     // A right token afterwards clears the slate.
-    expect((await runCli(['switch', 'blue', ...ci])).code).toBe(0)
+    expect((await runCliWith(['switch', 'blue', ...ci])).code).toBe(0)
   })
 
   it('rollout COLOR starts a progressive rollout that status shows, and rollout abort returns', async () => {
-    const started = await runCli(['rollout', 'green', '--steps', '30,100', '--step-seconds', '600', ...ci])
+    const started = await runCliWith([
+      'rollout',
+      'green',
+      '--steps',
+      '30,100',
+      '--step-seconds',
+      '600',
+      ...ci,
+    ])
     expect(started.code, started.stderr).toBe(0)
     expect(started.stdout).toMatch(/weights\s+blue 70 \/ green 30/)
     expect(started.stdout).toMatch(/rollout\s+running, step 1\/2 \(30% to green\)/)
-    expectRefused(await runCli(['rollout', 'green', ...ci]), 'BG_ROLLOUT_RUNNING')
-    const status = await runCli(['status', ...admin])
+    expectRefused(await runCliWith(['rollout', 'green', ...ci]), 'BG_ROLLOUT_RUNNING')
+    const status = await runCliWith(['status', ...admin])
     expect(status.stdout).toMatch(/rollout\s+running/)
-    const aborted = await runCli(['rollout', 'abort', ...ci])
+    const aborted = await runCliWith(['rollout', 'abort', ...ci])
     expect(aborted.code, aborted.stderr).toBe(0)
     expect(aborted.stdout).toMatch(/rollout\s+aborted/)
-    expectRefused(await runCli(['rollout', 'abort', ...ci]), 'BG_NO_ROLLOUT')
-    const bad = await runCli(['rollout', 'green', '--steps', '10,x', ...ci])
+    expectRefused(await runCliWith(['rollout', 'abort', ...ci]), 'BG_NO_ROLLOUT')
+    const bad = await runCliWith(['rollout', 'green', '--steps', '10,x', ...ci])
     expect(bad.code).toBe(2)
   })
 })
@@ -322,7 +298,7 @@ describe('bluegreen switch --wait across Redis replicas', () => {
       const listed = await idsOf(replicas[0]!)
       return listed.length === 2 ? listed : undefined
     })
-    const result = await runCli(['switch', 'green', '--wait', '--admin', replicas[0]!.admin])
+    const result = await runCliWith(['switch', 'green', '--wait', '--admin', replicas[0]!.admin])
     expect(result.code, result.stderr).toBe(0)
     expect(result.stdout).toContain(`wait        all 2 replica(s) applied it: ${ids.join(', ')}\n`)
   })
@@ -333,7 +309,7 @@ describe('bluegreen switch --wait across Redis replicas', () => {
     const liveId = (await getJson<{ replica: { id: string } }>(`${live.admin}/state`)).replica.id
     frozen.child.kill('SIGSTOP')
     try {
-      const result = await runCli([
+      const result = await runCliWith([
         'switch',
         'blue',
         '--wait',
@@ -350,7 +326,7 @@ describe('bluegreen switch --wait across Redis replicas', () => {
         new RegExp(`^wait {8}NOT applied in time by: ${frozenId} \\(at \\d+\\)$`, 'm'),
       )
       expect(result.stdout).toMatch(new RegExp(`^ {12}applied by: ${liveId}$`, 'm'))
-      const json = await runCli(['switch', 'blue', '--wait', '--json', '--admin', live.admin])
+      const json = await runCliWith(['switch', 'blue', '--wait', '--json', '--admin', live.admin])
       expect(json.code).toBe(3)
       expect(JSON.parse(json.stdout).wait).toMatchObject({ complete: false, pending: [{ id: frozenId }] })
     } finally {

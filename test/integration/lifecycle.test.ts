@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import {
   Agent,
@@ -10,6 +10,7 @@ import {
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { killRunningClis, runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import {
   adminPost,
@@ -24,41 +25,6 @@ import {
 } from '../helpers/servers.ts'
 
 // `bluegreen` as operators run it: a child process per proxy, signals, exit codes and what it prints.
-
-interface CliResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-const running = new Set<ChildProcess>()
-
-/** Runs the CLI to completion (killed after 10 s) and returns its exit code and output. */
-function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, BLUEGREEN_ADMIN: undefined, BLUEGREEN_ADMIN_TOKEN: undefined, ...options.env },
-      cwd: options.cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    running.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk
-    })
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk
-    })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    child.once('error', reject)
-    child.once('close', (code) => {
-      clearTimeout(timer)
-      running.delete(child)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
 
 /** One line, no stack trace: what a user error must look like on stderr. */
 function expectOneLineReason(stderr: string, pattern: RegExp) {
@@ -154,7 +120,7 @@ describe('lifecycle', () => {
     }
   })
   afterAll(async () => {
-    for (const child of running) child.kill('SIGKILL')
+    killRunningClis()
     await blue?.server.close()
     await green?.close()
     await dir?.remove()
@@ -499,7 +465,6 @@ describe('lifecycle', () => {
       cwd: cwd.path,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
-    running.add(child)
     let output = ''
     child.stdout.on('data', (chunk) => {
       output += chunk
@@ -526,7 +491,6 @@ describe('lifecycle', () => {
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL')
       await exited
-      running.delete(child)
       await cwd.remove()
     }
   })

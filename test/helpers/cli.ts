@@ -1,0 +1,45 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { CLI } from './servers.ts'
+
+export interface CliResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+const running = new Set<ChildProcess>()
+
+/** Runs the CLI to completion (killed after 10 s) with none of the caller's BLUEGREEN_* settings. */
+export function runCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, BLUEGREEN_ADMIN: undefined, BLUEGREEN_ADMIN_TOKEN: undefined, ...options.env },
+      cwd: options.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    running.add(child)
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk
+    })
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk
+    })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    child.once('error', reject)
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      running.delete(child)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+/** For afterAll: no CLI outlives its test file. */
+export function killRunningClis(): void {
+  for (const child of running) child.kill('SIGKILL')
+}
