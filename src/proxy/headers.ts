@@ -26,7 +26,9 @@ function connectionTokens(values: readonly string[]): Set<string> | undefined {
   for (const value of values) {
     for (const token of value.split(',')) {
       const name = token.trim().toLowerCase()
-      if (!name) continue
+      // "keep-alive", "close", "upgrade": nearly every message says one, and none names a header that is not
+      // dropped already, so the common case builds no Set at all.
+      if (!name || name === 'close' || HOP_BY_HOP.has(name)) continue
       tokens ??= new Set()
       tokens.add(name)
     }
