@@ -55,8 +55,20 @@ describe('upstream errors', () => {
   const servers: { close(): Promise<void> }[] = []
 
   /** A proxy whose blue (active) pool is `blue`; green is the good upstream. */
+  /**
+   * A proxy to these upstreams. Active health checks are off: the upstreams here answer (or fail) every request
+   * alike, so a check would be one more request in their books, and this file is about the forwarder itself.
+   */
   async function proxyTo(blue: string[], extra: Record<string, unknown> = {}): Promise<TestProxy> {
-    const proxy = await startProxy({ blue, green: [good.url] }, { routing: { preview: {} }, ...extra })
+    const unchecked = { healthCheck: { enabled: false } }
+    const proxy = await startProxy(
+      { blue, green: [good.url] },
+      {
+        routing: { preview: {} },
+        pools: { blue: { upstreams: blue, ...unchecked }, green: { upstreams: [good.url], ...unchecked } },
+        ...extra,
+      },
+    )
     proxies.push(proxy)
     return proxy
   }
@@ -168,7 +180,12 @@ describe('upstream errors', () => {
   describe('a client that goes away', () => {
     it('aborts the upstream request when the client disconnects while the upstream is working', async () => {
       const seen: { res: ServerResponse; closedEarly?: boolean }[] = []
-      const working = await startServer((_req, res) => {
+      const working = await startServer((req, res) => {
+        // Health checks reach this upstream too: answer them, and count only the proxied request.
+        if (req.url !== '/work') {
+          res.end('ok')
+          return
+        }
         const entry: (typeof seen)[number] = { res }
         res.once('close', () => {
           entry.closedEarly = !res.writableEnded
