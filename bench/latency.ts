@@ -8,7 +8,6 @@
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import autocannon from 'autocannon'
 import {
   autocannonLoad,
   freePort,
@@ -27,17 +26,6 @@ const ROUNDS = Number(process.env.BENCH_LATENCY_ROUNDS ?? process.env.BENCH_ROUN
 const SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 4)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const SHARE = Number(process.env.BENCH_LATENCY_SHARE ?? 0.3)
-
-async function autocannonAtRate(url: string, seconds: number, rate: number): Promise<LoadResult> {
-  const result = await autocannon({ url, connections: CONNECTIONS, duration: seconds, overallRate: rate })
-  return {
-    requestsPerSecond: result.requests.average,
-    latencyP50Ms: result.latency.p50,
-    latencyP99Ms: result.latency.p99,
-    errors: result.errors,
-    non2xx: result.non2xx,
-  }
-}
 
 export async function latency(): Promise<Record<string, unknown>> {
   const upstreamPort = await freePort()
@@ -73,7 +61,7 @@ export async function latency(): Promise<Record<string, unknown>> {
       rate = Math.round(maximum.requestsPerSecond * SHARE)
       for (let round = 0; round < ROUNDS; round++) {
         for (const [name, url] of Object.entries(target))
-          samples[name]!.push(await autocannonAtRate(url, SECONDS, rate))
+          samples[name]!.push(await autocannonLoad(url, SECONDS, CONNECTIONS, rate))
       }
     }
   } finally {

@@ -116,8 +116,20 @@ export async function startBluegreen(
   return { child, url }
 }
 
-export async function autocannonLoad(url: string, seconds: number, connections: number): Promise<LoadResult> {
-  const result = await autocannon({ url, connections, duration: seconds, pipelining: 1 })
+/** Open loop with `connections`, or paced to `rate` requests/s overall when given. */
+export async function autocannonLoad(
+  url: string,
+  seconds: number,
+  connections: number,
+  rate?: number,
+): Promise<LoadResult> {
+  const result = await autocannon({
+    url,
+    connections,
+    duration: seconds,
+    pipelining: 1,
+    ...(rate === undefined ? {} : { overallRate: rate }),
+  })
   return {
     requestsPerSecond: result.requests.average,
     latencyP50Ms: result.latency.p50,
@@ -294,4 +306,50 @@ export function sleep(ms: number): Promise<void> {
 /** The p-th percentile (0..100) of an ascending list. */
 export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))]!
+}
+
+/** Two upstreams answering their color (bench/toggle-upstream.ts: POST /__fail and /__heal) behind a proxy. */
+export interface ColorRig {
+  bluePort: number
+  greenPort: number
+  proxyPort: number
+  admin: string
+  proxy: { child: ChildProcess; url: string }
+  stop(): Promise<void>
+}
+
+export async function startColorRig(config: Record<string, unknown> = {}): Promise<ColorRig> {
+  const [bluePort, greenPort, proxyPort, adminPort] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ])
+  const upstream = (port: number, color: string) =>
+    startProcess(process.execPath, [join(REPO, 'bench/toggle-upstream.ts'), String(port), color])
+  const blue = upstream(bluePort, 'blue')
+  const green = upstream(greenPort, 'green')
+  await Promise.all([
+    waitForHttp(`http://127.0.0.1:${bluePort}/`),
+    waitForHttp(`http://127.0.0.1:${greenPort}/`),
+  ])
+  const proxy = await startBluegreen(proxyPort, {
+    admin: { listen: `127.0.0.1:${adminPort}` },
+    pools: {
+      blue: { upstreams: [`http://127.0.0.1:${bluePort}`] },
+      green: { upstreams: [`http://127.0.0.1:${greenPort}`] },
+    },
+    ...config,
+  })
+  return {
+    bluePort,
+    greenPort,
+    proxyPort,
+    admin: `http://127.0.0.1:${adminPort}`,
+    proxy,
+    stop: async () => {
+      await stopProcess(proxy.child)
+      await Promise.all([stopProcess(blue), stopProcess(green)])
+    },
+  }
 }

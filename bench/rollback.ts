@@ -2,16 +2,7 @@
 // Steady load through the proxy (default rollback settings), a switch to a healthy green, then green turns to
 // 500s; the time until GET /state shows blue again, over several rounds.
 import autocannon from 'autocannon'
-import {
-  freePort,
-  median,
-  startBluegreen,
-  startProcess,
-  stopProcess,
-  table,
-  waitForHttp,
-  writeResult,
-} from './lib.ts'
+import { median, startColorRig, table, writeResult } from './lib.ts'
 
 const ROUNDS = Number(process.env.BENCH_ROLLBACK_ROUNDS ?? 5)
 const RATE = Number(process.env.BENCH_ROLLBACK_RATE ?? 1000)
@@ -21,33 +12,8 @@ async function post(url: string, body?: unknown): Promise<Response> {
 }
 
 export async function rollback(): Promise<Record<string, unknown>> {
-  const [bluePort, greenPort, proxyPort, adminPort] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ])
-  const upstream = (port: number, color: string) =>
-    startProcess(process.execPath, [
-      new URL('./toggle-upstream.ts', import.meta.url).pathname,
-      String(port),
-      color,
-    ])
-  const blue = upstream(bluePort, 'blue')
-  const green = upstream(greenPort, 'green')
-  await Promise.all([
-    waitForHttp(`http://127.0.0.1:${bluePort}/`),
-    waitForHttp(`http://127.0.0.1:${greenPort}/`),
-  ])
-  const proxy = await startBluegreen(proxyPort, {
-    admin: { listen: `127.0.0.1:${adminPort}` },
-    pools: {
-      blue: { upstreams: [`http://127.0.0.1:${bluePort}`] },
-      green: { upstreams: [`http://127.0.0.1:${greenPort}`] },
-    },
-    log: { level: 'warn' },
-  })
-  const admin = `http://127.0.0.1:${adminPort}`
+  const rig = await startColorRig({ log: { level: 'warn' } })
+  const { admin, greenPort, proxy } = rig
   // With a callback autocannon returns the running instance, which can be stopped.
   const load = autocannon(
     { url: `${proxy.url}/`, connections: 10, overallRate: RATE, duration: ROUNDS * 8 + 5 },
@@ -74,8 +40,7 @@ export async function rollback(): Promise<Record<string, unknown>> {
     }
   } finally {
     load.stop()
-    await stopProcess(proxy.child)
-    await Promise.all([stopProcess(blue), stopProcess(green)])
+    await rig.stop()
   }
   const sorted = [...times].sort((a, b) => a - b)
   const rows = [

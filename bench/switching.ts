@@ -3,20 +3,7 @@
 // each response says where it went; a response from the old color to a request that STARTED after the switch's
 // answer came back is a failure of the switch, as is any error or non-2xx. Target: zero of each.
 import { Agent, request } from 'node:http'
-import { join } from 'node:path'
-import {
-  freePort,
-  median,
-  percentile,
-  REPO,
-  sleep,
-  startBluegreen,
-  startProcess,
-  stopProcess,
-  table,
-  waitForHttp,
-  writeResult,
-} from './lib.ts'
+import { median, percentile, sleep, startColorRig, table, writeResult } from './lib.ts'
 
 const SWITCHES = Number(process.env.BENCH_SWITCHES ?? 100)
 const GAP_MS = Number(process.env.BENCH_SWITCH_GAP_MS ?? 50)
@@ -111,27 +98,8 @@ function judge(answers: Answer[], switches: Switch[]) {
 }
 
 export async function switching(): Promise<Record<string, unknown>> {
-  const [bluePort, greenPort, proxyPort, adminPort] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ])
-  const upstream = (port: number, color: string) =>
-    startProcess(process.execPath, [join(REPO, 'bench/toggle-upstream.ts'), String(port), color])
-  const blue = upstream(bluePort, 'blue')
-  const green = upstream(greenPort, 'green')
-  await Promise.all([
-    waitForHttp(`http://127.0.0.1:${bluePort}/`),
-    waitForHttp(`http://127.0.0.1:${greenPort}/`),
-  ])
-  const proxy = await startBluegreen(proxyPort, {
-    admin: { listen: `127.0.0.1:${adminPort}` },
-    pools: {
-      blue: { upstreams: [`http://127.0.0.1:${bluePort}`] },
-      green: { upstreams: [`http://127.0.0.1:${greenPort}`] },
-    },
-  })
+  const rig = await startColorRig()
+  const { admin, proxyPort } = rig
   const switches: Switch[] = []
   const keepAliveAgent = new Agent({ keepAlive: true, maxSockets: KEEP_ALIVE })
   let stopped = false
@@ -146,7 +114,7 @@ export async function switching(): Promise<Record<string, unknown>> {
     for (let i = 0; i < SWITCHES; i++) {
       const to = i % 2 === 0 ? 'green' : 'blue'
       const sentAt = performance.now()
-      const response = await fetch(`http://127.0.0.1:${adminPort}/switch`, {
+      const response = await fetch(`${admin}/switch`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ to, reason: 'bench' }),
@@ -164,8 +132,7 @@ export async function switching(): Promise<Record<string, unknown>> {
   const [keepAlive, fresh] = await loads
   const seconds = (performance.now() - startedAt) / 1000
   keepAliveAgent.destroy()
-  await stopProcess(proxy.child)
-  await Promise.all([stopProcess(blue), stopProcess(green)])
+  await rig.stop()
 
   const succeeded = switches.filter((s) => s.status === 200)
   const switchMs = succeeded.map((s) => s.answeredAt - s.sentAt).sort((a, b) => a - b)
