@@ -110,13 +110,15 @@ export class SlidingWindows {
     ring.latency[slot * LATENCY_BOUNDS_MS.length + bucketOf(durationMs)]!++
   }
 
-  /** The sums for a color over the window, counting only seconds at or after `sinceMs` when given. */
+  /** The sums for a color over the window, counting only from about `sinceMs` on (from the second before it). */
   figures(color: Color, sinceMs = 0): WindowFigures {
     this.#advance()
     const ring = this.#rings[color]
     const figures = emptyFigures()
     const oldest = this.#second - this.#slots + 2
-    const since = Math.max(oldest, Math.floor(sinceMs / 1000))
+    // record() writes to the slot the timer last advanced to, so requests made just after a second boundary can sit
+    // in the slot of the second before, until the tick: count from one second earlier, or they would be missed.
+    const since = Math.max(oldest, Math.floor(sinceMs / 1000) - 1)
     for (let slot = 0; slot < this.#slots; slot++) {
       const second = ring.seconds[slot]!
       if (second < since || second > this.#second) continue
