@@ -49,12 +49,14 @@ export async function createStateBackend(
       logger,
     })
     const audit = new RedisAuditTrail(store.client, state.redis.key, config.admin.auditKeep)
-    // A replica's figures count while fresher than three evaluations: one that stopped publishing drops out.
+    // A replica's figures count while fresher than three evaluations, and at least two seconds: each entry is a
+    // whole window's sums, so a late one is still right, and a replica whose event loop lags under load must not
+    // drop out of the decision. One that stopped publishing does.
     const exchange = new RedisExchange(
       store.client,
       state.redis.key,
       replicaId,
-      config.rollback.evaluateEvery * 3,
+      Math.max(config.rollback.evaluateEvery * 3, 2_000),
     )
     return { store, replicas, audit, exchange, loadBeforeListening: false }
   }
