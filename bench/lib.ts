@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir, userInfo } from 'node:os'
+import { cpus, tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
@@ -183,6 +183,38 @@ export async function wrkLoad(
     errors: errors ? errors.slice(1).reduce((sum, value) => sum + Number(value), 0) : 0,
     non2xx,
   }
+}
+
+/**
+ * Where `taskset` is on PATH (and BENCH_PIN is not 0), each side of a measurement gets a core of its own: the
+ * server under test core 1, the load generator and the upstream core 0. Unpinned, the three contend for both
+ * cores and the scheduler's choices swing a round by 25%; pinned, a Node proxy and nginx's one worker are compared
+ * per core, as the targets are stated. Every thread of the process and of its children is moved.
+ */
+export const PROXY_CORE = 1
+export const LOAD_CORE = 0
+
+let pinning: Promise<boolean> | undefined
+export function pinningAvailable(): Promise<boolean> {
+  pinning ??=
+    process.env.BENCH_PIN === '0' || cpus().length < 2 ? Promise.resolve(false) : hasCommand('taskset')
+  return pinning
+}
+
+export async function pin(pid: number | undefined, core: number): Promise<void> {
+  if (pid === undefined || !(await pinningAvailable())) return
+  const { stdout } = await run('sh', ['-c', `pgrep -P ${pid} || true`])
+  for (const each of [pid, ...stdout.split('\n').filter(Boolean).map(Number)]) {
+    await run('taskset', ['-a', '-p', '-c', String(core), String(each)])
+  }
+}
+
+/** Pins this process (autocannon runs in it, and wrk is its child) to the load generator's core. */
+export async function pinLoadGenerator(): Promise<string> {
+  if (!(await pinningAvailable()))
+    return 'unpinned: the load generator, the proxy and the upstream share both cores'
+  await pin(process.pid, LOAD_CORE)
+  return `pinned: the server under test on core ${PROXY_CORE}, the load generator and the upstream on core ${LOAD_CORE}`
 }
 
 export function median(values: number[]): number {

@@ -1,15 +1,21 @@
 // Question: how does bluegreen-proxy (every feature at its default: metrics on, default logging) compare with the
 // proxies people would otherwise run? The upstream directly (the ceiling), bluegreen, a minimal http-proxy-3 proxy,
-// @fastify/http-proxy and nginx (one worker: a per-core comparison), all on one fast upstream, alternated rounds
-// (A B C D E, A B C D E, ...) per load generator, medians and ratios from the same run.
+// @fastify/http-proxy, nginx (one worker: a per-core comparison) and the floor of bluegreen's own stack (node:http
+// into an undici Pool, nothing else), all on one fast upstream, alternated rounds (A B C D E F, A B C D E F, ...)
+// per load generator, medians and ratios from the same run. Where taskset is on PATH, the server under test has a
+// core to itself (see pin() in lib.ts).
 import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import {
   autocannonLoad,
   freePort,
   hasCommand,
+  LOAD_CORE,
   type LoadResult,
   median,
+  PROXY_CORE,
+  pin,
+  pinLoadGenerator,
   REPO,
   startBluegreen,
   startFastUpstream,
@@ -22,7 +28,7 @@ import {
   wrkLoad,
 } from './lib.ts'
 
-const ROUNDS = Number(process.env.BENCH_PEERS_ROUNDS ?? process.env.BENCH_ROUNDS ?? 3)
+const ROUNDS = Number(process.env.BENCH_PEERS_ROUNDS ?? process.env.BENCH_ROUNDS ?? 5)
 const SECONDS = Number(process.env.BENCH_PEERS_SECONDS ?? 3)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const WARM_UP_SECONDS = Number(process.env.BENCH_PEERS_WARMUP_SECONDS ?? 5)
@@ -40,13 +46,17 @@ async function startPeer(file: string, port: number, upstream: string): Promise<
 }
 
 export async function peers(): Promise<Record<string, unknown>> {
+  const placement = await pinLoadGenerator()
   const upstreamPort = await freePort()
   const upstream = await startFastUpstream(upstreamPort)
+  await pin(upstream.child.pid, LOAD_CORE)
   const direct = `http://127.0.0.1:${upstreamPort}`
   const contenders: Contender[] = [{ name: 'direct', url: `${direct}/`, child: upstream.child }]
   const add = async (name: string, start: (port: number) => Promise<ChildProcess>) => {
     const port = await freePort()
-    contenders.push({ name, url: `http://127.0.0.1:${port}/`, child: await start(port) })
+    const child = await start(port)
+    await pin(child.pid, PROXY_CORE)
+    contenders.push({ name, url: `http://127.0.0.1:${port}/`, child })
   }
   const tools: { name: string; load: (url: string, seconds?: number) => Promise<LoadResult> }[] = []
   if (await hasCommand('wrk'))
@@ -68,6 +78,7 @@ export async function peers(): Promise<Record<string, unknown>> {
     })
     await add('http-proxy-3', (port) => startPeer('http-proxy-3.ts', port, direct))
     await add('fastify', (port) => startPeer('fastify.ts', port, direct))
+    await add('undici (minimal)', (port) => startPeer('undici.ts', port, direct))
     if (await hasCommand('nginx'))
       await add('nginx', (port) => startNginxProxy(port, `127.0.0.1:${upstreamPort}`))
     else console.log('skipped: nginx not on PATH (no nginx proxy in the comparison)')
@@ -123,12 +134,12 @@ export async function peers(): Promise<Record<string, unknown>> {
       'vs http-proxy-3 (target 2.5x)': ratio('http-proxy-3'),
       'vs fastify (target 1.5x)': ratio('fastify'),
       'vs nginx per core (target 0.3x, aim 0.5x)': ratio('nginx'),
+      'vs undici (minimal), its own floor': ratio('undici (minimal)'),
     })
   }
   console.log(
     `\npeers: ${ROUNDS} alternated rounds of ${SECONDS}s per load generator, ${CONNECTIONS} connections, ` +
-      `13-byte responses from ${upstream.kind}.\n2 cores shared by the load generator (wrk -t1, or autocannon ` +
-      `in the bench process), the proxy under test and the upstream: absolute figures are low, ratios are the point.\n`,
+      `13-byte responses from ${upstream.kind}.\n${placement} (wrk -t1, or autocannon in the bench process).\n`,
   )
   console.log(table(rows))
   console.log("\nbluegreen req/s over each peer's (median of the rounds' ratios)\n")
@@ -138,6 +149,7 @@ export async function peers(): Promise<Record<string, unknown>> {
     seconds: SECONDS,
     connections: CONNECTIONS,
     upstream: upstream.kind,
+    placement,
     rows,
     ratios,
     samples,

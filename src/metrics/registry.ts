@@ -1,6 +1,7 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { COLORS, type Color, type State } from '../state/state.ts'
 import type { StoreStatus } from '../state/store.ts'
+import { RequestMetrics } from './request-metrics.ts'
 
 /**
  * The app's own Prometheus registry (never prom-client's global one, so two apps in one process, as in the tests,
@@ -19,29 +20,14 @@ export class Metrics {
   readonly invalidState: Counter
   readonly storeReachable: Gauge
   readonly stateStaleness: Gauge
-  readonly requests: Counter<'color' | 'status_class'>
-  readonly requestDuration: Histogram<'color'>
+  /** bluegreen_requests_total and bluegreen_request_duration_seconds. */
+  readonly requests: RequestMetrics
   readonly upstreamErrors: Counter<'color' | 'reason'>
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
-  /** Label children bound once, so a request costs two increments and no label lookup: [color][class]. */
-  readonly #requestChildren: Record<Color, ReturnType<Counter<'color' | 'status_class'>['labels']>[]>
-  readonly #durationChildren: Record<Color, ReturnType<Histogram<'color'>['labels']>>
 
   constructor(storeStatus: () => StoreStatus | undefined) {
     const registers = [this.registry]
-    this.requests = new Counter({
-      name: 'bluegreen_requests_total',
-      help: 'Requests answered, by the color that served them and the status class (1xx..5xx)',
-      labelNames: ['color', 'status_class'],
-      registers,
-    })
-    this.requestDuration = new Histogram({
-      name: 'bluegreen_request_duration_seconds',
-      help: 'Time from the request reaching the proxy to its response ending, by color',
-      labelNames: ['color'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    })
+    this.requests = new RequestMetrics(this.registry)
     this.upstreamErrors = new Counter({
       name: 'bluegreen_upstream_errors_total',
       help: 'Failed attempts to reach an upstream (refused, reset, timeouts, broken responses), by color and reason',
@@ -56,15 +42,6 @@ export class Metrics {
       aggregator: 'average',
       registers,
     })
-    const classes = ['1xx', '2xx', '3xx', '4xx', '5xx']
-    this.#requestChildren = {
-      blue: classes.map((statusClass) => this.requests.labels('blue', statusClass)),
-      green: classes.map((statusClass) => this.requests.labels('green', statusClass)),
-    }
-    this.#durationChildren = {
-      blue: this.requestDuration.labels('blue'),
-      green: this.requestDuration.labels('green'),
-    }
     collectDefaultMetrics({ register: this.registry })
     this.activeColor = new Gauge({
       name: 'bluegreen_active_color',
@@ -129,9 +106,7 @@ export class Metrics {
 
   /** One request, on the hot path. A client that went away first (499) is counted as 4xx. */
   observe(color: Color, status: number, seconds: number): void {
-    const statusClass = Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1
-    this.#requestChildren[color][statusClass]!.inc()
-    this.#durationChildren[color].observe(seconds)
+    this.requests.record(color, status, seconds)
   }
 
   /** Called with every state this replica applies. */

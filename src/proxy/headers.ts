@@ -20,10 +20,14 @@ const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded
 // trusted proxy and dropped from anyone else, who could otherwise claim any address they like.
 const CLIENT_ADDRESS = new Set(['forwarded', 'x-real-ip'])
 
+// Nearly every message's Connection header says just this; it names no header, so it needs no splitting.
+const PLAIN_CONNECTION = /^[ \t]*(?:keep-alive|close)[ \t]*$/i
+
 /** Header names listed in Connection values: hop-by-hop too, whatever they are called. */
 function connectionTokens(values: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined
   for (const value of values) {
+    if (PLAIN_CONNECTION.test(value)) continue
     for (const token of value.split(',')) {
       const name = token.trim().toLowerCase()
       // "keep-alive", "close", "upgrade": nearly every message says one, and none names a header that is not

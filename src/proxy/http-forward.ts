@@ -35,6 +35,8 @@ export interface ForwardOptions {
   onOutcome: (outcome: RequestOutcome) => void
   /** Every request checks in when it starts and out when its response closes, so a drain can count and close it. */
   inFlight: RequestTracker
+  /** When the client's response closes, however it ended (one 'close' listener a request serves both). */
+  onResponseClose: () => void
 }
 
 const CLIENT_CLOSED = 499
@@ -235,6 +237,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
 
   private readonly onClientClose = (): void => {
     this.options.inFlight.requestEnded(this.upstream.color, this)
+    this.options.onResponseClose()
     if (this.finished || this.res.writableFinished) return
     // The client went away mid-request: stop the upstream work too.
     this.clientGone = true

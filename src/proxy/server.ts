@@ -87,6 +87,7 @@ export class ProxyListener {
       },
       onOutcome: options.onOutcome ?? (() => {}),
       inFlight: this.drains,
+      onResponseClose: this.onResponseClose,
     }
     this.websockets = new WebSocketForwarder({
       colorHeader: config.proxy.colorHeader,
@@ -166,10 +167,10 @@ export class ProxyListener {
 
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.inFlight++
-    res.once('close', this.onResponseClose)
-    const { colorHeader } = this.options.config.proxy
     const route = this.route(req)
     if (route instanceof RouteError) {
+      res.once('close', this.onResponseClose)
+      const { colorHeader } = this.options.config.proxy
       sendError(res, route.status, route.code, route.message, {
         colorHeader,
         color: route.color,
