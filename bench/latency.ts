@@ -12,12 +12,19 @@ import {
   autocannonLoad,
   freePort,
   hasCommand,
+  LOAD_CORE,
   type LoadResult,
   median,
+  PROXY_CORE,
+  pin,
+  pinLoadGenerator,
+  REPO,
   startBluegreen,
   startFastUpstream,
+  startProcess,
   stopProcess,
   table,
+  waitForHttp,
   writeResult,
   wrkLoad,
 } from './lib.ts'
@@ -28,12 +35,14 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const SHARE = Number(process.env.BENCH_LATENCY_SHARE ?? 0.3)
 
 export async function latency(): Promise<Record<string, unknown>> {
+  const placement = await pinLoadGenerator()
   const upstreamPort = await freePort()
   const upstream = await startFastUpstream(upstreamPort)
+  await pin(upstream.child.pid, LOAD_CORE)
   const direct = `http://127.0.0.1:${upstreamPort}`
   const useWrk = await hasCommand('wrk')
   if (!useWrk) console.log('skipped: wrk not on PATH (autocannon overallRate instead: bursty, whole ms)')
-  const samples: Record<string, LoadResult[]> = { direct: [], bluegreen: [] }
+  const samples: Record<string, LoadResult[]> = { direct: [], 'undici (minimal)': [], bluegreen: [] }
   let maximum: LoadResult
   let rate: number
   let delayMs = 0
@@ -41,8 +50,23 @@ export async function latency(): Promise<Record<string, unknown>> {
     admin: { listen: `127.0.0.1:${await freePort()}` },
     pools: { blue: { upstreams: [direct] }, green: { upstreams: [direct] } },
   })
+  await pin(proxy.child.pid, PROXY_CORE)
+  // The floor of the stack (node:http into undici, nothing else) under the same pacing: what any proxy built on
+  // it adds, so the difference to bluegreen is what its features add.
+  const floorPort = await freePort()
+  const floor = startProcess(process.execPath, [
+    join(REPO, 'bench/peers/undici.ts'),
+    String(floorPort),
+    direct,
+  ])
+  await waitForHttp(`http://127.0.0.1:${floorPort}/`)
+  await pin(floor.pid, PROXY_CORE)
   try {
-    const target = { direct: `${direct}/`, bluegreen: `${proxy.url}/` }
+    const target = {
+      direct: `${direct}/`,
+      'undici (minimal)': `http://127.0.0.1:${floorPort}/`,
+      bluegreen: `${proxy.url}/`,
+    }
     if (useWrk) {
       await wrkLoad(target.bluegreen, 2, CONNECTIONS)
       maximum = await wrkLoad(target.bluegreen, 3, CONNECTIONS)
@@ -65,6 +89,7 @@ export async function latency(): Promise<Record<string, unknown>> {
       }
     }
   } finally {
+    await stopProcess(floor)
     await stopProcess(proxy.child)
     await stopProcess(upstream.child)
   }
@@ -81,6 +106,8 @@ export async function latency(): Promise<Record<string, unknown>> {
   const added = {
     'p50 added ms': Number((p50('bluegreen') - p50('direct')).toFixed(3)),
     'p99 added ms (target < 1)': Number((p99('bluegreen') - p99('direct')).toFixed(3)),
+    'p50 added by the undici floor': Number((p50('undici (minimal)') - p50('direct')).toFixed(3)),
+    'p99 added by the undici floor': Number((p99('undici (minimal)') - p99('direct')).toFixed(3)),
   }
   const tool = useWrk
     ? `wrk -t1 paced (random 0..${2 * delayMs} ms between requests)`
@@ -88,7 +115,7 @@ export async function latency(): Promise<Record<string, unknown>> {
   console.log(
     `\nlatency: ${tool}, ${CONNECTIONS} connections, target ${Math.round(rate)} req/s = ${SHARE * 100}% of ` +
       `the proxy's ${Math.round(maximum.requestsPerSecond)} req/s maximum; ${ROUNDS} alternated rounds of ` +
-      `${SECONDS}s, medians; upstream ${upstream.kind}; 2 shared cores\n`,
+      `${SECONDS}s, medians; upstream ${upstream.kind}; ${placement}\n`,
   )
   console.log(table(rows))
   console.log('')
@@ -101,6 +128,7 @@ export async function latency(): Promise<Record<string, unknown>> {
     rounds: ROUNDS,
     seconds: SECONDS,
     upstream: upstream.kind,
+    placement,
     rows,
     added,
     samples,

@@ -1,10 +1,16 @@
 // Question: what do the per-request metrics cost? The same proxy with metrics.enabled true and false, alternated.
+import type { ChildProcess } from 'node:child_process'
 import {
   autocannonLoad,
+  cpuMicros,
   freePort,
   hasCommand,
+  LOAD_CORE,
   type LoadResult,
   median,
+  PROXY_CORE,
+  pin,
+  pinLoadGenerator,
   startBluegreen,
   startUpstream,
   stopProcess,
@@ -18,8 +24,10 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 
 export async function metricsCost(): Promise<Record<string, unknown>> {
+  const placement = await pinLoadGenerator()
   const upstreamPort = await freePort()
   const upstream = await startUpstream(upstreamPort)
+  await pin(upstream.pid, LOAD_CORE)
   const target = `http://127.0.0.1:${upstreamPort}`
   const proxy = async (enabled: boolean) =>
     startBluegreen(await freePort(), {
@@ -30,35 +38,52 @@ export async function metricsCost(): Promise<Record<string, unknown>> {
     })
   const on = await proxy(true)
   const off = await proxy(false)
+  await pin(on.child.pid, PROXY_CORE)
+  await pin(off.child.pid, PROXY_CORE)
   const load = (await hasCommand('wrk'))
     ? { name: 'wrk', run: (url: string) => wrkLoad(url, SECONDS, CONNECTIONS) }
     : { name: 'autocannon', run: (url: string) => autocannonLoad(url, SECONDS, CONNECTIONS) }
-  const samples: Record<string, LoadResult[]> = { 'metrics on': [], 'metrics off': [] }
+  const samples: Record<string, (LoadResult & { cpuMicrosPerRequest: number })[]> = {
+    'metrics on': [],
+    'metrics off': [],
+  }
+  // Each round also counts the CPU the proxy spent per request, steadier than req/s on a shared machine.
+  const measure = async (proxy: { child: ChildProcess; url: string }) => {
+    const before = await cpuMicros([proxy.child.pid!])
+    const result = await load.run(`${proxy.url}/`)
+    const used = (await cpuMicros([proxy.child.pid!])) - before
+    return { ...result, cpuMicrosPerRequest: used / (result.requestsPerSecond * SECONDS) }
+  }
   try {
     await load.run(`${on.url}/`)
     await load.run(`${off.url}/`)
     for (let round = 0; round < ROUNDS; round++) {
-      samples['metrics on']!.push(await load.run(`${on.url}/`))
-      samples['metrics off']!.push(await load.run(`${off.url}/`))
+      samples['metrics on']!.push(await measure(on))
+      samples['metrics off']!.push(await measure(off))
     }
   } finally {
     await Promise.all([stopProcess(on.child), stopProcess(off.child), stopProcess(upstream)])
   }
   const offRps = median(samples['metrics off']!.map((s) => s.requestsPerSecond))
+  const offCpu = median(samples['metrics off']!.map((s) => s.cpuMicrosPerRequest))
   const rows = Object.entries(samples).map(([name, list]) => {
     const rps = median(list.map((s) => s.requestsPerSecond))
+    const cpu = median(list.map((s) => s.cpuMicrosPerRequest))
     return {
       proxy: name,
       'req/s (median)': Math.round(rps),
       'p99 ms': median(list.map((s) => s.latencyP99Ms)),
-      'vs off': Number((rps / offRps).toFixed(3)),
+      'CPU µs/req': Number(cpu.toFixed(1)),
+      'req/s vs off': Number((rps / offRps).toFixed(3)),
+      'CPU vs off': Number((cpu / offCpu).toFixed(3)),
     }
   })
   console.log(
-    `\nmetrics cost: ${load.name}, ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections\n`,
+    `\nmetrics cost: ${load.name}, ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections; ` +
+      `${placement}\n`,
   )
   console.log(table(rows))
-  const result = { tool: load.name, rounds: ROUNDS, seconds: SECONDS, rows, samples }
+  const result = { tool: load.name, rounds: ROUNDS, seconds: SECONDS, placement, rows, samples }
   console.log(`\nwritten to ${await writeResult('metrics-cost', result)}`)
   return result
 }

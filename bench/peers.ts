@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import {
   autocannonLoad,
+  cpuMicros,
   freePort,
   hasCommand,
   LOAD_CORE,
@@ -16,6 +17,7 @@ import {
   PROXY_CORE,
   pin,
   pinLoadGenerator,
+  processTree,
   REPO,
   startBluegreen,
   startFastUpstream,
@@ -37,7 +39,12 @@ interface Contender {
   name: string
   url: string
   child: ChildProcess
+  /** The server's processes (nginx: master and worker), whose CPU time each round counts. */
+  pids: number[]
 }
+
+/** A round's load figures and the CPU the server spent on each request meanwhile. */
+type Sample = LoadResult & { cpuMicrosPerRequest: number }
 
 async function startPeer(file: string, port: number, upstream: string): Promise<ChildProcess> {
   const child = startProcess(process.execPath, [join(REPO, 'bench/peers', file), String(port), upstream])
@@ -51,12 +58,19 @@ export async function peers(): Promise<Record<string, unknown>> {
   const upstream = await startFastUpstream(upstreamPort)
   await pin(upstream.child.pid, LOAD_CORE)
   const direct = `http://127.0.0.1:${upstreamPort}`
-  const contenders: Contender[] = [{ name: 'direct', url: `${direct}/`, child: upstream.child }]
+  const contenders: Contender[] = [
+    {
+      name: 'direct',
+      url: `${direct}/`,
+      child: upstream.child,
+      pids: await processTree(upstream.child.pid!),
+    },
+  ]
   const add = async (name: string, start: (port: number) => Promise<ChildProcess>) => {
     const port = await freePort()
     const child = await start(port)
     await pin(child.pid, PROXY_CORE)
-    contenders.push({ name, url: `http://127.0.0.1:${port}/`, child })
+    contenders.push({ name, url: `http://127.0.0.1:${port}/`, child, pids: await processTree(child.pid!) })
   }
   const tools: { name: string; load: (url: string, seconds?: number) => Promise<LoadResult> }[] = []
   if (await hasCommand('wrk'))
@@ -67,7 +81,7 @@ export async function peers(): Promise<Record<string, unknown>> {
     load: (url, seconds = SECONDS) => autocannonLoad(url, seconds, CONNECTIONS),
   })
 
-  const samples: Record<string, Record<string, LoadResult[]>> = {}
+  const samples: Record<string, Record<string, Sample[]>> = {}
   try {
     await add('bluegreen', async (port) => {
       const proxy = await startBluegreen(port, {
@@ -84,7 +98,7 @@ export async function peers(): Promise<Record<string, unknown>> {
     else console.log('skipped: nginx not on PATH (no nginx proxy in the comparison)')
 
     for (const tool of tools) {
-      const byContender: Record<string, LoadResult[]> = {}
+      const byContender: Record<string, Sample[]> = {}
       samples[tool.name] = byContender
       // Warm-up: the JIT and every keep-alive pool in steady state before the first measured round (the
       // second load generator finds them warm already).
@@ -93,7 +107,10 @@ export async function peers(): Promise<Record<string, unknown>> {
       for (let round = 0; round < ROUNDS; round++) {
         for (const contender of contenders) {
           const list = byContender[contender.name] ?? []
-          list.push(await tool.load(contender.url))
+          const before = await cpuMicros(contender.pids)
+          const result = await tool.load(contender.url)
+          const used = (await cpuMicros(contender.pids)) - before
+          list.push({ ...result, cpuMicrosPerRequest: used / (result.requestsPerSecond * SECONDS) })
           byContender[contender.name] = list
         }
       }
@@ -116,33 +133,46 @@ export async function peers(): Promise<Record<string, unknown>> {
         'req/s (median)': Math.round(rps(tool.name, name)),
         'p50 ms': median(list.map((s) => s.latencyP50Ms)),
         'p99 ms': median(list.map((s) => s.latencyP99Ms)),
+        'CPU µs/req': Number(median(list.map((s) => s.cpuMicrosPerRequest)).toFixed(1)),
         errors: list.reduce((sum, s) => sum + s.errors + s.non2xx, 0),
         'vs direct': Number((rps(tool.name, name) / rps(tool.name, 'direct')).toFixed(2)),
       })
     }
     // The median of each round's ratio: a round's contenders ran seconds apart, so drift in what else the
     // machine is doing cancels out better than in a ratio of medians.
+    // By CPU per request too, theirs over ours: the same question (how much one core serves) asked of the CPU
+    // each request took, which waiting for a core does not inflate.
     const ours = samples[tool.name]!.bluegreen!
-    const ratio = (name: string) => {
+    const ratio = (name: string, of: (ours: Sample, theirs: Sample) => number) => {
       const theirs = samples[tool.name]![name]
       if (!theirs) return 'n/a'
-      const value = median(ours.map((s, round) => s.requestsPerSecond / theirs[round]!.requestsPerSecond))
-      return Number(value.toFixed(2))
+      return Number(median(ours.map((sample, round) => of(sample, theirs[round]!))).toFixed(2))
     }
-    ratios.push({
-      load: tool.name,
-      'vs http-proxy-3 (target 2.5x)': ratio('http-proxy-3'),
-      'vs fastify (target 1.5x)': ratio('fastify'),
-      'vs nginx per core (target 0.3x, aim 0.5x)': ratio('nginx'),
-      'vs undici (minimal), its own floor': ratio('undici (minimal)'),
-    })
+    for (const [measure, of] of [
+      ['req/s, ours / theirs', (o: Sample, t: Sample) => o.requestsPerSecond / t.requestsPerSecond],
+      [
+        'CPU per request, theirs / ours',
+        (o: Sample, t: Sample) => t.cpuMicrosPerRequest / o.cpuMicrosPerRequest,
+      ],
+    ] as const) {
+      ratios.push({
+        load: tool.name,
+        measure,
+        'vs http-proxy-3 (target 2.5x)': ratio('http-proxy-3', of),
+        'vs fastify (target 1.5x)': ratio('fastify', of),
+        'vs nginx per core (target 0.3x, aim 0.5x)': ratio('nginx', of),
+        'vs undici (minimal), its own floor': ratio('undici (minimal)', of),
+      })
+    }
   }
   console.log(
     `\npeers: ${ROUNDS} alternated rounds of ${SECONDS}s per load generator, ${CONNECTIONS} connections, ` +
       `13-byte responses from ${upstream.kind}.\n${placement} (wrk -t1, or autocannon in the bench process).\n`,
   )
   console.log(table(rows))
-  console.log("\nbluegreen req/s over each peer's (median of the rounds' ratios)\n")
+  console.log(
+    "\nbluegreen against each peer (median of the rounds' ratios; above 1: bluegreen does better)\n",
+  )
   console.log(table(ratios))
   const result = {
     rounds: ROUNDS,

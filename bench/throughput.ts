@@ -4,8 +4,12 @@ import {
   autocannonLoad,
   freePort,
   hasCommand,
+  LOAD_CORE,
   type LoadResult,
   median,
+  PROXY_CORE,
+  pin,
+  pinLoadGenerator,
   startBluegreen,
   startUpstream,
   stopProcess,
@@ -19,14 +23,17 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 
 export async function throughput(): Promise<Record<string, unknown>> {
+  const placement = await pinLoadGenerator()
   const upstreamPort = await freePort()
   const upstream = await startUpstream(upstreamPort)
+  await pin(upstream.pid, LOAD_CORE)
   const direct = `http://127.0.0.1:${upstreamPort}/`
   const proxy = await startBluegreen(await freePort(), {
     admin: { listen: `127.0.0.1:${await freePort()}` },
     pools: { blue: { upstreams: [direct] }, green: { upstreams: [direct] } },
     log: { level: 'warn' },
   })
+  await pin(proxy.child.pid, PROXY_CORE)
   const tools: { name: string; load: (url: string) => Promise<LoadResult> }[] = [
     { name: 'autocannon', load: (url) => autocannonLoad(url, SECONDS, CONNECTIONS) },
   ]
@@ -63,10 +70,11 @@ export async function throughput(): Promise<Record<string, unknown>> {
     await stopProcess(upstream)
   }
   console.log(
-    `\nthroughput: ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections, 13-byte responses\n`,
+    `\nthroughput: ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections, 13-byte responses; ` +
+      `${placement}\n`,
   )
   console.log(table(rows))
-  const result = { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, rows, raw }
+  const result = { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, placement, rows, raw }
   console.log(`\nwritten to ${await writeResult('throughput', result)}`)
   return result
 }
