@@ -4,12 +4,8 @@ import {
   autocannonLoad,
   freePort,
   hasCommand,
-  LOAD_CORE,
   type LoadResult,
   median,
-  PROXY_CORE,
-  pin,
-  pinLoadGenerator,
   startBluegreen,
   startUpstream,
   stopProcess,
@@ -23,17 +19,14 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 
 export async function throughput(): Promise<Record<string, unknown>> {
-  const placement = await pinLoadGenerator()
   const upstreamPort = await freePort()
   const upstream = await startUpstream(upstreamPort)
-  await pin(upstream.pid, LOAD_CORE)
   const direct = `http://127.0.0.1:${upstreamPort}/`
   const proxy = await startBluegreen(await freePort(), {
     admin: { listen: `127.0.0.1:${await freePort()}` },
     pools: { blue: { upstreams: [direct] }, green: { upstreams: [direct] } },
     log: { level: 'warn' },
   })
-  await pin(proxy.child.pid, PROXY_CORE)
   const tools: { name: string; load: (url: string) => Promise<LoadResult> }[] = [
     { name: 'autocannon', load: (url) => autocannonLoad(url, SECONDS, CONNECTIONS) },
   ]
@@ -70,11 +63,10 @@ export async function throughput(): Promise<Record<string, unknown>> {
     await stopProcess(upstream)
   }
   console.log(
-    `\nthroughput: ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections, 13-byte responses; ` +
-      `${placement}\n`,
+    `\nthroughput: ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections, 13-byte responses\n`,
   )
   console.log(table(rows))
-  const result = { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, placement, rows, raw }
+  const result = { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, rows, raw }
   console.log(`\nwritten to ${await writeResult('throughput', result)}`)
   return result
 }

@@ -69,13 +69,42 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     replicaId,
     current: () => snapshot?.state,
   })
+  const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
+  const countRequests = config.metrics.enabled
+  // The one place a finished request is reported: metrics, then the access log. Kept flat: it runs per request.
+  const onOutcome = (outcome: RequestOutcome): void => {
+    windows.record(outcome.color, outcome.status, outcome.durationMs)
+    health.recordOutcome(outcome)
+    if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
+    if (accessLog) {
+      accessLog.info({
+        method: outcome.method,
+        path: outcome.path,
+        status: outcome.status,
+        color: outcome.color,
+        upstream: outcome.upstream,
+        ms: Math.round(outcome.durationMs * 100) / 100,
+        failure: outcome.failure,
+      })
+    }
+  }
+  const proxy = new ProxyListener({
+    config,
+    logger: logger.child({ part: 'proxy' }),
+    snapshot: () => snapshot,
+    onOutcome,
+    onUpstreamFailure: (upstream, reason) => {
+      health.recordFailure(upstream, reason)
+      if (countRequests) metrics.upstreamErrors.labels(upstream.color, reason).inc()
+    },
+  })
   const apply = (state: State): void => {
     const previous = snapshot?.state
     if (previous && state.generation <= previous.generation) return
     snapshot = buildSnapshot(state, upstreams, balance, (upstream) => health.isAvailable(upstream))
     metrics.applied(state, previous)
     guard.stateApplied(previous, state)
-    // The first state drains nothing; it may also come before the proxy exists (a store loaded before listening).
+    // The first state drains nothing.
     if (previous) proxy.stateApplied(previous, state)
     replicas.report(state.generation)
     logger.info(
@@ -116,35 +145,6 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
   if (backend.loadBeforeListening) await load()
   else void load()
 
-  const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
-  const countRequests = config.metrics.enabled
-  // The one place a finished request is reported: metrics, then the access log. Kept flat: it runs per request.
-  const onOutcome = (outcome: RequestOutcome): void => {
-    windows.record(outcome.color, outcome.status, outcome.durationMs)
-    health.recordOutcome(outcome)
-    if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
-    if (accessLog) {
-      accessLog.info({
-        method: outcome.method,
-        path: outcome.path,
-        status: outcome.status,
-        color: outcome.color,
-        upstream: outcome.upstream,
-        ms: Math.round(outcome.durationMs * 100) / 100,
-        failure: outcome.failure,
-      })
-    }
-  }
-  const proxy = new ProxyListener({
-    config,
-    logger: logger.child({ part: 'proxy' }),
-    snapshot: () => snapshot,
-    onOutcome,
-    onUpstreamFailure: (upstream, reason) => {
-      health.recordFailure(upstream, reason)
-      if (countRequests) metrics.upstreamErrors.labels(upstream.color, reason).inc()
-    },
-  })
   // A sibling's change is applied like one from the store: only if its generation is newer.
   cluster?.attach({ apply, registry: metrics.registry })
 
