@@ -11,6 +11,7 @@ import {
 import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { afterAll, beforeAll } from 'vitest'
 import { type App, startApp } from '../../src/app.ts'
 import { buildConfig } from '../../src/config/schema.ts'
 import { silentLogger } from '../../src/log.ts'
@@ -121,6 +122,32 @@ export async function startProxy(
       await dir.remove()
     },
   }
+}
+
+/** Two echo upstreams, blue and green, and a proxy in this process over them. */
+export interface ColorRig {
+  blue: TestServer
+  green: TestServer
+  proxy: TestProxy
+}
+
+/**
+ * The rig most suites start from, for the enclosing describe block: started in beforeAll (with `extra` config as
+ * for startProxy), closed in afterAll. Its fields are there once beforeAll has run.
+ */
+export function useColorRig(extra: Record<string, unknown> = {}): ColorRig {
+  const rig = {} as ColorRig
+  beforeAll(async () => {
+    rig.blue = await echoUpstream('blue')
+    rig.green = await echoUpstream('green')
+    rig.proxy = await startProxy({ blue: [rig.blue.url], green: [rig.green.url] }, extra)
+  })
+  afterAll(async () => {
+    await rig.proxy?.close()
+    await rig.blue?.close()
+    await rig.green?.close()
+  })
+  return rig
 }
 
 export async function adminPost(admin: string, path: string, body: unknown, token?: string) {

@@ -15,6 +15,7 @@ import {
   type TestProxy,
   type TestServer,
   tempDir,
+  useColorRig,
   writeConfig,
 } from '../helpers/servers.ts'
 
@@ -121,29 +122,16 @@ async function probedUpstream(name: string) {
 const colorOf = async (url: string) => (await fetch(url)).headers.get('x-bluegreen-color')
 
 describe('POST /rollback', () => {
-  let blue: TestServer
-  let green: TestServer
-  let proxy: TestProxy
-
-  beforeAll(async () => {
-    blue = await echoUpstream('blue')
-    green = await echoUpstream('green')
-    proxy = await startProxy({ blue: [blue.url], green: [green.url] })
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await blue?.close()
-    await green?.close()
-  })
+  const rig = useColorRig()
 
   it('answers 409 BG_NO_PREVIOUS_STATE before any change, changing nothing', async () => {
     for (const body of [{}, { reason: 'undo' }, { force: true, wait: true }, '']) {
-      const reply = await post(proxy.admin, '/rollback', body)
+      const reply = await post(rig.proxy.admin, '/rollback', body)
       expect(reply.status, JSON.stringify(body)).toBe(409)
       expect(codeOf(reply)).toBe('BG_NO_PREVIOUS_STATE')
     }
-    expect(await stateOf(proxy.admin)).toMatchObject({ active: 'blue', generation: 0 })
-    expect(await metric(proxy.admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(0)
+    expect(await stateOf(rig.proxy.admin)).toMatchObject({ active: 'blue', generation: 0 })
+    expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(0)
   })
 
   it('refuses unknown fields and bad types with 400', async () => {
@@ -154,18 +142,18 @@ describe('POST /rollback', () => {
       { force: 'yes' },
       '[]',
     ]) {
-      const reply = await post(proxy.admin, '/rollback', body)
+      const reply = await post(rig.proxy.admin, '/rollback', body)
       expect(reply.status, JSON.stringify(body)).toBe(400)
       expect(codeOf(reply)).toBe('BG_BAD_REQUEST')
     }
   })
 
   it('goes back to the state before the last change, marked "rollback"; a second one undoes the first', async () => {
-    expect((await post(proxy.admin, '/switch', { to: 'green', reason: 'release 7' })).status).toBe(200)
-    const split = await post(proxy.admin, '/weights', { blue: 90, green: 10, reason: 'back off' })
+    expect((await post(rig.proxy.admin, '/switch', { to: 'green', reason: 'release 7' })).status).toBe(200)
+    const split = await post(rig.proxy.admin, '/weights', { blue: 90, green: 10, reason: 'back off' })
     expect(split.body).toMatchObject({ active: 'blue', generation: 2 })
 
-    const first = await post(proxy.admin, '/rollback', {})
+    const first = await post(rig.proxy.admin, '/rollback', {})
     expect(first.status).toBe(200)
     expect(first.body).toMatchObject({
       active: 'green',
@@ -175,10 +163,14 @@ describe('POST /rollback', () => {
       reason: 'rollback to generation 1',
       replica: { appliedGeneration: 3 },
     })
-    expect(await colorOf(proxy.url)).toBe('green')
-    expect(await stateOf(proxy.admin)).toMatchObject({ active: 'green', generation: 3, trigger: 'rollback' })
+    expect(await colorOf(rig.proxy.url)).toBe('green')
+    expect(await stateOf(rig.proxy.admin)).toMatchObject({
+      active: 'green',
+      generation: 3,
+      trigger: 'rollback',
+    })
 
-    const second = await post(proxy.admin, '/rollback', { reason: 'the rollback was wrong' })
+    const second = await post(rig.proxy.admin, '/rollback', { reason: 'the rollback was wrong' })
     expect(second.status).toBe(200)
     expect(second.body).toMatchObject({
       active: 'blue',
@@ -188,31 +180,34 @@ describe('POST /rollback', () => {
       reason: 'the rollback was wrong',
     })
     // And again: rollbacks toggle between the last two states.
-    expect((await post(proxy.admin, '/rollback', {})).body).toMatchObject({ active: 'green', generation: 5 })
+    expect((await post(rig.proxy.admin, '/rollback', {})).body).toMatchObject({
+      active: 'green',
+      generation: 5,
+    })
 
-    expect(await metric(proxy.admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(3)
-    expect(await metric(proxy.admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(2)
+    expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(3)
+    expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(2)
     // A plain change after a rollback is an admin change again.
-    const admin = await post(proxy.admin, '/switch', { to: 'blue' })
+    const admin = await post(rig.proxy.admin, '/switch', { to: 'blue' })
     expect(admin.body).toMatchObject({ trigger: 'admin', generation: 6 })
-    expect(await metric(proxy.admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(3)
+    expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(3)
   })
 
   it('answers 409 to a stale expectedGeneration and accepts the current one', async () => {
-    const before = await stateOf(proxy.admin)
+    const before = await stateOf(rig.proxy.admin)
     for (const expectedGeneration of [before.generation - 1, before.generation + 1, 0]) {
-      const reply = await post(proxy.admin, '/rollback', { expectedGeneration })
+      const reply = await post(rig.proxy.admin, '/rollback', { expectedGeneration })
       expect(reply.status, String(expectedGeneration)).toBe(409)
       expect(codeOf(reply)).toBe('BG_GENERATION_CONFLICT')
     }
-    expect(await stateOf(proxy.admin)).toEqual(before)
-    const reply = await post(proxy.admin, '/rollback', { expectedGeneration: before.generation })
+    expect(await stateOf(rig.proxy.admin)).toEqual(before)
+    const reply = await post(rig.proxy.admin, '/rollback', { expectedGeneration: before.generation })
     expect(reply.status).toBe(200)
     expect(reply.body.generation).toBe(before.generation + 1)
   })
 
   it('records the client address as the actor when no token is configured', async () => {
-    const [latest] = await eventsOf(proxy.admin, 1)
+    const [latest] = await eventsOf(rig.proxy.admin, 1)
     expect(latest).toMatchObject({
       actor: '127.0.0.1',
       address: '127.0.0.1',

@@ -12,6 +12,7 @@ import {
   type TestProxy,
   type TestServer,
   tempDir,
+  useColorRig,
   writeConfig,
 } from '../helpers/servers.ts'
 
@@ -92,23 +93,10 @@ async function eventsOf(admin: string, headers: Record<string, string> = {}) {
 }
 
 describe('admin paths on the public listener', () => {
-  let blue: TestServer
-  let green: TestServer
-  let proxy: TestProxy
-
-  beforeAll(async () => {
-    blue = await echoUpstream('blue')
-    green = await echoUpstream('green')
-    proxy = await startProxy({ blue: [blue.url], green: [green.url] })
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await blue?.close()
-    await green?.close()
-  })
+  const rig = useColorRig()
 
   it('reach the upstream as ordinary requests however the path is encoded, and change nothing', async () => {
-    const adminHost = new URL(proxy.admin).host
+    const adminHost = new URL(rig.proxy.admin).host
     const paths = [
       '/switch',
       '/%73witch',
@@ -140,7 +128,7 @@ describe('admin paths on the public listener', () => {
         { method: 'POST', body, headers: { host: adminHost } },
       ]) {
         const what = `${variant.method} ${path} ${JSON.stringify(variant.headers ?? {})}`
-        const reply = await send(proxy.url, path, variant)
+        const reply = await send(rig.proxy.url, path, variant)
         expect(reply.status, what).toBe(200)
         expect(reply.headers['x-upstream'], what).toBe('blue')
         expect(reply.headers['x-bluegreen-color'], what).toBe('blue')
@@ -148,16 +136,16 @@ describe('admin paths on the public listener', () => {
         expect(reply.body, what).toMatchObject({ name: 'blue', method: variant.method, url: path })
       }
     }
-    expect(await stateOf(proxy)).toMatchObject({ active: 'blue', generation: 0 })
-    expect(await eventsOf(proxy.admin)).toEqual([])
+    expect(await stateOf(rig.proxy)).toMatchObject({ active: 'blue', generation: 0 })
+    expect(await eventsOf(rig.proxy.admin)).toEqual([])
   })
 
   it('forwards an absolute-form target naming the admin listener to the upstream, never to the admin API', async () => {
-    const adminHost = new URL(proxy.admin).host
+    const adminHost = new URL(rig.proxy.admin).host
     const payload = JSON.stringify({ to: 'green', force: true })
     for (const target of [`http://${adminHost}/switch`, `http://${adminHost}//switch`]) {
       const raw = await rawRequest(
-        proxy.url,
+        rig.proxy.url,
         `POST ${target} HTTP/1.1\r\nHost: ${adminHost}\r\ncontent-type: application/json\r\n` +
           `content-length: ${payload.length}\r\nconnection: close\r\n\r\n${payload}`,
       )
@@ -167,7 +155,7 @@ describe('admin paths on the public listener', () => {
       const echoed = JSON.parse(reply.body.slice(reply.body.indexOf('{'), reply.body.lastIndexOf('}') + 1))
       expect(echoed).toMatchObject({ name: 'blue', method: 'POST', url: target })
     }
-    expect(await stateOf(proxy)).toMatchObject({ active: 'blue', generation: 0 })
+    expect(await stateOf(rig.proxy)).toMatchObject({ active: 'blue', generation: 0 })
   })
 })
 
@@ -335,53 +323,36 @@ describe('admin Host and Origin checks', () => {
 })
 
 describe('admin tokens', () => {
-  let blue: TestServer
-  let green: TestServer
-  let proxy: TestProxy
   const tokens = {
     admin: 'admin-token-0123456789',
     ci: 'ci-token-0123456789ab',
     deploy: 'deploy-token-0123456789',
   }
-
-  beforeAll(async () => {
-    blue = await echoUpstream('blue')
-    green = await echoUpstream('green')
-    proxy = await startProxy(
-      { blue: [blue.url], green: [green.url] },
-      {
-        admin: {
-          listen: '127.0.0.1:0',
-          token: tokens.admin,
-          tokens: { ci: tokens.ci, deploy: tokens.deploy },
-        },
-      },
-    )
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await blue?.close()
-    await green?.close()
+  const rig = useColorRig({
+    admin: { listen: '127.0.0.1:0', token: tokens.admin, tokens: { ci: tokens.ci, deploy: tokens.deploy } },
   })
 
   it('accepts each named token and names it in the state and the audit trail', async () => {
     const auth = (token: string) => ({ authorization: `Bearer ${token}` })
-    let reply = await send(proxy.admin, '/switch', { headers: auth(tokens.ci), body: { to: 'green' } })
+    let reply = await send(rig.proxy.admin, '/switch', { headers: auth(tokens.ci), body: { to: 'green' } })
     expect(reply.status).toBe(200)
     expect(reply.body.updatedBy).toBe('ci@127.0.0.1')
-    reply = await send(proxy.admin, '/weights', {
+    reply = await send(rig.proxy.admin, '/weights', {
       headers: auth(tokens.deploy),
       body: { blue: 50, green: 50 },
     })
     expect(reply.status).toBe(200)
     expect(reply.body.updatedBy).toBe('deploy@127.0.0.1')
-    reply = await send(proxy.admin, '/rollback', { headers: auth(tokens.admin), body: {} })
+    reply = await send(rig.proxy.admin, '/rollback', { headers: auth(tokens.admin), body: {} })
     expect(reply.status).toBe(200)
     expect(reply.body.updatedBy).toBe('admin@127.0.0.1')
-    reply = await send(proxy.admin, '/switch', { headers: auth('not-a-token-at-all'), body: { to: 'blue' } })
+    reply = await send(rig.proxy.admin, '/switch', {
+      headers: auth('not-a-token-at-all'),
+      body: { to: 'blue' },
+    })
     expect(reply.status).toBe(401)
 
-    const events = await eventsOf(proxy.admin)
+    const events = await eventsOf(rig.proxy.admin)
     expect(events.map((event) => [event.actor, event.action, event.result])).toEqual([
       ['127.0.0.1', 'switch', 'refused'],
       ['token:admin', 'rollback', 'accepted'],

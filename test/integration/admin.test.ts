@@ -3,7 +3,7 @@ import { Agent, request } from 'node:http'
 import { join } from 'node:path'
 import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { echoUpstream, startProxy, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { echoUpstream, startProxy, type TestProxy, type TestServer, useColorRig } from '../helpers/servers.ts'
 
 interface Reply {
   status: number
@@ -92,26 +92,15 @@ function sendChunked(agent: Agent, url: string, size: number): Promise<{ status:
 }
 
 describe('admin API', () => {
-  let blue: TestServer
-  let green: TestServer
-  let proxy: TestProxy
+  const rig = useColorRig()
   let stateFile: string
-
-  beforeAll(async () => {
-    blue = await echoUpstream('blue')
-    green = await echoUpstream('green')
-    proxy = await startProxy({ blue: [blue.url], green: [green.url] })
-    stateFile = join(proxy.stateDir, 'state.json')
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await blue?.close()
-    await green?.close()
+  beforeAll(() => {
+    stateFile = join(rig.proxy.stateDir, 'state.json')
   })
 
   // The routing state itself: what this replica reports about itself (health checks, drains) moves on its own.
   const state = async () => {
-    const { replica: _replica, ...routing } = (await call(proxy.admin, 'GET', '/state')).body
+    const { replica: _replica, ...routing } = (await call(rig.proxy.admin, 'GET', '/state')).body
     return routing
   }
 
@@ -130,7 +119,7 @@ describe('admin API', () => {
   }
 
   it('GET /state answers the contract state and what this replica applied', async () => {
-    const reply = await call(proxy.admin, 'GET', '/state?verbose=1')
+    const reply = await call(rig.proxy.admin, 'GET', '/state?verbose=1')
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({
       active: 'blue',
@@ -138,24 +127,24 @@ describe('admin API', () => {
       generation: 0,
       updatedBy: expect.any(String),
       reason: expect.any(String),
-      replica: { id: proxy.app.replicaId, appliedGeneration: 0 },
+      replica: { id: rig.proxy.app.replicaId, appliedGeneration: 0 },
     })
     expect(Number.isNaN(Date.parse(reply.body.updatedAt as string))).toBe(false)
     expect(reply.headers.get('cache-control')).toBe('no-store')
   })
 
   it('/healthz and /readyz answer 200 while the active pool can serve', async () => {
-    const health = await call(proxy.admin, 'GET', '/healthz')
+    const health = await call(rig.proxy.admin, 'GET', '/healthz')
     expect(health.status).toBe(200)
     expect(health.body).toEqual({ status: 'ok' })
-    const ready = await call(proxy.admin, 'GET', '/readyz')
+    const ready = await call(rig.proxy.admin, 'GET', '/readyz')
     expect(ready.status).toBe(200)
     expect(ready.body).toEqual({ ready: true, reasons: [] })
   })
 
   it('POST /switch flips all traffic, bumps the generation by one and records the reason', async () => {
     const before = await state()
-    const reply = await post(proxy.admin, '/switch', { to: 'green', reason: 'release 42' })
+    const reply = await post(rig.proxy.admin, '/switch', { to: 'green', reason: 'release 42' })
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({
       active: 'green',
@@ -165,39 +154,39 @@ describe('admin API', () => {
       updatedBy: expect.stringMatching(/^admin@/),
       replica: { appliedGeneration: (before.generation as number) + 1 },
     })
-    expect((await fetch(proxy.url)).headers.get('x-bluegreen-color')).toBe('green')
+    expect((await fetch(rig.proxy.url)).headers.get('x-bluegreen-color')).toBe('green')
     expect(await state()).toMatchObject({ active: 'green', generation: (before.generation as number) + 1 })
 
-    const back = await post(proxy.admin, '/switch', { to: 'blue', force: false, wait: true })
+    const back = await post(rig.proxy.admin, '/switch', { to: 'blue', force: false, wait: true })
     expect(back.status).toBe(200)
     expect(back.body).toMatchObject({ active: 'blue', reason: 'switch to blue' })
   })
 
   it('POST /weights splits traffic; the active color follows the majority and a tie keeps it', async () => {
-    let reply = await post(proxy.admin, '/weights', { blue: 90, green: 10 })
+    let reply = await post(rig.proxy.admin, '/weights', { blue: 90, green: 10 })
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 90, green: 10 } })
-    reply = await post(proxy.admin, '/weights', { blue: 50, green: 50 })
+    reply = await post(rig.proxy.admin, '/weights', { blue: 50, green: 50 })
     expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 50, green: 50 } })
-    reply = await post(proxy.admin, '/weights', { blue: 30, green: 70, reason: 'canary' })
+    reply = await post(rig.proxy.admin, '/weights', { blue: 30, green: 70, reason: 'canary' })
     expect(reply.body).toMatchObject({ active: 'green', weights: { blue: 30, green: 70 }, reason: 'canary' })
-    reply = await post(proxy.admin, '/weights', { blue: 100, green: 0 })
+    reply = await post(rig.proxy.admin, '/weights', { blue: 100, green: 0 })
     expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 100, green: 0 } })
   })
 
   it('expectedGeneration: the current one is accepted, a stale one is 409 BG_GENERATION_CONFLICT', async () => {
     const { generation } = (await state()) as { generation: number }
     await refused(
-      () => post(proxy.admin, '/switch', { to: 'green', expectedGeneration: generation - 1 }),
+      () => post(rig.proxy.admin, '/switch', { to: 'green', expectedGeneration: generation - 1 }),
       409,
       'BG_GENERATION_CONFLICT',
     )
     await refused(
-      () => post(proxy.admin, '/weights', { blue: 10, green: 90, expectedGeneration: generation + 5 }),
+      () => post(rig.proxy.admin, '/weights', { blue: 10, green: 90, expectedGeneration: generation + 5 }),
       409,
       'BG_GENERATION_CONFLICT',
     )
-    const accepted = await post(proxy.admin, '/weights', {
+    const accepted = await post(rig.proxy.admin, '/weights', {
       blue: 100,
       green: 0,
       expectedGeneration: generation,
@@ -206,7 +195,7 @@ describe('admin API', () => {
     expect(accepted.body.generation).toBe(generation + 1)
     // The same expectation again is now stale.
     await refused(
-      () => post(proxy.admin, '/switch', { to: 'blue', expectedGeneration: generation }),
+      () => post(rig.proxy.admin, '/switch', { to: 'blue', expectedGeneration: generation }),
       409,
       'BG_GENERATION_CONFLICT',
     )
@@ -233,7 +222,7 @@ describe('admin API', () => {
       [{ to: 'green', expectedGeneraton: 3 }, 'BG_BAD_REQUEST'],
       [{ to: 'green', weights: { blue: 0, green: 100 } }, 'BG_BAD_REQUEST'],
     ]
-    for (const [body, code] of cases) await refused(() => post(proxy.admin, '/switch', body), 400, code)
+    for (const [body, code] of cases) await refused(() => post(rig.proxy.admin, '/switch', body), 400, code)
   })
 
   it('refuses every malformed /weights with 400 and its code, changing nothing', async () => {
@@ -252,16 +241,16 @@ describe('admin API', () => {
       [{ blue: 90, green: 10, force: 1 }, 'BG_BAD_REQUEST'],
       [{ blue: 90, green: 10, reason: ['a'] }, 'BG_BAD_REQUEST'],
     ]
-    for (const [body, code] of cases) await refused(() => post(proxy.admin, '/weights', body), 400, code)
+    for (const [body, code] of cases) await refused(() => post(rig.proxy.admin, '/weights', body), 400, code)
   })
 
   it('refuses a body over 64 KiB with 413, declared or streamed, changing nothing', async () => {
     const large = JSON.stringify({ to: 'green', reason: 'x'.repeat(70 * 1024) })
-    await refused(() => post(proxy.admin, '/switch', large), 413, 'BG_BODY_TOO_LARGE')
+    await refused(() => post(rig.proxy.admin, '/switch', large), 413, 'BG_BODY_TOO_LARGE')
     const before = await state()
     // Far more than socket buffers hold: cutting the request off here would reset the connection before the
     // client could read the answer.
-    const streamed = await postChunked(proxy.admin, '/switch', 8 * 1024 * 1024)
+    const streamed = await postChunked(rig.proxy.admin, '/switch', 8 * 1024 * 1024)
     expect(streamed.status).toBe(413)
     expect(JSON.parse(streamed.body).error.code).toBe('BG_BODY_TOO_LARGE')
     expect(await state()).toEqual(before)
@@ -276,34 +265,18 @@ describe('admin API', () => {
       ['POST', '/healthz', 'GET'],
       ['POST', '/readyz', 'GET'],
     ] as const) {
-      const reply = await refused(() => call(proxy.admin, method, path), 405, 'BG_METHOD_NOT_ALLOWED')
+      const reply = await refused(() => call(rig.proxy.admin, method, path), 405, 'BG_METHOD_NOT_ALLOWED')
       expect(reply.headers.get('allow')).toBe(allow)
     }
     for (const path of ['/', '/switch/green', '/State', '/metricz']) {
-      await refused(() => call(proxy.admin, 'GET', path), 404, 'BG_NOT_FOUND')
-      await refused(() => post(proxy.admin, path, { to: 'green' }), 404, 'BG_NOT_FOUND')
+      await refused(() => call(rig.proxy.admin, 'GET', path), 404, 'BG_NOT_FOUND')
+      await refused(() => post(rig.proxy.admin, path, { to: 'green' }), 404, 'BG_NOT_FOUND')
     }
   })
 })
 
 describe('admin API with a token', () => {
-  let blue: TestServer
-  let green: TestServer
-  let proxy: TestProxy
-
-  beforeAll(async () => {
-    blue = await echoUpstream('blue')
-    green = await echoUpstream('green')
-    proxy = await startProxy(
-      { blue: [blue.url], green: [green.url] },
-      { admin: { listen: '127.0.0.1:0', token: 'secret' } },
-    )
-  })
-  afterAll(async () => {
-    await proxy?.close()
-    await blue?.close()
-    await green?.close()
-  })
+  const rig = useColorRig({ admin: { listen: '127.0.0.1:0', token: 'secret' } })
 
   it('refuses mutating calls without the right bearer token with 401, changing nothing', async () => {
     const wrong = [
@@ -324,43 +297,49 @@ describe('admin API with a token', () => {
         ['/switch', { to: 'green' }],
         ['/weights', { blue: 50, green: 50 }],
       ] as const) {
-        const reply = await post(proxy.admin, path, body, token, `127.0.1.${++client}`)
+        const reply = await post(rig.proxy.admin, path, body, token, `127.0.1.${++client}`)
         expect(reply.status, `${path} with ${token}`).toBe(401)
         expect(errorCode(reply)).toBe('BG_UNAUTHORIZED')
       }
     }
     // Authentication comes before reading the body: a bad body without a token is still a 401.
-    expect((await post(proxy.admin, '/switch', 'not json', undefined, '127.0.1.200')).status).toBe(401)
-    const current = await call(proxy.admin, 'GET', '/state')
+    expect((await post(rig.proxy.admin, '/switch', 'not json', undefined, '127.0.1.200')).status).toBe(401)
+    const current = await call(rig.proxy.admin, 'GET', '/state')
     expect(current.body).toMatchObject({ active: 'blue', generation: 0 })
   })
 
   it('accepts the right token and keeps GETs open', async () => {
-    const reply = await post(proxy.admin, '/switch', { to: 'green' }, 'Bearer secret')
+    const reply = await post(rig.proxy.admin, '/switch', { to: 'green' }, 'Bearer secret')
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({ active: 'green', generation: 1 })
     // The auth scheme is case-insensitive (RFC 9110 11.1).
     for (const token of ['bearer secret', 'BEARER  secret']) {
-      expect((await post(proxy.admin, '/switch', { to: 'green' }, token)).status, token).toBe(200)
+      expect((await post(rig.proxy.admin, '/switch', { to: 'green' }, token)).status, token).toBe(200)
     }
-    const weights = await post(proxy.admin, '/weights', { blue: 50, green: 50 }, 'Bearer secret')
+    const weights = await post(rig.proxy.admin, '/weights', { blue: 50, green: 50 }, 'Bearer secret')
     expect(weights.status).toBe(200)
     for (const path of ['/state', '/healthz', '/readyz']) {
-      expect((await call(proxy.admin, 'GET', path)).status, path).toBe(200)
+      expect((await call(rig.proxy.admin, 'GET', path)).status, path).toBe(200)
     }
   })
 
   it('slows down repeated failures from one address with 429 and Retry-After, and only that address', async () => {
     const from = '127.0.2.1'
     for (let i = 0; i < 5; i++) {
-      expect((await post(proxy.admin, '/switch', { to: 'green' }, 'Bearer wrong', from)).status).toBe(401)
+      expect((await post(rig.proxy.admin, '/switch', { to: 'green' }, 'Bearer wrong', from)).status).toBe(401)
     }
     // Blocked now, even with the right token: the block says nothing about whether a guess was right.
-    const blocked = await post(proxy.admin, '/switch', { to: 'green' }, 'Bearer secret', from)
+    const blocked = await post(rig.proxy.admin, '/switch', { to: 'green' }, 'Bearer secret', from)
     expect(blocked.status).toBe(429)
     expect(errorCode(blocked)).toBe('BG_TOO_MANY_ATTEMPTS')
     expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
-    const other = await post(proxy.admin, '/weights', { blue: 100, green: 0 }, 'Bearer secret', '127.0.2.2')
+    const other = await post(
+      rig.proxy.admin,
+      '/weights',
+      { blue: 100, green: 0 },
+      'Bearer secret',
+      '127.0.2.2',
+    )
     expect(other.status).toBe(200)
   })
 })
