@@ -64,20 +64,20 @@ export async function metricsCost(): Promise<Record<string, unknown>> {
   } finally {
     await Promise.all([stopProcess(on.child), stopProcess(off.child), stopProcess(upstream)])
   }
-  const offRps = median(samples['metrics off']!.map((s) => s.requestsPerSecond))
-  const offCpu = median(samples['metrics off']!.map((s) => s.cpuMicrosPerRequest))
-  const rows = Object.entries(samples).map(([name, list]) => {
-    const rps = median(list.map((s) => s.requestsPerSecond))
-    const cpu = median(list.map((s) => s.cpuMicrosPerRequest))
-    return {
-      proxy: name,
-      'req/s (median)': Math.round(rps),
-      'p99 ms': median(list.map((s) => s.latencyP99Ms)),
-      'CPU µs/req': Number(cpu.toFixed(1)),
-      'req/s vs off': Number((rps / offRps).toFixed(3)),
-      'CPU vs off': Number((cpu / offCpu).toFixed(3)),
-    }
-  })
+  // Medians of each round's ratio: the two ran seconds apart, so drift in what else the machine does cancels out.
+  const baseline = samples['metrics off']!
+  const rows = Object.entries(samples).map(([name, list]) => ({
+    proxy: name,
+    'req/s (median)': Math.round(median(list.map((s) => s.requestsPerSecond))),
+    'p99 ms': median(list.map((s) => s.latencyP99Ms)),
+    'CPU µs/req': Number(median(list.map((s) => s.cpuMicrosPerRequest)).toFixed(1)),
+    'req/s vs off': Number(
+      median(list.map((s, round) => s.requestsPerSecond / baseline[round]!.requestsPerSecond)).toFixed(3),
+    ),
+    'CPU vs off': Number(
+      median(list.map((s, round) => s.cpuMicrosPerRequest / baseline[round]!.cpuMicrosPerRequest)).toFixed(3),
+    ),
+  }))
   console.log(
     `\nmetrics cost: ${load.name}, ${ROUNDS} alternated rounds of ${SECONDS}s, ${CONNECTIONS} connections; ` +
       `${placement}\n`,
