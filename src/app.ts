@@ -13,7 +13,7 @@ import { ReleaseGuard } from './rollout/guard.ts'
 import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
 import { createStateBackend } from './state/backend.ts'
-import type { State } from './state/state.ts'
+import { type State, supersedes } from './state/state.ts'
 
 export interface App {
   readonly replicaId: string
@@ -100,7 +100,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
   })
   const apply = (state: State): void => {
     const previous = snapshot?.state
-    if (previous && state.generation <= previous.generation) return
+    if (!supersedes(state, previous)) return
     snapshot = buildSnapshot(state, upstreams, balance, (upstream) => health.isAvailable(upstream))
     metrics.applied(state, previous)
     guard.stateApplied(previous, state)

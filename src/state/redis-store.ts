@@ -16,6 +16,7 @@ import {
   type State,
   type StateChange,
   stateProblem,
+  supersedes,
 } from './state.ts'
 import type { StateListener, StateStore, StoreStatus } from './store.ts'
 
@@ -276,11 +277,14 @@ export class RedisStateStore implements StateStore {
 
   #receive(message: string | State, source: string): void {
     const state = typeof message === 'string' ? this.#parse(message) : message
-    if (!state) return
-    if (!this.#current || state.generation > this.#current.generation) {
-      this.#logger.debug({ generation: state.generation, source }, 'state received')
-      this.#apply(state)
-    }
+    if (!state || !supersedes(state, this.#current)) return
+    if (this.#current?.generation === state.generation) {
+      this.#logger.warn(
+        { generation: state.generation, source, active: state.active, weights: state.weights },
+        'Redis holds another state at the generation this replica applied (a change raced a Redis restart); following Redis',
+      )
+    } else this.#logger.debug({ generation: state.generation, source }, 'state received')
+    this.#apply(state)
   }
 
   /** An untrusted state from Redis: valid, or logged, counted and ignored. */
@@ -307,7 +311,7 @@ export class RedisStateStore implements StateStore {
   }
 
   #apply(state: State): void {
-    if (this.#current && state.generation <= this.#current.generation) return
+    if (!supersedes(state, this.#current)) return
     this.#current = state
     this.#lastInvalid = undefined
     for (const listener of [...this.#listeners]) {

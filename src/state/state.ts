@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util'
 import { BlueGreenError } from '../errors.ts'
 
 // The routing state as every store keeps it and the admin API returns it (see CONTRACT.md).
@@ -136,6 +137,17 @@ export function stateProblem(value: unknown): string | undefined {
   }
   if (state.rollout !== undefined) return rolloutProblem(state.rollout)
   return undefined
+}
+
+/**
+ * Whether `next` should replace `current`: a newer generation, or the same generation with other content. Two
+ * different states can share a generation only when a change raced a Redis restart (a replica that was behind
+ * restored its older state, and a change through it reused the generation the others had applied); the store's
+ * copy is then the truth, and following it is how every replica comes to agree again.
+ */
+export function supersedes(next: State, current: State | undefined): boolean {
+  if (current === undefined || next.generation > current.generation) return true
+  return next.generation === current.generation && !isDeepStrictEqual(next, current)
 }
 
 export function sameRouting(a: State, b: State): boolean {

@@ -227,6 +227,41 @@ describe('Redis outages under three replicas', () => {
     for (const replica of replicas) expect((await get(replica.url)).color).toBe(target)
   })
 
+  it('a different state at the same generation (a change that raced a Redis restart) is followed by every replica', async () => {
+    const { active, generation } = await stateOf(replicas[0]!)
+    const other = active === 'blue' ? 'green' : 'blue'
+    // What Redis holds when a replica that was behind restored its older state after a restart and a change went
+    // through it before the others came back: the generation they applied, other content.
+    const raced = await withRedis(redis.port, async (client) => {
+      const state = JSON.parse((await client.hget(KEY, 'state'))!)
+      Object.assign(state, {
+        active: other,
+        weights: { blue: other === 'blue' ? 100 : 0, green: other === 'green' ? 100 : 0 },
+        updatedBy: 'admin@behind-replica',
+        reason: 'raced a restart',
+        updatedAt: new Date().toISOString(),
+      })
+      const text = JSON.stringify(state)
+      await client.hset(KEY, 'state', text, 'generation', generation)
+      await client.publish(changesChannel(KEY), text)
+      return state
+    })
+    expect(raced.generation).toBe(generation)
+    await everyReplica(
+      async (replica) => (await get(replica.url)).color === other,
+      'every replica to follow Redis',
+    )
+    for (const replica of replicas) {
+      expect(await stateOf(replica)).toMatchObject({ active: other, generation, reason: 'raced a restart' })
+    }
+    expect(await storedGeneration()).toBe(generation)
+
+    const switched = await adminPost(replicas[1]!.admin, '/switch', { to: active, wait: true })
+    expect(switched.status).toBe(200)
+    expect(switched.body.generation).toBe(generation + 1)
+    for (const replica of replicas) expect((await get(replica.url)).color).toBe(active)
+  })
+
   it('Redis paused: request latency unaffected, a change refused within the command timeout and never applied later', async () => {
     const { active, generation } = await stateOf(replicas[0]!)
     const target = active === 'blue' ? 'green' : 'blue'
