@@ -147,7 +147,12 @@ export function stateProblem(value: unknown): string | undefined {
  */
 export function supersedes(next: State, current: State | undefined): boolean {
   if (current === undefined || next.generation > current.generation) return true
-  return next.generation === current.generation && !isDeepStrictEqual(next, current)
+  return next.generation === current.generation && !isDeepStrictEqual(asStored(next), asStored(current))
+}
+
+/** A state as a store holds it: what JSON keeps (a key set to undefined in code is no key at all). */
+function asStored(state: State): unknown {
+  return JSON.parse(JSON.stringify(state))
 }
 
 export function sameRouting(a: State, b: State): boolean {
