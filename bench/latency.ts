@@ -24,6 +24,7 @@ import {
   startProcess,
   stopProcess,
   table,
+  unpinLoadGenerator,
   waitForHttp,
   writeResult,
   wrkLoad,
@@ -89,6 +90,7 @@ export async function latency(): Promise<Record<string, unknown>> {
       }
     }
   } finally {
+    await unpinLoadGenerator()
     await stopProcess(floor)
     await stopProcess(proxy.child)
     await stopProcess(upstream.child)

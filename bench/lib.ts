@@ -233,12 +233,21 @@ export async function cpuMicros(pids: readonly number[]): Promise<number> {
   return ticks * 10_000
 }
 
-/** Pins this process (autocannon runs in it, and wrk is its child) to the load generator's core. */
+/**
+ * Pins this process (autocannon runs in it, and wrk is its child) to the load generator's core. Every process it
+ * starts afterwards inherits that, so a bench that pins calls unpinLoadGenerator when it is done: the benches that
+ * follow it in `npm run bench` must not find their servers squeezed onto one core.
+ */
 export async function pinLoadGenerator(): Promise<string> {
   if (!(await pinningAvailable()))
     return 'unpinned: the load generator, the proxy and the upstream share both cores'
   await pin(process.pid, LOAD_CORE)
   return `pinned: the server under test on core ${PROXY_CORE}, the load generator and the upstream on core ${LOAD_CORE}`
+}
+
+export async function unpinLoadGenerator(): Promise<void> {
+  if (!(await pinningAvailable())) return
+  await run('taskset', ['-a', '-p', '-c', `0-${cpus().length - 1}`, String(process.pid)])
 }
 
 export function median(values: number[]): number {

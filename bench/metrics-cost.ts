@@ -15,6 +15,7 @@ import {
   startUpstream,
   stopProcess,
   table,
+  unpinLoadGenerator,
   writeResult,
   wrkLoad,
 } from './lib.ts'
@@ -62,6 +63,7 @@ export async function metricsCost(): Promise<Record<string, unknown>> {
       samples['metrics off']!.push(await measure(off))
     }
   } finally {
+    await unpinLoadGenerator()
     await Promise.all([stopProcess(on.child), stopProcess(off.child), stopProcess(upstream)])
   }
   // Medians of each round's ratio: the two ran seconds apart, so drift in what else the machine does cancels out.

@@ -25,6 +25,7 @@ import {
   startProcess,
   stopProcess,
   table,
+  unpinLoadGenerator,
   waitForHttp,
   writeResult,
   wrkLoad,
@@ -116,6 +117,7 @@ export async function peers(): Promise<Record<string, unknown>> {
       }
     }
   } finally {
+    await unpinLoadGenerator()
     for (const contender of contenders.reverse()) await stopProcess(contender.child)
   }
 
