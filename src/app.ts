@@ -9,6 +9,7 @@ import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
 import type { RequestOutcome } from './proxy/http-forward.ts'
 import { ProxyListener } from './proxy/server.ts'
+import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/guard.ts'
 import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
@@ -63,7 +64,11 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     config: config.rollback,
     store,
     windows,
-    exchange: backend.exchange,
+    // Workers sharing a state file pool their figures through the primary; with Redis they meet in Redis.
+    exchange:
+      cluster && config.state.store === 'file'
+        ? cluster.windowExchange(exchangeFreshness(config.rollback.evaluateEvery))
+        : backend.exchange,
     audit: backend.audit,
     logger: logger.child({ part: 'guard' }),
     replicaId,

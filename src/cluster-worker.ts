@@ -1,13 +1,16 @@
 // A `serve --workers N` worker's end of the cluster (cluster.ts is the primary's): the states this worker commits go
-// to its siblings through the primary, theirs come back to the app, and /metrics asks the primary for the sum.
+// to its siblings through the primary, theirs come back to the app, /metrics asks the primary for the sum, and the
+// release guard's figures are pooled with the siblings' (file store).
 
 import cluster from 'node:cluster'
 import type { Registry } from 'prom-client'
 import { isMessage, METRICS_TIMEOUT_MS, type Message, SHARE_TIMEOUT_MS } from './cluster.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
+import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
+import type { WindowExchange } from './rollout/exchange.ts'
 import { freezeState } from './state/atomic-file.ts'
-import type { State } from './state/state.ts'
+import type { Color, State } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
 
 /** What a worker's app needs from the cluster. */
@@ -25,6 +28,20 @@ export interface ClusterLink {
   started(): void
   /** The metrics of every worker, added up by the primary. */
   clusterMetrics(): Promise<string>
+  /**
+   * The workers' rollback-window figures pooled through the primary, for the file store (with Redis they meet in
+   * Redis already): each evaluation sends this worker's figures to its siblings and adds up theirs that are
+   * fresher than `freshMs` and about the same change.
+   */
+  windowExchange(freshMs: number): WindowExchange
+}
+
+/** A sibling's latest figures, stamped when they arrived. */
+interface SiblingFigures {
+  generation: number
+  color: Color
+  figures: WindowFigures
+  at: number
 }
 
 /** This process's link to the primary, when it is a cluster worker; undefined otherwise. */
@@ -36,6 +53,7 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
   let pending: State | undefined
   let nextId = 0
   const waiting = new Map<number, (message: Message) => void>()
+  const siblingFigures = new Map<number, SiblingFigures>()
 
   const ask = <T extends Message>(message: Message & { id: number }, timeoutMs: number): Promise<T> =>
     new Promise((resolve, reject) => {
@@ -72,6 +90,12 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
             worker.send({ type: 'bluegreen:metrics-response', id: message.id, metrics: [], error: problem })
           },
         )
+        return
+      case 'bluegreen:windows':
+        if (message.from !== undefined) {
+          const { generation, color, figures } = message
+          siblingFigures.set(message.from, { generation, color, figures, at: Date.now() })
+        }
         return
       case 'bluegreen:state-shared':
       case 'bluegreen:metrics-sum': {
@@ -117,6 +141,21 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
       pending = undefined
     },
     started: () => worker.send({ type: 'bluegreen:started' }),
+    windowExchange: (freshMs) => ({
+      pool: async (generation, color, local) => {
+        worker.send({ type: 'bluegreen:windows', generation, color, figures: local })
+        const total = addFigures(emptyFigures(), local)
+        const now = Date.now()
+        for (const [sibling, entry] of siblingFigures) {
+          // A worker that died or stopped sending drops out; its figures go once they are well past fresh.
+          if (now - entry.at > freshMs * 10) siblingFigures.delete(sibling)
+          if (entry.generation !== generation || entry.color !== color || now - entry.at > freshMs) continue
+          addFigures(total, entry.figures)
+        }
+        return total
+      },
+      close: async () => {},
+    }),
     clusterMetrics: async () => {
       const answer = await ask<Extract<Message, { type: 'bluegreen:metrics-sum' }>>(
         { type: 'bluegreen:metrics', id: nextId++ },

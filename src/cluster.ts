@@ -1,12 +1,14 @@
 // `bluegreen serve --workers N`: one primary and N workers (node:cluster) that share the public and admin ports.
 // The primary serves no traffic. It keeps N workers running, relays each committed state from the worker that
-// made it to the others, adds up the workers' metrics for /metrics, and passes a shutdown on to every worker.
+// made it to the others (and each worker's rollback-window figures), adds up the workers' metrics for /metrics,
+// and passes a shutdown on to every worker.
 // This file is the primary and the message protocol; cluster-worker.ts is the workers' end of it.
 
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry } from 'prom-client'
 import type { Logger } from './log.ts'
-import type { State } from './state/state.ts'
+import type { WindowFigures } from './metrics/windows.ts'
+import type { Color, State } from './state/state.ts'
 
 /** Everything the primary and its workers say to each other over the cluster's IPC channels. */
 export type Message =
@@ -24,6 +26,11 @@ export type Message =
   | { type: 'bluegreen:metrics-request'; id: number }
   | { type: 'bluegreen:metrics-response'; id: number; metrics: object[]; error?: string }
   | { type: 'bluegreen:metrics-sum'; id: number; text?: string; error?: string }
+  /**
+   * Both ways: a worker's rollback-window figures for a watched change, passed on by the primary to the others
+   * (with `from`), so each worker's release guard judges all the traffic, not its own share of it.
+   */
+  | { type: 'bluegreen:windows'; generation: number; color: Color; figures: WindowFigures; from?: number }
 
 /** How long a committing worker waits for its siblings to apply a change before answering anyway. */
 export const SHARE_TIMEOUT_MS = 2_000
@@ -190,6 +197,11 @@ export function startPrimary(options: PrimaryOptions): Primary {
       }
       case 'bluegreen:metrics':
         return onMetrics(worker, message.id)
+      case 'bluegreen:windows':
+        for (const sibling of listening) {
+          if (sibling !== worker) send(sibling, { ...message, from: worker.id })
+        }
+        return
       case 'bluegreen:metrics-response': {
         const gather = gathers.get(message.id)
         if (!gather?.waiting.delete(worker)) return

@@ -5,12 +5,22 @@ import type { Color } from '../state/state.ts'
 /**
  * How replicas pool their window figures for a decision. With Redis every replica publishes its own figures for
  * the watched generation and reads everyone's, so the verdict rests on all the traffic, however it is spread;
- * with the file store there is one replica and its own figures are the whole story.
+ * with the file store there is one replica, whose `--workers` pool theirs through the cluster primary
+ * (cluster-worker.ts), and a single process's own figures are the whole story.
  */
 export interface WindowExchange {
   /** Publishes this replica's figures and returns the sum over every replica that published for this generation. */
   pool(generation: number, color: Color, local: WindowFigures): Promise<WindowFigures>
   close(): Promise<void>
+}
+
+/**
+ * How long another replica's (or worker's) figures count: three evaluations, and at least two seconds. Each entry
+ * is a whole window's sums, so a late one is still right, and a replica whose event loop lags under load must not
+ * drop out of the decision. One that stopped publishing does.
+ */
+export function exchangeFreshness(evaluateEvery: number): number {
+  return Math.max(evaluateEvery * 3, 2_000)
 }
 
 export class LocalExchange implements WindowExchange {

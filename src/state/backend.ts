@@ -2,7 +2,7 @@ import type { AuditTrail } from '../audit/audit.ts'
 import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config } from '../config/types.ts'
 import type { Logger } from '../log.ts'
-import { LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
+import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { FileStateStore } from './file-store.ts'
 import { LocalReplicaRegistry } from './local-replicas.ts'
 import type { ReplicaRegistry, StateStore } from './store.ts'
@@ -49,14 +49,11 @@ export async function createStateBackend(
       logger,
     })
     const audit = new RedisAuditTrail(store.client, state.redis.key, config.admin.auditKeep)
-    // A replica's figures count while fresher than three evaluations, and at least two seconds: each entry is a
-    // whole window's sums, so a late one is still right, and a replica whose event loop lags under load must not
-    // drop out of the decision. One that stopped publishing does.
     const exchange = new RedisExchange(
       store.client,
       state.redis.key,
       replicaId,
-      Math.max(config.rollback.evaluateEvery * 3, 2_000),
+      exchangeFreshness(config.rollback.evaluateEvery),
     )
     return { store, replicas, audit, exchange, loadBeforeListening: false }
   }

@@ -287,6 +287,76 @@ describe('bluegreen serve --workers 2', () => {
   })
 })
 
+describe('bluegreen serve --workers 2 with the file store: the automatic rollback', () => {
+  let blue: TestServer
+  let green: TestServer
+  let dir: Awaited<ReturnType<typeof tempDir>>
+  let cluster: Cluster
+  const minRequests = 40
+
+  beforeAll(async () => {
+    blue = await startServer((req, res) => {
+      req.resume()
+      res.end('blue')
+    })
+    green = await startServer((req, res) => {
+      req.resume()
+      res.writeHead(500).end('green is broken')
+    })
+    dir = await tempDir('bluegreen-workers-rollback-')
+    const file = await writeConfig(dir.path, {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      pools: {
+        blue: { upstreams: [blue.url] },
+        // Nothing but the rollback reacts to green's errors here.
+        green: { upstreams: [green.url], healthCheck: { enabled: false }, outlier: { consecutiveFailures: 0 } },
+      },
+      state: { path: join(dir.path, 'state.json') },
+      rollback: { minRequests, evaluateEvery: '200ms', window: '10s' },
+      log: { access: true },
+    })
+    cluster = await spawnCluster(file, 2)
+  })
+  afterAll(async () => {
+    if (cluster && cluster.child.exitCode === null && cluster.child.signalCode === null) {
+      cluster.child.kill('SIGTERM')
+      await cluster.exited
+    }
+    await blue?.close()
+    await green?.close()
+    await dir?.remove()
+  })
+
+  it('judges the traffic of every worker: fewer than minRequests each, enough together, and it rolls back', async () => {
+    const switched = await fresh(`${cluster.admin}/switch`, 'POST', { to: 'green', force: true })
+    expect(switched.status, switched.body).toBe(200)
+    const { generation } = JSON.parse(switched.body) as { generation: number }
+    const requests = minRequests + 10
+    for (let sent = 0; sent < requests; sent++) {
+      const answer = await fresh(`${cluster.url}/broken`)
+      // Once the rollback is in, the rest are blue's.
+      if (answer.status === 200) break
+    }
+    const rolledBack = await eventually(
+      async () => {
+        const state = JSON.parse((await fresh(`${cluster.admin}/state`)).body)
+        return state.generation > generation && state
+      },
+      { timeout: 5_000, message: 'the automatic rollback' },
+    )
+    expect(rolledBack).toMatchObject({ active: 'blue', trigger: 'rollback', generation: generation + 1 })
+    // Neither worker saw enough on its own: only the pooled figures could have reached minRequests.
+    const byWorker = new Map<unknown, number>()
+    for (const line of cluster.lines()) {
+      if (line.part === 'access' && line.color === 'green')
+        byWorker.set(line.worker, (byWorker.get(line.worker) ?? 0) + 1)
+    }
+    expect(byWorker.size, JSON.stringify([...byWorker])).toBe(2)
+    for (const [worker, count] of byWorker) expect(count, `worker ${worker}`).toBeLessThan(minRequests)
+  })
+})
+
 describe('bluegreen serve --workers, bad usage', () => {
   it('exits 2 for a worker count that is not one', async () => {
     for (const value of ['0', 'two', '1.5']) {
