@@ -310,7 +310,11 @@ describe('bluegreen serve --workers 2 with the file store: the automatic rollbac
       pools: {
         blue: { upstreams: [blue.url] },
         // Nothing but the rollback reacts to green's errors here.
-        green: { upstreams: [green.url], healthCheck: { enabled: false }, outlier: { consecutiveFailures: 0 } },
+        green: {
+          upstreams: [green.url],
+          healthCheck: { enabled: false },
+          outlier: { consecutiveFailures: 0 },
+        },
       },
       state: { path: join(dir.path, 'state.json') },
       rollback: { minRequests, evaluateEvery: '200ms', window: '10s' },
