@@ -143,7 +143,14 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
     started: () => worker.send({ type: 'bluegreen:started' }),
     windowExchange: (freshMs) => ({
       pool: async (generation, color, local) => {
-        worker.send({ type: 'bluegreen:windows', generation, color, figures: local })
+        // Best effort: without the primary this worker still judges what it has, its own figures included.
+        if (worker.isConnected()) {
+          try {
+            worker.send({ type: 'bluegreen:windows', generation, color, figures: local })
+          } catch (error) {
+            logger.debug({ err: error }, 'could not send the window figures to the other workers')
+          }
+        }
         const total = addFigures(emptyFigures(), local)
         const now = Date.now()
         for (const [sibling, entry] of siblingFigures) {
