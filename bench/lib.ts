@@ -88,12 +88,12 @@ export async function startUpstream(port: number): Promise<ChildProcess> {
 /**
  * `bluegreen serve` in its own process, as users run it. With `openFiles`, it starts through a shell that first
  * raises its open-file limit (`ulimit -n`) that far, where the hard limit allows; `nodeArguments` go to node
- * before the script, and stderr lines matching `quiet` are dropped.
+ * before the script, stderr lines matching `quiet` are dropped, and `root` runs another checkout's sources.
  */
 export async function startBluegreen(
   port: number,
   config: Record<string, unknown>,
-  options: { openFiles?: number; nodeArguments?: string[]; quiet?: RegExp } = {},
+  options: { openFiles?: number; nodeArguments?: string[]; quiet?: RegExp; root?: string } = {},
 ): Promise<{ child: ChildProcess; url: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-'))
   const file = join(dir, 'config.json')
@@ -101,7 +101,13 @@ export async function startBluegreen(
     file,
     JSON.stringify({ listen: `127.0.0.1:${port}`, state: { path: join(dir, 'state.json') }, ...config }),
   )
-  const args = [...(options.nodeArguments ?? []), join(REPO, 'src/cli.ts'), 'serve', '--config', file]
+  const args = [
+    ...(options.nodeArguments ?? []),
+    join(options.root ?? REPO, 'src/cli.ts'),
+    'serve',
+    '--config',
+    file,
+  ]
   const child =
     options.openFiles === undefined
       ? startProcess(process.execPath, args, {}, options.quiet)
