@@ -88,12 +88,19 @@ export async function startUpstream(port: number): Promise<ChildProcess> {
 /**
  * `bluegreen serve` in its own process, as users run it. With `openFiles`, it starts through a shell that first
  * raises its open-file limit (`ulimit -n`) that far, where the hard limit allows; `nodeArguments` go to node
- * before the script, stderr lines matching `quiet` are dropped, and `root` runs another checkout's sources.
+ * before the script, `serveArguments` after `serve --config FILE`, stderr lines matching `quiet` are dropped, and
+ * `root` runs another checkout's sources.
  */
 export async function startBluegreen(
   port: number,
   config: Record<string, unknown>,
-  options: { openFiles?: number; nodeArguments?: string[]; quiet?: RegExp; root?: string } = {},
+  options: {
+    openFiles?: number
+    nodeArguments?: string[]
+    quiet?: RegExp
+    root?: string
+    serveArguments?: string[]
+  } = {},
 ): Promise<{ child: ChildProcess; url: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-'))
   const file = join(dir, 'config.json')
@@ -107,6 +114,7 @@ export async function startBluegreen(
     'serve',
     '--config',
     file,
+    ...(options.serveArguments ?? []),
   ]
   const child =
     options.openFiles === undefined

@@ -8,6 +8,7 @@ import { propagation } from './propagation.ts'
 import { rollback } from './rollback.ts'
 import { switching } from './switching.ts'
 import { throughput } from './throughput.ts'
+import { workers } from './workers.ts'
 
 console.log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'})`)
 // Anything else running on the machine skews every figure: say how busy it was when the run began.
@@ -24,4 +25,5 @@ await propagation()
 await rollback()
 await metricsCost()
 await memory()
+await workers()
 process.exit(0)
