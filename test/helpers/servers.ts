@@ -67,15 +67,25 @@ export function echoUpstream(name: string): Promise<TestServer> {
   })
 }
 
-export function freePort(): Promise<number> {
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, host, () => {
       const { port } = server.address() as AddressInfo
       server.close(() => resolve(port))
     })
   })
+}
+
+/**
+ * An upstream address where nothing listens, so a connection is refused. A port freed on 127.0.0.1 can be taken
+ * again by a server of another test file running meanwhile, and then it answers (a flake seen in CI: a 503 from
+ * someone else's server). 127.0.0.2 is loopback too, and the servers of these tests bind 127.0.0.1; only the
+ * few that bind a wildcard address could ever take it.
+ */
+export async function refusedUrl(): Promise<string> {
+  return `http://127.0.0.2:${await freePort('127.0.0.2')}`
 }
 
 export async function tempDir(

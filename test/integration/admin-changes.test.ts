@@ -8,7 +8,7 @@ import { withRedis } from '../helpers/replicas.ts'
 import {
   type ChildProxy,
   echoUpstream,
-  freePort,
+  refusedUrl,
   spawnProxy,
   startProxy,
   startServer,
@@ -231,7 +231,7 @@ describe('readiness-gated changes', () => {
     hanging = await probedUpstream('hanging')
     hanging.health = 'hang'
     // Nothing listens there.
-    dead = `http://127.0.0.1:${await freePort()}`
+    dead = await refusedUrl()
     proxy = await startProxy(
       { blue: [], green: [] },
       {

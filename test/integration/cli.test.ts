@@ -7,7 +7,7 @@ import { type Replica, startReplica, waitReady } from '../helpers/replicas.ts'
 import {
   type ChildProxy,
   echoUpstream,
-  freePort,
+  refusedUrl,
   spawnProxy,
   type TestServer,
   tempDir,
@@ -186,7 +186,7 @@ describe('bluegreen CLI against a running proxy', () => {
 
   it('--help on each command: its usage and options, exit 0, without calling the admin API', async () => {
     // Nothing listens there: a command that called it would fail.
-    const nowhere = ['--admin', `http://127.0.0.1:${await freePort()}`]
+    const nowhere = ['--admin', await refusedUrl()]
     const commands = ['status', 'switch', 'weights', 'rollback', 'events', 'replicas', 'serve', 'demo']
     const results = await Promise.all(commands.map((command) => runCliWith([command, '--help', ...nowhere])))
     results.forEach((result, index) => {

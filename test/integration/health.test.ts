@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { eventually } from '../helpers/eventually.ts'
-import { freePort, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { refusedUrl, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 // Active health checks and passive outlier detection, through the whole proxy: real upstreams whose health and
 // traffic answers the test switches, the proxy's own traffic and its /metrics and /readyz as the evidence.
@@ -212,7 +212,7 @@ describe('upstream health', () => {
 
     it('ejects an upstream that refuses connections; its requests go to the others meanwhile', async () => {
       const [a, green] = await Promise.all(['a', 'green'].map(upstream))
-      const dead = `http://127.0.0.1:${await freePort()}`
+      const dead = await refusedUrl()
       const proxy = await proxyWith({
         blue: {
           upstreams: [a!.url, dead],

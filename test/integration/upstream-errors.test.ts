@@ -11,7 +11,7 @@ import {
 } from '../helpers/raw.ts'
 import {
   echoUpstream,
-  freePort,
+  refusedUrl,
   startProxy,
   startServer,
   type TestProxy,
@@ -91,7 +91,7 @@ describe('upstream errors', () => {
   })
 
   it('answers 502 BG_UPSTREAM_UNREACHABLE when the upstream refuses the connection', async () => {
-    const proxy = await proxyTo([`http://127.0.0.1:${await freePort()}`])
+    const proxy = await proxyTo([await refusedUrl()])
     for (let i = 0; i < 3; i++)
       await expectProxyError(await fetch(`${proxy.url}/x`), 502, 'BG_UPSTREAM_UNREACHABLE')
     await expectStillServing(proxy)
@@ -281,13 +281,13 @@ describe('upstream errors', () => {
       async (balance) => {
         const live = await echoUpstream('blue-live')
         servers.push(live)
-        const dead = `http://127.0.0.1:${await freePort()}`
+        const dead = await refusedUrl()
         const proxy = await proxyTo([], {
           pools: { blue: { upstreams: [dead, live.url], balance }, green: { upstreams: [good.url] } },
         })
         for (let i = 0; i < 10; i++) {
           const response = await fetch(`${proxy.url}/r/${i}`, { method: 'POST', body: `body ${i}` })
-          expect(response.status).toBe(200)
+          expect(response.status, await response.clone().text()).toBe(200)
           const seen = (await response.json()) as { name: string; bodyLength: number }
           expect(seen).toMatchObject({ name: 'blue-live', bodyLength: `body ${i}`.length })
         }
@@ -295,7 +295,7 @@ describe('upstream errors', () => {
     )
 
     it('answers 502 once every upstream of the pool has refused', async () => {
-      const dead = [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`]
+      const dead = [await refusedUrl(), await refusedUrl()]
       const proxy = await proxyTo(dead)
       await expectProxyError(await fetch(`${proxy.url}/x`), 502, 'BG_UPSTREAM_UNREACHABLE')
       await expectStillServing(proxy)

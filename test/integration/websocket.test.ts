@@ -2,7 +2,7 @@ import { connect } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { eventually } from '../helpers/eventually.ts'
 import { type Blackhole, parseRawResponse, rawRequest, startBlackhole } from '../helpers/raw.ts'
-import { adminPost, freePort, startProxy, startServer, type TestProxy } from '../helpers/servers.ts'
+import { adminPost, refusedUrl, startProxy, startServer, type TestProxy } from '../helpers/servers.ts'
 import {
   closeWebSocket,
   openWebSocket,
@@ -132,7 +132,7 @@ describe('websockets', () => {
   describe('upstream failures', () => {
     it('answers 502 when the upstream refuses the connection, and keeps serving', async () => {
       const proxy = await proxyWith(
-        { blue: [`http://127.0.0.1:${await freePort()}`], green: [green.url] },
+        { blue: [await refusedUrl()], green: [green.url] },
         { routing: { preview: {} } },
       )
       for (let i = 0; i < 2; i++) {

@@ -8,7 +8,7 @@ import { Metrics } from '../../src/metrics/registry.ts'
 import { createUpstreams, type Upstream } from '../../src/routing/upstream.ts'
 import type { Color } from '../../src/state/state.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { freePort, startServer, type TestServer } from '../helpers/servers.ts'
+import { refusedUrl, startServer, type TestServer } from '../helpers/servers.ts'
 
 describe('CheckVerdict', () => {
   it('starts healthy and goes out after unhealthyThreshold failures in a row', () => {
@@ -144,7 +144,7 @@ describe('ActiveChecks', () => {
   it('a check that gets no answer within the timeout fails, and so does a refused connection', async () => {
     const hanging = await upstreamServer()
     hanging.health = 'hang'
-    const refused = `http://127.0.0.1:${await freePort()}`
+    const refused = await refusedUrl()
     const { checks } = checksFor(
       upstreamsFor([hanging.server.url, refused]),
       checkConfig({ unhealthyThreshold: 1, timeout: 100 }),
