@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
 import { type IncomingHttpHeaders, request } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../helpers/cli.ts'
 import { parseRawResponse, rawRequest } from '../helpers/raw.ts'
 import {
-  CLI,
   echoUpstream,
   spawnProxy,
   startProxy,
@@ -381,25 +380,9 @@ describe('secrets and start-up rules (child process)', () => {
   })
 
   /** `bluegreen serve` expected to refuse to start: its exit code and everything it printed. */
-  function refusedStart(file: string): Promise<{ code: number | null; output: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [CLI, 'serve', '--config', file], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-      let output = ''
-      child.stdout.on('data', (chunk) => {
-        output += chunk
-      })
-      child.stderr.on('data', (chunk) => {
-        output += chunk
-      })
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      child.once('error', reject)
-      child.once('close', (code) => {
-        clearTimeout(timer)
-        resolve({ code, output })
-      })
-    })
+  async function refusedStart(file: string): Promise<{ code: number | null; output: string }> {
+    const { code, stdout, stderr } = await runCli(['serve', '--config', file])
+    return { code, output: stdout + stderr }
   }
 
   it('refuses to start with the admin API on a wildcard address and no token: exit 2 naming admin.token', async () => {
