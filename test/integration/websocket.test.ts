@@ -25,6 +25,27 @@ describe('websockets', () => {
   const sockets: WebSocket[] = []
   const extraServers: { close(): Promise<void> }[] = []
 
+  /**
+   * A WebSocket upstream that holds each handshake until `release()`; `closed()` says whether the upstream end of
+   * the held connection has closed. Closed with the other extra servers.
+   */
+  async function heldUpstream() {
+    let release = () => {}
+    let upstreamClosed = false
+    const slow = await wsEchoUpstream('blue', {
+      beforeAccept: (_req, socket) => {
+        socket.once('close', () => {
+          upstreamClosed = true
+        })
+        return new Promise<void>((resolve) => {
+          release = resolve
+        })
+      },
+    })
+    extraServers.push(slow)
+    return { slow, release: () => release(), closed: () => upstreamClosed }
+  }
+
   /** startProxy, closed after the test. */
   async function proxyWith(...args: Parameters<typeof startProxy>): Promise<TestProxy> {
     const proxy = await startProxy(...args)
@@ -163,19 +184,7 @@ describe('websockets', () => {
     })
 
     it('closes the upstream request when the client gives up before the upstream accepts', async () => {
-      let release = () => {}
-      let upstreamClosed = false
-      const slow = await wsEchoUpstream('blue', {
-        beforeAccept: (_req, socket) => {
-          socket.once('close', () => {
-            upstreamClosed = true
-          })
-          return new Promise<void>((resolve) => {
-            release = resolve
-          })
-        },
-      })
-      extraServers.push(slow)
+      const { slow, release, closed } = await heldUpstream()
       const proxy = await proxyWith({ blue: [slow.url], green: [green.url] })
       const client = connect(Number(new URL(proxy.url).port), '127.0.0.1')
       client.on('error', () => {})
@@ -186,24 +195,12 @@ describe('websockets', () => {
       await eventually(() => slow.upgrades.length === 1, { message: 'the upgrade to reach the upstream' })
       client.destroy()
       release()
-      await eventually(() => upstreamClosed, { message: 'the upstream request to be closed' })
+      await eventually(closed, { message: 'the upstream request to be closed' })
       expect(slow.open).toBe(0)
     })
 
     it('closes a pending upstream handshake when the proxy shuts down', async () => {
-      let release = () => {}
-      let upstreamClosed = false
-      const slow = await wsEchoUpstream('blue', {
-        beforeAccept: (_req, socket) => {
-          socket.once('close', () => {
-            upstreamClosed = true
-          })
-          return new Promise<void>((resolve) => {
-            release = resolve
-          })
-        },
-      })
-      extraServers.push(slow)
+      const { slow, release, closed } = await heldUpstream()
       const shuttingDown = await proxyWith({ blue: [slow.url], green: [green.url] })
       const pending = upgrade(shuttingDown.url, '/ws')
       pending.catch(() => {})
@@ -211,7 +208,7 @@ describe('websockets', () => {
       await shuttingDown.close()
       // The upstream reads nothing until it accepts: only then can it see the proxy has hung up.
       release()
-      await eventually(() => upstreamClosed, { message: 'the upstream connection to be closed' })
+      await eventually(closed, { message: 'the upstream connection to be closed' })
       expect(slow.open).toBe(0)
     })
 
