@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import {
-  cpuMicros,
+  type CpuSample,
   freePort,
   LOAD_CORE,
-  type LoadResult,
+  loadWithCpu,
   median,
+  medianOfRounds,
   PROXY_CORE,
   pin,
   pinLoadGenerator,
@@ -32,8 +33,6 @@ const SECONDS = Number(process.env.BENCH_COMPARE_SECONDS ?? 3)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 
 const git = promisify(execFile)
-
-type Sample = LoadResult & { cpuMicrosPerRequest: number }
 
 export async function compare(revision: string): Promise<Record<string, unknown>> {
   const { stdout } = await git('git', ['-C', REPO, 'rev-parse', '--short', revision])
@@ -57,17 +56,18 @@ export async function compare(revision: string): Promise<Record<string, unknown>
     },
     { name: 'this tree', proxy: await startBluegreen(await freePort(), await config()) },
   ]
-  const samples: Record<string, Sample[]> = {}
+  const samples: Record<string, CpuSample[]> = {}
   try {
     for (const { proxy } of contenders) await pin(proxy.child.pid, PROXY_CORE)
     for (const { proxy } of contenders) await wrkLoad(`${proxy.url}/`, 3, CONNECTIONS)
     for (let round = 0; round < ROUNDS; round++) {
       for (const { name, proxy } of contenders) {
-        const before = await cpuMicros([proxy.child.pid!])
-        const result = await wrkLoad(`${proxy.url}/`, SECONDS, CONNECTIONS)
-        const used = (await cpuMicros([proxy.child.pid!])) - before
         samples[name] ??= []
-        samples[name]!.push({ ...result, cpuMicrosPerRequest: used / (result.requestsPerSecond * SECONDS) })
+        samples[name]!.push(
+          await loadWithCpu([proxy.child.pid!], SECONDS, () =>
+            wrkLoad(`${proxy.url}/`, SECONDS, CONNECTIONS),
+          ),
+        )
       }
     }
   } finally {
@@ -78,7 +78,7 @@ export async function compare(revision: string): Promise<Record<string, unknown>
     await rm(worktree, { recursive: true, force: true })
   }
 
-  const [base, ours] = contenders.map(({ name }) => samples[name]!) as [Sample[], Sample[]]
+  const [base, ours] = contenders.map(({ name }) => samples[name]!) as [CpuSample[], CpuSample[]]
   const rows = contenders.map(({ name }) => {
     const list = samples[name]!
     return {
@@ -94,8 +94,10 @@ export async function compare(revision: string): Promise<Record<string, unknown>
     'this tree over the other, req/s (median of rounds)': Number(median(perRound).toFixed(3)),
     'the rounds': perRound.map((ratio) => ratio.toFixed(2)).join(' '),
     'CPU per request, the other over this tree': Number(
-      median(
-        ours.map((sample, round) => base[round]!.cpuMicrosPerRequest / sample.cpuMicrosPerRequest),
+      medianOfRounds(
+        ours,
+        base,
+        (mine, theirs) => theirs.cpuMicrosPerRequest / mine.cpuMicrosPerRequest,
       ).toFixed(3),
     ),
   }

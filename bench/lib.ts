@@ -247,6 +247,33 @@ export async function cpuMicros(pids: readonly number[]): Promise<number> {
   return ticks * 10_000
 }
 
+/** A round's load figures and the CPU time the server spent on each of its requests meanwhile. */
+export type CpuSample = LoadResult & { cpuMicrosPerRequest: number }
+
+/** One round of `load`, lasting `seconds`, with the CPU time the processes `pids` spent on it per request. */
+export async function loadWithCpu(
+  pids: readonly number[],
+  seconds: number,
+  load: () => Promise<LoadResult>,
+): Promise<CpuSample> {
+  const before = await cpuMicros(pids)
+  const result = await load()
+  const used = (await cpuMicros(pids)) - before
+  return { ...result, cpuMicrosPerRequest: used / (result.requestsPerSecond * seconds) }
+}
+
+/**
+ * The median over rounds of `of(ours[round], theirs[round])`: the two of a round ran seconds apart, so drift in
+ * what else the machine is doing cancels out better than in a ratio of medians.
+ */
+export function medianOfRounds<T>(
+  ours: readonly T[],
+  theirs: readonly T[],
+  of: (ours: T, theirs: T) => number,
+): number {
+  return median(ours.map((sample, round) => of(sample, theirs[round]!)))
+}
+
 /**
  * Pins this process (autocannon runs in it, and wrk is its child) to the load generator's core. Every process it
  * starts afterwards inherits that, so a bench that pins calls unpinLoadGenerator when it is done: the benches that

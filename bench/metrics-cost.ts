@@ -2,12 +2,13 @@
 import type { ChildProcess } from 'node:child_process'
 import {
   autocannonLoad,
-  cpuMicros,
+  type CpuSample,
   freePort,
   hasCommand,
   LOAD_CORE,
-  type LoadResult,
+  loadWithCpu,
   median,
+  medianOfRounds,
   PROXY_CORE,
   pin,
   pinLoadGenerator,
@@ -44,17 +45,10 @@ export async function metricsCost(): Promise<Record<string, unknown>> {
   const load = (await hasCommand('wrk'))
     ? { name: 'wrk', run: (url: string) => wrkLoad(url, SECONDS, CONNECTIONS) }
     : { name: 'autocannon', run: (url: string) => autocannonLoad(url, SECONDS, CONNECTIONS) }
-  const samples: Record<string, (LoadResult & { cpuMicrosPerRequest: number })[]> = {
-    'metrics on': [],
-    'metrics off': [],
-  }
+  const samples: Record<string, CpuSample[]> = { 'metrics on': [], 'metrics off': [] }
   // Each round also counts the CPU the proxy spent per request, steadier than req/s on a shared machine.
-  const measure = async (proxy: { child: ChildProcess; url: string }) => {
-    const before = await cpuMicros([proxy.child.pid!])
-    const result = await load.run(`${proxy.url}/`)
-    const used = (await cpuMicros([proxy.child.pid!])) - before
-    return { ...result, cpuMicrosPerRequest: used / (result.requestsPerSecond * SECONDS) }
-  }
+  const measure = (proxy: { child: ChildProcess; url: string }) =>
+    loadWithCpu([proxy.child.pid!], SECONDS, () => load.run(`${proxy.url}/`))
   try {
     await load.run(`${on.url}/`)
     await load.run(`${off.url}/`)
@@ -74,10 +68,10 @@ export async function metricsCost(): Promise<Record<string, unknown>> {
     'p99 ms': median(list.map((s) => s.latencyP99Ms)),
     'CPU µs/req': Number(median(list.map((s) => s.cpuMicrosPerRequest)).toFixed(1)),
     'req/s vs off': Number(
-      median(list.map((s, round) => s.requestsPerSecond / baseline[round]!.requestsPerSecond)).toFixed(3),
+      medianOfRounds(list, baseline, (s, off) => s.requestsPerSecond / off.requestsPerSecond).toFixed(3),
     ),
     'CPU vs off': Number(
-      median(list.map((s, round) => s.cpuMicrosPerRequest / baseline[round]!.cpuMicrosPerRequest)).toFixed(3),
+      medianOfRounds(list, baseline, (s, off) => s.cpuMicrosPerRequest / off.cpuMicrosPerRequest).toFixed(3),
     ),
   }))
   console.log(

@@ -8,12 +8,14 @@ import type { ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import {
   autocannonLoad,
-  cpuMicros,
+  type CpuSample,
   freePort,
   hasCommand,
   LOAD_CORE,
   type LoadResult,
+  loadWithCpu,
   median,
+  medianOfRounds,
   PROXY_CORE,
   pin,
   pinLoadGenerator,
@@ -43,9 +45,6 @@ interface Contender {
   /** The server's processes (nginx: master and worker), whose CPU time each round counts. */
   pids: number[]
 }
-
-/** A round's load figures and the CPU the server spent on each request meanwhile. */
-type Sample = LoadResult & { cpuMicrosPerRequest: number }
 
 async function startPeer(file: string, port: number, upstream: string): Promise<ChildProcess> {
   const child = startProcess(process.execPath, [join(REPO, 'bench/peers', file), String(port), upstream])
@@ -82,7 +81,7 @@ export async function peers(): Promise<Record<string, unknown>> {
     load: (url, seconds = SECONDS) => autocannonLoad(url, seconds, CONNECTIONS),
   })
 
-  const samples: Record<string, Record<string, Sample[]>> = {}
+  const samples: Record<string, Record<string, CpuSample[]>> = {}
   try {
     await add('bluegreen', async (port) => {
       const proxy = await startBluegreen(port, {
@@ -99,7 +98,7 @@ export async function peers(): Promise<Record<string, unknown>> {
     else console.log('skipped: nginx not on PATH (no nginx proxy in the comparison)')
 
     for (const tool of tools) {
-      const byContender: Record<string, Sample[]> = {}
+      const byContender: Record<string, CpuSample[]> = {}
       samples[tool.name] = byContender
       // Warm-up: the JIT and every keep-alive pool in steady state before the first measured round (the
       // second load generator finds them warm already).
@@ -108,10 +107,7 @@ export async function peers(): Promise<Record<string, unknown>> {
       for (let round = 0; round < ROUNDS; round++) {
         for (const contender of contenders) {
           const list = byContender[contender.name] ?? []
-          const before = await cpuMicros(contender.pids)
-          const result = await tool.load(contender.url)
-          const used = (await cpuMicros(contender.pids)) - before
-          list.push({ ...result, cpuMicrosPerRequest: used / (result.requestsPerSecond * SECONDS) })
+          list.push(await loadWithCpu(contender.pids, SECONDS, () => tool.load(contender.url)))
           byContender[contender.name] = list
         }
       }
@@ -145,16 +141,16 @@ export async function peers(): Promise<Record<string, unknown>> {
     // By CPU per request too, theirs over ours: the same question (how much one core serves) asked of the CPU
     // each request took, which waiting for a core does not inflate.
     const ours = samples[tool.name]!.bluegreen!
-    const ratio = (name: string, of: (ours: Sample, theirs: Sample) => number) => {
+    const ratio = (name: string, of: (ours: CpuSample, theirs: CpuSample) => number) => {
       const theirs = samples[tool.name]![name]
       if (!theirs) return 'n/a'
-      return Number(median(ours.map((sample, round) => of(sample, theirs[round]!))).toFixed(2))
+      return Number(medianOfRounds(ours, theirs, of).toFixed(2))
     }
     for (const [measure, of] of [
-      ['req/s, ours / theirs', (o: Sample, t: Sample) => o.requestsPerSecond / t.requestsPerSecond],
+      ['req/s, ours / theirs', (o: CpuSample, t: CpuSample) => o.requestsPerSecond / t.requestsPerSecond],
       [
         'CPU per request, theirs / ours',
-        (o: Sample, t: Sample) => t.cpuMicrosPerRequest / o.cpuMicrosPerRequest,
+        (o: CpuSample, t: CpuSample) => t.cpuMicrosPerRequest / o.cpuMicrosPerRequest,
       ],
     ] as const) {
       ratios.push({

@@ -8,6 +8,7 @@ import {
   hasCommand,
   type LoadResult,
   median,
+  medianOfRounds,
   startBluegreen,
   startFastUpstream,
   stopProcess,
@@ -89,7 +90,7 @@ export async function workers(): Promise<Record<string, unknown>> {
       'p99 ms': median(list.map((s) => s.latencyP99Ms)),
       errors: list.reduce((sum, s) => sum + s.errors + s.non2xx, 0),
       'vs single process': Number(
-        median(list.map((s, round) => s.requestsPerSecond / single[round]!.requestsPerSecond)).toFixed(2),
+        medianOfRounds(list, single, (s, one) => s.requestsPerSecond / one.requestsPerSecond).toFixed(2),
       ),
     }
   })
