@@ -2,7 +2,7 @@
 // unfragmented text and binary messages, ping and close. Clients use Node's global WebSocket.
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { type IncomingMessage, request } from 'node:http'
+import { type IncomingMessage, type RequestListener, request } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { startServer, type TestServer } from './servers.ts'
 
@@ -81,17 +81,22 @@ export interface WsUpstream extends TestServer {
 export interface WsUpstreamOptions {
   /** Runs before the 101 is written; the handshake waits for it. */
   beforeAccept?: (req: IncomingMessage, socket: Duplex) => Promise<void> | void
+  /** Answers plain HTTP requests instead of the default (`name` as the body). */
+  onRequest?: RequestListener
 }
 
 /**
  * An upstream that echoes every text message prefixed with its name ("blue:hello"), and binary messages as they
- * are. Plain HTTP requests get `name` as the body.
+ * are. Plain HTTP requests get `name` as the body, or whatever `onRequest` answers.
  */
 export async function wsEchoUpstream(name: string, options: WsUpstreamOptions = {}): Promise<WsUpstream> {
-  const base = await startServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name })
-    res.end(name)
-  })
+  const base = await startServer(
+    options.onRequest ??
+      ((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name })
+        res.end(name)
+      }),
+  )
   const sockets = new Set<Duplex>()
   const upstream = Object.defineProperties(base, {
     upgrades: { value: [], enumerable: true },

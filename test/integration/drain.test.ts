@@ -1,76 +1,53 @@
 import { once } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { DrainStatus } from '../../src/proxy/drain.ts'
 import { bucketOf } from '../../src/routing/pick.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { adminPost, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { adminPost, startProxy, type TestProxy } from '../helpers/servers.ts'
 import {
-  acceptKey,
   closeWebSocket,
-  encodeFrame,
-  frameReader,
   openWebSocket,
   roundTrip,
+  type WsUpstream,
+  wsEchoUpstream,
 } from '../helpers/websocket.ts'
-
-const TEXT = 0x1
-const CLOSE = 0x8
 
 /**
  * An upstream for one color. `/hold` is held unanswered and `/hold-body` sends its headers and a first chunk, then
  * holds, until release(); `cutOff` counts held requests whose connection closed first. Anything else answers its
- * name at once. WebSockets echo text prefixed with the name, as wsEchoUpstream does.
+ * name at once. WebSockets are wsEchoUpstream's (`open` counts them).
  */
-interface ColorUpstream extends TestServer {
+interface ColorUpstream extends WsUpstream {
   held: ServerResponse[]
   cutOff: number
-  readonly websockets: number
   release(): void
   reset(): void
 }
 
 async function colorUpstream(name: string): Promise<ColorUpstream> {
   const held: ServerResponse[] = []
-  const sockets = new Set<Duplex>()
   const hold = (res: ServerResponse) => {
     held.push(res)
     res.once('close', () => {
       if (!res.writableFinished) upstream.cutOff++
     })
   }
-  const base = await startServer((req: IncomingMessage, res: ServerResponse) => {
-    if (req.url === '/hold') return hold(res)
-    if (req.url === '/hold-body') {
+  const base = await wsEchoUpstream(name, {
+    onRequest: (req: IncomingMessage, res: ServerResponse) => {
+      if (req.url === '/hold') return hold(res)
+      if (req.url === '/hold-body') {
+        res.writeHead(200, { 'content-type': 'text/plain' })
+        res.write('first chunk;')
+        return hold(res)
+      }
       res.writeHead(200, { 'content-type': 'text/plain' })
-      res.write('first chunk;')
-      return hold(res)
-    }
-    res.writeHead(200, { 'content-type': 'text/plain' })
-    res.end(name)
-  })
-  base.server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-    socket.on('error', () => {})
-    socket.write(
-      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-        `Sec-WebSocket-Accept: ${acceptKey(String(req.headers['sec-websocket-key']))}\r\n\r\n`,
-    )
-    sockets.add(socket)
-    socket.once('close', () => sockets.delete(socket))
-    socket.once('end', () => socket.end())
-    socket.on(
-      'data',
-      frameReader(({ opcode, payload }) => {
-        if (opcode === TEXT) socket.write(encodeFrame(TEXT, Buffer.from(`${name}:${payload}`), false))
-        else if (opcode === CLOSE) socket.end(encodeFrame(CLOSE, payload.subarray(0, 2), false))
-      }),
-    )
+      res.end(name)
+    },
   })
   const upstream: ColorUpstream = Object.assign(base, {
     held,
     cutOff: 0,
-    websockets: 0,
     release() {
       for (const res of held.splice(0)) if (!res.destroyed) res.end(name)
     },
@@ -79,8 +56,6 @@ async function colorUpstream(name: string): Promise<ColorUpstream> {
       upstream.cutOff = 0
     },
   })
-  // A getter (Object.assign would copy its value once).
-  Object.defineProperty(upstream, 'websockets', { get: () => sockets.size })
   return upstream
 }
 
@@ -175,7 +150,7 @@ describe('draining the color that lost its traffic', () => {
   it('closes a WebSocket still open on blue once a short drain.timeout is up, then reports blue drained', async () => {
     const proxy = await proxyWith({ drain: { timeout: '300ms' } })
     const socket = await open(proxy)
-    await eventually(() => blue.websockets === 1, { message: 'the upstream WebSocket to open' })
+    await eventually(() => blue.open === 1, { message: 'the upstream WebSocket to open' })
     const socketClosed = closed(socket)
     const switchedAt = Date.now()
     await change(proxy, '/switch', { to: 'green' })
@@ -183,7 +158,7 @@ describe('draining the color that lost its traffic', () => {
 
     await socketClosed
     expect(Date.now() - switchedAt).toBeGreaterThanOrEqual(250)
-    await eventually(() => blue.websockets === 0, { message: 'the upstream WebSocket to close' })
+    await eventually(() => blue.open === 0, { message: 'the upstream WebSocket to close' })
     const done = await drained(proxy)
     expect(done.blue).toEqual({ requests: 0, websockets: 0 })
     expect(Date.parse(done.draining!.drainedAt!)).toBeGreaterThanOrEqual(Date.parse(done.draining!.since))
