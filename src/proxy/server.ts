@@ -170,12 +170,26 @@ export class ProxyListener {
     const route = this.route(req)
     if (route instanceof RouteError) {
       res.once('close', this.onResponseClose)
+      // Timed from here: routing before it is pure and takes microseconds, and the hot path reads no clock for it.
+      const startedAt = performance.now()
       const { colorHeader } = this.options.config.proxy
       sendError(res, route.status, route.code, route.message, {
         colorHeader,
         color: route.color,
         close: this.draining,
       })
+      // An answer given on a color's behalf (no healthy upstream in it) counts for that color like an upstream's:
+      // in its metrics and in the rollback window, which must see a color whose every request gets 503.
+      if (route.color !== undefined) {
+        this.options.onOutcome?.({
+          color: route.color,
+          upstream: '',
+          method: req.method ?? 'GET',
+          path: req.url ?? '/',
+          status: route.status,
+          durationMs: performance.now() - startedAt,
+        })
+      }
       return
     }
     const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
