@@ -62,6 +62,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
   const windows = new SlidingWindows(config.rollback.window)
   const guard = new ReleaseGuard({
     config: config.rollback,
+    rollout: config.rollout,
     store,
     windows,
     // Workers sharing a state file pool their figures through the primary; with Redis they meet in Redis.
@@ -73,6 +74,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     logger: logger.child({ part: 'guard' }),
     replicaId,
     current: () => snapshot?.state,
+    unavailableSince: (color) => health.unavailableSince(color),
   })
   const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
   const countRequests = config.metrics.enabled
@@ -176,6 +178,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     drainStatus: () => proxy.drainStatus(),
     healthStatus: () => health.status(),
     watchStatus: () => guard.status(),
+    rolloutStepStatus: () => guard.rolloutStep(),
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
   })
 

@@ -34,6 +34,8 @@ export interface AdminOptions {
   healthStatus?: () => unknown
   /** What the release guard is watching for an automatic rollback, if anything. */
   watchStatus?: () => unknown
+  /** How the release guard judges the running rollout's step, and what a held step waits for. */
+  rolloutStepStatus?: () => unknown
   /** With --workers: every worker's metrics added up, answered instead of this process's own. */
   clusterMetrics?: () => Promise<string>
 }
@@ -241,6 +243,7 @@ export class AdminServer {
     const drain = this.#options.drainStatus?.()
     const health = this.#options.healthStatus?.()
     const watching = this.#options.watchStatus?.() ?? null
+    const rolloutStep = this.#options.rolloutStepStatus?.() ?? null
     // The contract's order first, then what was added to it.
     const { active, weights, generation, updatedAt, updatedBy, reason, trigger, rollout } = state
     return {
@@ -252,7 +255,15 @@ export class AdminServer {
       reason,
       trigger: trigger ?? 'admin',
       ...(rollout ? { rollout } : {}),
-      replica: { id: this.#options.replicaId, appliedGeneration: applied, store, drain, health, watching },
+      replica: {
+        id: this.#options.replicaId,
+        appliedGeneration: applied,
+        store,
+        drain,
+        health,
+        watching,
+        rolloutStep,
+      },
     }
   }
 }

@@ -190,6 +190,7 @@ interface StateLine {
     id: string
     appliedGeneration: number | null
     store?: { reachable: boolean; staleSeconds: number | null }
+    rolloutStep?: { waitingFor: string | null } | null
   }
   wait?: {
     complete: boolean
@@ -214,7 +215,11 @@ function show(value: unknown, values: CommandValues): CommandResult {
   if (state.rollout) {
     const { rollout } = state
     const step = `step ${rollout.step + 1}/${rollout.steps.length} (${rollout.steps[rollout.step]}% to ${rollout.to})`
-    lines.push(`rollout     ${rollout.status}, ${step}${rollout.outcome ? `: ${rollout.outcome}` : ''}`)
+    const waitingFor = state.replica?.rolloutStep?.waitingFor
+    const held = waitingFor ? `, held: too little traffic to judge (${waitingFor})` : ''
+    lines.push(
+      `rollout     ${rollout.status}, ${step}${held}${rollout.outcome ? `: ${rollout.outcome}` : ''}`,
+    )
   }
   if (state.replica) {
     const store = state.replica.store

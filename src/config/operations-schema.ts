@@ -1,4 +1,11 @@
-import type { DrainConfig, HealthCheckConfig, MetricsConfig, OutlierConfig, RollbackConfig } from './types.ts'
+import type {
+  DrainConfig,
+  HealthCheckConfig,
+  MetricsConfig,
+  OutlierConfig,
+  RollbackConfig,
+  RolloutConfig,
+} from './types.ts'
 import { type Checker, durationIn, type Field, integerIn, MAX_TIMER_MS, parseBoolean } from './validate.ts'
 
 // The sections that keep a release safe once traffic moves: health checks, outlier detection, automatic rollback,
@@ -58,6 +65,7 @@ export function buildRollback(check: Checker, field: Field): RollbackConfig {
     'minRequests',
     'maxErrorRatio',
     'maxP99',
+    'unavailableFor',
   ])
   const built: RollbackConfig = {
     enabled: check.read(rollback.field('enabled'), true, parseBoolean, BOOLEAN),
@@ -72,10 +80,16 @@ export function buildRollback(check: Checker, field: Field): RollbackConfig {
       'a ratio from 0 to 1, such as 0.05 for 5%',
     ),
     maxP99: check.read(rollback.field('maxP99'), 2_000, ...durationIn(0, MAX_TIMER_MS)),
+    unavailableFor: check.read(rollback.field('unavailableFor'), 5_000, ...durationIn(0, MAX_TIMER_MS)),
   }
   if (built.window % 1_000 !== 0)
     check.report(`${rollback.path ? `${rollback.path}.` : ''}window`, 'must be whole seconds')
   return built
+}
+
+export function buildRollout(check: Checker, field: Field): RolloutConfig {
+  const rollout = check.section(field, ['onLowTraffic'])
+  return { onLowTraffic: check.oneOf(rollout.field('onLowTraffic'), ['hold', 'proceed'], 'hold') }
 }
 
 export function buildDrain(check: Checker, field: Field): DrainConfig {

@@ -8,6 +8,7 @@ import {
   buildMetrics,
   buildOutlier,
   buildRollback,
+  buildRollout,
 } from './operations-schema.ts'
 import type {
   Config,
@@ -86,6 +87,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
     'log',
     'shutdown',
     'rollback',
+    'rollout',
     'drain',
     'metrics',
   ]
@@ -100,6 +102,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
     log: buildLog(check, root.field('log')),
     shutdown: buildShutdown(check, root.field('shutdown')),
     rollback: buildRollback(check, root.field('rollback')),
+    rollout: buildRollout(check, root.field('rollout')),
     drain: buildDrain(check, root.field('drain')),
     metrics: buildMetrics(check, root.field('metrics')),
   }

@@ -165,6 +165,13 @@ export interface RollbackConfig {
   maxErrorRatio: number
   /** p99 latency (ms) above this rolls back; 0 turns the latency check off. */
   maxP99: number
+  /** A watched color (or a rollout's target) with no available upstream for this long is rolled back; 0 = off. */
+  unavailableFor: number
+}
+
+export interface RolloutConfig {
+  /** What a step whose time is up does when it has too few requests to judge: wait for them, or move on. */
+  onLowTraffic: 'hold' | 'proceed'
 }
 
 export interface DrainConfig {
@@ -186,6 +193,7 @@ export interface Config {
   log: LogConfig
   shutdown: ShutdownConfig
   rollback: RollbackConfig
+  rollout: RolloutConfig
   drain: DrainConfig
   metrics: MetricsConfig
 }

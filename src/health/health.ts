@@ -45,6 +45,8 @@ interface Pool {
   readonly members: Tracked[]
   /** By URL, for outcomes, which name their upstream by URL. */
   readonly byUrl: Map<string, Tracked>
+  /** Since when (epoch ms) none of its upstreams has been available, or undefined while one is. */
+  unavailableSince: number | undefined
 }
 
 interface Tracked {
@@ -84,6 +86,8 @@ export class UpstreamHealth {
         outlier: new OutlierDetector(config.outlier, upstreams.length),
         members: [],
         byUrl: new Map(),
+        // A pool with nothing deployed has never had an upstream to offer.
+        unavailableSince: upstreams.length === 0 ? Date.now() : undefined,
       }
       upstreams.forEach((upstream, index) => {
         const tracked: Tracked = {
@@ -108,6 +112,14 @@ export class UpstreamHealth {
   /** Whether the upstream gets traffic. Read for every upstream each time a routing snapshot is built. */
   isAvailable(upstream: Upstream): boolean {
     return this.#tracked.get(upstream)?.available ?? true
+  }
+
+  /**
+   * Since when (epoch ms) the color has had no available upstream, or undefined while it has one: the release
+   * guard rolls back a color that stays like this (rollback.unavailableFor), since every request to it gets 503.
+   */
+  unavailableSince(color: Color): number | undefined {
+    return this.#pools[color].unavailableSince
   }
 
   /**
@@ -212,6 +224,9 @@ export class UpstreamHealth {
     tracked.condition = condition
     tracked.available = condition === 'healthy'
     tracked.gauge?.set(tracked.available ? 1 : 0)
+    const { pool } = tracked
+    if (pool.members.some((member) => member.available)) pool.unavailableSince = undefined
+    else pool.unavailableSince ??= Date.now()
     const line = { upstream: tracked.upstream.url, color: tracked.pool.color, from, to: condition, why }
     if (tracked.available) this.#logger.info(line, 'upstream back in service')
     else this.#logger.warn(line, 'upstream taken out of service')

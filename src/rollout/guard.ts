@@ -1,15 +1,16 @@
 import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
-import type { RollbackConfig } from '../config/types.ts'
+import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
 import { activeFor, COLORS, type Color, type Rollout, type State, type StateChange } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
-import { judge } from './judge.ts'
+import { judge, outageOver, stepAction } from './judge.ts'
 
 export interface ReleaseGuardOptions {
   config: RollbackConfig
+  rollout: RolloutConfig
   store: StateStore
   windows: SlidingWindows
   exchange: WindowExchange
@@ -18,6 +19,8 @@ export interface ReleaseGuardOptions {
   replicaId: string
   /** The state this replica serves right now. */
   current: () => State | undefined
+  /** Since when this replica has seen no available upstream for the color (UpstreamHealth.unavailableSince). */
+  unavailableSince: (color: Color) => number | undefined
 }
 
 /** The color a change sent more traffic to, watched for `rollback.watch` from the moment it was applied. */
@@ -28,19 +31,36 @@ interface Watch {
   until: number
 }
 
+/** What this replica made of the running rollout's current step at its last evaluation, for GET /state. */
+export interface RolloutStepStatus {
+  generation: number
+  /** When the step's time is up (ISO time). */
+  endsAt: string
+  /** The step's figures in words: "12 of 50 requests" while too few to judge. */
+  figures: string
+  /** While the step is held past its time for want of traffic, what it waits for ("12 of 50 requests"); else null. */
+  waitingFor: string | null
+}
+
 /**
  * Decides inside the proxy, from the traffic itself, within seconds, whether a release is healthy:
  * - after any change that sends a color more traffic (except a rollback), that color is watched; if its error
  *   ratio or p99 passes the thresholds over at least `minRequests`, the change is rolled back;
- * - a running progressive rollout moves to its next step when the step's time is up and the thresholds hold,
- *   and is rolled back to where it started when they do not.
+ * - a running progressive rollout moves to its next step when the step's time is up and the thresholds hold
+ *   (a step too quiet to judge holds, unless `rollout.onLowTraffic` is proceed), and is rolled back to where it
+ *   started when they do not;
+ * - either is rolled back at once, traffic or not, when the color it sends traffic to has had no available upstream
+ *   for `rollback.unavailableFor`: every request to it would get the proxy's own 503.
  * Every replica evaluates the figures pooled across replicas and acts through the store's compare-and-set on the
- * generation it judged, so a decision is made once per generation however many replicas reach it.
+ * generation it judged, so a decision is made once per generation however many replicas reach it. Upstream health
+ * is each replica's own: one that sees the color with no upstream rolls back for all, since the rollback only
+ * returns traffic to the state before, and its own share of users is getting 503 meanwhile.
  */
 export class ReleaseGuard {
   readonly #options: ReleaseGuardOptions
   readonly #timer: NodeJS.Timeout
   #watch: Watch | undefined
+  #step: RolloutStepStatus | undefined
   #busy = false
 
   constructor(options: ReleaseGuardOptions) {
@@ -69,6 +89,15 @@ export class ReleaseGuard {
     const watch = this.#watch
     if (!watch || Date.now() > watch.until) return undefined
     return { color: watch.color, generation: watch.generation, until: new Date(watch.until).toISOString() }
+  }
+
+  /** The running rollout's current step as this replica last judged it, for GET /state. */
+  rolloutStep(): RolloutStepStatus | undefined {
+    const step = this.#step
+    const state = this.#options.current()
+    if (!step || state?.generation !== step.generation || state.rollout?.status !== 'running')
+      return undefined
+    return step
   }
 
   close(): void {
@@ -101,10 +130,14 @@ export class ReleaseGuard {
       this.#watch = undefined
       return
     }
-    const figures = await this.#pooled(state.generation, watch.color, watch.since)
-    const { verdict, summary } = judge(figures, this.#options.config)
-    if (verdict !== 'failing') return
-    const reason = `automatic rollback: ${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
+    let reason = this.#outage(watch.color, watch.since)
+    if (reason === undefined) {
+      const figures = await this.#pooled(state.generation, watch.color, watch.since)
+      const { verdict, summary } = judge(figures, this.#options.config)
+      if (verdict !== 'failing') return
+      reason = `${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
+    }
+    reason = `automatic rollback: ${reason}`
     const target = state.rollout ? state.rollout.from : await this.#previous()
     if (!target) return
     const rollout = state.rollout
@@ -114,30 +147,26 @@ export class ReleaseGuard {
   }
 
   async #driveRollout(state: State, rollout: Rollout): Promise<void> {
-    const stepStart = Date.parse(rollout.stepStartedAt)
-    const figures = await this.#pooled(state.generation, rollout.to, stepStart)
-    const { verdict, summary } = judge(figures, this.#options.config)
-    if (verdict === 'failing') {
-      const reason = `rollout to ${rollout.to} rolled back at ${rollout.steps[rollout.step]}%: ${summary}`
-      await this.#change(
-        state,
-        {
-          ...rollout.from,
-          trigger: 'rollback',
-          reason,
-          rollout: { ...rollout, status: 'rolled-back', outcome: reason },
-        },
-        'rollback',
-      )
+    // Counted from the rollout's start, not the step's: steps moving on must not reset the clock of an outage.
+    const outage = this.#outage(rollout.to, Date.parse(rollout.startedAt))
+    if (outage !== undefined) {
+      await this.#rollBackRollout(state, rollout, outage)
       return
     }
-    if (Date.now() < stepStart + rollout.stepSeconds * 1000) return
+    const stepStart = Date.parse(rollout.stepStartedAt)
+    const stepEnd = stepStart + rollout.stepSeconds * 1000
+    const figures = await this.#pooled(state.generation, rollout.to, stepStart)
+    const { verdict, summary } = judge(figures, this.#options.config)
+    const action = stepAction(verdict, Date.now() >= stepEnd, this.#options.rollout.onLowTraffic)
+    this.#noteStep(state.generation, stepEnd, summary, action === 'hold')
+    if (action === 'roll-back') await this.#rollBackRollout(state, rollout, summary)
+    if (action !== 'advance') return
     const step = rollout.step + 1
     const weight = rollout.steps[step]!
     const weights =
       rollout.to === 'blue' ? { blue: weight, green: 100 - weight } : { blue: 100 - weight, green: weight }
     const done = weight === 100
-    const judged = verdict === 'undecided' ? `not enough traffic to judge (${summary})` : summary
+    const judged = verdict === 'undecided' ? `too little traffic to judge (${summary})` : summary
     const reason = `rollout to ${rollout.to}: step ${step + 1}/${rollout.steps.length} (${weight}%) after ${judged}`
     const next: Rollout = {
       ...rollout,
@@ -150,6 +179,45 @@ export class ReleaseGuard {
       state,
       { active: activeFor(weights, state.active), weights, trigger: 'rollout', reason, rollout: next },
       'rollout',
+    )
+  }
+
+  /** The reason to roll back when the color has had no available upstream for too long; undefined otherwise. */
+  #outage(color: Color, watchedSince: number): string | undefined {
+    const limit = this.#options.config.unavailableFor
+    if (!outageOver(this.#options.unavailableSince(color), watchedSince, Date.now(), limit)) return undefined
+    return `${color} had no available upstream for ${limit / 1000} s`
+  }
+
+  /** Keeps what /state shows of the step; says once in the log when a step starts holding. */
+  #noteStep(generation: number, stepEnd: number, figures: string, holding: boolean): void {
+    const before = this.#step
+    const wasHolding = before?.generation === generation && before.waitingFor !== null
+    this.#step = {
+      generation,
+      endsAt: new Date(stepEnd).toISOString(),
+      figures,
+      waitingFor: holding ? figures : null,
+    }
+    if (holding && !wasHolding) {
+      this.#options.logger.info(
+        { generation, figures },
+        'rollout step held: too little traffic to judge (rollout.onLowTraffic: hold)',
+      )
+    }
+  }
+
+  async #rollBackRollout(state: State, rollout: Rollout, why: string): Promise<void> {
+    const reason = `rollout to ${rollout.to} rolled back at ${rollout.steps[rollout.step]}%: ${why}`
+    await this.#change(
+      state,
+      {
+        ...rollout.from,
+        trigger: 'rollback',
+        reason,
+        rollout: { ...rollout, status: 'rolled-back', outcome: reason },
+      },
+      'rollback',
     )
   }
 

@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import {
   adminPost,
@@ -47,8 +48,10 @@ interface RolloutView {
   active: string
   generation: number
   trigger: string
+  reason: string
   weights: { blue: number; green: number }
   rollout?: { status: string; step: number; outcome?: string }
+  replica: { rolloutStep: { generation: number; figures: string; waitingFor: string | null } | null }
 }
 
 async function stateOf(admin: string): Promise<RolloutView> {
@@ -67,7 +70,7 @@ describe('progressive rollout', () => {
     await Promise.all(servers.splice(0).map((server) => server.close()))
   })
 
-  async function setUp(greenStatus: () => number) {
+  async function setUp(greenStatus: () => number, rollout?: Record<string, unknown>) {
     const blue = await app('blue', () => 200)
     const green = await app('green', greenStatus)
     servers.push(blue, green)
@@ -79,6 +82,7 @@ describe('progressive rollout', () => {
           green: { upstreams: [green.url], healthCheck: { path: '/health' } },
         },
         rollback: guard,
+        ...(rollout ? { rollout } : {}),
         routing: { sticky: { mode: 'none' } },
       },
     )
@@ -130,6 +134,68 @@ describe('progressive rollout', () => {
     expect(metrics).toContain('bluegreen_switches_total{trigger="rollback"} 1')
   })
 
+  it('holds a step it cannot judge, saying in /state how many requests it waits for, and moves on with traffic', async () => {
+    const { url, admin } = await setUp(() => 200)
+    await adminPost(admin, '/rollout', { to: 'green', steps: [20, 50, 100], stepSeconds: 1 })
+    // Held: the step's second is long over, and nothing was judged.
+    const held = await eventually(
+      async () => {
+        const state = await stateOf(admin)
+        return state.replica.rolloutStep?.waitingFor ? state : undefined
+      },
+      { timeout: 5000, interval: 50, message: 'the step to hold' },
+    )
+    expect(held.replica.rolloutStep).toMatchObject({ generation: 1, waitingFor: '0 of 10 requests' })
+    expect(held).toMatchObject({
+      generation: 1,
+      weights: { green: 20 },
+      rollout: { status: 'running', step: 0 },
+    })
+    const status = await runCli(['status', '--admin', admin])
+    expect(status.stdout).toMatch(
+      /^rollout\s+running, step 1\/3 \(20% to green\), held: too little traffic to judge \(0 of 10 requests\)$/m,
+    )
+    // A few requests, fewer than minRequests: still held, and the count follows what green served.
+    let green = 0
+    while (green < 3) {
+      const response = await fetch(`${url}/few`)
+      await response.arrayBuffer()
+      if (response.headers.get('x-bluegreen-color') === 'green') green++
+    }
+    await eventually(
+      async () => (await stateOf(admin)).replica.rolloutStep?.waitingFor === '3 of 10 requests',
+      { message: 'the step to count 3 of 10 requests' },
+    )
+    expect(await stateOf(admin)).toMatchObject({ generation: 1, rollout: { step: 0 } })
+    const traffic = steadyTraffic(url)
+    const moved = await eventually(
+      async () => {
+        const state = await stateOf(admin)
+        return state.rollout?.step === 1 ? state : undefined
+      },
+      { timeout: 5000, interval: 50, message: 'the rollout to move on with traffic' },
+    )
+    await traffic.stop()
+    expect(moved.weights.green).toBe(50)
+    expect(moved.reason).toMatch(/^rollout to green: step 2\/3 \(50%\) after error ratio 0\.0%/)
+  })
+
+  it('with rollout.onLowTraffic: proceed, moves on without traffic and says so in each reason', async () => {
+    const { admin } = await setUp(() => 200, { onLowTraffic: 'proceed' })
+    await adminPost(admin, '/rollout', { to: 'green', steps: [20, 100], stepSeconds: 1 })
+    const done = await eventually(
+      async () => {
+        const state = await stateOf(admin)
+        return state.rollout?.status === 'completed' ? state : undefined
+      },
+      { timeout: 5000, interval: 50, message: 'the rollout to complete' },
+    )
+    expect(done).toMatchObject({ weights: { blue: 0, green: 100 }, generation: 2 })
+    expect(done.reason).toBe(
+      'rollout to green: step 2/2 (100%) after too little traffic to judge (0 of 10 requests)',
+    )
+  })
+
   it('aborts back to where it started, and refuses a second rollout while one runs', async () => {
     const { admin } = await setUp(() => 200)
     await adminPost(admin, '/rollout', { to: 'green', steps: [10, 100], stepSeconds: 60 })
@@ -174,6 +240,8 @@ describe('progressive rollout', () => {
       },
       state: { path: join(dir.path, 'state.json') },
       rollback: guard,
+      // No traffic here: what is tested is that the new process carries the steps on, not how they are judged.
+      rollout: { onLowTraffic: 'proceed' },
     }
     const file = await writeConfig(dir.path, config)
     const first = await spawnProxy(file)

@@ -111,7 +111,9 @@ describe('buildConfig', () => {
         minRequests: 50,
         maxErrorRatio: 0.05,
         maxP99: 2_000,
+        unavailableFor: 5_000,
       },
+      rollout: { onLowTraffic: 'hold' },
       drain: { timeout: 30_000 },
       metrics: { enabled: true },
     })
@@ -403,6 +405,22 @@ describe('buildConfig', () => {
     expect(messageAt(problems, 'pools.blue.healthCheck.path')).toContain('starting with "/"')
     expect(messageAt(problems, 'pools.blue.healthCheck.timeout')).toContain('duration')
     expect(messageAt(problems, 'pools.blue.healthCheck.every')).toContain('unknown key')
+  })
+
+  it('reads rollback.unavailableFor (0 = off) and rollout.onLowTraffic, and says what is wrong with them', () => {
+    const config = buildConfig(
+      withPools({ rollback: { unavailableFor: 0 }, rollout: { onLowTraffic: 'proceed' } }),
+      {},
+    )
+    expect(config.rollback.unavailableFor).toBe(0)
+    expect(config.rollout).toEqual({ onLowTraffic: 'proceed' })
+    const problems = problemsOf(
+      withPools({ rollback: { unavailableFor: '-1s' }, rollout: { onLowTraffic: 'hodl' } }),
+    )
+    expect(messageAt(problems, 'rollback.unavailableFor')).toContain('duration')
+    expect(messageAt(problems, 'rollout.onLowTraffic')).toBe(
+      'expected one of: hold, proceed, got "hodl"; did you mean "hold"?',
+    )
   })
 })
 

@@ -18,6 +18,7 @@ const config: RollbackConfig = {
   minRequests: 10,
   maxErrorRatio: 0.05,
   maxP99: 500,
+  unavailableFor: 5_000,
 }
 
 describe('sliding windows', () => {
@@ -84,8 +85,9 @@ describe('judge', () => {
     return result
   }
 
-  it('is undecided below minRequests, whatever the errors', () => {
-    expect(judge(figures(9, 9, 1), config).verdict).toBe('undecided')
+  it('is undecided below minRequests, whatever the errors, and says how many it has of how many it needs', () => {
+    expect(judge(figures(9, 9, 1), config)).toEqual({ verdict: 'undecided', summary: '9 of 10 requests' })
+    expect(judge(emptyFigures(), config)).toEqual({ verdict: 'undecided', summary: '0 of 10 requests' })
   })
 
   it('fails past the error ratio, and passes at it', () => {
