@@ -205,9 +205,10 @@ describe('bluegreen CLI against a running proxy', () => {
   })
 
   it('takes the token from --token or BLUEGREEN_ADMIN_TOKEN, --token first', async () => {
+    // Two different splits, so that both are changes whichever lands first.
     const [fromEnv, flagWins, viaEnv] = await Promise.all([
-      runCliWith(['weights', '0', '100', '--reason', 'env', ...admin], { BLUEGREEN_ADMIN_TOKEN: adminToken }),
-      runCliWith(['weights', '0', '100', '--token', ciToken, ...admin], {
+      runCliWith(['weights', '10', '90', '--reason', 'env', ...admin], { BLUEGREEN_ADMIN_TOKEN: adminToken }),
+      runCliWith(['weights', '20', '80', '--token', ciToken, ...admin], {
         BLUEGREEN_ADMIN_TOKEN: 'not-the-token-0123456789',
       }),
       // BLUEGREEN_ADMIN names the admin API the same way.
@@ -256,6 +257,40 @@ describe('bluegreen CLI against a running proxy', () => {
     expectRefused(await runCliWith(['rollout', 'abort', ...ci]), 'BG_NO_ROLLOUT')
     const bad = await runCliWith(['rollout', 'green', '--steps', '10,x', ...ci])
     expect(bad.code).toBe(2)
+  })
+
+  it('a change to the state in force: exit 0, saying plainly that nothing changed', async () => {
+    const blue = await runCliWith(['switch', 'blue', ...ci])
+    expect(blue.code, blue.stderr).toBe(0)
+    const { generation } = await getJson<{ generation: number }>(`${proxy.admin}/state`)
+    const green = await runCliWith(['switch', 'green', ...ci])
+    expect(green.stdout).toMatch(new RegExp(`^generation {2}${generation + 1}$`, 'm'))
+
+    const again = await runCliWith(['switch', 'green', '--wait', ...ci])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stderr).toBe('')
+    expect(again.stdout).toMatch(
+      new RegExp(
+        `^already: all traffic on green \\(generation ${generation + 1}\\); nothing changed\nwait {8}all 1 replica\\(s\\) applied it`,
+      ),
+    )
+    const json = await runCliWith(['switch', 'green', '--json', ...ci])
+    expect(JSON.parse(json.stdout)).toMatchObject({ generation: generation + 1, changed: false })
+
+    // The rollback returns to the last routing that differs, blue, however often green was asked for.
+    const rollback = await runCliWith(['rollback', ...ci])
+    expect(rollback.code, rollback.stderr).toBe(0)
+    expect(rollback.stdout).toMatch(/^active {6}blue$/m)
+    expect((await fetch(proxy.url)).headers.get('x-bluegreen-color')).toBe('blue')
+
+    expect((await runCliWith(['weights', '90', '10', ...ci])).code).toBe(0)
+    const weights = await runCliWith(['weights', '90', '10', ...ci])
+    expect(weights.code, weights.stderr).toBe(0)
+    expect(weights.stdout).toBe(
+      `already: blue 90 / green 10 (generation ${generation + 3}); nothing changed\n`,
+    )
+    const events = rows((await runCliWith(['events', '--limit', '1', ...admin])).stdout)
+    expect(events[1]!.slice(2, 5)).toEqual(['weights', 'blue 90/10', `unchanged #${generation + 3}`])
   })
 })
 
