@@ -210,11 +210,11 @@ export class Changes {
       )
     }
     if (!previous) {
-      throw new BlueGreenError(
-        'BG_NO_PREVIOUS_STATE',
-        `there is no earlier routing to roll back to: no change has altered the routing yet, or the state before generation ${from.generation} is not known (an older version stored a repeated change in its place); switch or set the weights instead`,
-        409,
-      )
+      const why =
+        from.generation === 0
+          ? 'there has been no change to roll back'
+          : `there is no earlier routing to roll back to: the state before generation ${from.generation} is not known (an older version stored a repeated change in its place, or the store lost it); switch or set the weights instead`
+      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why, 409)
     }
     return {
       target: { active: previous.active, weights: previous.weights },
