@@ -122,19 +122,24 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
 
   return {
     workerId: worker.id,
-    shareChanges: (store) => ({
-      start: () => store.start(),
-      current: () => store.current(),
-      change: async (change, expectedGeneration) => {
-        const state = await store.change(change, expectedGeneration)
-        await share(state)
-        return state
-      },
-      previous: () => store.previous(),
-      subscribe: (listener) => store.subscribe(listener),
-      close: () => store.close(),
-      status: store.status ? () => store.status!() : undefined,
-    }),
+    shareChanges: (store) => {
+      const commit: StateStore['commit'] = async (change, expectedGeneration) => {
+        const committed = await store.commit(change, expectedGeneration)
+        // A change that altered nothing has nothing to share; the siblings follow the store as always.
+        if (committed.changed) await share(committed.state)
+        return committed
+      }
+      return {
+        start: () => store.start(),
+        current: () => store.current(),
+        commit,
+        change: async (change, expectedGeneration) => (await commit(change, expectedGeneration)).state,
+        previous: () => store.previous(),
+        subscribe: (listener) => store.subscribe(listener),
+        close: () => store.close(),
+        status: store.status ? () => store.status!() : undefined,
+      }
+    },
     attach: (wired) => {
       hooks = wired
       if (pending) wired.apply(pending)

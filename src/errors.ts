@@ -14,7 +14,7 @@ export const ErrorCodes = {
     'the admin call came with a Host or Origin that is not allowed (DNS rebinding, cross-site requests)',
   BG_TOO_MANY_ATTEMPTS:
     'too many failed authentications from this address; retry after the Retry-After seconds',
-  BG_NO_PREVIOUS_STATE: 'there is no earlier state to roll back to',
+  BG_NO_PREVIOUS_STATE: 'there is no earlier routing to roll back to',
   BG_ROLLOUT_RUNNING: 'a progressive rollout is running; abort it before starting another',
   BG_NO_ROLLOUT: 'there is no rollout running to abort',
   BG_NOT_FOUND: 'no such admin endpoint',

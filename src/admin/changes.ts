@@ -19,7 +19,7 @@ import {
   weightsProblem,
   weightsWith,
 } from '../state/state.ts'
-import type { ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
+import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
 
 export type Action = 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort'
@@ -48,13 +48,17 @@ interface Request {
 
 export interface ChangeResult {
   state: State
+  /** False when the change asked for the state already in force: nothing was stored, `state` is that state. */
+  changed: boolean
   wait?: WaitResult
 }
 
 /**
  * Every change through the admin API takes one path: check the body, make sure the pools that would get traffic
  * can serve it (412 unless forced), commit it through the store's compare-and-set, record the attempt in the
- * audit trail whatever its outcome, and with `wait` answer only once every live replica has applied it.
+ * audit trail whatever its outcome, and with `wait` answer only once every live replica has applied it. A change
+ * to the state already in force is decided by the store against what it holds: answered with that state,
+ * `changed: false`, and nothing stored, applied or watched.
  */
 export class Changes {
   readonly #options: ChangeOptions
@@ -75,14 +79,14 @@ export class Changes {
     const updatedBy = `${tokenName ?? 'admin'}@${address}`
     const from = this.#options.snapshot()?.state
     let request: Request | undefined
-    let state: State
+    let committed: Commit
     try {
       if (body instanceof Error) throw body
       if (!from)
         throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
       request = await this.#parse(action, body, from)
       if (!request.force) await this.#requireHealthy(request.target.weights, from)
-      state = await this.#options.store.change(
+      committed = await this.#options.store.commit(
         {
           ...request.target,
           reason: request.reason,
@@ -101,9 +105,15 @@ export class Changes {
       })
       throw error
     }
-    this.#record(action, actor, req, from, request, { result: 'accepted', generation: state.generation })
-    if (!request.wait) return { state }
-    return { state, wait: await this.#wait(state) }
+    const { state, changed } = committed
+    this.#record(action, actor, req, from, request, {
+      result: changed ? 'accepted' : 'unchanged',
+      generation: state.generation,
+    })
+    if (!request.wait) return { state, changed }
+    // Unchanged, the state asked for is the one in force: waiting for its generation says whether every replica
+    // serves it.
+    return { state, changed, wait: await this.#wait(state) }
   }
 
   /** Records a call refused before it reached the change logic (authentication, Host or Origin). */
@@ -199,8 +209,13 @@ export class Changes {
         503,
       )
     }
-    if (!previous)
-      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', 'there has been no change to roll back', 409)
+    if (!previous) {
+      const why =
+        from.generation === 0
+          ? 'there has been no change to roll back'
+          : `there is no earlier routing to roll back to: the state before generation ${from.generation} is not known (an older version stored a repeated change in its place, or the store lost it); switch or set the weights instead`
+      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why, 409)
+    }
     return {
       target: { active: previous.active, weights: previous.weights },
       reason: given ?? `rollback to generation ${previous.generation}`,
@@ -350,8 +365,8 @@ export class Changes {
       reason: request?.reason ?? '',
       ...outcome,
     }
-    if (event.result === 'accepted') this.#options.logger.info({ audit: event }, `${action} accepted`)
-    else this.#options.logger.warn({ audit: event }, `${action} refused`)
+    if (event.result === 'refused') this.#options.logger.warn({ audit: event }, `${action} refused`)
+    else this.#options.logger.info({ audit: event }, `${action} ${event.result}`)
     // The trail is a record, not a gate: a store that cannot take it must not turn a made change into an error.
     this.#options.audit.record(event).catch((error: unknown) => {
       this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')

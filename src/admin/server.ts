@@ -221,7 +221,7 @@ export class AdminServer {
   }
 
   #describeChange(result: ChangeResult): unknown {
-    const described = this.#describe(result.state) as object
+    const described = { ...(this.#describe(result.state) as object), changed: result.changed }
     if (!result.wait) return described
     const { complete, pending, replicas } = result.wait
     const late = new Set(pending.map((replica) => replica.id))

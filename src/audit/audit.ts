@@ -1,6 +1,9 @@
 import type { Color, Weights } from '../state/state.ts'
 
-/** One attempt to change the routing, accepted or refused: who, what, from what, why, and how it ended. */
+/**
+ * One attempt to change the routing, accepted, unchanged (it asked for the state already in force, so nothing was
+ * stored) or refused: who, what, from what, why, and how it ended.
+ */
 export interface AuditEvent {
   /** ISO time the attempt ended. */
   at: string
@@ -12,8 +15,8 @@ export interface AuditEvent {
   from: { active: Color; weights: Weights; generation: number } | null
   to: { active: Color; weights: Weights } | null
   reason: string
-  result: 'accepted' | 'refused'
-  /** The new generation, when accepted. */
+  result: 'accepted' | 'unchanged' | 'refused'
+  /** The new generation when accepted; the generation already in force when unchanged. */
   generation?: number
   /** The BG_* code, when refused. */
   code?: string

@@ -78,7 +78,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   rollback: {
     usage: 'bluegreen rollback [--wait] [--force] [--reason TEXT] [--expected-generation N]',
-    summary: 'back to the state before the last change',
+    summary: 'back to the last routing that differs from the one in force',
     options: CHANGE_OPTIONS,
     run: async (client, args, values) => {
       expectArguments('rollback', args, 0)
@@ -186,6 +186,8 @@ interface StateLine {
   updatedAt: string
   updatedBy: string
   reason: string
+  /** In a change's answer: false when it asked for the state already in force (absent from older proxies). */
+  changed?: boolean
   replica?: {
     id: string
     appliedGeneration: number | null
@@ -205,6 +207,11 @@ function show(value: unknown, values: CommandValues): CommandResult {
   const state = value as StateLine
   const exitCode = state.wait && !state.wait.complete ? EXIT_WAIT_INCOMPLETE : EXIT_OK
   if (values.json) return { output: json(value), exitCode }
+  if (state.changed === false) {
+    // The whole state would read like a change just made; what the operator needs is that none was.
+    const line = `already: ${routing(state.weights)} (generation ${state.generation}); nothing changed`
+    return { output: `${[line, ...waitLines(state.wait)].join('\n')}\n`, exitCode }
+  }
   const lines = [
     `active      ${state.active}`,
     `weights     blue ${state.weights.blue} / green ${state.weights.green}`,
@@ -229,18 +236,28 @@ function show(value: unknown, values: CommandValues): CommandResult {
         : ''
     lines.push(`replica     ${state.replica.id} applied ${state.replica.appliedGeneration}${storeNote}`)
   }
-  if (state.wait) {
-    const { complete, pending, replicas, applied } = state.wait
-    const names = applied && applied.length > 0 ? `: ${applied.join(', ')}` : ''
-    lines.push(
-      complete
-        ? `wait        all ${replicas} replica(s) applied it${names}`
-        : `wait        NOT applied in time by: ${pending.map((replica) => `${replica.id} (at ${replica.generation})`).join(', ')}`,
-    )
-    if (!complete && applied && applied.length > 0)
-      lines.push(`            applied by: ${applied.join(', ')}`)
-  }
+  lines.push(...waitLines(state.wait))
   return { output: `${lines.join('\n')}\n`, exitCode }
+}
+
+function waitLines(wait: StateLine['wait']): string[] {
+  if (!wait) return []
+  const { complete, pending, replicas, applied } = wait
+  const names = applied && applied.length > 0 ? `: ${applied.join(', ')}` : ''
+  const lines = [
+    complete
+      ? `wait        all ${replicas} replica(s) applied it${names}`
+      : `wait        NOT applied in time by: ${pending.map((replica) => `${replica.id} (at ${replica.generation})`).join(', ')}`,
+  ]
+  if (!complete && applied && applied.length > 0) lines.push(`            applied by: ${applied.join(', ')}`)
+  return lines
+}
+
+/** "all traffic on green", or the split. */
+function routing(weights: { blue: number; green: number }): string {
+  if (weights.blue === 100) return 'all traffic on blue'
+  if (weights.green === 100) return 'all traffic on green'
+  return `blue ${weights.blue} / green ${weights.green}`
 }
 
 interface AuditLine {
@@ -261,7 +278,7 @@ function eventsTable(events: AuditLine[]): string {
     event.actor,
     event.action,
     event.to ? `${event.to.active} ${event.to.weights.blue}/${event.to.weights.green}` : '-',
-    event.result === 'accepted' ? `accepted #${event.generation}` : `refused ${event.code ?? ''}`,
+    event.result === 'refused' ? `refused ${event.code ?? ''}` : `${event.result} #${event.generation}`,
     event.reason,
   ])
   return table(['time', 'actor', 'action', 'to', 'result', 'reason'], rows)

@@ -6,7 +6,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import { type State, stateProblem } from './state.ts'
 
-/** The file's content: the state and the one it replaced (for rollback). */
+/** The file's content: the state and the one it replaced, for rollback (see replacedState in state.ts). */
 export interface StateDocument {
   state: State
   previous: State | null

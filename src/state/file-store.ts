@@ -15,8 +15,18 @@ import {
   writeStateFile,
 } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
-import { type Color, checkedChange, initialState, isColor, type State, type StateChange } from './state.ts'
-import type { StateListener, StateStore } from './store.ts'
+import {
+  type Color,
+  changesNothing,
+  checkedChange,
+  initialState,
+  isColor,
+  replacedState,
+  rollbackTarget,
+  type State,
+  type StateChange,
+} from './state.ts'
+import type { Commit, StateListener, StateStore } from './store.ts'
 
 export interface FileStateStoreOptions {
   path: string
@@ -87,6 +97,10 @@ export class FileStateStore implements StateStore {
   }
 
   async change(change: StateChange, expectedGeneration?: number): Promise<State> {
+    return (await this.commit(change, expectedGeneration)).state
+  }
+
+  async commit(change: StateChange, expectedGeneration?: number): Promise<Commit> {
     if (!this.#started || this.#closed) {
       throw unavailable(`the state store for ${this.#path} is ${this.#closed ? 'closed' : 'not started'}`)
     }
@@ -99,9 +113,9 @@ export class FileStateStore implements StateStore {
     }
     // A newer state found under the lock is applied after the lock is released, so listeners never hold it.
     let newer: StateDocument | undefined
-    let written: StateDocument
+    let committed: { document: StateDocument; changed: boolean }
     try {
-      written = await this.#lock.withLock(async (lock) => {
+      committed = await this.#lock.withLock(async (lock) => {
         const read = await readStateFile(this.#path)
         if (read.kind === 'invalid') {
           throw unavailable(
@@ -124,35 +138,45 @@ export class FileStateStore implements StateStore {
             409,
           )
         }
+        // A file behind what this process applied (an older generation written by hand) is brought forward.
+        if (
+          read.kind === 'valid' &&
+          stored.generation >= applied.generation &&
+          changesNothing(stored, requested)
+        ) {
+          return { document: read.document, changed: false }
+        }
         // Never behind what this process has applied, even if someone wrote an older generation by hand.
         const generation = Math.max(stored.generation, applied.generation) + 1
+        const storedPrevious = read.kind === 'valid' ? read.document.previous : this.#previous
         const document: StateDocument = {
           state: freezeState({ ...requested, generation, updatedAt: new Date().toISOString() }),
-          previous: stored,
+          previous: replacedState(requested, stored, storedPrevious) ?? null,
         }
         await lock.confirm()
         await writeStateFile(this.#path, document)
-        return document
+        return { document, changed: true }
       })
     } catch (error) {
       throw asUnavailable(error, `could not change the state in ${this.#path}`)
     } finally {
       if (newer) this.#apply(newer)
     }
-    this.#apply(written)
-    return written.state
+    // An unchanged answer may still be news to this process, if it was behind the file.
+    this.#apply(committed.document)
+    return { state: committed.document.state, changed: committed.changed }
   }
 
   async previous(): Promise<State | undefined> {
     // Another process may have changed the state since this one last looked: the file is the authority.
     const read = await readStateFile(this.#path).catch(() => undefined)
     if (read?.kind === 'valid') {
-      if (!this.#started) return read.document.previous ?? undefined
+      const { state, previous } = read.document
+      if (!this.#started) return rollbackTarget(state, previous)
       this.#apply(read.document)
-      if (read.document.state.generation >= (this.#current?.generation ?? 0))
-        return read.document.previous ?? undefined
+      if (state.generation >= (this.#current?.generation ?? 0)) return rollbackTarget(state, previous)
     }
-    return this.#previous
+    return this.#current && rollbackTarget(this.#current, this.#previous)
   }
 
   subscribe(listener: StateListener): () => void {

@@ -5,12 +5,16 @@ import type { Redis } from 'ioredis'
 
 // KEYS[1] the state hash. ARGV: expected generation or '', the new state's JSON without its generation, channel,
 // the generation this replica has applied, and a deadline in Redis's clock (ms).
-// Returns {1, state} on success, {0, generation} on a stale expectation, {-1} when there is no state, {-2, why}
+// Returns {1, state} on success, {2, stored state} when the change would leave the stored state as it is (nothing
+// written or published), {0, generation} on a stale expectation, {-1} when there is no state, {-2, why}
 // when the stored state is unreadable (the change is refused rather than burying the evidence), {-3} past the
 // deadline. The deadline matters because a command that timed out on the client is still in Redis's socket: a
 // paused or overloaded Redis would otherwise run it later, making a change the caller was told (503) was not made.
 // The new generation is above both the stored one and this replica's, so a Redis that lost its last writes (a
-// restart without persistence, a failover to a lagging replica) can never hand out a generation already used.
+// restart without persistence, a failover to a lagging replica) can never hand out a generation already used; for
+// the same reason a Redis behind this replica is written to even by a change that alters nothing.
+// "Alters nothing" and the state kept as replaced follow changesNothing and replacedState in state.ts: the same
+// active color and weights, and no running rollout on either side; keep the two in step.
 export const CHANGE = `
 local time = redis.call('TIME')
 if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[5]) then return {-3} end
@@ -23,9 +27,24 @@ if not generation or not ok or type(decoded) ~= 'table' or decoded.generation ~=
 end
 local base = math.max(generation, tonumber(ARGV[4]))
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= base then return {0, base} end
+local wanted = cjson.decode(ARGV[2])
+local function routing(state)
+  if type(state.weights) ~= 'table' then return '' end
+  return tostring(state.active) .. ' ' .. tostring(state.weights.blue) .. ' ' .. tostring(state.weights.green)
+end
+local function running(state)
+  return type(state.rollout) == 'table' and state.rollout.status == 'running'
+end
+local sameRouting = routing(decoded) == routing(wanted)
+if sameRouting and generation >= base and not running(decoded) and not running(wanted) then
+  return {2, stored}
+end
 local next = base + 1
 local state = '{"generation":' .. next .. ',' .. string.sub(ARGV[2], 2)
-redis.call('HSET', KEYS[1], 'state', state, 'generation', next, 'previous', stored)
+local previous = stored
+if sameRouting then previous = redis.call('HGET', KEYS[1], 'previous') end
+redis.call('HSET', KEYS[1], 'state', state, 'generation', next)
+if previous then redis.call('HSET', KEYS[1], 'previous', previous) else redis.call('HDEL', KEYS[1], 'previous') end
 redis.call('PUBLISH', ARGV[3], state)
 return {1, state}
 `

@@ -13,12 +13,13 @@ import {
   type Color,
   checkedChange,
   initialState,
+  rollbackTarget,
   type State,
   type StateChange,
   stateProblem,
   supersedes,
 } from './state.ts'
-import type { StateListener, StateStore, StoreStatus } from './store.ts'
+import type { Commit, StateListener, StateStore, StoreStatus } from './store.ts'
 
 export interface RedisStateStoreOptions {
   config: RedisConfig
@@ -101,6 +102,10 @@ export class RedisStateStore implements StateStore {
   }
 
   async change(change: StateChange, expectedGeneration?: number): Promise<State> {
+    return (await this.commit(change, expectedGeneration)).state
+  }
+
+  async commit(change: StateChange, expectedGeneration?: number): Promise<Commit> {
     if (!this.#started || this.#closed) {
       throw unavailable(`the Redis state store is ${this.#closed ? 'closed' : 'not loaded yet'}`)
     }
@@ -158,18 +163,22 @@ export class RedisStateStore implements StateStore {
       throw unavailable(`the state in Redis at key ${this.#key} is invalid (${detail}); fix it first`)
     const state = this.#parse(detail)
     if (!state) throw unavailable('Redis answered the change with an invalid state')
+    // Outcome 2 answers the stored state, unchanged: news to this replica if it was behind.
     this.#apply(state)
-    return state
+    return { state, changed: outcome === 1 }
   }
 
   async previous(): Promise<State | undefined> {
-    let stored: string | null
+    let stored: (string | null)[]
     try {
-      stored = await this.#client.hget(this.#key, 'previous')
+      stored = await this.#client.hmget(this.#key, 'state', 'previous')
     } catch (error) {
       throw asUnavailable(error, `cannot read the previous state from Redis (${this.#where()})`)
     }
-    return stored ? this.#parse(stored) : undefined
+    const [state, previous] = stored.map((text) => (text ? this.#parse(text) : undefined))
+    const current = state ?? this.#current
+    if (!previous || !current) return previous
+    return rollbackTarget(current, previous)
   }
 
   subscribe(listener: StateListener): () => void {

@@ -155,8 +155,53 @@ function asStored(state: State): unknown {
   return JSON.parse(JSON.stringify(state))
 }
 
-export function sameRouting(a: State, b: State): boolean {
+/** Whether two states send traffic the same way: the same active color and weights. */
+export function sameRouting(
+  a: Pick<State, 'active' | 'weights'>,
+  b: Pick<State, 'active' | 'weights'>,
+): boolean {
   return a.active === b.active && a.weights.blue === b.weights.blue && a.weights.green === b.weights.green
+}
+
+/**
+ * Whether a change would leave the stored state as it is in every way that matters: the same routing, and no
+ * running rollout on either side (a plain change ends a running rollout, and starting one hands the weights to the
+ * release guard, whatever the weights). Who asked and why do not count, and neither does the record of a rollout
+ * that has ended. Such a change is not stored: a new generation that routes as the last one would become the
+ * "previous" state a rollback returns to, and the rollback would change nothing.
+ * The Redis store decides the same in Lua (CHANGE in redis-scripts.ts): keep the two in step.
+ */
+export function changesNothing(
+  stored: State,
+  requested: Pick<State, 'active' | 'weights' | 'rollout'>,
+): boolean {
+  return (
+    sameRouting(stored, requested) &&
+    stored.rollout?.status !== 'running' &&
+    requested.rollout?.status !== 'running'
+  )
+}
+
+/**
+ * What a store keeps as the state a new one replaced: the state it replaces, unless both route traffic the same
+ * way (a change that ends a rollout at its current weights), when the one before is kept, so that a rollback
+ * always goes back to routing that differs from the routing in force.
+ */
+export function replacedState<T extends Pick<State, 'active' | 'weights'>>(
+  next: Pick<State, 'active' | 'weights'>,
+  stored: T,
+  storedPrevious: T | null | undefined,
+): T | undefined {
+  return sameRouting(next, stored) ? (storedPrevious ?? undefined) : stored
+}
+
+/**
+ * The state a rollback returns to: the one stored as replaced, unless it routes traffic as the state in force does.
+ * Versions before unchanged changes were refused stored every change, so a repeated switch could leave its twin
+ * as the replaced state; what came before that twin is lost, so there is nothing to offer.
+ */
+export function rollbackTarget(state: State, previous: State | null | undefined): State | undefined {
+  return previous && !sameRouting(previous, state) ? previous : undefined
 }
 
 /** Validates a change a caller asks for; a store refuses an invalid one with 400 before touching anything. */

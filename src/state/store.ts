@@ -16,12 +16,22 @@ export interface StateStore {
   current(): State | undefined
   /**
    * One atomic compare-and-set: when expectedGeneration is given and is not the stored generation, it throws
-   * BlueGreenError BG_GENERATION_CONFLICT (409) and changes nothing. Otherwise it stores the change with
-   * generation + 1, keeps the state it replaced (for rollback) and notifies every follower.
+   * BlueGreenError BG_GENERATION_CONFLICT (409) and changes nothing. Otherwise, when the change would leave the
+   * stored state as it is (changesNothing in state.ts: the same routing, no running rollout on either side), it
+   * writes nothing, notifies no one and answers the stored state with `changed: false`, applying it here if this
+   * process was behind. Otherwise it stores the change with generation + 1, keeps the state it replaced for
+   * rollback (replacedState in state.ts) and notifies every follower. All of it is decided against the stored
+   * state, under the store's lock or in its script, never against this process's copy, which can be behind.
    * Throws BG_STATE_UNAVAILABLE (503) when the store cannot be reached.
    */
+  commit(change: StateChange, expectedGeneration?: number): Promise<Commit>
+  /** commit(), answering only the state in force after it. */
   change(change: StateChange, expectedGeneration?: number): Promise<State>
-  /** The state the last change replaced, or undefined when there has been no change yet. */
+  /**
+   * The state a rollback returns to: the last one whose routing differs from the state in force, or undefined when
+   * none is known (no change has altered the routing yet, or the state was written by a version that kept a
+   * repeated change's twin instead; see rollbackTarget in state.ts).
+   */
   previous(): Promise<State | undefined>
   /** Calls listener with each newly applied state (a higher generation than the last one), wherever it came from. */
   subscribe(listener: StateListener): () => void
@@ -29,6 +39,12 @@ export interface StateStore {
   close(): Promise<void>
   /** Whether the store is reachable and when this replica last synced with it; a store without it always is. */
   status?(): StoreStatus
+}
+
+/** What a commit answers: the state in force after it, and whether the commit made it (a new generation). */
+export interface Commit {
+  state: State
+  changed: boolean
 }
 
 /** How this replica's view of the store stands, for /state, /readyz and the metrics. */

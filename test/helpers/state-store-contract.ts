@@ -1,7 +1,7 @@
 // The behaviour every StateStore owes the app, written once and run against each store (file, Redis).
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { allTo, type State, type StateChange } from '../../src/state/state.ts'
+import { allTo, type Rollout, type State, type StateChange } from '../../src/state/state.ts'
 import type { StateStore } from '../../src/state/store.ts'
 import { eventually } from './eventually.ts'
 
@@ -12,6 +12,11 @@ export interface StateStoreFixture {
   makePeer: () => Promise<StateStore>
   /** Writes invalid content into the backing state and resolves once `store` has seen (and ignored) it. */
   corrupt?: () => Promise<void>
+  /**
+   * Writes a state and the one it replaced into the empty backing state as versions before 0.x did, which stored
+   * every change, one that altered nothing included; called before any store starts.
+   */
+  writeLegacy: (state: State, previous: State | null) => Promise<void>
   /** Closes every store the fixture made and removes the backing state. */
   cleanup: () => Promise<void>
 }
@@ -33,6 +38,34 @@ export const split: StateChange = {
   weights: { blue: 90, green: 10 },
   updatedBy: 'contract-test',
   reason: 'canary',
+}
+
+/** A rollout as the state keeps it, at its first step: 10% to green from all blue. */
+export function runningRollout(): Rollout {
+  const now = new Date().toISOString()
+  return {
+    to: 'green',
+    steps: [10, 100],
+    stepSeconds: 60,
+    step: 0,
+    status: 'running',
+    from: { active: 'blue', weights: allTo('blue') },
+    startedAt: now,
+    stepStartedAt: now,
+  }
+}
+
+/** A stored state as an older version wrote it. */
+function legacyState(generation: number, change: StateChange): State {
+  const { active, weights, updatedBy, reason } = change
+  return {
+    active,
+    weights,
+    generation,
+    updatedAt: new Date(2026, 0, generation + 1).toISOString(),
+    updatedBy,
+    reason,
+  }
 }
 
 export function describeStateStoreContract(name: string, makeStore: () => Promise<StateStoreFixture>): void {
@@ -98,6 +131,111 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       await store.change(toBlue)
       expect(await store.previous()).toEqual(first)
       expect(await peer.previous()).toEqual(first)
+    })
+
+    it('a change to the state already in force stores nothing: the same generation, unchanged, no notification', async () => {
+      const { store, peer } = await startedPair()
+      const initial = store.current()!
+      const seen: State[] = []
+      peer.subscribe((state) => seen.push(state))
+      const first = await store.change(toGreen)
+      await eventually(() => seen.length === 1, { message: 'the first change at the peer' })
+
+      // Who asks and why does not make it a change: the routing does.
+      const again = { ...toGreen, updatedBy: 'someone else', reason: 'flip to green again' }
+      expect(await store.change(again)).toEqual(first)
+      expect(await store.commit(again)).toEqual({ state: first, changed: false })
+      expect(await peer.commit(again, 1)).toEqual({ state: first, changed: false })
+      expect(store.current()).toEqual(first)
+      // The state it replaced is still the one before the first change: nothing was written over it.
+      expect(await store.previous()).toEqual(initial)
+      expect(await peer.previous()).toEqual(initial)
+
+      // The next real change is generation 2, and the peer heard of nothing in between.
+      expect(await store.commit(split)).toEqual({ state: expect.objectContaining(split), changed: true })
+      await eventually(() => seen.length === 2, { message: 'the second change at the peer' })
+      expect(seen.map((state) => state.generation)).toEqual([1, 2])
+      const restarted = await fixture!.makePeer()
+      expect((await restarted.start()).generation).toBe(2)
+      expect(await restarted.previous()).toEqual(first)
+    })
+
+    it('an unchanged change still checks expectedGeneration, and is decided against the stored state', async () => {
+      const { store, peer } = await startedPair()
+      const first = await peer.change(toGreen, 0)
+      // The store may not have heard of the peer's change yet: the stored state decides, and a stale expectation
+      // is as stale as ever.
+      await expect(store.commit(toGreen, 0)).rejects.toMatchObject({
+        code: 'BG_GENERATION_CONFLICT',
+        status: 409,
+      })
+      expect(await store.commit(toGreen)).toEqual({ state: first, changed: false })
+      // An unchanged answer brings a store that was behind up to the state it answered.
+      expect(store.current()).toEqual(first)
+    })
+
+    it('a change that starts or ends a running rollout is a change, even at the weights in force', async () => {
+      const { store } = fixture!
+      const initial = await store.start()
+      const rollout = runningRollout()
+      const canary = { ...toGreen, active: 'blue' as const, weights: { blue: 90, green: 10 }, rollout }
+      const started = await store.commit(canary)
+      expect(started).toMatchObject({ changed: true, state: { generation: 1, rollout } })
+      // A plain change ends the running rollout: stored, though the weights stay 90/10.
+      const ended = await store.commit(split)
+      expect(ended.changed).toBe(true)
+      expect(ended.state.generation).toBe(2)
+      expect(ended.state.rollout).toBeUndefined()
+      // The same routing: the state before the rollout is still the one a rollback returns to.
+      expect(await store.previous()).toEqual(initial)
+      // Starting one at the weights in force is a change too.
+      expect((await store.commit(canary)).state).toMatchObject({ generation: 3, rollout })
+      expect((await store.commit(canary)).changed).toBe(true)
+      // A rollout that has ended is a record, not something running: the same routing again changes nothing.
+      const done = { ...rollout, status: 'completed' as const, outcome: 'completed' }
+      const completed = await store.commit({ ...toGreen, rollout: done })
+      expect(completed.changed).toBe(true)
+      expect(await store.commit(toGreen)).toEqual({ state: completed.state, changed: false })
+    })
+
+    it('previous() is the last state whose routing differs from the one in force', async () => {
+      const { store, peer } = await startedPair()
+      const initial = store.current()!
+      const green = await store.change(toGreen)
+      await store.change(toGreen)
+      expect(await store.previous()).toEqual(initial)
+      const canary = await store.change(split)
+      expect(await peer.previous()).toEqual(green)
+      // Rollbacks toggle between the last two routings, however often the same one is asked for in between.
+      await store.change(toGreen)
+      await store.change(toGreen)
+      expect(await store.previous()).toEqual(canary)
+    })
+
+    it('a state written before unchanged changes were refused, whose previous routing is the same, offers no previous', async () => {
+      const green = legacyState(1, toGreen)
+      const greenAgain = legacyState(2, { ...toGreen, reason: 'flip to green again' })
+      await fixture!.writeLegacy(greenAgain, green)
+      const { store, peer } = await startedPair()
+      expect(store.current()).toEqual(greenAgain)
+      // What came before generation 1 is lost; generation 1 itself is no rollback from generation 2.
+      expect(await store.previous()).toBeUndefined()
+      expect(await peer.previous()).toBeUndefined()
+      expect(await store.commit(toGreen)).toEqual({ state: greenAgain, changed: false })
+      // The next real change keeps what it replaced, as always.
+      const canary = await store.change(split, 2)
+      expect(await store.previous()).toEqual(greenAgain)
+      expect(await peer.previous()).toEqual(greenAgain)
+      await store.change(toGreen, canary.generation)
+      expect(await store.previous()).toEqual(canary)
+    })
+
+    it('a state written before, whose previous routing differs, offers that previous as it always did', async () => {
+      const blue = legacyState(0, { ...toBlue, reason: 'initial state' })
+      const green = legacyState(1, toGreen)
+      await fixture!.writeLegacy(green, blue)
+      const { store } = await startedPair()
+      expect(await store.previous()).toEqual(blue)
     })
 
     it('a stale expectedGeneration is refused with 409 BG_GENERATION_CONFLICT and changes nothing', async () => {

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -80,7 +80,7 @@ interface Event {
   from: { active: string; weights: { blue: number; green: number }; generation: number } | null
   to: { active: string; weights: { blue: number; green: number } } | null
   reason: string
-  result: 'accepted' | 'refused'
+  result: 'accepted' | 'unchanged' | 'refused'
   generation?: number
   code?: string
   message?: string
@@ -214,6 +214,151 @@ describe('POST /rollback', () => {
       action: 'rollback',
       result: 'accepted',
     })
+  })
+})
+
+describe('changes to the state already in force', () => {
+  const rig = useColorRig()
+  const blueAll = { active: 'blue', weights: { blue: 100, green: 0 } }
+  const greenAll = { active: 'green', weights: { blue: 0, green: 100 } }
+  const watchingOf = async (admin: string) =>
+    ((await call(admin, '/state')).body.replica as { watching: unknown }).watching
+
+  it('switch green twice, then rollback: traffic is back on blue', async () => {
+    const { admin } = rig.proxy
+    expect((await post(admin, '/switch', { to: 'green' })).body).toMatchObject({ generation: 1 })
+    expect((await post(admin, '/switch', { to: 'green' })).status).toBe(200)
+    expect(await colorOf(rig.proxy.url)).toBe('green')
+
+    const rollback = await post(admin, '/rollback', {})
+    expect(rollback.status).toBe(200)
+    expect(rollback.body).toMatchObject({
+      ...blueAll,
+      generation: 2,
+      trigger: 'rollback',
+      reason: 'rollback to generation 0',
+      changed: true,
+    })
+    expect(await colorOf(rig.proxy.url)).toBe('blue')
+  })
+
+  it('a repeated switch answers changed: false with the same generation, audited as unchanged, not watched anew', async () => {
+    const { admin } = rig.proxy
+    const first = await post(admin, '/switch', { to: 'green', reason: 'release 8' })
+    expect(first.body).toMatchObject({ ...greenAll, generation: 3, changed: true })
+    const watching = await watchingOf(admin)
+    expect(watching).toMatchObject({ color: 'green', generation: 3 })
+
+    const again = await post(admin, '/switch', { to: 'green', reason: 'release 8, to be sure' })
+    expect(again.status).toBe(200)
+    // The state in force, as the first switch left it.
+    expect(again.body).toMatchObject({ ...greenAll, generation: 3, reason: 'release 8', changed: false })
+    expect(await stateOf(admin)).toMatchObject({ generation: 3, reason: 'release 8' })
+    expect(await metric(admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(2)
+    // The first switch's watch goes on as it was: the repeat neither ends nor restarts it.
+    expect(await watchingOf(admin)).toEqual(watching)
+
+    const [latest, before] = await eventsOf(admin, 2)
+    expect(latest).toEqual({
+      at: expect.any(String),
+      actor: '127.0.0.1',
+      address: '127.0.0.1',
+      action: 'switch',
+      from: { ...greenAll, generation: 3 },
+      to: greenAll,
+      reason: 'release 8, to be sure',
+      result: 'unchanged',
+      generation: 3,
+    })
+    expect(before).toMatchObject({ reason: 'release 8', result: 'accepted', generation: 3 })
+  })
+
+  it('repeated weights likewise, and with wait: true it waits for the generation in force', async () => {
+    const { admin } = rig.proxy
+    const split = await post(admin, '/weights', { blue: 90, green: 10 })
+    expect(split.body).toMatchObject({ generation: 4, changed: true })
+    const again = await post(admin, '/weights', { blue: 90, green: 10, wait: true, reason: 'same' })
+    expect(again.status).toBe(200)
+    expect(again.body).toMatchObject({
+      active: 'blue',
+      weights: { blue: 90, green: 10 },
+      generation: 4,
+      changed: false,
+      wait: { complete: true, pending: [], replicas: 1 },
+    })
+    // A stale expectedGeneration is as stale for a change that would alter nothing.
+    const stale = await post(admin, '/weights', { blue: 90, green: 10, expectedGeneration: 3 })
+    expect(stale.status).toBe(409)
+    expect(codeOf(stale)).toBe('BG_GENERATION_CONFLICT')
+    expect((await eventsOf(admin, 2)).map((event) => event.result)).toEqual(['refused', 'unchanged'])
+  })
+
+  it('says changed: true on every change, and a plain change ending a rollout at its weights is one', async () => {
+    const { admin } = rig.proxy
+    const rollout = await post(admin, '/rollout', { to: 'green', steps: [50, 100], stepSeconds: 600 })
+    expect(rollout.body).toMatchObject({ weights: { blue: 50, green: 50 }, generation: 5, changed: true })
+    // The weights stay 50/50, but the rollout ends: that is a change, stored and answered as one.
+    const ended = await post(admin, '/weights', { blue: 50, green: 50 })
+    expect(ended.body).toMatchObject({ weights: { blue: 50, green: 50 }, generation: 6, changed: true })
+    expect(ended.body).not.toHaveProperty('rollout')
+    // The rollback goes past the 50/50 states to the last routing that differs: 90/10.
+    const rollback = await post(admin, '/rollback', {})
+    expect(rollback.body).toMatchObject({ weights: { blue: 90, green: 10 }, generation: 7, changed: true })
+    const restarted = await post(admin, '/rollout', { to: 'green', steps: [60, 100], stepSeconds: 600 })
+    expect(restarted.body).toMatchObject({ weights: { blue: 40, green: 60 }, generation: 8, changed: true })
+    const aborted = await post(admin, '/rollout/abort', {})
+    expect(aborted.body).toMatchObject({ weights: { blue: 90, green: 10 }, generation: 9, changed: true })
+    expect((await post(admin, '/switch', { to: 'blue' })).body).toMatchObject({
+      generation: 10,
+      changed: true,
+    })
+  })
+})
+
+describe('a state file written before unchanged changes were refused', () => {
+  let blue: TestServer
+  let green: TestServer
+  let dir: Awaited<ReturnType<typeof tempDir>>
+  let proxy: TestProxy | undefined
+
+  beforeAll(async () => {
+    blue = await echoUpstream('blue')
+    green = await echoUpstream('green')
+    dir = await tempDir('bluegreen-legacy-')
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await blue?.close()
+    await green?.close()
+    await dir?.remove()
+  })
+
+  it('a rollback from a repeated switch refuses with 409, saying why, rather than changing nothing', async () => {
+    // What an older version left after "switch green" twice: the second switch replaced the first.
+    const at = (generation: number, active: 'blue' | 'green', reason: string) => ({
+      active,
+      weights: active === 'blue' ? { blue: 100, green: 0 } : { blue: 0, green: 100 },
+      generation,
+      updatedAt: new Date(2026, 0, generation + 1).toISOString(),
+      updatedBy: 'admin@127.0.0.1',
+      reason,
+      trigger: 'admin',
+    })
+    const path = join(dir.path, 'state.json')
+    await writeFile(
+      path,
+      JSON.stringify({ state: at(2, 'green', 'again'), previous: at(1, 'green', 'once') }),
+    )
+    proxy = await startProxy({ blue: [blue.url], green: [green.url] }, { state: { path } })
+
+    const refused = await post(proxy.admin, '/rollback', {})
+    expect(refused.status).toBe(409)
+    expect(codeOf(refused)).toBe('BG_NO_PREVIOUS_STATE')
+    expect((refused.body.error as { message: string }).message).toMatch(/switch or set the weights/)
+    expect(await stateOf(proxy.admin)).toMatchObject({ active: 'green', generation: 2 })
+    // From the next change on, rollbacks work as ever.
+    expect((await post(proxy.admin, '/switch', { to: 'blue' })).body).toMatchObject({ generation: 3 })
+    expect((await post(proxy.admin, '/rollback', {})).body).toMatchObject({ active: 'green', generation: 4 })
   })
 })
 
@@ -415,12 +560,13 @@ describe('concurrent changes on the file store', () => {
     for (let round = 0; round < 10; round++) {
       const { generation, active } = await stateOf(admins[0])
       const other = active === 'blue' ? 'green' : 'blue'
-      // Different targets, so the state itself shows which one won.
+      // Different targets, so the state itself shows which one won, and each a change from whatever the state is
+      // (a change to the state in force would be answered unchanged, not raced): a new split every round.
       const replies = await Promise.all([
         post(admins[0], '/switch', { to: other, expectedGeneration: generation, reason: 'first' }),
         post(admins[1], '/weights', {
-          blue: 50,
-          green: 50,
+          blue: 40 + round,
+          green: 60 - round,
           expectedGeneration: generation,
           reason: 'second',
         }),

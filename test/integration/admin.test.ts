@@ -186,9 +186,10 @@ describe('admin API', () => {
       409,
       'BG_GENERATION_CONFLICT',
     )
+    // Not the state in force (all blue), which would be answered unchanged at the same generation.
     const accepted = await post(rig.proxy.admin, '/weights', {
-      blue: 100,
-      green: 0,
+      blue: 60,
+      green: 40,
       expectedGeneration: generation,
     })
     expect(accepted.status).toBe(200)

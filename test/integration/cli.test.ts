@@ -205,9 +205,10 @@ describe('bluegreen CLI against a running proxy', () => {
   })
 
   it('takes the token from --token or BLUEGREEN_ADMIN_TOKEN, --token first', async () => {
+    // Two different splits, so that both are changes whichever lands first.
     const [fromEnv, flagWins, viaEnv] = await Promise.all([
-      runCliWith(['weights', '0', '100', '--reason', 'env', ...admin], { BLUEGREEN_ADMIN_TOKEN: adminToken }),
-      runCliWith(['weights', '0', '100', '--token', ciToken, ...admin], {
+      runCliWith(['weights', '10', '90', '--reason', 'env', ...admin], { BLUEGREEN_ADMIN_TOKEN: adminToken }),
+      runCliWith(['weights', '20', '80', '--token', ciToken, ...admin], {
         BLUEGREEN_ADMIN_TOKEN: 'not-the-token-0123456789',
       }),
       // BLUEGREEN_ADMIN names the admin API the same way.
@@ -256,6 +257,48 @@ describe('bluegreen CLI against a running proxy', () => {
     expectRefused(await runCliWith(['rollout', 'abort', ...ci]), 'BG_NO_ROLLOUT')
     const bad = await runCliWith(['rollout', 'green', '--steps', '10,x', ...ci])
     expect(bad.code).toBe(2)
+  })
+
+  it('a change to the state in force: exit 0, saying plainly that nothing changed', async () => {
+    const change = async (path: string, body: unknown) => {
+      const response = await fetch(`${proxy.admin}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ciToken}` },
+        body: JSON.stringify(body),
+      })
+      expect(response.status).toBe(200)
+      return (await response.json()) as { generation: number }
+    }
+    await change('/switch', { to: 'blue' })
+    const { generation } = await change('/switch', { to: 'green' })
+
+    const [again, json] = await Promise.all([
+      runCliWith(['switch', 'green', '--wait', ...ci]),
+      runCliWith(['switch', 'green', '--json', ...ci]),
+    ])
+    expect(again.code, again.stderr).toBe(0)
+    expect(again.stderr).toBe('')
+    expect(again.stdout).toMatch(
+      new RegExp(
+        `^already: all traffic on green \\(generation ${generation}\\); nothing changed\nwait {8}all 1 replica\\(s\\) applied it`,
+      ),
+    )
+    expect(JSON.parse(json.stdout)).toMatchObject({ generation, changed: false })
+
+    // The rollback returns to the last routing that differs, blue, however often green was asked for.
+    const rollback = await runCliWith(['rollback', ...ci])
+    expect(rollback.code, rollback.stderr).toBe(0)
+    expect(rollback.stdout).toMatch(/^active {6}blue$/m)
+    expect((await fetch(proxy.url)).headers.get('x-bluegreen-color')).toBe('blue')
+
+    const split = await change('/weights', { blue: 90, green: 10 })
+    const weights = await runCliWith(['weights', '90', '10', ...ci])
+    expect(weights.code, weights.stderr).toBe(0)
+    expect(weights.stdout).toBe(
+      `already: blue 90 / green 10 (generation ${split.generation}); nothing changed\n`,
+    )
+    const events = rows((await runCliWith(['events', '--limit', '1', ...admin])).stdout)
+    expect(events[1]!.slice(2, 5)).toEqual(['weights', 'blue 90/10', `unchanged #${split.generation}`])
   })
 })
 

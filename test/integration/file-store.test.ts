@@ -98,9 +98,11 @@ describe('FileStateStore', () => {
     await Promise.all(
       instances.map(async (store, index) => {
         for (let done = 0; done < changesPerInstance; ) {
-          const expected = store.current()!.generation
+          const { generation: expected, active } = store.current()!
+          // Away from what the store holds, so that every attempt is a change (one that alters nothing is not stored).
+          const target = active === 'green' ? toBlue : toGreen
           try {
-            const state = await store.change({ ...toGreen, reason: `instance ${index}` }, expected)
+            const state = await store.change({ ...target, reason: `instance ${index}` }, expected)
             expect(state.generation).toBe(expected + 1)
             generations.push(state.generation)
             done++
@@ -122,7 +124,12 @@ describe('FileStateStore', () => {
     await Promise.all(instances.map((store) => store.start()))
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, index) =>
-        instances[index % 4]!.change({ ...split, reason: `change ${index}` }),
+        // Twenty different splits: whichever order they land in, each one alters the state.
+        instances[index % 4]!.change({
+          ...split,
+          weights: { blue: 80 + index, green: 20 - index },
+          reason: `change ${index}`,
+        }),
       ),
     )
     const generations = results.map((state) => state.generation).toSorted((a, b) => a - b)

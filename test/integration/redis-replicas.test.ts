@@ -93,11 +93,14 @@ describe('Redis state shared by three proxy replicas', () => {
   })
 
   it('after a switch with wait: true answers, every replica serves the new color on the very next request', async () => {
-    let generation = (await stateOf(replicas[0]!)).generation
+    const before = await stateOf(replicas[0]!)
+    let generation = before.generation
+    // Away from the color in force first: a switch to it would be answered unchanged, at the same generation.
+    const colors = before.active === 'blue' ? (['green', 'blue'] as const) : (['blue', 'green'] as const)
     const waits: number[] = []
     let wrong = 0
     for (let round = 0; round < 100; round++) {
-      const target = round % 2 === 0 ? 'green' : 'blue'
+      const target = colors[round % 2]!
       const started = performance.now()
       const switched = await adminPost(replicas[round % 3]!.admin, '/switch', { to: target, wait: true })
       waits.push(performance.now() - started)
@@ -117,7 +120,11 @@ describe('Redis state shared by three proxy replicas', () => {
 
   it('two concurrent switches with the same expectedGeneration: exactly one wins, the other gets 409', async () => {
     for (let round = 0; round < 10; round++) {
-      const { generation } = await stateOf(replicas[0]!)
+      // From a split, both switches are changes (a switch to the color in force would be answered unchanged).
+      const split = await adminPost(replicas[0]!.admin, '/weights', { blue: 40 + round, green: 60 - round })
+      expect(split.status).toBe(200)
+      const { generation } = split.body as { generation: number }
+      await everyReplicaAt(generation)
       const [first, second] = [replicas[round % 3]!, replicas[(round + 1) % 3]!]
       const answers = await Promise.all([
         adminPost(first.admin, '/switch', { to: 'green', expectedGeneration: generation }),

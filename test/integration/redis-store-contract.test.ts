@@ -53,6 +53,12 @@ describeStateStoreContract('redis', async () => {
         message: 'the store to report the invalid state',
       })
     },
+    writeLegacy: async (state, previous) => {
+      const client = new Redis(redis.port, '127.0.0.1')
+      await client.hset(key, 'state', JSON.stringify(state), 'generation', String(state.generation))
+      if (previous) await client.hset(key, 'previous', JSON.stringify(previous))
+      client.disconnect()
+    },
     cleanup: async () => {
       await Promise.all(stores.map((each) => each.close()))
     },

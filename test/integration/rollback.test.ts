@@ -101,6 +101,24 @@ describe('automatic rollback', () => {
     expect(await traffic(url, 5)).toEqual([200, 200, 200, 200, 200])
   })
 
+  it('rolls back to blue a switch to a failing green that was repeated (the repeat changes nothing)', async () => {
+    const { url, admin } = await setUp({ status: 500 })
+    expect((await adminPost(admin, '/switch', { to: 'green' })).body).toMatchObject({ generation: 1 })
+    // A nervous operator switches again: it must neither end the watch nor become what a rollback returns to.
+    const again = await adminPost(admin, '/switch', { to: 'green' })
+    expect(again.body).toMatchObject({ generation: 1, changed: false })
+    await traffic(url, 30)
+    const state = await eventually(
+      async () => {
+        const current = (await (await fetch(`${admin}/state`)).json()) as Record<string, unknown>
+        return current.active === 'blue' ? current : undefined
+      },
+      { timeout: 5000, message: 'the rollback to blue' },
+    )
+    expect(state).toMatchObject({ weights: { blue: 100, green: 0 }, trigger: 'rollback', generation: 2 })
+    expect(await traffic(url, 3)).toEqual([200, 200, 200])
+  })
+
   it('rolls back on latency: p99 over maxP99', async () => {
     const { url, admin } = await setUp({ status: 200, delayMs: 400 })
     await adminPost(admin, '/switch', { to: 'green' })

@@ -28,6 +28,9 @@ describeStateStoreContract('file', async () => {
         message: 'the store to report the invalid state file',
       })
     },
+    writeLegacy: async (state, previous) => {
+      await writeFile(path, `${JSON.stringify({ state, previous }, null, 2)}\n`)
+    },
     cleanup: async () => {
       await Promise.all(stores.map((each) => each.close()))
       await rm(directory, { recursive: true, force: true })

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest'
-import { initialState, type State, supersedes } from '../../src/state/state.ts'
+import {
+  changesNothing,
+  initialState,
+  type Rollout,
+  replacedState,
+  rollbackTarget,
+  type State,
+  supersedes,
+} from '../../src/state/state.ts'
 
 const at = (generation: number, changes: Partial<State> = {}): State => ({
   ...initialState('blue', new Date('2026-11-26T12:00:00Z')),
@@ -28,5 +36,54 @@ describe('supersedes', () => {
     expect(supersedes(at(7, { reason: 'raced a restart' }), applied)).toBe(true)
     expect(supersedes(at(7, { active: 'green', weights: { blue: 0, green: 100 } }), applied)).toBe(true)
     expect(supersedes(at(6, { active: 'green', weights: { blue: 0, green: 100 } }), applied)).toBe(false)
+  })
+})
+
+describe('what a change alters', () => {
+  const green = at(3, { active: 'green', weights: { blue: 0, green: 100 }, reason: 'release' })
+  const rollout = (status: Rollout['status']): Rollout => ({
+    to: 'green',
+    steps: [10, 100],
+    stepSeconds: 60,
+    step: 0,
+    status,
+    from: { active: 'blue', weights: { blue: 100, green: 0 } },
+    startedAt: '2026-11-26T12:00:00Z',
+    stepStartedAt: '2026-11-26T12:00:00Z',
+  })
+
+  it('nothing, for the same routing asked again, whoever asks and why', () => {
+    expect(changesNothing(green, { active: 'green', weights: { blue: 0, green: 100 } })).toBe(true)
+    const again: State = { ...green, generation: 4, reason: 'again', updatedBy: 'someone else' }
+    expect(changesNothing(green, again)).toBe(true)
+    expect(changesNothing(green, { active: 'blue', weights: { blue: 0, green: 100 } })).toBe(false)
+    expect(changesNothing(green, { active: 'green', weights: { blue: 1, green: 99 } })).toBe(false)
+  })
+
+  it('something, when either side has a running rollout; nothing for the record of one that ended', () => {
+    const canary = at(4, { weights: { blue: 90, green: 10 }, rollout: rollout('running') })
+    const plain = { active: 'blue' as const, weights: { blue: 90, green: 10 } }
+    expect(changesNothing(canary, plain)).toBe(false)
+    expect(changesNothing(at(4, plain), { ...plain, rollout: rollout('running') })).toBe(false)
+    for (const status of ['completed', 'rolled-back', 'aborted'] as const) {
+      expect(changesNothing(at(4, { ...plain, rollout: rollout(status) }), plain), status).toBe(true)
+    }
+  })
+
+  it('keeps as replaced the state before, when the new one routes as the stored one', () => {
+    const blue = at(2)
+    expect(replacedState(green, blue, null)).toBe(blue)
+    expect(replacedState(blue, green, blue)).toBe(green)
+    const ended = at(4, { active: 'green', weights: { blue: 0, green: 100 }, reason: 'rollout ended' })
+    expect(replacedState(ended, green, blue)).toBe(blue)
+    expect(replacedState(green, green, null)).toBeUndefined()
+  })
+
+  it('offers as a rollback target only a state that routes otherwise', () => {
+    expect(rollbackTarget(green, at(2))).toEqual(at(2))
+    expect(
+      rollbackTarget(green, at(2, { active: 'green', weights: { blue: 0, green: 100 } })),
+    ).toBeUndefined()
+    expect(rollbackTarget(green, null)).toBeUndefined()
   })
 })
