@@ -24,6 +24,9 @@ export interface ProxyListenerOptions {
   onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error) => void
 }
 
+/** How often Node checks clientHeader and clientRequest (see the listener's options). */
+const CLIENT_TIMEOUT_CHECK_MS = 250
+
 class RouteError {
   readonly status: number
   readonly code: ErrorCode
@@ -106,6 +109,10 @@ export class ProxyListener {
         headersTimeout:
           clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
         requestTimeout: clientRequest,
+        // Node enforces the two above only when this timer fires (30 s by default), so a slowloris client set
+        // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
+        // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
+        connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
         noDelay: true,
       },
       this.handleRequest,

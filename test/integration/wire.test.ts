@@ -1,0 +1,153 @@
+import { once } from 'node:events'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { connect, type Socket } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseRawResponse, rawRequest, slowClient } from '../helpers/raw.ts'
+import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+
+// What reaches the proxy on the wire that an ordinary HTTP client would not send: slow clients, upgrades to
+// protocols other than WebSocket, CONNECT, transfer codings. Raw sockets, so the bytes are exactly these.
+
+interface Seen {
+  method: string
+  url: string
+  headers: IncomingMessage['headers']
+  body: string
+}
+
+/** An upstream that records what it received and answers with it as JSON; /slow answers after `slowMs`. */
+async function recordingUpstream(slowMs = 0) {
+  const seen: Seen[] = []
+  const server = await startServer(async (req: IncomingMessage, res: ServerResponse) => {
+    let body = ''
+    try {
+      for await (const chunk of req) body += chunk
+    } catch {
+      return // the proxy gave up on this request (its client was cut): nothing to record
+    }
+    const entry = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body }
+    seen.push(entry)
+    const answer = () => {
+      const json = JSON.stringify(entry)
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
+      res.end(json)
+    }
+    if (req.url === '/slow') setTimeout(answer, slowMs)
+    else answer()
+  })
+  return { server, seen }
+}
+
+function errorCode(body: string): string | undefined {
+  return (JSON.parse(body) as { error?: { code?: string } }).error?.code
+}
+
+/** A raw connection that reads one response at a time (framed by Content-Length), for keep-alive checks. */
+async function rawConnection(url: string) {
+  const { hostname, port } = new URL(url)
+  const socket: Socket = connect(Number(port), hostname)
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  let buffered = ''
+  let closed = false
+  socket.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('latin1')
+  })
+  socket.once('close', () => {
+    closed = true
+  })
+  const nextResponse = async (): Promise<{ status: number; head: string; body: string }> => {
+    for (;;) {
+      const end = buffered.indexOf('\r\n\r\n')
+      if (end !== -1) {
+        const head = buffered.slice(0, end)
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+        if (buffered.length >= end + 4 + length) {
+          const body = buffered.slice(end + 4, end + 4 + length)
+          buffered = buffered.slice(end + 4 + length)
+          return { ...parseRawResponse(`${head}\r\n\r\n`), body }
+        }
+      }
+      if (closed) throw new Error(`the connection closed before a whole response came: ${buffered}`)
+      await new Promise((resolve) => socket.once('data', resolve).once('close', resolve))
+    }
+  }
+  return {
+    send: (request: string) => socket.write(Buffer.from(request, 'latin1')),
+    nextResponse,
+    closed: () => closed,
+    close: () => socket.destroy(),
+  }
+}
+
+describe('on the wire', () => {
+  let upstream: Awaited<ReturnType<typeof recordingUpstream>>
+  let other: TestServer
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    upstream = await recordingUpstream(2_500)
+    other = await startServer((_req, res) => res.end('green'))
+    proxy = await startProxy(
+      { blue: [upstream.server.url], green: [other.url] },
+      { proxy: { timeouts: { clientHeader: '1s', clientRequest: '2s' } } },
+    )
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await upstream?.server.close()
+    await other?.close()
+  })
+
+  describe('slow clients', () => {
+    // Node checks clientHeader and clientRequest on a timer of its own (connectionsCheckingInterval), 30 s by
+    // default: a client set to 1 s would be cut at up to 31 s. These bounds (limit + 1.5 s) are far below that.
+
+    it('cuts 20 slowloris clients (headers a byte every 100 ms) at clientHeader, each with a 408', async () => {
+      const head = 'GET / HTTP/1.1\r\nHost: example.test\r\n'
+      const trickle = 'X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'.split('')
+      const clients = await Promise.all(
+        Array.from({ length: 20 }, () => slowClient(proxy.url, [head, ...trickle], { giveUpMs: 6_000 })),
+      )
+      for (const client of clients) {
+        expect(client.closedAfterMs, 'the proxy closed the connection').toBeDefined()
+        expect(client.closedAfterMs!).toBeGreaterThanOrEqual(900)
+        expect(client.closedAfterMs!).toBeLessThan(2_500)
+        expect(client.received).toMatch(/^HTTP\/1\.1 408 /)
+      }
+    })
+
+    it('cuts a client that connects and sends nothing at clientHeader, with a 408', async () => {
+      const client = await slowClient(proxy.url, [], { giveUpMs: 6_000 })
+      expect(client.closedAfterMs).toBeDefined()
+      expect(client.closedAfterMs!).toBeLessThan(2_500)
+      expect(client.received).toMatch(/^HTTP\/1\.1 408 /)
+    })
+
+    it('cuts a client whose body trickles in at clientRequest, with a 408', async () => {
+      const before = upstream.seen.length
+      const head = 'POST /upload HTTP/1.1\r\nHost: example.test\r\nContent-Length: 1000\r\n\r\n'
+      const client = await slowClient(proxy.url, [head, ...'x'.repeat(200).split('')], { giveUpMs: 6_000 })
+      expect(client.closedAfterMs).toBeDefined()
+      expect(client.closedAfterMs!).toBeGreaterThanOrEqual(1_900)
+      expect(client.closedAfterMs!).toBeLessThan(3_500)
+      expect(client.received).toMatch(/^HTTP\/1\.1 408 /)
+      // The upstream never got a whole request to answer.
+      expect(upstream.seen.length).toBe(before)
+    })
+
+    it('leaves alone a request whose answer takes longer than clientRequest, and an idle keep-alive connection', async () => {
+      const connection = await rawConnection(proxy.url)
+      connection.send('GET /slow HTTP/1.1\r\nHost: example.test\r\n\r\n')
+      const slow = await connection.nextResponse()
+      expect(slow.status).toBe(200)
+      // Idle past clientRequest and clientHeader: idleness is clientIdle's business (65 s), not theirs.
+      await new Promise((resolve) => setTimeout(resolve, 2_500))
+      expect(connection.closed()).toBe(false)
+      connection.send('GET /again HTTP/1.1\r\nHost: example.test\r\n\r\n')
+      const again = await connection.nextResponse()
+      expect(again.status, again.head).toBe(200)
+      connection.close()
+    })
+  })
+})
