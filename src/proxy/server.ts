@@ -9,9 +9,9 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import { type Color, isColor, type State } from '../state/state.ts'
 import { ColorDrainer, type DrainStatus } from './drain.ts'
-import { cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
+import { codingsBesidesChunked, cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
-import { rawErrorResponse, sendError } from './respond.ts'
+import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import type { FailureReason } from './upstream-errors.ts'
 import { WebSocketForwarder } from './ws-forward.ts'
 
@@ -26,6 +26,16 @@ export interface ProxyListenerOptions {
 
 /** How often Node checks clientHeader and clientRequest (see the listener's options). */
 const CLIENT_TIMEOUT_CHECK_MS = 250
+
+/** What a 405 to CONNECT offers instead: RFC 9110's methods but CONNECT, and PATCH (any other is forwarded too). */
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH'
+
+/**
+ * Only a WebSocket upgrade becomes one; any other offer (h2c from curl --http2 and Java's HttpClient, TLS/1.2)
+ * is declined, as nginx does, and the request is served as plain HTTP/1.1 by the request handler, body and all.
+ */
+const isWebSocketUpgrade = (req: IncomingMessage): boolean =>
+  req.headers.upgrade?.toLowerCase() === 'websocket'
 
 class RouteError {
   readonly status: number
@@ -113,11 +123,13 @@ export class ProxyListener {
         // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
         // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
         connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
+        shouldUpgradeCallback: isWebSocketUpgrade,
         noDelay: true,
       },
       this.handleRequest,
     )
     this.server.on('upgrade', this.handleUpgrade)
+    this.server.on('connect', this.handleConnect)
   }
 
   listen(): Promise<AddressInfo> {
@@ -174,6 +186,7 @@ export class ProxyListener {
 
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.inFlight++
+    if (this.refusedCoding(req, res)) return
     const route = this.route(req)
     if (route instanceof RouteError) {
       res.once('close', this.onResponseClose)
@@ -197,6 +210,34 @@ export class ProxyListener {
     )
   }
 
+  /** A request body in a transfer coding besides chunked is answered 501 (see codingsBesidesChunked). */
+  private refusedCoding(req: IncomingMessage, res: ServerResponse): boolean {
+    const codings = codingsBesidesChunked(req.headers['transfer-encoding'])
+    if (codings === undefined) return false
+    res.once('close', this.onResponseClose)
+    // Closed after the answer: a Transfer-Encoding other than plain chunked is the stuff of request smuggling (a
+    // load balancer in front may have framed this body otherwise), so nothing after it is trusted as a request.
+    sendError(
+      res,
+      501,
+      'BG_UNSUPPORTED_TRANSFER_CODING',
+      `the request body's transfer coding "${codings}" is not supported, only chunked is (send it as Content-Encoding)`,
+      { close: true },
+    )
+    return true
+  }
+
+  /** This is no forward proxy: a CONNECT gets a status line that says so, where Node would just drop the socket. */
+  private readonly handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
+    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'CONNECT client socket error'))
+    refuseSocket(
+      socket,
+      rawErrorResponse(405, 'BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
+        `allow: ${ALLOWED_METHODS}`,
+      ]),
+    )
+  }
+
   private readonly onResponseClose = (): void => {
     this.inFlight--
     if (this.inFlight === 0) this.onIdle?.()
@@ -208,7 +249,9 @@ export class ProxyListener {
       socket.end(rawErrorResponse(503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down'))
       return
     }
-    if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+    // Reached only on a Node without shouldUpgradeCallback (before 22.21 and 24.9), where every upgrade offer
+    // comes here and cannot be turned back into a request.
+    if (!isWebSocketUpgrade(req)) {
       socket.end(rawErrorResponse(400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
       return
     }
@@ -227,7 +270,7 @@ export class ProxyListener {
         headers[name] === undefined ? flat[i + 1]! : `${headers[name]}${separator}${flat[i + 1]}`
     }
     headers.connection = 'Upgrade'
-    headers.upgrade = req.headers.upgrade
+    headers.upgrade = req.headers.upgrade! // checked above: websocket, in the client's spelling
     this.websockets.forward(req, socket, head, route.upstream, headers)
   }
 

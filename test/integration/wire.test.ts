@@ -105,7 +105,8 @@ describe('on the wire', () => {
 
     it('cuts 20 slowloris clients (headers a byte every 100 ms) at clientHeader, each with a 408', async () => {
       const head = 'GET / HTTP/1.1\r\nHost: example.test\r\n'
-      const trickle = 'X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'.split('')
+      const trickle =
+        'X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'.split('')
       const clients = await Promise.all(
         Array.from({ length: 20 }, () => slowClient(proxy.url, [head, ...trickle], { giveUpMs: 6_000 })),
       )
@@ -148,6 +149,105 @@ describe('on the wire', () => {
       const again = await connection.nextResponse()
       expect(again.status, again.head).toBe(200)
       connection.close()
+    })
+  })
+
+  describe('upgrades to anything but WebSocket', () => {
+    // curl --http2 and Java's HttpClient offer h2c on a cleartext first request; some clients offer TLS/1.2. A
+    // server may ignore an Upgrade (RFC 9110 7.8), as nginx does: the request is answered over HTTP/1.1.
+
+    it('forwards an h2c upgrade as a plain GET, without Upgrade, HTTP2-Settings or their Connection tokens', async () => {
+      const connection = await rawConnection(proxy.url)
+      connection.send(
+        'GET /h2c?x=1 HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
+          'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nAccept: */*\r\n\r\n',
+      )
+      const answer = await connection.nextResponse()
+      expect(answer.status, answer.head).toBe(200)
+      expect(answer.head).not.toMatch(/\r\nupgrade:/i)
+      expect(answer.head).toMatch(/\r\nx-bluegreen-color: blue/i)
+      const seen = JSON.parse(answer.body) as Seen
+      expect(seen.method).toBe('GET')
+      expect(seen.url).toBe('/h2c?x=1')
+      expect(seen.headers.upgrade).toBeUndefined()
+      expect(seen.headers['http2-settings']).toBeUndefined()
+      expect(seen.headers.connection ?? 'keep-alive').not.toMatch(/upgrade|http2-settings/i)
+      expect(seen.headers.accept).toBe('*/*')
+      // The connection is an ordinary keep-alive one afterwards.
+      connection.send('GET /next HTTP/1.1\r\nHost: example.test\r\n\r\n')
+      const next = await connection.nextResponse()
+      expect(next.status).toBe(200)
+      expect((JSON.parse(next.body) as Seen).url).toBe('/next')
+      connection.close()
+    })
+
+    it('forwards a POST offering TLS/1.2 with its body intact, by length and chunked', async () => {
+      const connection = await rawConnection(proxy.url)
+      connection.send(
+        'POST /tls HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: TLS/1.2\r\n' +
+          'Content-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world',
+      )
+      const byLength = await connection.nextResponse()
+      expect(byLength.status, byLength.head).toBe(200)
+      expect(JSON.parse(byLength.body)).toMatchObject({ method: 'POST', url: '/tls', body: 'hello world' })
+      connection.send(
+        'POST /tls-chunked HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n' +
+          'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n',
+      )
+      const chunked = await connection.nextResponse()
+      expect(chunked.status, chunked.head).toBe(200)
+      const seen = JSON.parse(chunked.body) as Seen
+      expect(seen).toMatchObject({ method: 'POST', url: '/tls-chunked', body: 'hello world' })
+      expect(seen.headers.upgrade).toBeUndefined()
+      connection.close()
+    })
+  })
+
+  describe('CONNECT', () => {
+    it('answers 405 with its code and an Allow header, and keeps serving', async () => {
+      const raw = await rawRequest(
+        proxy.url,
+        'CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n',
+      )
+      const answer = parseRawResponse(raw)
+      expect(answer.status, raw).toBe(405)
+      expect(errorCode(answer.body)).toBe('BG_METHOD_NOT_ALLOWED')
+      expect(answer.head).toMatch(/\r\nallow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH(\r\n|$)/i)
+      expect(answer.head).toMatch(/\r\nconnection: close(\r\n|$)/i)
+      expect((await fetch(`${proxy.url}/after-connect`)).status).toBe(200)
+    })
+  })
+
+  describe('transfer codings', () => {
+    it.each(['gzip, chunked', 'x-custom, chunked', 'deflate,chunked'])(
+      'answers a request body coded "%s" with 501 and closes the connection, without forwarding it',
+      async (coding) => {
+        const before = upstream.seen.length
+        // No "Connection: close": the proxy must close by itself, since the body cannot be framed.
+        const raw = await rawRequest(
+          proxy.url,
+          `POST /coded HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: ${coding}\r\n\r\n` +
+            '5\r\nhello\r\n0\r\n\r\n',
+        )
+        const answer = parseRawResponse(raw)
+        expect(answer.status, raw).toBe(501)
+        expect(errorCode(answer.body)).toBe('BG_UNSUPPORTED_TRANSFER_CODING')
+        expect(answer.head).toMatch(/\r\nconnection: close(\r\n|$)/i)
+        expect(upstream.seen.length).toBe(before)
+      },
+    )
+
+    it('forwards chunked, however it is spelled, as before', async () => {
+      for (const coding of ['chunked', 'Chunked', ' chunked ']) {
+        const raw = await rawRequest(
+          proxy.url,
+          `POST /chunked HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\nTransfer-Encoding: ${coding}\r\n\r\n` +
+            '5\r\nhello\r\n0\r\n\r\n',
+        )
+        const answer = parseRawResponse(raw)
+        expect(answer.status, raw).toBe(200)
+        expect(JSON.parse(answer.body)).toMatchObject({ url: '/chunked', body: 'hello' })
+      }
     })
   })
 })
