@@ -4,7 +4,13 @@ import type { Duplex } from 'node:stream'
 import type { Config } from '../config/types.ts'
 import type { ErrorCode } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { chooseColor, chooseUpstream, type RouteInput } from '../routing/pick.ts'
+import {
+  chooseColor,
+  chooseUpstream,
+  parseStickyBucket,
+  type RouteInput,
+  STICKY_BUCKETS,
+} from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import { type Color, isColor, type State } from '../state/state.ts'
@@ -68,7 +74,8 @@ export class ProxyListener {
   private readonly forwardOptions: ForwardOptions
   private readonly websockets: WebSocketForwarder
   private readonly drains: ColorDrainer
-  private readonly cookies: Record<Color, string>
+  /** The sticky cookie's Set-Cookie value for each bucket, built once. */
+  private readonly cookies: readonly string[]
   private inFlight = 0
   private draining = false
   private onIdle: (() => void) | undefined
@@ -79,9 +86,11 @@ export class ProxyListener {
     const { timeouts } = config.proxy
     this.trusted = new TrustedProxies(config.proxy.trustedProxies)
     const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
-    const cookie = (color: Color) =>
-      `${config.routing.sticky.cookie}=${color}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`
-    this.cookies = { blue: cookie('blue'), green: cookie('green') }
+    this.cookies = Array.from(
+      { length: STICKY_BUCKETS },
+      (_, bucket) =>
+        `${config.routing.sticky.cookie}=${bucket}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`,
+    )
     this.drains = new ColorDrainer({
       timeout: config.drain.timeout,
       logger,
@@ -290,8 +299,10 @@ export class ProxyListener {
       }
     }
     if (routing.sticky.mode === 'cookie') {
-      const color = cookieValue(req.headers.cookie, routing.sticky.cookie)
-      if (isColor(color)) input.cookieColor = color
+      const value = cookieValue(req.headers.cookie, routing.sticky.cookie)
+      const bucket = parseStickyBucket(value)
+      if (bucket !== undefined) input.cookieBucket = bucket
+      else if (isColor(value)) input.cookieColor = value
     } else if (routing.sticky.mode === 'header') {
       const key = req.headers[routing.sticky.header]
       // An empty value is no key: hashed, it would put every such client in one bucket and move them all at once.
@@ -311,7 +322,7 @@ export class ProxyListener {
       upstream,
       snapshot,
       color: choice.color,
-      setCookie: choice.setCookie ? this.cookies[choice.color] : undefined,
+      setCookie: choice.cookieBucket === undefined ? undefined : this.cookies[choice.cookieBucket],
     }
   }
 
