@@ -160,6 +160,19 @@ function onSignals(logger: Logger, close: () => Promise<void>, signals: NodeJS.S
 
 const SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']
 
+/**
+ * SIGHUP is how systemd's ExecReload and every nginx or HAProxy habit ask for a reload, which the proxy does not
+ * have yet. Node's default for it ends the process at once (exit 129) with no drain, so it is logged and ignored.
+ */
+function ignoreHangup(logger: Logger): void {
+  process.on('SIGHUP', () =>
+    logger.warn(
+      { signal: 'SIGHUP' },
+      'SIGHUP ignored: there is no reload yet; restart the proxy (SIGTERM drains) to apply a new config',
+    ),
+  )
+}
+
 function exitOnCrash(logger: Logger): void {
   // A bug, not bad input: say so loudly and let the supervisor restart a clean process.
   process.on('uncaughtException', (error) => {
@@ -191,6 +204,7 @@ async function serve(file: string, workers: number): Promise<void> {
       stopTimeout: config.shutdown.delay + config.shutdown.grace + 10_000,
     })
     for (const signal of SIGNALS) process.on(signal, () => primary.stop(signal))
+    ignoreHangup(logger)
     const code = await primary.exited
     logger.flush()
     process.exit(code)
@@ -201,6 +215,7 @@ async function serve(file: string, workers: number): Promise<void> {
   // Listening for signals from the start: a worker told to stop while starting finishes starting, then drains.
   const starting = startApp(config, logger, { cluster })
   onSignals(logger, async () => (await starting).close(), cluster ? ['SIGTERM'] : SIGNALS)
+  ignoreHangup(logger)
   await starting
   cluster?.started()
 }

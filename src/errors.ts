@@ -18,7 +18,8 @@ export const ErrorCodes = {
   BG_ROLLOUT_RUNNING: 'a progressive rollout is running; abort it before starting another',
   BG_NO_ROLLOUT: 'there is no rollout running to abort',
   BG_NOT_FOUND: 'no such admin endpoint',
-  BG_METHOD_NOT_ALLOWED: 'the admin endpoint exists but not for this method',
+  BG_METHOD_NOT_ALLOWED:
+    'the admin endpoint exists but not for this method, or a CONNECT to the proxy, which is no forward proxy',
   BG_GENERATION_CONFLICT: 'expectedGeneration is stale: someone else changed the state first',
   BG_TARGET_UNHEALTHY:
     'the pool the change would send traffic to has no healthy upstream (use force to override)',
@@ -27,6 +28,8 @@ export const ErrorCodes = {
   BG_UPSTREAM_TIMEOUT: 'the upstream did not connect or answer within the configured timeout',
   BG_NO_HEALTHY_UPSTREAM: 'the chosen pool has no upstream to send the request to',
   BG_BAD_PREVIEW: 'the preview header named something other than blue or green',
+  BG_UNSUPPORTED_TRANSFER_CODING:
+    'the request body has a transfer coding other than chunked (such as gzip, chunked), which the proxy cannot forward',
   BG_ADMIN_UNREACHABLE: 'the CLI could not reach the admin API (refused, timed out, not resolvable)',
   BG_SHUTTING_DOWN: 'the proxy is shutting down and takes no new requests',
   BG_METRICS_UNAVAILABLE:

@@ -104,7 +104,7 @@ export interface ProxyConfig {
 }
 
 export interface StickyConfig {
-  /** cookie: the proxy sets a cookie naming the color; header: a hash of a request header; none: per request. */
+  /** cookie: the proxy gives each client a bucket in a cookie; header: a hash of a request header; none: per request. */
   mode: 'cookie' | 'header' | 'none'
   cookie: string
   header: string

@@ -2,8 +2,11 @@ import { BlockList, isIPv4, isIPv6 } from 'node:net'
 
 // RFC 9110 7.6.1: these describe one connection, not the message, and must not be forwarded. `expect` is
 // answered by this proxy itself (Node sends 100 Continue), and the forwarding headers are rebuilt below.
+// HTTP2-Settings belongs to an h2c upgrade offer (RFC 7540 3.2.1), which the proxy declines: the request goes
+// upstream as plain HTTP/1.1, and the settings would mean nothing there.
 const HOP_BY_HOP = new Set([
   'connection',
+  'http2-settings',
   'keep-alive',
   'proxy-connection',
   'proxy-authenticate',
@@ -153,6 +156,24 @@ export function clientResponseHeaders(
     else out.push(name, value)
   }
   return out
+}
+
+// Nearly every chunked request says just this.
+const ONLY_CHUNKED = /^[ \t]*chunked[ \t]*$/i
+
+/**
+ * The transfer codings a request's Transfer-Encoding names besides chunked ("gzip" for "gzip, chunked"), or
+ * undefined when there are none. Node's parser already refuses (400) a list that does not end in chunked, and
+ * frames the body by that chunked; a coding before it would be lost with the hop-by-hop header, so the upstream
+ * would get a gzipped body that says nothing of it. RFC 9112 6.1: such a request is answered 501.
+ */
+export function codingsBesidesChunked(transferEncoding: string | undefined): string | undefined {
+  if (transferEncoding === undefined || ONLY_CHUNKED.test(transferEncoding)) return undefined
+  const others = transferEncoding
+    .split(',')
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding !== '' && coding !== 'chunked')
+  return others.length > 0 ? others.join(', ') : undefined
 }
 
 /** Reads one cookie's value from a Cookie header without parsing the rest. */

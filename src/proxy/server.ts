@@ -4,14 +4,20 @@ import type { Duplex } from 'node:stream'
 import type { Config } from '../config/types.ts'
 import type { ErrorCode } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { chooseColor, chooseUpstream, type RouteInput } from '../routing/pick.ts'
+import {
+  chooseColor,
+  chooseUpstream,
+  parseStickyBucket,
+  type RouteInput,
+  STICKY_BUCKETS,
+} from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import { type Color, isColor, type State } from '../state/state.ts'
 import { ColorDrainer, type DrainStatus } from './drain.ts'
-import { cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
+import { codingsBesidesChunked, cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
-import { rawErrorResponse, sendError } from './respond.ts'
+import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import type { FailureReason } from './upstream-errors.ts'
 import { WebSocketForwarder } from './ws-forward.ts'
 
@@ -23,6 +29,19 @@ export interface ProxyListenerOptions {
   onOutcome?: (outcome: RequestOutcome) => void
   onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error) => void
 }
+
+/** How often Node checks clientHeader and clientRequest (see the listener's options). */
+const CLIENT_TIMEOUT_CHECK_MS = 250
+
+/** What a 405 to CONNECT offers instead: RFC 9110's methods but CONNECT, and PATCH (any other is forwarded too). */
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH'
+
+/**
+ * Only a WebSocket upgrade becomes one; any other offer (h2c from curl --http2 and Java's HttpClient, TLS/1.2)
+ * is declined, as nginx does, and the request is served as plain HTTP/1.1 by the request handler, body and all.
+ */
+const isWebSocketUpgrade = (req: IncomingMessage): boolean =>
+  req.headers.upgrade?.toLowerCase() === 'websocket'
 
 class RouteError {
   readonly status: number
@@ -55,7 +74,8 @@ export class ProxyListener {
   private readonly forwardOptions: ForwardOptions
   private readonly websockets: WebSocketForwarder
   private readonly drains: ColorDrainer
-  private readonly cookies: Record<Color, string>
+  /** The sticky cookie's Set-Cookie value for each bucket, built once. */
+  private readonly cookies: readonly string[]
   private inFlight = 0
   private draining = false
   private onIdle: (() => void) | undefined
@@ -66,9 +86,11 @@ export class ProxyListener {
     const { timeouts } = config.proxy
     this.trusted = new TrustedProxies(config.proxy.trustedProxies)
     const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
-    const cookie = (color: Color) =>
-      `${config.routing.sticky.cookie}=${color}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`
-    this.cookies = { blue: cookie('blue'), green: cookie('green') }
+    this.cookies = Array.from(
+      { length: STICKY_BUCKETS },
+      (_, bucket) =>
+        `${config.routing.sticky.cookie}=${bucket}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`,
+    )
     this.drains = new ColorDrainer({
       timeout: config.drain.timeout,
       logger,
@@ -106,11 +128,17 @@ export class ProxyListener {
         headersTimeout:
           clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
         requestTimeout: clientRequest,
+        // Node enforces the two above only when this timer fires (30 s by default), so a slowloris client set
+        // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
+        // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
+        connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
+        shouldUpgradeCallback: isWebSocketUpgrade,
         noDelay: true,
       },
       this.handleRequest,
     )
     this.server.on('upgrade', this.handleUpgrade)
+    this.server.on('connect', this.handleConnect)
   }
 
   listen(): Promise<AddressInfo> {
@@ -167,6 +195,7 @@ export class ProxyListener {
 
   private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.inFlight++
+    if (this.refusedCoding(req, res)) return
     const route = this.route(req)
     if (route instanceof RouteError) {
       res.once('close', this.onResponseClose)
@@ -204,6 +233,34 @@ export class ProxyListener {
     )
   }
 
+  /** A request body in a transfer coding besides chunked is answered 501 (see codingsBesidesChunked). */
+  private refusedCoding(req: IncomingMessage, res: ServerResponse): boolean {
+    const codings = codingsBesidesChunked(req.headers['transfer-encoding'])
+    if (codings === undefined) return false
+    res.once('close', this.onResponseClose)
+    // Closed after the answer: a Transfer-Encoding other than plain chunked is the stuff of request smuggling (a
+    // load balancer in front may have framed this body otherwise), so nothing after it is trusted as a request.
+    sendError(
+      res,
+      501,
+      'BG_UNSUPPORTED_TRANSFER_CODING',
+      `the request body's transfer coding "${codings}" is not supported, only chunked is (send it as Content-Encoding)`,
+      { close: true },
+    )
+    return true
+  }
+
+  /** This is no forward proxy: a CONNECT gets a status line that says so, where Node would just drop the socket. */
+  private readonly handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
+    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'CONNECT client socket error'))
+    refuseSocket(
+      socket,
+      rawErrorResponse(405, 'BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
+        `allow: ${ALLOWED_METHODS}`,
+      ]),
+    )
+  }
+
   private readonly onResponseClose = (): void => {
     this.inFlight--
     if (this.inFlight === 0) this.onIdle?.()
@@ -215,7 +272,9 @@ export class ProxyListener {
       socket.end(rawErrorResponse(503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down'))
       return
     }
-    if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+    // Reached only on a Node without shouldUpgradeCallback (before 22.21 and 24.9), where every upgrade offer
+    // comes here and cannot be turned back into a request.
+    if (!isWebSocketUpgrade(req)) {
       socket.end(rawErrorResponse(400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
       return
     }
@@ -234,7 +293,7 @@ export class ProxyListener {
         headers[name] === undefined ? flat[i + 1]! : `${headers[name]}${separator}${flat[i + 1]}`
     }
     headers.connection = 'Upgrade'
-    headers.upgrade = req.headers.upgrade
+    headers.upgrade = req.headers.upgrade! // checked above: websocket, in the client's spelling
     this.websockets.forward(req, socket, head, route.upstream, headers)
   }
 
@@ -254,8 +313,10 @@ export class ProxyListener {
       }
     }
     if (routing.sticky.mode === 'cookie') {
-      const color = cookieValue(req.headers.cookie, routing.sticky.cookie)
-      if (isColor(color)) input.cookieColor = color
+      const value = cookieValue(req.headers.cookie, routing.sticky.cookie)
+      const bucket = parseStickyBucket(value)
+      if (bucket !== undefined) input.cookieBucket = bucket
+      else if (isColor(value)) input.cookieColor = value
     } else if (routing.sticky.mode === 'header') {
       const key = req.headers[routing.sticky.header]
       // An empty value is no key: hashed, it would put every such client in one bucket and move them all at once.
@@ -275,7 +336,7 @@ export class ProxyListener {
       upstream,
       snapshot,
       color: choice.color,
-      setCookie: choice.setCookie ? this.cookies[choice.color] : undefined,
+      setCookie: choice.cookieBucket === undefined ? undefined : this.cookies[choice.cookieBucket],
     }
   }
 

@@ -125,3 +125,46 @@ export async function startBlackhole(): Promise<Blackhole> {
     },
   }
 }
+
+/** How a slow client fared: when the server closed on it (ms after it connected) and what it was answered. */
+export interface SlowClient {
+  /** Undefined when the server had not closed the connection by the time the client gave up. */
+  closedAfterMs: number | undefined
+  received: string
+}
+
+/**
+ * A client that trickles its request out as a slowloris does: `chunks[0]` once connected, then the next chunk
+ * every `everyMs`, never more. It waits for the server to close the connection and gives up after `giveUpMs`.
+ */
+export async function slowClient(
+  url: string,
+  chunks: readonly string[],
+  { everyMs = 100, giveUpMs = 5_000 }: { everyMs?: number; giveUpMs?: number } = {},
+): Promise<SlowClient> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  const connectedAt = performance.now()
+  let received = ''
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1')
+  })
+  let next = 0
+  const sendNext = () => {
+    if (next < chunks.length && socket.writable) socket.write(chunks[next++]!)
+  }
+  sendNext()
+  const ticker = setInterval(sendNext, everyMs)
+  const closedAfterMs = await new Promise<number | undefined>((resolve) => {
+    const giveUp = setTimeout(() => resolve(undefined), giveUpMs)
+    socket.once('close', () => {
+      clearTimeout(giveUp)
+      resolve(performance.now() - connectedAt)
+    })
+  })
+  clearInterval(ticker)
+  socket.destroy()
+  return { closedAfterMs, received }
+}

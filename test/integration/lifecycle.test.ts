@@ -336,6 +336,34 @@ describe('lifecycle', () => {
       expect(proxy.output()).toMatch(/grace period over/)
     })
 
+    it('logs and ignores SIGHUP (systemd ExecReload, nginx habits): keeps serving, drains nothing, a later SIGTERM still drains', async () => {
+      const proxy = await start(await config())
+      const before = blue.held()
+      const agent = new Agent({ keepAlive: true })
+      try {
+        const inFlight = get(agent, `${proxy.url}/held`)
+        await eventually(() => blue.held() === before + 1, { message: 'the request to reach the upstream' })
+        proxy.child.kill('SIGHUP')
+        await eventually(() => /"signal":"SIGHUP"/.test(proxy.output()), { message: 'SIGHUP to be logged' })
+        expect(proxy.output()).toMatch(/SIGHUP.*ignored|ignored.*SIGHUP/)
+        expect(proxy.child.exitCode).toBeNull()
+        expect(proxy.child.signalCode).toBeNull()
+        expect((await fetch(`${proxy.admin}/readyz`)).status).toBe(200)
+        expect((await get(false, `${proxy.url}/after-hup`)).status).toBe(200)
+        blue.release()
+        const held = await inFlight
+        expect(held.status).toBe(200)
+        // Not draining: the connection is kept.
+        expect(held.headers.connection).toBe('keep-alive')
+        // SIGHUP did not count as a first signal: SIGTERM drains and exits 0, not at once with 1.
+        proxy.child.kill('SIGTERM')
+        expect(await proxy.exited).toBe(0)
+        expect(proxy.output()).toMatch(/shutdown complete/)
+      } finally {
+        agent.destroy()
+      }
+    })
+
     it('exits at once, non-zero, on a second signal during the drain', async () => {
       const proxy = await start(await config({ shutdown: { grace: '20s' } }))
       const before = blue.held()

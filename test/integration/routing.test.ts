@@ -37,9 +37,33 @@ async function inParallel<T>(total: number, concurrency: number, task: (index: n
   return results
 }
 
-function cookieColor(setCookie: string | null): Color | undefined {
-  const match = /^bluegreen_color=(blue|green);/.exec(setCookie ?? '')
-  return match?.[1] as Color | undefined
+/** The value a Set-Cookie gives the sticky cookie: the client's bucket. */
+function stickyCookie(setCookie: string | null): string | undefined {
+  return /^bluegreen_color=([^;]*);/.exec(setCookie ?? '')?.[1]
+}
+
+/** The color a Set-Cookie's bucket means at green weight `green`: a bucket below it is green. */
+function bucketColor(setCookie: string | null, green: number): Color | undefined {
+  const value = stickyCookie(setCookie)
+  if (value === undefined || !/^\d{1,2}$/.test(value)) return undefined
+  return Number(value) < green ? 'green' : 'blue'
+}
+
+/**
+ * The share of green answers is what a weight of `p` makes of independent clients, within sampling error: the
+ * count is Binomial(n, p), and a band of 5 standard deviations either side fails a correct proxy with
+ * probability under 6e-7 (normal approximation; n p (1 - p) >= 36 in every use here).
+ */
+function expectShare(answers: readonly Answer[], p: number) {
+  const n = answers.length
+  const greens = answers.filter((answer) => answer.color === 'green').length
+  const band = 5 * Math.sqrt(n * p * (1 - p))
+  expect(greens, `${greens} of ${n} green, expected ${n * p} +- ${band.toFixed(1)}`).toBeGreaterThanOrEqual(
+    n * p - band,
+  )
+  expect(greens, `${greens} of ${n} green, expected ${n * p} +- ${band.toFixed(1)}`).toBeLessThanOrEqual(
+    n * p + band,
+  )
 }
 
 describe('routing', () => {
@@ -59,7 +83,7 @@ describe('routing', () => {
     await green?.close()
   })
 
-  it('splits cookie-less requests 80/20 within a tolerance, and tells each new client its color', async () => {
+  it('splits cookie-less requests 80/20 within a tolerance, and gives each new client a bucket that agrees with its color', async () => {
     proxy = await startProxy({ blue: [blue.url], green: [green.url] })
     expect((await adminPost(proxy.admin, '/weights', { blue: 80, green: 20 })).status).toBe(200)
     const total = 2000
@@ -69,7 +93,7 @@ describe('routing', () => {
       expect(answer.status).toBe(200)
       // The color header, the upstream that answered and the cookie all agree.
       expect(answer.upstream).toBe(answer.color)
-      expect(cookieColor(answer.setCookie)).toBe(answer.color)
+      expect(bucketColor(answer.setCookie, 20)).toBe(answer.color)
       expect(answer.setCookie).toMatch(/; Path=\/; Max-Age=86400; HttpOnly; SameSite=Lax$/)
       if (answer.color === 'green') greens++
     }
@@ -79,42 +103,73 @@ describe('routing', () => {
     expect(greens).toBeLessThanOrEqual(500)
   })
 
-  it('keeps cookie clients on their color across a weight change 20 -> 50 and splits new ones by the new weights', async () => {
+  it('cookie clients follow the weights: first seen at 90/10, moved to 20/80, about 80% of those returning are green', async () => {
     proxy = await startProxy({ blue: [blue.url], green: [green.url] })
-    expect((await adminPost(proxy.admin, '/weights', { blue: 80, green: 20 })).status).toBe(200)
-    const clients = await inParallel(400, 16, () => get(`${proxy!.url}/first`))
-    const cookies = clients.map((answer) => cookieColor(answer.setCookie)!)
-    expect(new Set(cookies)).toEqual(new Set(['blue', 'green']))
+    expect((await adminPost(proxy.admin, '/weights', { blue: 90, green: 10 })).status).toBe(200)
+    const clients = 400
+    const first = await inParallel(clients, 16, () => get(`${proxy!.url}/first`))
+    const cookies = first.map((answer) => stickyCookie(answer.setCookie))
+    for (const cookie of cookies) expect(cookie).toBeDefined()
+    expectShare(first, 0.1)
 
-    const changed = await adminPost(proxy.admin, '/weights', { blue: 50, green: 50 })
-    expect(changed.status).toBe(200)
-    expect(changed.body.weights).toEqual({ blue: 50, green: 50 })
-
-    const returning = await inParallel(cookies.length, 16, (index) =>
-      get(`${proxy!.url}/again`, { cookie: `theme=dark; bluegreen_color=${cookies[index]}; other=1` }),
-    )
-    returning.forEach((answer, index) => {
-      expect(answer.color).toBe(cookies[index])
-      expect(answer.upstream).toBe(cookies[index])
-      // A client that already has its color is not sent the cookie again.
+    expect((await adminPost(proxy.admin, '/weights', { blue: 20, green: 80 })).status).toBe(200)
+    const back = (path: string) =>
+      inParallel(clients, 16, (index) =>
+        get(`${proxy!.url}/${path}`, { cookie: `theme=dark; bluegreen_color=${cookies[index]}; other=1` }),
+      )
+    const at80 = await back('again')
+    at80.forEach((answer, index) => {
+      expect(answer.upstream).toBe(answer.color)
+      // Raising green's weight moves blue clients only: everyone green at 10% is green at 80%.
+      if (first[index]!.color === 'green') expect(answer.color).toBe('green')
+      // A client that already has its cookie is not sent one again.
       expect(answer.setCookie).toBeNull()
     })
+    expectShare(at80, 0.8)
 
-    // New clients: Binomial(1000, 0.5), sd 15.8; +-85 is 5.38 sd, so a false failure has probability ~8e-8.
-    const fresh = await inParallel(1000, 16, () => get(`${proxy!.url}/new`))
-    const greens = fresh.filter((answer) => answer.color === 'green').length
-    expect(greens).toBeGreaterThanOrEqual(415)
-    expect(greens).toBeLessThanOrEqual(585)
+    // And lowering it moves green clients only, back to blue.
+    expect((await adminPost(proxy.admin, '/weights', { blue: 50, green: 50 })).status).toBe(200)
+    const at50 = await back('once-more')
+    at50.forEach((answer, index) => {
+      if (at80[index]!.color === 'blue') expect(answer.color).toBe('blue')
+    })
+    expectShare(at50, 0.5)
+  })
 
-    // A cookie with garbage in it is a new client.
-    const garbage = await get(`${proxy.url}/garbage`, { cookie: 'bluegreen_color=purple' })
-    expect(cookieColor(garbage.setCookie)).toBe(garbage.color)
+  it('cookie clients from before buckets keep their color, and get a bucket in its range; garbage is a new client', async () => {
+    proxy = await startProxy({ blue: [blue.url], green: [green.url] })
+    expect((await adminPost(proxy.admin, '/weights', { blue: 20, green: 80 })).status).toBe(200)
+    for (const color of ['blue', 'green'] as const) {
+      const answers = await inParallel(50, 8, () =>
+        get(`${proxy!.url}/old`, { cookie: `bluegreen_color=${color}` }),
+      )
+      for (const answer of answers) {
+        expect(answer.color).toBe(color)
+        const bucket = Number(stickyCookie(answer.setCookie))
+        // Green's range at 20/80 is buckets 0..79, blue's 80..99.
+        if (color === 'green') expect(bucket).toBeLessThan(80)
+        else expect(bucket).toBeGreaterThanOrEqual(80)
+        expect(bucket).toBeLessThanOrEqual(99)
+        // With the new cookie it comes back to the same color, and is not sent another.
+        const again = await get(`${proxy!.url}/old`, { cookie: `bluegreen_color=${bucket}` })
+        expect(again.color).toBe(color)
+        expect(again.setCookie).toBeNull()
+      }
+    }
 
-    // Back to all-blue: everyone, green cookie or not, goes blue and no cookie is set.
+    // A cookie with garbage in it (not a color, not a bucket 0..99) is a new client.
+    for (const garbage of ['purple', '100', '-1', '4.5', '']) {
+      const answer = await get(`${proxy.url}/garbage`, { cookie: `bluegreen_color=${garbage}` })
+      expect(bucketColor(answer.setCookie, 80), garbage).toBe(answer.color)
+    }
+
+    // Back to all-blue: everyone, whatever the cookie says, goes blue and no cookie is set.
     expect((await adminPost(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
-    const after = await get(`${proxy.url}/done`, { cookie: 'bluegreen_color=green' })
-    expect(after.color).toBe('blue')
-    expect(after.setCookie).toBeNull()
+    for (const cookie of ['green', '0', '79']) {
+      const after = await get(`${proxy.url}/done`, { cookie: `bluegreen_color=${cookie}` })
+      expect(after.color).toBe('blue')
+      expect(after.setCookie).toBeNull()
+    }
   })
 
   it('header mode: the sticky header decides, the same key always lands on the same color, monotonic in weight', async () => {

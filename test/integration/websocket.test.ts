@@ -235,15 +235,16 @@ describe('websockets', () => {
     })
   })
 
-  it('answers 400 to an upgrade to anything but WebSocket, and keeps serving', async () => {
+  it('declines an upgrade to anything but WebSocket: the request is served as plain HTTP/1.1, WebSockets still upgrade', async () => {
     const proxy = await proxyWith({ blue: [blue.url], green: [green.url] })
     const raw = await rawRequest(
       proxy.url,
-      'GET / HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n',
     )
     const response = parseRawResponse(raw)
-    expect(response.status).toBe(400)
-    expect(errorCode(response.body)).toBe('BG_BAD_REQUEST')
+    expect(response.status, raw).toBe(200)
+    expect(response.head).toMatch(/\r\nx-bluegreen-color: blue/i)
+    expect(response.body).toContain('blue')
     const socket = await open(proxy, '/after')
     expect(await roundTrip(socket, 'ok')).toBe('blue:ok')
     const plain = await fetch(`${proxy.url}/plain`)

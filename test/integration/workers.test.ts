@@ -273,6 +273,25 @@ describe('bluegreen serve --workers 2', () => {
     expect((await fresh(`${cluster.admin}/metrics`)).status).toBe(200)
   })
 
+  it('logs and ignores SIGHUP, sent to the primary or to a worker: the same workers keep serving', async () => {
+    const before = await replicasAnswering(cluster.admin, 2)
+    const hangups = () => cluster.lines().filter((line) => line.signal === 'SIGHUP')
+    cluster.child.kill('SIGHUP')
+    await eventually(() => hangups().length === 1, { message: 'the primary to log SIGHUP' })
+    for (const id of before) process.kill(pidOf(id), 'SIGHUP')
+    await eventually(() => hangups().length === 3, { message: 'each worker to log SIGHUP' })
+    const logged = hangups()
+    expect(logged.filter((line) => line.part === 'cluster')).toHaveLength(1)
+    expect(new Set(logged.map((line) => line.worker).filter((worker) => worker !== undefined)).size).toBe(2)
+    expect(cluster.child.exitCode).toBeNull()
+    for (let i = 0; i < 6; i++) expect((await fresh(`${cluster.url}/after-hup`)).status).toBe(200)
+    // Not one worker restarted: the same two answer.
+    expect(await replicasAnswering(cluster.admin, 2)).toEqual(before)
+    expect(
+      cluster.lines().some((line) => line.msg === 'worker died; restarting it' && line.signal === 'SIGHUP'),
+    ).toBe(false)
+  })
+
   it('SIGTERM drains every worker, then the primary exits 0', async () => {
     const pids = [...(await replicasAnswering(cluster.admin, 2))].map(pidOf)
     const inFlight = [fresh(`${cluster.url}/slow`), fresh(`${cluster.url}/slow`)]

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   clientResponseHeaders,
+  codingsBesidesChunked,
   cookieValue,
   type ForwardingInfo,
   TrustedProxies,
@@ -101,6 +102,23 @@ describe('upstreamRequestHeaders', () => {
     expect(names(out)).not.toContain('x-hop-one')
     expect(names(out)).not.toContain('x-hop-two')
     expect(names(out)).not.toContain('x-hop-three')
+    expect(valuesOf(out, 'x-stays')).toEqual(['yes'])
+  })
+
+  it('drops HTTP2-Settings, which only an h2c upgrade offer carries, even when Connection does not name it', () => {
+    const raw = [
+      'Host',
+      'example.test',
+      'Upgrade',
+      'h2c',
+      'HTTP2-Settings',
+      'AAMAAABkAAQAAP__',
+      'X-Stays',
+      'yes',
+    ]
+    const out = upstreamRequestHeaders(raw, untrusted)
+    expect(names(out)).not.toContain('http2-settings')
+    expect(names(out)).not.toContain('upgrade')
     expect(valuesOf(out, 'x-stays')).toEqual(['yes'])
   })
 
@@ -305,5 +323,20 @@ describe('cookieValue', () => {
     ['a trailing semicolon', 'bluegreen_color=green;', 'green'],
   ])('%s', (_label, header, expected) => {
     expect(cookieValue(header, name)).toBe(expected)
+  })
+})
+
+describe('codingsBesidesChunked', () => {
+  it('finds nothing in no header, or in chunked however it is spelled', () => {
+    for (const value of [undefined, 'chunked', 'Chunked', ' CHUNKED\t'])
+      expect(codingsBesidesChunked(value)).toBeUndefined()
+  })
+
+  it('names every coding before chunked, lower-cased, with empty list elements ignored', () => {
+    expect(codingsBesidesChunked('gzip, chunked')).toBe('gzip')
+    expect(codingsBesidesChunked('GZip,chunked')).toBe('gzip')
+    // Two header lines reach the request handler joined with ", ".
+    expect(codingsBesidesChunked('gzip, deflate, chunked')).toBe('gzip, deflate')
+    expect(codingsBesidesChunked(', x-custom ,, chunked')).toBe('x-custom')
   })
 })

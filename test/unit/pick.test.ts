@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest'
 import type { Balance, StickyConfig } from '../../src/config/types.ts'
-import { bucketOf, chooseColor, chooseUpstream, type RouteInput } from '../../src/routing/pick.ts'
+import {
+  bucketOf,
+  chooseColor,
+  chooseUpstream,
+  parseStickyBucket,
+  type RouteInput,
+} from '../../src/routing/pick.ts'
 import { buildSnapshot, type ColorPool, type RoutingSnapshot } from '../../src/routing/snapshot.ts'
 import type { Upstream } from '../../src/routing/upstream.ts'
 import { type Color, initialState, type Weights } from '../../src/state/state.ts'
@@ -44,11 +50,17 @@ describe('chooseColor', () => {
   it('sends everything to the only weighted color, whatever the cookie, sticky key or draw say', () => {
     for (const sticky of [cookie, header, none]) {
       for (const random of [0, 0.01, 0.5, 0.999]) {
-        for (const extra of [{}, { cookieColor: 'blue' as const }, { cookieColor: 'green' as const }]) {
+        for (const extra of [
+          {},
+          { cookieColor: 'blue' as const },
+          { cookieColor: 'green' as const },
+          { cookieBucket: 0 },
+          { cookieBucket: 99 },
+        ]) {
           for (const stickyKey of [undefined, 'user-1', 'user-2']) {
             const request = input({ random, ...extra, ...(stickyKey ? { stickyKey } : {}) })
-            expect(chooseColor(allGreen, sticky, request)).toEqual({ color: 'green', setCookie: false })
-            expect(chooseColor(allBlue, sticky, request)).toEqual({ color: 'blue', setCookie: false })
+            expect(chooseColor(allGreen, sticky, request)).toEqual({ color: 'green' })
+            expect(chooseColor(allBlue, sticky, request)).toEqual({ color: 'blue' })
           }
         }
       }
@@ -61,10 +73,11 @@ describe('chooseColor', () => {
         const other: Color = color === 'blue' ? 'green' : 'blue'
         expect(
           chooseColor(snapshot, cookie, input({ preview: color, cookieColor: other, random: 0 })),
-        ).toEqual({ color, setCookie: false })
+        ).toEqual({ color })
+        expect(chooseColor(snapshot, cookie, input({ preview: color, cookieBucket: 50 }))).toEqual({ color })
+        expect(chooseColor(snapshot, cookie, input({ preview: color }))).toEqual({ color })
         expect(chooseColor(snapshot, header, input({ preview: color, stickyKey: 'user-1' }))).toEqual({
           color,
-          setCookie: false,
         })
       }
     }
@@ -86,54 +99,108 @@ describe('chooseColor', () => {
     }
   })
 
-  it('cookie mode: a new client during a split is drawn and told its color in a cookie', () => {
-    expect(chooseColor(split80, cookie, input({ random: 0.1 }))).toEqual({ color: 'green', setCookie: true })
-    expect(chooseColor(split80, cookie, input({ random: 0.9 }))).toEqual({ color: 'blue', setCookie: true })
+  it('cookie mode: a new client during a split is given a random bucket, which draws its color by weight', () => {
+    expect(chooseColor(split80, cookie, input({ random: 0 }))).toEqual({ color: 'green', cookieBucket: 0 })
+    expect(chooseColor(split80, cookie, input({ random: 0.1999 }))).toEqual({
+      color: 'green',
+      cookieBucket: 19,
+    })
+    expect(chooseColor(split80, cookie, input({ random: 0.2 }))).toEqual({ color: 'blue', cookieBucket: 20 })
+    expect(chooseColor(split80, cookie, input({ random: 0.9999 }))).toEqual({
+      color: 'blue',
+      cookieBucket: 99,
+    })
+    // Over an even grid of draws (midpoints, clear of rounding at bucket edges) every bucket comes up equally often.
+    const given = new Array<number>(100).fill(0)
+    for (let i = 0; i < 10_000; i++)
+      given[chooseColor(split80, cookie, input({ random: (i + 0.5) / 10_000 })).cookieBucket!]!++
+    expect(new Set(given)).toEqual(new Set([100]))
   })
 
-  it('cookie mode: a returning client keeps its color whatever the draw, and is not sent the cookie again', () => {
+  it('cookie mode: a returning client is routed by its bucket, whatever the draw, and is not sent the cookie again', () => {
     for (const random of [0, 0.5, 0.999]) {
-      expect(chooseColor(split80, cookie, input({ random, cookieColor: 'green' }))).toEqual({
-        color: 'green',
-        setCookie: false,
-      })
-      expect(chooseColor(split80, cookie, input({ random, cookieColor: 'blue' }))).toEqual({
-        color: 'blue',
-        setCookie: false,
-      })
+      for (const bucket of [0, 19]) {
+        expect(chooseColor(split80, cookie, input({ random, cookieBucket: bucket }))).toEqual({
+          color: 'green',
+        })
+      }
+      for (const bucket of [20, 99]) {
+        expect(chooseColor(split80, cookie, input({ random, cookieBucket: bucket }))).toEqual({
+          color: 'blue',
+        })
+      }
     }
   })
 
-  it('cookie mode: a cookie naming a color that has weight 0 is ignored', () => {
-    expect(chooseColor(allBlue, cookie, input({ cookieColor: 'green', random: 0 }))).toEqual({
-      color: 'blue',
-      setCookie: false,
+  it('cookie mode: moving weight toward a color moves only clients of the other color, and the share follows the weights', () => {
+    const snapshots = Array.from({ length: 101 }, (_, green) => snapshotWith({ blue: 100 - green, green }))
+    for (let bucket = 0; bucket < 100; bucket++) {
+      let wasGreen = false
+      for (let green = 1; green <= 99; green++) {
+        const isGreen =
+          chooseColor(snapshots[green]!, cookie, input({ cookieBucket: bucket })).color === 'green'
+        // Raising green's weight never takes a green client back to blue.
+        if (wasGreen) expect(isGreen, `bucket ${bucket} at ${green}`).toBe(true)
+        wasGreen = isGreen
+      }
+    }
+    // The issue's case: clients given their buckets at 90/10 (an even grid of draws), back at 20/80.
+    const at10 = snapshotWith({ blue: 90, green: 10 })
+    const at80 = snapshotWith({ blue: 20, green: 80 })
+    const clients = Array.from({ length: 1000 }, (_, i) =>
+      chooseColor(at10, cookie, input({ random: (i + 0.5) / 1000 })),
+    )
+    expect(clients.filter((client) => client.color === 'green')).toHaveLength(100)
+    const returning = clients.map((client) =>
+      chooseColor(at80, cookie, input({ random: 0.99, cookieBucket: client.cookieBucket! })),
+    )
+    expect(returning.filter((client) => client.color === 'green')).toHaveLength(800)
+    clients.forEach((client, index) => {
+      if (client.color === 'green') expect(returning[index]!.color).toBe('green')
     })
-    expect(chooseColor(allGreen, cookie, input({ cookieColor: 'blue', random: 0.99 }))).toEqual({
+  })
+
+  it("cookie mode: a cookie from before buckets keeps its color and is given a bucket drawn in that color's range", () => {
+    const split20 = snapshotWith({ blue: 20, green: 80 })
+    for (const random of [0, 0.25, 0.5, 0.999]) {
+      const green = chooseColor(split20, cookie, input({ random, cookieColor: 'green' }))
+      expect(green.color).toBe('green')
+      expect(green.cookieBucket).toBe(Math.floor(random * 80))
+      const blue = chooseColor(split20, cookie, input({ random, cookieColor: 'blue' }))
+      expect(blue.color).toBe('blue')
+      expect(blue.cookieBucket).toBe(80 + Math.floor(random * 20))
+      // With the bucket it is given, it comes back to the same color.
+      for (const choice of [green, blue]) {
+        expect(chooseColor(split20, cookie, input({ cookieBucket: choice.cookieBucket! })).color).toBe(
+          choice.color,
+        )
+      }
+    }
+    // A split that gives its color the least weight possible still has a bucket for it.
+    const edge = snapshotWith({ blue: 99, green: 1 })
+    expect(chooseColor(edge, cookie, input({ random: 0.999, cookieColor: 'green' }))).toEqual({
       color: 'green',
-      setCookie: false,
+      cookieBucket: 0,
+    })
+    expect(chooseColor(edge, cookie, input({ random: 0.999, cookieColor: 'blue' }))).toEqual({
+      color: 'blue',
+      cookieBucket: 99,
     })
   })
 
   it('other modes ignore the cookie and never ask to set one', () => {
-    expect(chooseColor(split80, none, input({ cookieColor: 'green', random: 0.9 }))).toEqual({
-      color: 'blue',
-      setCookie: false,
-    })
-    expect(chooseColor(split80, header, input({ cookieColor: 'green', random: 0.9 }))).toEqual({
-      color: 'blue',
-      setCookie: false,
-    })
+    for (const sticky of [none, header]) {
+      for (const extra of [{ cookieColor: 'green' as const }, { cookieBucket: 0 }]) {
+        expect(chooseColor(split80, sticky, input({ ...extra, random: 0.9 }))).toEqual({ color: 'blue' })
+      }
+    }
   })
 
   it('header mode: the key decides, not the draw; a request without the key is drawn', () => {
     const key = 'user-42'
     const expected: Color = bucketOf(key) < 20 ? 'green' : 'blue'
     for (const random of [0, 0.3, 0.999]) {
-      expect(chooseColor(split80, header, input({ stickyKey: key, random }))).toEqual({
-        color: expected,
-        setCookie: false,
-      })
+      expect(chooseColor(split80, header, input({ stickyKey: key, random }))).toEqual({ color: expected })
     }
     expect(chooseColor(split80, header, input({ random: 0.1 })).color).toBe('green')
     expect(chooseColor(split80, header, input({ random: 0.9 })).color).toBe('blue')
@@ -160,6 +227,15 @@ describe('chooseColor', () => {
     expect(greenAt[100]).toBe(keys.length)
     for (let green = 0; green <= 100; green++) {
       expect(Math.abs(greenAt[green]! / keys.length - green / 100), `at ${green}`).toBeLessThan(0.03)
+    }
+  })
+})
+
+describe('parseStickyBucket', () => {
+  it('reads a bucket 0..99 and nothing else, so an old color cookie or garbage is not taken for one', () => {
+    expect(['0', '7', '07', '42', '99'].map(parseStickyBucket)).toEqual([0, 7, 7, 42, 99])
+    for (const value of [undefined, '', '100', '-1', '4.5', '1e1', ' 5', '0x1', 'blue', 'green']) {
+      expect(parseStickyBucket(value), JSON.stringify(value)).toBeUndefined()
     }
   })
 })
