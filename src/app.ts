@@ -15,6 +15,7 @@ import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
 import { createStateBackend } from './state/backend.ts'
 import { type State, supersedes } from './state/state.ts'
+import type { StoreStatus } from './state/store.ts'
 
 export interface App {
   readonly replicaId: string
@@ -160,6 +161,12 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     else if (snapshot.pools[snapshot.state.active].upstreams.length === 0) {
       reasons.push(`the active pool (${snapshot.state.active}) has no healthy upstream`)
     }
+    const cutOff = cutOffFor(store.status?.(), config.state.maxStaleness)
+    if (cutOff !== undefined) {
+      reasons.push(
+        `cut off from the state store for ${(cutOff / 1000).toFixed(1)} s, longer than state.maxStaleness (${config.state.maxStaleness / 1000} s)`,
+      )
+    }
     return { ready: reasons.length === 0, reasons }
   }
   const admin = new AdminServer({
@@ -239,4 +246,14 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
       return closed
     },
   }
+}
+
+/**
+ * How long (ms) this replica has been cut off from its store, when that is longer than `maxStaleness` (0: off).
+ * Counted from the last sync, and only while the store does not answer: a quiet store is not a stale one.
+ */
+function cutOffFor(status: StoreStatus | undefined, maxStaleness: number): number | undefined {
+  if (maxStaleness === 0 || !status || status.reachable || status.lastSyncAt === undefined) return undefined
+  const staleFor = Date.now() - status.lastSyncAt
+  return staleFor > maxStaleness ? staleFor : undefined
 }

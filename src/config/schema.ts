@@ -176,7 +176,7 @@ function upstreamProblem(value: unknown, url: URL | null): string | undefined {
 }
 
 function buildState(check: Checker, field: Field): StateConfig {
-  const state = check.section(field, ['store', 'path', 'redis', 'initial'])
+  const state = check.section(field, ['store', 'path', 'redis', 'initial', 'maxStaleness'])
   const store = check.oneOf(state.field('store'), ['file', 'redis'], 'file')
   const redisField = state.field('redis')
   if (store === 'redis') check.required(redisField, 'a mapping (url, key, ...) when state.store is "redis"')
@@ -185,6 +185,7 @@ function buildState(check: Checker, field: Field): StateConfig {
     store,
     path: resolve(process.cwd(), path),
     initial: check.oneOf(state.field('initial'), COLORS, 'blue'),
+    maxStaleness: check.read(state.field('maxStaleness'), 0, ...durationIn(0, MAX_TIMER_MS)),
   }
   if (redisField.value !== undefined) built.redis = buildRedis(check, redisField)
   return built
@@ -202,6 +203,7 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     'connectTimeout',
     'pollInterval',
     'heartbeatInterval',
+    'forgetMissingAfter',
   ])
   const duration = (key: string, fallback: number) =>
     check.read(redis.field(key), fallback, ...durationIn(1, MAX_TIMER_MS))
@@ -212,6 +214,14 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     connectTimeout: duration('connectTimeout', 2_000),
     pollInterval: duration('pollInterval', 5_000),
     heartbeatInterval: duration('heartbeatInterval', 1_000),
+    forgetMissingAfter: duration('forgetMissingAfter', 600_000),
+  }
+  // Missing means silent for more than three heartbeats: a replica forgotten sooner would never be seen missing.
+  if (built.forgetMissingAfter <= built.heartbeatInterval * 3) {
+    check.report(
+      `${redis.path}.forgetMissingAfter`,
+      `must be longer than three heartbeatIntervals (${built.heartbeatInterval * 3}ms)`,
+    )
   }
   const sentinelPassword = check.read(redis.field('sentinelPassword'), undefined, anyString, 'a string')
   if (sentinelPassword) built.sentinelPassword = sentinelPassword

@@ -65,8 +65,10 @@ export interface RedisConfig {
   connectTimeout: number
   /** Re-read the key this often, in case a published change was missed. */
   pollInterval: number
-  /** Each replica reports itself this often; it counts as gone after three missed reports. */
+  /** Each replica reports itself this often; it counts as missing after three missed reports. */
   heartbeatInterval: number
+  /** A missing replica is listed (and keeps `wait` from completing) this long before it is dropped. */
+  forgetMissingAfter: number
 }
 
 export interface StateConfig {
@@ -74,6 +76,8 @@ export interface StateConfig {
   path: string
   redis?: RedisConfig
   initial: Color
+  /** A replica cut off from the store for longer than this fails /readyz; 0 is off. */
+  maxStaleness: number
 }
 
 export interface TimeoutsConfig {

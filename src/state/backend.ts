@@ -46,6 +46,7 @@ export async function createStateBackend(
       key: state.redis.key,
       replicaId,
       heartbeatInterval: state.redis.heartbeatInterval,
+      forgetMissingAfter: state.redis.forgetMissingAfter,
       logger,
     })
     const audit = new RedisAuditTrail(store.client, state.redis.key, config.admin.auditKeep)

@@ -10,6 +10,8 @@ export interface ReplicaOptions {
   redis: Record<string, unknown>
   blue: string
   green: string
+  /** More keys of the state section beside store and redis (maxStaleness, initial). */
+  state?: Record<string, unknown>
   /** admin.waitTimeout for `wait: true`. */
   waitTimeout?: string
   /** More top-level config sections (rollback, pools with health checks, ...), merged over the defaults here. */
@@ -28,7 +30,11 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     listen: '127.0.0.1:0',
     admin: { listen: '127.0.0.1:0', waitTimeout: options.waitTimeout ?? '3s' },
     pools: { blue: { upstreams: [options.blue] }, green: { upstreams: [options.green] } },
-    state: { store: 'redis', redis: options.redis },
+    state: {
+      store: 'redis',
+      redis: options.redis,
+      ...options.state,
+    },
     log: { level: 'info' },
     shutdown: { grace: '1s' },
     ...options.extra,
