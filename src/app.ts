@@ -133,16 +133,20 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     }
   })
 
-  // Keeps trying until the store answers; meanwhile the proxy answers 503 and /readyz says why.
+  // Keeps trying until the store answers. Meanwhile the replica serves its local copy of the last state it
+  // applied, if it has one; without one the proxy answers 503 and /readyz says why.
   let loadTimer: NodeJS.Timeout | undefined
   const load = async (): Promise<void> => {
     try {
       apply(await store.start())
     } catch (error) {
       if (backend.loadBeforeListening || closing) throw error
+      if (!snapshot) await backend.lastState?.restore()
       logger.error(
         { err: error, retryInMs: RETRY_LOAD_MS },
-        'no routing state yet: not ready until the state store answers',
+        snapshot
+          ? 'the state store does not answer: serving a stale state until it does'
+          : 'no routing state yet: not ready until the state store answers',
       )
       loadTimer = setTimeout(() => void load().catch(() => {}), RETRY_LOAD_MS)
       loadTimer.unref()
@@ -194,6 +198,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     await backend.audit.close()
     await replicas.close()
     await store.close()
+    await backend.lastState?.close()
   }
 
   health.start()

@@ -265,13 +265,17 @@ export class AdminServer {
   #describe(state: State): unknown {
     const applied = this.#options.snapshot()?.state.generation ?? null
     const status = this.#options.store.status?.()
+    // stale: what this replica serves is not confirmed by its store right now (it does not answer, or the state
+    // came from the replica's local copy at start-up).
     const store = status
       ? {
           reachable: status.reachable,
           lastSyncAt: status.lastSyncAt === undefined ? null : new Date(status.lastSyncAt).toISOString(),
           staleSeconds: status.lastSyncAt === undefined ? null : (Date.now() - status.lastSyncAt) / 1000,
+          stale: !status.reachable || status.restoredFrom !== undefined,
+          ...(status.restoredFrom === undefined ? {} : { restoredFrom: status.restoredFrom }),
         }
-      : { reachable: true, lastSyncAt: null, staleSeconds: 0 }
+      : { reachable: true, lastSyncAt: null, staleSeconds: 0, stale: false }
     const drain = this.#options.drainStatus?.()
     const health = this.#options.healthStatus?.()
     const watching = this.#options.watchStatus?.() ?? null

@@ -204,6 +204,7 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     'pollInterval',
     'heartbeatInterval',
     'forgetMissingAfter',
+    'lastStateFile',
   ])
   const duration = (key: string, fallback: number) =>
     check.read(redis.field(key), fallback, ...durationIn(1, MAX_TIMER_MS))
@@ -215,6 +216,7 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     pollInterval: duration('pollInterval', 5_000),
     heartbeatInterval: duration('heartbeatInterval', 1_000),
     forgetMissingAfter: duration('forgetMissingAfter', 600_000),
+    lastStateFile: lastStateFile(check, redis.field('lastStateFile')),
   }
   // Missing means silent for more than three heartbeats: a replica forgotten sooner would never be seen missing.
   if (built.forgetMissingAfter <= built.heartbeatInterval * 3) {
@@ -235,6 +237,22 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
   if (items) check.required(redis.field('name'), 'the Sentinel master name when sentinels are listed')
   if (name !== undefined) built.name = name
   return built
+}
+
+/**
+ * The image creates /var/lib/bluegreen for its user (and Kubernetes mounts a volume there), and it is where a
+ * service keeps its state on Linux (systemd's StateDirectory=bluegreen).
+ */
+export const LAST_STATE_FILE = '/var/lib/bluegreen/last-state.json'
+
+function lastStateFile(check: Checker, field: Field): string | null {
+  const file = check.read(
+    field,
+    LAST_STATE_FILE as string | false,
+    (value) => (value === false ? false : nonEmptyString(value)),
+    'a file path, or false to keep no local copy',
+  )
+  return file === false ? null : resolve(process.cwd(), file)
 }
 
 function buildSentinel(check: Checker, field: Field): { host: string; port: number } {

@@ -69,6 +69,8 @@ export interface RedisConfig {
   heartbeatInterval: number
   /** A missing replica is listed (and keeps `wait` from completing) this long before it is dropped. */
   forgetMissingAfter: number
+  /** Where this replica keeps the last state it applied, to serve if it starts while Redis is down; null: nowhere. */
+  lastStateFile: string | null
 }
 
 export interface StateConfig {

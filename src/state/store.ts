@@ -37,6 +37,11 @@ export interface StoreStatus {
   reachable: boolean
   /** When this replica last confirmed its state against the store (ms since the epoch), if ever. */
   lastSyncAt: number | undefined
+  /**
+   * The local file the state served was read from, when this replica started while the store was unreachable
+   * and the store has not answered since.
+   */
+  restoredFrom?: string
 }
 
 /** One proxy replica as the registry knows it. */

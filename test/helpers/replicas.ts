@@ -1,12 +1,16 @@
 // Proxy replicas as child processes sharing one Redis state, and the small HTTP helpers the Redis tests use.
 
 import { Agent, request } from 'node:http'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { eventually } from './eventually.ts'
 import { type ChildProxy, spawnProxy, tempDir, writeConfig } from './servers.ts'
 
 export interface ReplicaOptions {
-  /** state.redis, as the config file says it. */
+  /**
+   * state.redis, as the config file says it. Unless it names a lastStateFile, the replica keeps its local copy of
+   * the state in its own temp dir (removed by close()), never in the default shared by every proxy on the host.
+   */
   redis: Record<string, unknown>
   blue: string
   green: string
@@ -32,7 +36,7 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     pools: { blue: { upstreams: [options.blue] }, green: { upstreams: [options.green] } },
     state: {
       store: 'redis',
-      redis: options.redis,
+      redis: { lastStateFile: join(dir.path, 'last-state.json'), ...options.redis },
       ...options.state,
     },
     log: { level: 'info' },

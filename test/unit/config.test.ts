@@ -297,6 +297,7 @@ describe('buildConfig', () => {
         pollInterval: 5000,
         heartbeatInterval: 1000,
         forgetMissingAfter: 600_000,
+        lastStateFile: '/var/lib/bluegreen/last-state.json',
       },
     })
 
@@ -317,30 +318,36 @@ describe('buildConfig', () => {
     ])
   })
 
-  it('validates maxStaleness and forgetMissingAfter', () => {
+  it('validates maxStaleness, forgetMissingAfter and the local state file', () => {
     const config = buildConfig(
       withPools({
         state: {
           store: 'redis',
           maxStaleness: '30s',
-          redis: { forgetMissingAfter: '1h' },
+          redis: { forgetMissingAfter: '1h', lastStateFile: 'relative/last.json' },
         },
       }),
       {},
     )
     expect(config.state.maxStaleness).toBe(30_000)
-    expect(config.state.redis).toMatchObject({ forgetMissingAfter: 3_600_000 })
+    expect(config.state.redis).toMatchObject({
+      forgetMissingAfter: 3_600_000,
+      lastStateFile: resolve(process.cwd(), 'relative/last.json'),
+    })
+    const off = buildConfig(withPools({ state: { store: 'redis', redis: { lastStateFile: false } } }), {})
+    expect(off.state.redis?.lastStateFile).toBeNull()
 
     const problems = problemsOf(
       withPools({
         state: {
           maxStalenes: '5s',
-          redis: { heartbeatInterval: '5s', forgetMissingAfter: '15s' },
+          redis: { heartbeatInterval: '5s', forgetMissingAfter: '15s', lastStateFile: true },
         },
       }),
     )
     expect(problems).toEqual([
       { path: 'state.maxStalenes', message: expect.stringContaining('did you mean "maxStaleness"') },
+      { path: 'state.redis.lastStateFile', message: expect.stringContaining('or false') },
       {
         path: 'state.redis.forgetMissingAfter',
         message: 'must be longer than three heartbeatIntervals (15000ms)',
@@ -588,6 +595,7 @@ state:
       pollInterval: 5000,
       heartbeatInterval: 1000,
       forgetMissingAfter: 600_000,
+      lastStateFile: '/var/lib/bluegreen/last-state.json',
     })
     await expect(loadConfig(await file('contract2.yml', contractExample), {})).rejects.toMatchObject({
       code: 'BG_CONFIG_INVALID',
