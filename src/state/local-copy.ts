@@ -34,6 +34,7 @@ export class LocalStateCopy {
   /** The newest state waiting for the write in progress to finish: only the last one matters. */
   #next: State | undefined
   #writing: Promise<void> | undefined
+  /** The kind of the last write failure, until a write succeeds. */
   #lastFailure: string | undefined
 
   constructor(options: LocalStateCopyOptions) {
@@ -101,11 +102,14 @@ export class LocalStateCopy {
     }
   }
 
-  /** Logged once per distinct failure (a read-only disk would otherwise log on every change). */
+  /**
+   * Logged once per kind of failure (a read-only disk would otherwise log on every change); by code, since the
+   * message names a temp file that differs every time.
+   */
   #failed(error: unknown): void {
-    const message = (error as Error).message
-    if (message === this.#lastFailure) return
-    this.#lastFailure = message
+    const kind = (error as NodeJS.ErrnoException).code ?? (error as Error).message
+    if (kind === this.#lastFailure) return
+    this.#lastFailure = kind
     this.#options.logger.warn(
       { err: error, file: this.#options.file },
       'cannot keep the last applied state in the local file (state.redis.lastStateFile); a restart while Redis is down will not be able to serve',
