@@ -36,6 +36,13 @@ export class ReplicaForgetting {
     let reason = ''
     let forgotten: ReplicaInfo
     try {
+      if (id === '' || id.includes('/')) {
+        throw new BlueGreenError(
+          'BG_BAD_REQUEST',
+          'DELETE /replicas/ID takes one replica id, URL-encoded (GET /replicas lists them)',
+          400,
+        )
+      }
       if (body instanceof Error) throw body
       onlyFields(body, ['reason'])
       reason = optionalString(body, 'reason') ?? `forget replica ${id}`

@@ -216,13 +216,6 @@ export class AdminServer {
   readonly #forgetReplica: Handler = async (req, res, tokenName) => {
     const path = (req.url ?? '/').split('?')[0]!
     const id = replicaIdIn(path)
-    if (id === '' || id.includes('/')) {
-      throw new BlueGreenError(
-        'BG_BAD_REQUEST',
-        'DELETE /replicas/ID takes one replica id, URL-encoded (GET /replicas lists them)',
-        400,
-      )
-    }
     const body = await readJsonObject(req).catch((error: unknown) => error as Error)
     const forgotten = await this.#forgetting.run(id, tokenName, req, body)
     sendJson(res, 200, { forgotten })

@@ -22,7 +22,7 @@ export interface StateBackend {
 }
 
 export interface LastStateCopy {
-  /** When the store cannot load: serves the local copy until it can. True when there was one to serve. */
+  /** When the store cannot load: serves the local copy until it can (read once). True when there was one. */
   restore(): Promise<boolean>
   /** Finishes the write in progress. */
   close(): Promise<void>
@@ -78,7 +78,12 @@ export async function createStateBackend(
     if (lastStateFile !== null) {
       const copy = new LocalStateCopy({ file: lastStateFile, key: state.redis.key, logger })
       store.subscribe((applied) => copy.save(applied))
-      lastState = { restore: () => restore(copy, store, logger), close: () => copy.close() }
+      // Read once: the first failed load finds out whether there is a usable copy; later retries only ask Redis.
+      let restoring: Promise<boolean> | undefined
+      lastState = {
+        restore: () => (restoring ??= restore(copy, store, logger)),
+        close: () => copy.close(),
+      }
     }
     return { store, replicas, audit, exchange, loadBeforeListening: false, lastState }
   }

@@ -189,6 +189,10 @@ describe('three replicas, one of them partitioned from Redis', () => {
     expect(anonymous.status).toBe(401)
     expect((anonymous.body.error as { code: string }).code).toBe('BG_UNAUTHORIZED')
 
+    const malformed = await adminDelete(replicas[0]!.admin, '/replicas/a%2Fb', TOKEN)
+    expect(malformed.status).toBe(400)
+    expect((malformed.body.error as { code: string }).code).toBe('BG_BAD_REQUEST')
+
     const unknown = await adminDelete(replicas[0]!.admin, '/replicas/no-such-replica', TOKEN)
     expect(unknown.status).toBe(404)
     expect((unknown.body.error as { code: string }).code).toBe('BG_UNKNOWN_REPLICA')
@@ -219,10 +223,11 @@ describe('three replicas, one of them partitioned from Redis', () => {
     const { events } = (await adminGet<{ events: Record<string, unknown>[] }>(replicas[1]!.admin, '/events'))
       .body
     const forgets = events.filter((event) => event.action === 'forget-replica')
-    expect(forgets.slice(0, 4)).toMatchObject([
+    expect(forgets.slice(0, 5)).toMatchObject([
       { result: 'accepted', replica: cutId, reason: 'node drained', actor: 'token:admin' },
       { result: 'refused', code: 'BG_REPLICA_LIVE', replica: ids[1] },
       { result: 'refused', code: 'BG_UNKNOWN_REPLICA', replica: 'no-such-replica' },
+      { result: 'refused', code: 'BG_BAD_REQUEST', replica: 'a/b' },
       { result: 'refused', code: 'BG_UNAUTHORIZED', replica: cutId },
     ])
 
