@@ -8,7 +8,7 @@ import { RedisReplicaRegistry } from '../../src/state/redis-replicas.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 
-const HEARTBEAT_MS = 50
+const HEARTBEAT_MS = 100
 const KEY = 'bluegreen:registry-test'
 
 describe('RedisReplicaRegistry', () => {
