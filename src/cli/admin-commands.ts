@@ -201,7 +201,7 @@ interface StateLine {
   replica?: {
     id: string
     appliedGeneration: number | null
-    store?: { reachable: boolean; staleSeconds: number | null }
+    store?: { reachable: boolean; staleSeconds: number | null; restoredFrom?: string }
   }
   wait?: {
     complete: boolean
@@ -232,9 +232,10 @@ function show(value: unknown, values: CommandValues): CommandResult {
   }
   if (state.replica) {
     const store = state.replica.store
+    const copyNote = store?.restoredFrom ? ` (serving its local copy ${store.restoredFrom})` : ''
     const storeNote =
       store && !store.reachable
-        ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s`
+        ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s${copyNote}`
         : ''
     lines.push(`replica     ${state.replica.id} applied ${state.replica.appliedGeneration}${storeNote}`)
   }

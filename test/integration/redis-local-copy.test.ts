@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { killRunningClis, runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
@@ -44,6 +45,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
+  killRunningClis()
   redis?.resume()
   await Promise.allSettled(running.map((replica) => replica.close()))
   closeConnections()
@@ -122,6 +124,11 @@ describe('a replica restarted during a Redis outage', () => {
     expect(await metric(restarted, 'bluegreen_state_store_reachable')).toBe(0)
     expect(await metric(restarted, 'bluegreen_state_staleness_seconds')).toBeGreaterThan(0)
     expect(restarted.output()).toContain('serving the last state this replica applied')
+    const status = await runCli(['status', '--admin', restarted.admin])
+    expect(status.code, status.stderr).toBe(0)
+    expect(status.stdout).toMatch(
+      /state store UNREACHABLE for \d+ s \(serving its local copy .*last-state\.json\)/,
+    )
     // No change can be made without the store.
     const refused = await adminPost(restarted.admin, '/switch', { to: 'blue' })
     expect(refused.status).toBe(503)
