@@ -32,7 +32,8 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
 COPY src ./src
-# The file state store's directory, writable by the runtime user (a named volume mounted there inherits this).
+# The state directory, writable by the runtime user (a named volume mounted there inherits this): the file store's
+# file, or with Redis each replica's copy of the last state it applied (state.redis.lastStateFile's default).
 RUN mkdir -p /etc/bluegreen /var/lib/bluegreen && chown 1000:1000 /var/lib/bluegreen
 # "node" (1000:1000) in the base image; numeric, so Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000

@@ -15,6 +15,7 @@ import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
 import { createStateBackend } from './state/backend.ts'
 import { type State, supersedes } from './state/state.ts'
+import type { StoreStatus } from './state/store.ts'
 
 export interface App {
   readonly replicaId: string
@@ -134,16 +135,20 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     }
   })
 
-  // Keeps trying until the store answers; meanwhile the proxy answers 503 and /readyz says why.
+  // Keeps trying until the store answers. Meanwhile the replica serves its local copy of the last state it
+  // applied, if it has one; without one the proxy answers 503 and /readyz says why.
   let loadTimer: NodeJS.Timeout | undefined
   const load = async (): Promise<void> => {
     try {
       apply(await store.start())
     } catch (error) {
       if (backend.loadBeforeListening || closing) throw error
+      if (!snapshot) await backend.lastState?.restore()
       logger.error(
         { err: error, retryInMs: RETRY_LOAD_MS },
-        'no routing state yet: not ready until the state store answers',
+        snapshot
+          ? 'the state store does not answer: serving a stale state until it does'
+          : 'no routing state yet: not ready until the state store answers',
       )
       loadTimer = setTimeout(() => void load().catch(() => {}), RETRY_LOAD_MS)
       loadTimer.unref()
@@ -161,6 +166,12 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     if (!snapshot) reasons.push('the routing state is not loaded (is the state store reachable?)')
     else if (snapshot.pools[snapshot.state.active].upstreams.length === 0) {
       reasons.push(`the active pool (${snapshot.state.active}) has no healthy upstream`)
+    }
+    const cutOff = cutOffFor(store.status?.(), config.state.maxStaleness)
+    if (cutOff !== undefined) {
+      reasons.push(
+        `cut off from the state store for ${(cutOff / 1000).toFixed(1)} s, longer than state.maxStaleness (${config.state.maxStaleness / 1000} s)`,
+      )
     }
     return { ready: reasons.length === 0, reasons }
   }
@@ -190,6 +201,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     await backend.audit.close()
     await replicas.close()
     await store.close()
+    await backend.lastState?.close()
   }
 
   health.start()
@@ -242,4 +254,14 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
       return closed
     },
   }
+}
+
+/**
+ * How long (ms) this replica has been cut off from its store, when that is longer than `maxStaleness` (0: off).
+ * Counted from the last sync, and only while the store does not answer: a quiet store is not a stale one.
+ */
+function cutOffFor(status: StoreStatus | undefined, maxStaleness: number): number | undefined {
+  if (maxStaleness === 0 || !status || status.reachable || status.lastSyncAt === undefined) return undefined
+  const staleFor = Date.now() - status.lastSyncAt
+  return staleFor > maxStaleness ? staleFor : undefined
 }

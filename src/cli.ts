@@ -24,7 +24,8 @@ ${Object.entries(COMMANDS)
 http://127.0.0.1:9090, or BLUEGREEN_ADMIN), --token T (or BLUEGREEN_ADMIN_TOKEN) and --json.
 
 Exit codes: 0 done; 1 the call failed (the reason is printed); 2 bad usage or an invalid config;
-3 a change was made but not every live replica applied it within the wait.
+3 replicas lagging: a change was made but not every replica applied it within the wait (or one is missing),
+or "replicas" found one behind or missing.
 `
 
 function fail(message: string, code: number): never {

@@ -20,6 +20,8 @@ export const ErrorCodes = {
   BG_NOT_FOUND: 'no such admin endpoint',
   BG_METHOD_NOT_ALLOWED:
     'the admin endpoint exists but not for this method, or a CONNECT to the proxy, which is no forward proxy',
+  BG_UNKNOWN_REPLICA: 'no replica with that id is in the registry (GET /replicas lists them)',
+  BG_REPLICA_LIVE: 'the replica is heartbeating: only a missing replica can be forgotten',
   BG_GENERATION_CONFLICT: 'expectedGeneration is stale: someone else changed the state first',
   BG_TARGET_UNHEALTHY:
     'the pool the change would send traffic to has no healthy upstream (use force to override)',

@@ -27,7 +27,7 @@ export class AdminCallError extends Error {
  */
 export async function callAdmin(
   options: AdminClientOptions,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'DELETE',
   path: string,
   body?: unknown,
 ): Promise<unknown> {

@@ -9,6 +9,7 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Color, State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
 import { type Action, type ChangeResult, Changes } from './changes.ts'
+import { ReplicaForgetting } from './forget-replica.ts'
 import { AdminGuard } from './guard.ts'
 import { readJsonObject, sendJson } from './http.ts'
 
@@ -50,11 +51,16 @@ type Handler = (
 interface Route {
   GET?: Handler
   POST?: Handler
+  DELETE?: Handler
 }
 
 const MAX_EVENTS = 1000
 /** Read-only endpoints for load balancers, orchestrators and Prometheus: answered whatever the Host header. */
 const OPEN_TO_ANY_HOST = new Set(['/healthz', '/readyz', '/metrics'])
+
+/** DELETE /replicas/ID: the one route with a parameter. */
+const REPLICA_PREFIX = '/replicas/'
+const REPLICA_ROUTE = '/replicas/:id'
 
 /** The change endpoints and the action each records in the audit trail. */
 const ACTIONS: Record<string, Action> = {
@@ -74,15 +80,18 @@ export class AdminServer {
   readonly #options: AdminOptions
   readonly #guard: AdminGuard
   readonly #changes: Changes
+  readonly #forgetting: ReplicaForgetting
   readonly #routes: Record<string, Route>
 
   constructor(options: AdminOptions) {
     this.#options = options
     this.#guard = new AdminGuard({ ...options.config, logger: options.logger })
     this.#changes = new Changes({ ...options, waitTimeout: options.config.waitTimeout })
+    this.#forgetting = new ReplicaForgetting(options)
     this.#routes = {
       '/state': { GET: this.#getState },
       '/replicas': { GET: this.#getReplicas },
+      [REPLICA_ROUTE]: { DELETE: this.#forgetReplica },
       '/events': { GET: this.#getEvents },
       '/metrics': { GET: this.#getMetrics },
       '/healthz': { GET: (_req, res) => sendJson(res, 200, { status: 'ok' }) },
@@ -121,14 +130,16 @@ export class AdminServer {
     const target = req.url ?? '/'
     const query = target.indexOf('?')
     const path = query === -1 ? target : target.slice(0, query)
+    const routeName = path.startsWith(REPLICA_PREFIX) ? REPLICA_ROUTE : path
     // A change refused at the door (Host, Origin, token) is an attempt all the same, and goes on the record.
     const action = req.method === 'POST' ? ACTIONS[path] : undefined
+    const forgetting = req.method === 'DELETE' && routeName === REPLICA_ROUTE
     let tokenName: string | undefined
     let handler: Handler | undefined
     try {
       // Probes and scrapers name the pod's address as Host; these answers say nothing a rebinding page could use.
       if (!(req.method === 'GET' && OPEN_TO_ANY_HOST.has(path))) this.#guard.checkHost(req)
-      const route = this.#routes[path]
+      const route = this.#routes[routeName]
       if (!route) throw new BlueGreenError('BG_NOT_FOUND', `no admin endpoint ${path}`, 404)
       const methods = Object.keys(route)
       handler = route[req.method as keyof Route]
@@ -136,9 +147,13 @@ export class AdminServer {
         res.setHeader('allow', methods.join(', '))
         throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`, 405)
       }
-      if (req.method === 'POST') tokenName = this.#guard.authorize(req)
+      // Everything but a read needs the token.
+      if (req.method !== 'GET') tokenName = this.#guard.authorize(req)
     } catch (error) {
-      if (action && error instanceof BlueGreenError) this.#changes.refused(action, req, error)
+      if (error instanceof BlueGreenError) {
+        if (action) this.#changes.refused(action, req, error)
+        else if (forgetting) this.#forgetting.refused(replicaIdIn(path), req, error)
+      }
       throw error
     }
     await handler(req, res, tokenName)
@@ -183,9 +198,9 @@ export class AdminServer {
   }
 
   readonly #getReplicas: Handler = async (_req, res) => {
-    let replicas: Awaited<ReturnType<ReplicaRegistry['list']>>
+    let listing: Awaited<ReturnType<ReplicaRegistry['list']>>
     try {
-      replicas = await this.#options.replicas.list()
+      listing = await this.#options.replicas.list()
     } catch (error) {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
@@ -193,7 +208,19 @@ export class AdminServer {
         503,
       )
     }
-    sendJson(res, 200, { generation: this.#options.snapshot()?.state.generation ?? null, replicas })
+    sendJson(res, 200, {
+      generation: this.#options.snapshot()?.state.generation ?? null,
+      replicas: listing.live,
+      missing: listing.missing,
+    })
+  }
+
+  readonly #forgetReplica: Handler = async (req, res, tokenName) => {
+    const path = (req.url ?? '/').split('?')[0]!
+    const id = replicaIdIn(path)
+    const body = await readJsonObject(req).catch((error: unknown) => error as Error)
+    const forgotten = await this.#forgetting.run(id, tokenName, req, body)
+    sendJson(res, 200, { forgotten })
   }
 
   readonly #getEvents: Handler = async (req, res) => {
@@ -223,23 +250,27 @@ export class AdminServer {
   #describeChange(result: ChangeResult): unknown {
     const described = { ...(this.#describe(result.state) as object), changed: result.changed }
     if (!result.wait) return described
-    const { complete, pending, replicas } = result.wait
+    const { complete, pending, replicas, missing } = result.wait
     const late = new Set(pending.map((replica) => replica.id))
-    // `replicas` stays a count (as it always was); `applied` names the ones that have the change.
+    // `replicas` stays a count of the live ones (as it always was); `applied` names those that have the change.
     const applied = replicas.filter((replica) => !late.has(replica.id)).map((replica) => replica.id)
-    return { ...described, wait: { complete, pending, replicas: replicas.length, applied } }
+    return { ...described, wait: { complete, pending, replicas: replicas.length, applied, missing } }
   }
 
   #describe(state: State): unknown {
     const applied = this.#options.snapshot()?.state.generation ?? null
     const status = this.#options.store.status?.()
+    // stale: what this replica serves is not confirmed by its store right now (it does not answer, or the state
+    // came from the replica's local copy at start-up).
     const store = status
       ? {
           reachable: status.reachable,
           lastSyncAt: status.lastSyncAt === undefined ? null : new Date(status.lastSyncAt).toISOString(),
           staleSeconds: status.lastSyncAt === undefined ? null : (Date.now() - status.lastSyncAt) / 1000,
+          stale: !status.reachable || status.restoredFrom !== undefined,
+          ...(status.restoredFrom === undefined ? {} : { restoredFrom: status.restoredFrom }),
         }
-      : { reachable: true, lastSyncAt: null, staleSeconds: 0 }
+      : { reachable: true, lastSyncAt: null, staleSeconds: 0, stale: false }
     const drain = this.#options.drainStatus?.()
     const health = this.#options.healthStatus?.()
     const watching = this.#options.watchStatus?.() ?? null
@@ -265,5 +296,15 @@ export class AdminServer {
         rolloutStep,
       },
     }
+  }
+}
+
+/** The id in /replicas/ID, decoded; as sent when it is not valid percent-encoding. */
+function replicaIdIn(path: string): string {
+  const encoded = path.slice(REPLICA_PREFIX.length)
+  try {
+    return decodeURIComponent(encoded)
+  } catch {
+    return encoded
   }
 }

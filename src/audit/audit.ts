@@ -1,8 +1,8 @@
 import type { Color, Weights } from '../state/state.ts'
 
 /**
- * One attempt to change the routing, accepted, unchanged (it asked for the state already in force, so nothing was
- * stored) or refused: who, what, from what, why, and how it ended.
+ * One attempt to change the routing (or to forget a missing replica), accepted, unchanged (it asked for the state
+ * already in force, so nothing was stored) or refused: who, what, from what, why, and how it ended.
  */
 export interface AuditEvent {
   /** ISO time the attempt ended. */
@@ -11,13 +11,15 @@ export interface AuditEvent {
   actor: string
   /** The client address the call came from. */
   address: string
-  action: 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort'
+  action: 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort' | 'forget-replica'
   from: { active: Color; weights: Weights; generation: number } | null
   to: { active: Color; weights: Weights } | null
   reason: string
   result: 'accepted' | 'unchanged' | 'refused'
   /** The new generation when accepted; the generation already in force when unchanged. */
   generation?: number
+  /** The replica's id, for forget-replica. */
+  replica?: string
   /** The BG_* code, when refused. */
   code?: string
   message?: string

@@ -7,7 +7,7 @@ export class UsageError extends Error {}
 export const EXIT_OK = 0
 export const EXIT_FAILED = 1
 export const EXIT_USAGE = 2
-/** The change was made, but not every live replica applied it within the wait. */
+/** Replicas lagging: a change was made but not every replica applied it within the wait, or one is behind or missing. */
 export const EXIT_WAIT_INCOMPLETE = 3
 
 export interface CommandValues {
@@ -131,17 +131,29 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
   replicas: {
-    usage: 'bluegreen replicas [--json]',
-    summary: 'every live proxy replica and the generation it applied',
-    options: [],
+    usage: 'bluegreen replicas [--json] | replicas forget ID [--reason TEXT]',
+    summary: 'every replica, its generation, and the missing ones (exit 3 if any is behind or missing)',
+    options: ['--reason TEXT           forget: why, for the audit trail'],
     run: async (client, args, values) => {
-      expectArguments('replicas', args, 0)
-      const reply = (await callAdmin(client, 'GET', '/replicas')) as {
-        generation: number | null
-        replicas: ReplicaLine[]
+      if (args[0] === 'forget') {
+        expectArguments('replicas forget', args.slice(1), 1)
+        const id = args[1]!
+        const body = values.reason === undefined ? undefined : { reason: values.reason }
+        const reply = (await callAdmin(client, 'DELETE', `/replicas/${encodeURIComponent(id)}`, body)) as {
+          forgotten: ReplicaLine
+        }
+        if (values.json) return { output: json(reply), exitCode: EXIT_OK }
+        return { output: `forgot ${id} (last seen ${reply.forgotten.lastSeen})\n`, exitCode: EXIT_OK }
       }
-      if (values.json) return { output: json(reply), exitCode: EXIT_OK }
-      return { output: replicasTable(reply), exitCode: EXIT_OK }
+      expectArguments('replicas', args, 0)
+      const reply = (await callAdmin(client, 'GET', '/replicas')) as ReplicasReply
+      // Scripts check that every replica serves the current generation before moving on.
+      const lagging =
+        (reply.missing ?? []).length > 0 ||
+        reply.replicas.some((replica) => replica.generation !== reply.generation)
+      const exitCode = lagging ? EXIT_WAIT_INCOMPLETE : EXIT_OK
+      if (values.json) return { output: json(reply), exitCode }
+      return { output: replicasTable(reply), exitCode }
     },
   },
 }
@@ -191,7 +203,7 @@ interface StateLine {
   replica?: {
     id: string
     appliedGeneration: number | null
-    store?: { reachable: boolean; staleSeconds: number | null }
+    store?: { reachable: boolean; staleSeconds: number | null; restoredFrom?: string }
     rolloutStep?: { waitingFor: string | null } | null
   }
   wait?: {
@@ -200,6 +212,8 @@ interface StateLine {
     replicas: number
     /** The ids of the replicas that applied it (absent from older proxies). */
     applied?: string[]
+    /** The replicas that stopped heartbeating (absent from older proxies). */
+    missing?: { id: string; lastSeen: string }[]
   }
 }
 
@@ -230,9 +244,10 @@ function show(value: unknown, values: CommandValues): CommandResult {
   }
   if (state.replica) {
     const store = state.replica.store
+    const copyNote = store?.restoredFrom ? ` (serving its local copy ${store.restoredFrom})` : ''
     const storeNote =
       store && !store.reachable
-        ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s`
+        ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s${copyNote}`
         : ''
     lines.push(`replica     ${state.replica.id} applied ${state.replica.appliedGeneration}${storeNote}`)
   }
@@ -242,14 +257,23 @@ function show(value: unknown, values: CommandValues): CommandResult {
 
 function waitLines(wait: StateLine['wait']): string[] {
   if (!wait) return []
-  const { complete, pending, replicas, applied } = wait
-  const names = applied && applied.length > 0 ? `: ${applied.join(', ')}` : ''
-  const lines = [
-    complete
-      ? `wait        all ${replicas} replica(s) applied it${names}`
-      : `wait        NOT applied in time by: ${pending.map((replica) => `${replica.id} (at ${replica.generation})`).join(', ')}`,
-  ]
-  if (!complete && applied && applied.length > 0) lines.push(`            applied by: ${applied.join(', ')}`)
+  const { complete, pending, replicas, applied, missing = [] } = wait
+  if (complete) {
+    const names = applied && applied.length > 0 ? `: ${applied.join(', ')}` : ''
+    return [`wait        all ${replicas} replica(s) applied it${names}`]
+  }
+  const problems: string[] = []
+  if (pending.length > 0) {
+    problems.push(
+      `NOT applied in time by: ${pending.map((replica) => `${replica.id} (at ${replica.generation})`).join(', ')}`,
+    )
+  }
+  if (missing.length > 0) {
+    const names = missing.map((replica) => `${replica.id} (last seen ${replica.lastSeen})`).join(', ')
+    problems.push(`missing (no heartbeat; may still serve an older state): ${names}`)
+  }
+  const lines = problems.map((problem, index) => `${index === 0 ? 'wait' : ''}`.padEnd(12) + problem)
+  if (applied && applied.length > 0) lines.push(`            applied by: ${applied.join(', ')}`)
   return lines
 }
 
@@ -265,6 +289,8 @@ interface AuditLine {
   actor: string
   action: string
   to: { active: string; weights: { blue: number; green: number } } | null
+  /** forget-replica: the replica's id. */
+  replica?: string
   result: string
   generation?: number
   code?: string
@@ -277,8 +303,12 @@ function eventsTable(events: AuditLine[]): string {
     event.at,
     event.actor,
     event.action,
-    event.to ? `${event.to.active} ${event.to.weights.blue}/${event.to.weights.green}` : '-',
-    event.result === 'refused' ? `refused ${event.code ?? ''}` : `${event.result} #${event.generation}`,
+    event.to
+      ? `${event.to.active} ${event.to.weights.blue}/${event.to.weights.green}`
+      : (event.replica ?? '-'),
+    event.result === 'refused'
+      ? `refused ${event.code ?? ''}`
+      : `${event.result}${event.generation === undefined ? '' : ` #${event.generation}`}`,
     event.reason,
   ])
   return table(['time', 'actor', 'action', 'to', 'result', 'reason'], rows)
@@ -292,16 +322,29 @@ interface ReplicaLine {
   lastSeen: string
 }
 
-function replicasTable(reply: { generation: number | null; replicas: ReplicaLine[] }): string {
-  const rows = reply.replicas.map((replica) => [
+interface ReplicasReply {
+  generation: number | null
+  replicas: ReplicaLine[]
+  /** Absent from older proxies. */
+  missing?: ReplicaLine[]
+}
+
+function replicasTable(reply: ReplicasReply): string {
+  const row = (replica: ReplicaLine, status: string) => [
     replica.id,
     replica.host,
     String(replica.pid),
     String(replica.generation),
-    replica.generation === reply.generation ? '' : 'behind',
+    status,
     replica.lastSeen,
-  ])
-  return table(['id', 'host', 'pid', 'generation', '', 'last seen'], rows)
+  ]
+  const rows = [
+    ...reply.replicas.map((replica) =>
+      row(replica, replica.generation < (reply.generation ?? 0) ? 'behind' : 'live'),
+    ),
+    ...(reply.missing ?? []).map((replica) => row(replica, 'missing')),
+  ]
+  return table(['id', 'host', 'pid', 'generation', 'status', 'last seen'], rows)
 }
 
 function table(header: string[], rows: string[][]): string {

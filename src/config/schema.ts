@@ -179,7 +179,7 @@ function upstreamProblem(value: unknown, url: URL | null): string | undefined {
 }
 
 function buildState(check: Checker, field: Field): StateConfig {
-  const state = check.section(field, ['store', 'path', 'redis', 'initial'])
+  const state = check.section(field, ['store', 'path', 'redis', 'initial', 'maxStaleness'])
   const store = check.oneOf(state.field('store'), ['file', 'redis'], 'file')
   const redisField = state.field('redis')
   if (store === 'redis') check.required(redisField, 'a mapping (url, key, ...) when state.store is "redis"')
@@ -188,6 +188,7 @@ function buildState(check: Checker, field: Field): StateConfig {
     store,
     path: resolve(process.cwd(), path),
     initial: check.oneOf(state.field('initial'), COLORS, 'blue'),
+    maxStaleness: check.read(state.field('maxStaleness'), 0, ...durationIn(0, MAX_TIMER_MS)),
   }
   if (redisField.value !== undefined) built.redis = buildRedis(check, redisField)
   return built
@@ -205,6 +206,8 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     'connectTimeout',
     'pollInterval',
     'heartbeatInterval',
+    'forgetMissingAfter',
+    'lastStateFile',
   ])
   const duration = (key: string, fallback: number) =>
     check.read(redis.field(key), fallback, ...durationIn(1, MAX_TIMER_MS))
@@ -215,6 +218,15 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     connectTimeout: duration('connectTimeout', 2_000),
     pollInterval: duration('pollInterval', 5_000),
     heartbeatInterval: duration('heartbeatInterval', 1_000),
+    forgetMissingAfter: duration('forgetMissingAfter', 600_000),
+    lastStateFile: lastStateFile(check, redis.field('lastStateFile')),
+  }
+  // Missing means silent for more than three heartbeats: a replica forgotten sooner would never be seen missing.
+  if (built.forgetMissingAfter <= built.heartbeatInterval * 3) {
+    check.report(
+      `${redis.path}.forgetMissingAfter`,
+      `must be longer than three heartbeatIntervals (${built.heartbeatInterval * 3}ms)`,
+    )
   }
   const sentinelPassword = check.read(redis.field('sentinelPassword'), undefined, anyString, 'a string')
   if (sentinelPassword) built.sentinelPassword = sentinelPassword
@@ -228,6 +240,22 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
   if (items) check.required(redis.field('name'), 'the Sentinel master name when sentinels are listed')
   if (name !== undefined) built.name = name
   return built
+}
+
+/**
+ * The image creates /var/lib/bluegreen for its user (and Kubernetes mounts a volume there), and it is where a
+ * service keeps its state on Linux (systemd's StateDirectory=bluegreen).
+ */
+export const LAST_STATE_FILE = '/var/lib/bluegreen/last-state.json'
+
+function lastStateFile(check: Checker, field: Field): string | null {
+  const file = check.read(
+    field,
+    LAST_STATE_FILE as string | false,
+    (value) => (value === false ? false : nonEmptyString(value)),
+    'a file path, or false to keep no local copy',
+  )
+  return file === false ? null : resolve(process.cwd(), file)
 }
 
 function buildSentinel(check: Checker, field: Field): { host: string; port: number } {

@@ -65,8 +65,12 @@ export interface RedisConfig {
   connectTimeout: number
   /** Re-read the key this often, in case a published change was missed. */
   pollInterval: number
-  /** Each replica reports itself this often; it counts as gone after three missed reports. */
+  /** Each replica reports itself this often; it counts as missing after three missed reports. */
   heartbeatInterval: number
+  /** A missing replica is listed (and keeps `wait` from completing) this long before it is dropped. */
+  forgetMissingAfter: number
+  /** Where this replica keeps the last state it applied, to serve if it starts while Redis is down; null: nowhere. */
+  lastStateFile: string | null
 }
 
 export interface StateConfig {
@@ -74,6 +78,8 @@ export interface StateConfig {
   path: string
   redis?: RedisConfig
   initial: Color
+  /** A replica cut off from the store for longer than this fails /readyz; 0 is off. */
+  maxStaleness: number
 }
 
 export interface TimeoutsConfig {

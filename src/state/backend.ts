@@ -4,7 +4,9 @@ import type { Config } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { FileStateStore } from './file-store.ts'
+import type { LocalStateCopy } from './local-copy.ts'
 import { LocalReplicaRegistry } from './local-replicas.ts'
+import type { RedisStateStore } from './redis-store.ts'
 import type { ReplicaRegistry, StateStore } from './store.ts'
 
 export interface StateBackend {
@@ -15,6 +17,15 @@ export interface StateBackend {
   exchange: WindowExchange
   /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
   loadBeforeListening: boolean
+  /** With Redis, this replica's local copy of the last state it applied (state.redis.lastStateFile). */
+  lastState?: LastStateCopy
+}
+
+export interface LastStateCopy {
+  /** When the store cannot load: serves the local copy until it can (read once). True when there was one. */
+  restore(): Promise<boolean>
+  /** Finishes the write in progress. */
+  close(): Promise<void>
 }
 
 /** Redis's modules (and ioredis) are loaded only when the config asks for Redis: start-up is mostly module loading. */
@@ -26,13 +37,19 @@ export async function createStateBackend(
 ): Promise<StateBackend> {
   const { state } = config
   if (state.store === 'redis' && state.redis) {
-    const [{ RedisStateStore }, { RedisReplicaRegistry }, { RedisAuditTrail }, { RedisExchange }] =
-      await Promise.all([
-        import('./redis-store.ts'),
-        import('./redis-replicas.ts'),
-        import('../audit/redis-audit.ts'),
-        import('../rollout/exchange.ts'),
-      ])
+    const [
+      { RedisStateStore },
+      { RedisReplicaRegistry },
+      { RedisAuditTrail },
+      { RedisExchange },
+      { LocalStateCopy },
+    ] = await Promise.all([
+      import('./redis-store.ts'),
+      import('./redis-replicas.ts'),
+      import('../audit/redis-audit.ts'),
+      import('../rollout/exchange.ts'),
+      import('./local-copy.ts'),
+    ])
     const store = new RedisStateStore({
       config: state.redis,
       initial: state.initial,
@@ -46,6 +63,7 @@ export async function createStateBackend(
       key: state.redis.key,
       replicaId,
       heartbeatInterval: state.redis.heartbeatInterval,
+      forgetMissingAfter: state.redis.forgetMissingAfter,
       logger,
     })
     const audit = new RedisAuditTrail(store.client, state.redis.key, config.admin.auditKeep)
@@ -55,7 +73,19 @@ export async function createStateBackend(
       replicaId,
       exchangeFreshness(config.rollback.evaluateEvery),
     )
-    return { store, replicas, audit, exchange, loadBeforeListening: false }
+    const { lastStateFile } = state.redis
+    let lastState: LastStateCopy | undefined
+    if (lastStateFile !== null) {
+      const copy = new LocalStateCopy({ file: lastStateFile, key: state.redis.key, logger })
+      store.subscribe((applied) => copy.save(applied))
+      // Read once: the first failed load finds out whether there is a usable copy; later retries only ask Redis.
+      let restoring: Promise<boolean> | undefined
+      lastState = {
+        restore: () => (restoring ??= restore(copy, store, logger)),
+        close: () => copy.close(),
+      }
+    }
+    return { store, replicas, audit, exchange, loadBeforeListening: false, lastState }
   }
   return {
     store: new FileStateStore({ path: state.path, initial: state.initial, logger }),
@@ -64,4 +94,19 @@ export async function createStateBackend(
     exchange: new LocalExchange(),
     loadBeforeListening: true,
   }
+}
+
+async function restore(copy: LocalStateCopy, store: RedisStateStore, logger: Logger): Promise<boolean> {
+  const saved = await copy.read()
+  if (!saved || !store.adopt(saved.state, saved.savedAt, copy.file)) return false
+  logger.warn(
+    {
+      file: copy.file,
+      generation: saved.state.generation,
+      active: saved.state.active,
+      savedAt: new Date(saved.savedAt).toISOString(),
+    },
+    'Redis does not answer at start-up: serving the last state this replica applied, from its local copy, until it does (stale)',
+  )
+  return true
 }

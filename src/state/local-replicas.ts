@@ -1,5 +1,5 @@
 import { hostname } from 'node:os'
-import type { ReplicaInfo, ReplicaRegistry, WaitResult } from './store.ts'
+import type { ForgetResult, ReplicaInfo, ReplicaListing, ReplicaRegistry, WaitResult } from './store.ts'
 
 /** The file store's registry: one host, and this process is the one replica it knows of. */
 export class LocalReplicaRegistry implements ReplicaRegistry {
@@ -16,24 +16,30 @@ export class LocalReplicaRegistry implements ReplicaRegistry {
     this.#lastSeen = new Date().toISOString()
   }
 
-  async list(): Promise<ReplicaInfo[]> {
-    return [
-      {
-        id: this.#id,
-        host: hostname(),
-        pid: process.pid,
-        generation: this.#generation,
-        lastSeen: this.#lastSeen,
-      },
-    ]
+  async list(): Promise<ReplicaListing> {
+    return { live: [this.#self()], missing: [] }
   }
 
   async waitFor(generation: number): Promise<WaitResult> {
     // The store applies its own change before answering it, so there is nothing to wait for.
-    const replicas = await this.list()
+    const replicas = [this.#self()]
     const pending = replicas.filter((replica) => replica.generation < generation)
-    return { complete: pending.length === 0, generation, replicas, pending }
+    return { complete: pending.length === 0, generation, replicas, pending, missing: [] }
+  }
+
+  async forget(id: string): Promise<ForgetResult> {
+    return id === this.#id ? { result: 'live', replica: this.#self() } : { result: 'unknown' }
   }
 
   async close(): Promise<void> {}
+
+  #self(): ReplicaInfo {
+    return {
+      id: this.#id,
+      host: hostname(),
+      pid: process.pid,
+      generation: this.#generation,
+      lastSeen: this.#lastSeen,
+    }
+  }
 }

@@ -1,11 +1,13 @@
 // The replica registry on Redis: each replica heartbeats its id, host, pid and applied generation into one hash,
 // stamped with Redis's own clock (so clock skew between hosts cannot make a replica look dead or alive), and
 // publishes an acknowledgement the moment it applies a generation, so `wait: true` answers in milliseconds.
+// A replica that stops heartbeating stays in the hash, listed as missing, until it comes back, an operator
+// forgets it, or it ages out: one cut off from Redis still serves whatever it last applied.
 
 import { hostname } from 'node:os'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.ts'
-import type { ReplicaInfo, ReplicaRegistry, WaitResult } from './store.ts'
+import type { ForgetResult, ReplicaInfo, ReplicaListing, ReplicaRegistry, WaitResult } from './store.ts'
 
 // KEYS[1] the registry hash. ARGV: replica id, its JSON, ack channel ('' for a plain heartbeat), ack message.
 const HEARTBEAT = `
@@ -34,9 +36,23 @@ end
 return result
 `
 
+// KEYS[1] the registry hash. ARGV: replica id, how old (ms) its entry must be to count as missing.
+// Returns {1, entry} when forgotten, {-1, entry} when the replica is live (left alone), {0} when there is none.
+const FORGET = `
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry then return {0} end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local seen = tonumber(string.match(entry, '^(%d+)|'))
+if seen and now - seen <= tonumber(ARGV[2]) then return {-1, entry} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return {1, entry}
+`
+
 interface ScriptedRedis extends Redis {
   bluegreenHeartbeat(key: string, id: string, entry: string, channel: string, ack: string): Promise<number>
   bluegreenReplicas(key: string, dropAfterMs: string): Promise<(string | number)[]>
+  bluegreenForget(key: string, id: string, liveForMs: string): Promise<[number, string?]>
 }
 
 /** What a replica publishes when it has applied a generation; appliedAt is a high-resolution epoch time in ms. */
@@ -52,6 +68,8 @@ export interface RedisReplicaRegistryOptions {
   key: string
   replicaId: string
   heartbeatInterval: number
+  /** How long a missing replica stays listed before it is dropped from the registry. */
+  forgetMissingAfter: number
   logger: Logger
 }
 
@@ -78,6 +96,7 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
     this.#client = options.client as ScriptedRedis
     this.#client.defineCommand('bluegreenHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT })
     this.#client.defineCommand('bluegreenReplicas', { numberOfKeys: 1, lua: LIST })
+    this.#client.defineCommand('bluegreenForget', { numberOfKeys: 1, lua: FORGET })
     this.#key = registryKey(options.key)
     this.#channel = acknowledgementChannel(options.key)
     options.subscriber.on('message', (channel: string, message: string) => {
@@ -115,24 +134,31 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
     this.#beat(ack)
   }
 
-  async list(): Promise<ReplicaInfo[]> {
-    // Entries far past their liveness are dropped for good; recently silent ones are only left out.
-    const reply = await this.#client.bluegreenReplicas(this.#key, String(this.#liveFor * 20))
+  async list(): Promise<ReplicaListing> {
+    const reply = await this.#client.bluegreenReplicas(this.#key, String(this.#options.forgetMissingAfter))
     const now = Number(reply[0])
-    const replicas: ReplicaInfo[] = []
+    const live: ReplicaInfo[] = []
+    const silent: ReplicaInfo[] = []
     for (let i = 1; i < reply.length; i += 2) {
-      const entry = String(reply[i + 1])
-      const separator = entry.indexOf('|')
-      const seen = Number(entry.slice(0, separator))
-      if (now - seen > this.#liveFor) continue
-      try {
-        const info = JSON.parse(entry.slice(separator + 1)) as Omit<ReplicaInfo, 'lastSeen'>
-        replicas.push({ ...info, lastSeen: new Date(seen).toISOString() })
-      } catch {
-        // Someone else's garbage in our hash; not a replica.
-      }
+      const entry = parseEntry(String(reply[i + 1]))
+      if (entry) (now - entry.seen > this.#liveFor ? silent : live).push(entry.replica)
     }
-    return replicas.sort((a, b) => a.id.localeCompare(b.id))
+    // A restarted container comes back under its host name and process id (1): two processes cannot hold one pid
+    // on one host at once, so a silent entry with the same pair as a live one is its dead predecessor.
+    const replaced = silent.filter((old) =>
+      live.some((next) => next.host === old.host && next.pid === old.pid),
+    )
+    if (replaced.length > 0) {
+      this.#client
+        .hdel(this.#key, ...replaced.map((replica) => replica.id))
+        .catch((error: unknown) =>
+          this.#options.logger.debug({ err: error }, 'cannot drop a replaced replica'),
+        )
+    }
+    return {
+      live: byId(live),
+      missing: byId(silent.filter((replica) => !replaced.includes(replica))),
+    }
   }
 
   async waitFor(generation: number, timeoutMs: number): Promise<WaitResult> {
@@ -146,22 +172,24 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
     this.#waiters.add(waiter)
     try {
       for (;;) {
-        const replicas = await this.list()
-        const pending = replicas.filter(
+        const listing = await this.list()
+        const pending = listing.live.filter(
           (replica) => replica.generation < generation && !acknowledged.has(replica.id),
         )
-        if (pending.length === 0 || Date.now() >= deadline) {
-          return { complete: pending.length === 0, generation, replicas, pending }
+        // A missing replica may still serve an older state: the change is not confirmed while one is silent.
+        const missing = listing.missing.filter((replica) => !acknowledged.has(replica.id))
+        const outstanding = [...pending, ...missing]
+        if (outstanding.length === 0 || Date.now() >= deadline) {
+          return { complete: outstanding.length === 0, generation, replicas: listing.live, pending, missing }
         }
-        // Wait for the next acknowledgement, or re-list every interval so a replica that died drops out.
+        // Wait for the next acknowledgement, or re-list every interval so a replica that died or came back is seen.
         await new Promise<void>((resolve) => {
           const timer = setTimeout(
             resolve,
             Math.min(this.#options.heartbeatInterval, Math.max(deadline - Date.now(), 0)),
           )
           wake = () => {
-            const stillPending = pending.some((replica) => !acknowledged.has(replica.id))
-            if (stillPending) return
+            if (outstanding.some((replica) => !acknowledged.has(replica.id))) return
             clearTimeout(timer)
             resolve()
           }
@@ -170,6 +198,13 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
     } finally {
       this.#waiters.delete(waiter)
     }
+  }
+
+  async forget(id: string): Promise<ForgetResult> {
+    const [outcome, entry] = await this.#client.bluegreenForget(this.#key, id, String(this.#liveFor))
+    const replica = entry === undefined ? undefined : parseEntry(entry)?.replica
+    if (outcome === 0 || !replica) return { result: 'unknown' }
+    return { result: outcome === 1 ? 'forgotten' : 'live', replica }
   }
 
   async close(): Promise<void> {
@@ -199,6 +234,24 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
       )
       .catch((error: unknown) => this.#options.logger.debug({ err: error }, 'heartbeat failed'))
   }
+}
+
+/** A registry entry, "<seen ms>|<json>"; anything else in the hash is not a replica. */
+function parseEntry(entry: string): { seen: number; replica: ReplicaInfo } | undefined {
+  const separator = entry.indexOf('|')
+  const seen = Number(entry.slice(0, separator))
+  if (separator === -1 || !Number.isSafeInteger(seen)) return undefined
+  try {
+    const info = JSON.parse(entry.slice(separator + 1)) as Omit<ReplicaInfo, 'lastSeen'>
+    if (typeof info.id !== 'string') return undefined
+    return { seen, replica: { ...info, lastSeen: new Date(seen).toISOString() } }
+  } catch {
+    return undefined
+  }
+}
+
+function byId(replicas: ReplicaInfo[]): ReplicaInfo[] {
+  return replicas.sort((a, b) => a.id.localeCompare(b.id))
 }
 
 export function parseAcknowledgement(message: string): Acknowledgement | undefined {

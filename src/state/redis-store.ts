@@ -54,6 +54,8 @@ export class RedisStateStore implements StateStore {
   #reachable = false
   #lastSyncAt: number | undefined
   #lastInvalid: string | undefined
+  /** The local file the state served came from, until Redis answers (see adopt). */
+  #restoredFrom: string | undefined
   /** Redis's clock minus this process's, in ms, measured on reads; undefined until the first read. */
   #clockOffset: number | undefined
 
@@ -98,7 +100,22 @@ export class RedisStateStore implements StateStore {
   }
 
   status(): StoreStatus {
-    return { reachable: this.#reachable, lastSyncAt: this.#lastSyncAt }
+    const status: StoreStatus = { reachable: this.#reachable, lastSyncAt: this.#lastSyncAt }
+    if (this.#restoredFrom !== undefined) status.restoredFrom = this.#restoredFrom
+    return status
+  }
+
+  /**
+   * Start-up while Redis does not answer: serve the state this replica applied before it restarted (its local
+   * copy, from `file`, written at `savedAt`) until Redis answers. Loading then settles it by generation: Redis's
+   * newer state wins, and a Redis that lost its data gets this one back. Ignored once a state is applied.
+   */
+  adopt(state: State, savedAt: number, file: string): boolean {
+    if (this.#current || this.#closed) return false
+    this.#lastSyncAt = savedAt
+    this.#restoredFrom = file
+    this.#apply(state)
+    return true
   }
 
   async change(change: StateChange, expectedGeneration?: number): Promise<State> {
@@ -197,8 +214,21 @@ export class RedisStateStore implements StateStore {
     const timeout = this.#options.config.connectTimeout
     await Promise.all([connected(this.#client, timeout), connected(this.#subscriber, timeout)])
     await this.#subscriber.subscribe(this.#channel)
-    const initial = initialState(this.#options.initial)
-    await this.#client.bluegreenSeed(this.#key, '0', JSON.stringify(initial), '', this.#channel)
+    // An adopted state seeds like the initial one: written only when Redis has none or an older one.
+    const seed = this.#current ?? initialState(this.#options.initial)
+    const seeded = await this.#client.bluegreenSeed(
+      this.#key,
+      String(seed.generation),
+      JSON.stringify(seed),
+      '',
+      this.#channel,
+    )
+    if (seeded === 1 && this.#current) {
+      this.#logger.warn(
+        { key: this.#key, generation: seed.generation },
+        'Redis had no state or an older one; put back the state this replica served from its local copy',
+      )
+    }
     const stored = await this.#read()
     const state = stored === undefined ? undefined : this.#parse(stored)
     if (!state) {
@@ -207,7 +237,9 @@ export class RedisStateStore implements StateStore {
       )
     }
     this.#synced()
-    if (!this.#current || state.generation > this.#current.generation) this.#apply(state)
+    this.#restoredFrom = undefined
+    // Only ever forward: Redis's newer state, or its other content at the same generation (see supersedes).
+    this.#apply(state)
     this.#started = true
     this.#pollTimer = setInterval(() => void this.#refresh('poll'), this.#options.config.pollInterval)
     this.#pollTimer.unref()

@@ -53,6 +53,11 @@ export interface StoreStatus {
   reachable: boolean
   /** When this replica last confirmed its state against the store (ms since the epoch), if ever. */
   lastSyncAt: number | undefined
+  /**
+   * The local file the state served was read from, when this replica started while the store was unreachable
+   * and the store has not answered since.
+   */
+  restoredFrom?: string
 }
 
 /** One proxy replica as the registry knows it. */
@@ -67,24 +72,49 @@ export interface ReplicaInfo {
 }
 
 export interface WaitResult {
-  /** True when every live replica had applied the generation before the timeout. */
+  /** True when every live replica had applied the generation before the timeout, and none was missing. */
   complete: boolean
   generation: number
+  /** The live replicas. */
   replicas: ReplicaInfo[]
   /** The live replicas that had not applied it yet, at the timeout. */
   pending: ReplicaInfo[]
+  /** The replicas that stopped heartbeating: they may still serve an older state. */
+  missing: ReplicaInfo[]
 }
 
+/** The registry's view of the replicas. */
+export interface ReplicaListing {
+  /** Heartbeating, this one included. */
+  live: ReplicaInfo[]
+  /**
+   * Seen recently but silent for more than three heartbeats: cut off from the store, frozen or dead, nobody can
+   * tell which, so they are named until they come back, are forgotten, or age out.
+   */
+  missing: ReplicaInfo[]
+}
+
+/** What forgetting a replica found: only a missing one can be forgotten, since a live one would list itself again. */
+export type ForgetResult =
+  | { result: 'forgotten'; replica: ReplicaInfo }
+  | { result: 'live'; replica: ReplicaInfo }
+  | { result: 'unknown' }
+
 /**
- * Every live proxy replica and the generation it has applied. With Redis the replicas heartbeat into a shared
+ * Every proxy replica and the generation it has applied. With Redis the replicas heartbeat into a shared
  * registry; with the file store this process is the only replica it knows.
  */
 export interface ReplicaRegistry {
   /** Says this replica has applied `generation`, at once (waiters are woken) and then with every heartbeat. */
   report(generation: number): void
-  /** The live replicas, this one included. */
-  list(): Promise<ReplicaInfo[]>
-  /** Resolves when every live replica has applied `generation`, or at the timeout with the ones that have not. */
+  list(): Promise<ReplicaListing>
+  /**
+   * Resolves when every live replica has applied `generation` and none is missing, or at the timeout with the
+   * ones that have not and the missing ones.
+   */
   waitFor(generation: number, timeoutMs: number): Promise<WaitResult>
+  /** Drops a missing replica from the registry (an operator knows it is gone). */
+  forget(id: string): Promise<ForgetResult>
+  /** Stops heartbeating and deregisters: a replica that shuts down cleanly is gone, not missing. */
   close(): Promise<void>
 }

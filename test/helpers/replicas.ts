@@ -1,15 +1,21 @@
 // Proxy replicas as child processes sharing one Redis state, and the small HTTP helpers the Redis tests use.
 
 import { Agent, request } from 'node:http'
+import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { eventually } from './eventually.ts'
 import { type ChildProxy, spawnProxy, tempDir, writeConfig } from './servers.ts'
 
 export interface ReplicaOptions {
-  /** state.redis, as the config file says it. */
+  /**
+   * state.redis, as the config file says it. Unless it names a lastStateFile, the replica keeps its local copy of
+   * the state in its own temp dir (removed by close()), never in the default shared by every proxy on the host.
+   */
   redis: Record<string, unknown>
   blue: string
   green: string
+  /** More keys of the state section beside store and redis (maxStaleness, initial). */
+  state?: Record<string, unknown>
   /** admin.waitTimeout for `wait: true`. */
   waitTimeout?: string
   /** More top-level config sections (rollback, pools with health checks, ...), merged over the defaults here. */
@@ -28,7 +34,11 @@ export async function startReplica(options: ReplicaOptions): Promise<Replica> {
     listen: '127.0.0.1:0',
     admin: { listen: '127.0.0.1:0', waitTimeout: options.waitTimeout ?? '3s' },
     pools: { blue: { upstreams: [options.blue] }, green: { upstreams: [options.green] } },
-    state: { store: 'redis', redis: options.redis },
+    state: {
+      store: 'redis',
+      redis: { lastStateFile: join(dir.path, 'last-state.json'), ...options.redis },
+      ...options.state,
+    },
     log: { level: 'info' },
     shutdown: { grace: '1s' },
     ...options.extra,

@@ -174,14 +174,24 @@ describe('bluegreen CLI against a running proxy', () => {
     ])
     expect(table.code, table.stderr).toBe(0)
     const [header, ...body] = rows(table.stdout)
-    expect(header).toEqual(['id', 'host', 'pid', 'generation', 'last seen'])
+    expect(header).toEqual(['id', 'host', 'pid', 'generation', 'status', 'last seen'])
     expect(body).toHaveLength(1)
     expect(body[0]![2]).toBe(String(proxy.child.pid))
     expect(body[0]![3]).toBe('3')
+    expect(body[0]![4]).toBe('live')
     expect(JSON.parse(json.stdout)).toMatchObject({
       generation: 3,
       replicas: [{ pid: proxy.child.pid, generation: 3 }],
+      missing: [],
     })
+    // The one replica the file store knows is this live one, which cannot be forgotten.
+    const [live, usage] = await Promise.all([
+      runCliWith(['replicas', 'forget', body[0]![0]!, ...ci]),
+      runCliWith(['replicas', 'forget', ...ci]),
+    ])
+    expectRefused(live, 'BG_REPLICA_LIVE')
+    expect(usage.code).toBe(2)
+    expect(usage.stderr).toContain('replicas forget needs 1 argument')
   })
 
   it('--help on each command: its usage and options, exit 0, without calling the admin API', async () => {

@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { readdir, readFile } from 'node:fs/promises'
-import { join, relative, resolve } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse, parseAllDocuments } from 'yaml'
 import { buildConfig } from '../../src/config/schema.ts'
@@ -311,6 +311,21 @@ describe('the Kubernetes manifests', () => {
     const needed = Number(preStop) + (config.shutdown.delay + config.shutdown.grace) / 1000
     expect(config.shutdown.delay).toBeGreaterThan(0)
     expect(deployment.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThan(needed)
+  })
+
+  it('gives the read-only pod a writable volume where each replica keeps its local copy of the state', () => {
+    expect(container.securityContext.readOnlyRootFilesystem).toBe(true)
+    const file = config.state.redis?.lastStateFile
+    expect(file).toBeTruthy()
+    const mount = container.volumeMounts.find(
+      (candidate: Manifest) => !candidate.readOnly && dirname(file!) === candidate.mountPath,
+    )
+    expect(mount, `a writable mount at ${dirname(file!)}`).toBeTruthy()
+    const volume = deployment.spec.template.spec.volumes.find(
+      (candidate: Manifest) => candidate.name === mount.name,
+    )
+    // Kept across a container restart, the case the copy is for.
+    expect(volume.emptyDir ?? volume.persistentVolumeClaim).toBeTruthy()
   })
 
   it('runs as the image’s non-root user, the Secret kept out of kustomization', async () => {

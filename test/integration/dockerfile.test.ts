@@ -5,6 +5,7 @@ import { dirname, join, posix, relative } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
+import { LAST_STATE_FILE } from '../../src/config/schema.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { echoUpstream, freePort, REPO, type TestServer, tempDir } from '../helpers/servers.ts'
 
@@ -159,6 +160,8 @@ describe('the Dockerfile', () => {
     expect(uid).not.toBe('0')
     const stateDir = dirname(dockerConfig.state.path)
     expect(argsOf(final, 'RUN').join(' ')).toContain(`chown ${user} ${stateDir}`)
+    // With Redis, each replica's local copy of the state goes to the same directory by default.
+    expect(dirname(LAST_STATE_FILE)).toBe(stateDir)
   })
 
   it('checks /healthz on the admin listener of the config made for the image, with a timeout', () => {

@@ -107,7 +107,13 @@ describe('Redis state shared by three proxy replicas', () => {
       expect(switched.status, JSON.stringify(switched.body)).toBe(200)
       expect(switched.body.generation).toBe(++generation)
       const wait = switched.body.wait as { complete: boolean; replicas: number; pending: unknown[] }
-      expect(wait).toEqual({ complete: true, replicas: 3, pending: [], applied: expect.any(Array) })
+      expect(wait).toEqual({
+        complete: true,
+        replicas: 3,
+        pending: [],
+        applied: expect.any(Array),
+        missing: [],
+      })
       const answers = await Promise.all(replicas.map((replica) => get(replica.url)))
       for (const answer of answers) {
         if (answer.status !== 200 || answer.color !== target || !answer.body.includes(`"${target}"`)) wrong++

@@ -82,7 +82,12 @@ describe('buildConfig', () => {
           },
         },
       },
-      state: { store: 'file', path: resolve(process.cwd(), 'bluegreen-state.json'), initial: 'blue' },
+      state: {
+        store: 'file',
+        path: resolve(process.cwd(), 'bluegreen-state.json'),
+        initial: 'blue',
+        maxStaleness: 0,
+      },
       proxy: {
         timeouts: {
           connect: 5000,
@@ -280,6 +285,7 @@ describe('buildConfig', () => {
       store: 'redis',
       path: '/var/lib/bg.json',
       initial: 'green',
+      maxStaleness: 0,
       redis: {
         url: 'redis://127.0.0.1:6379',
         key: 'bluegreen:default',
@@ -292,6 +298,8 @@ describe('buildConfig', () => {
         connectTimeout: 2000,
         pollInterval: 5000,
         heartbeatInterval: 1000,
+        forgetMissingAfter: 600_000,
+        lastStateFile: '/var/lib/bluegreen/last-state.json',
       },
     })
 
@@ -309,6 +317,46 @@ describe('buildConfig', () => {
       'state.redis.sentinels[1].port',
       'state.redis.sentinels[1].tls',
       'state.redis.url',
+    ])
+  })
+
+  it('validates maxStaleness, forgetMissingAfter and the local state file', () => {
+    const config = buildConfig(
+      withPools({
+        state: {
+          store: 'redis',
+          maxStaleness: '30s',
+          redis: { forgetMissingAfter: '1h', lastStateFile: 'relative/last.json' },
+        },
+      }),
+      {},
+    )
+    expect(config.state.maxStaleness).toBe(30_000)
+    expect(config.state.redis).toMatchObject({
+      forgetMissingAfter: 3_600_000,
+      lastStateFile: resolve(process.cwd(), 'relative/last.json'),
+    })
+    const off = buildConfig(withPools({ state: { store: 'redis', redis: { lastStateFile: false } } }), {})
+    expect(off.state.redis?.lastStateFile).toBeNull()
+
+    const problems = problemsOf(
+      withPools({
+        state: {
+          maxStalenes: '5s',
+          redis: { heartbeatInterval: '5s', forgetMissingAfter: '15s', lastStateFile: true },
+        },
+      }),
+    )
+    expect(problems).toEqual([
+      { path: 'state.maxStalenes', message: expect.stringContaining('did you mean "maxStaleness"') },
+      { path: 'state.redis.lastStateFile', message: expect.stringContaining('or false') },
+      {
+        path: 'state.redis.forgetMissingAfter',
+        message: 'must be longer than three heartbeatIntervals (15000ms)',
+      },
+    ])
+    expect(problemsOf(withPools({ state: { maxStaleness: '-1s' } }))).toEqual([
+      { path: 'state.maxStaleness', message: expect.stringMatching(/^expected a duration/) },
     ])
   })
 
@@ -564,6 +612,8 @@ state:
       connectTimeout: 2000,
       pollInterval: 5000,
       heartbeatInterval: 1000,
+      forgetMissingAfter: 600_000,
+      lastStateFile: '/var/lib/bluegreen/last-state.json',
     })
     await expect(loadConfig(await file('contract2.yml', contractExample), {})).rejects.toMatchObject({
       code: 'BG_CONFIG_INVALID',

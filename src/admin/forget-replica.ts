@@ -1,0 +1,118 @@
+import type { IncomingMessage } from 'node:http'
+import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
+import { BlueGreenError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { RoutingSnapshot } from '../routing/snapshot.ts'
+import type { ForgetResult, ReplicaInfo, ReplicaRegistry } from '../state/store.ts'
+import { onlyFields, optionalString } from './http.ts'
+
+export interface ForgetOptions {
+  replicas: ReplicaRegistry
+  audit: AuditTrail
+  snapshot: () => RoutingSnapshot | undefined
+  logger: Logger
+}
+
+/**
+ * DELETE /replicas/ID: an operator says a missing replica is gone (a node drained, a VM deleted), so changes stop
+ * waiting for it. Only a missing replica can go: a live one would list itself again with its next heartbeat. Like
+ * a change, every attempt is audited, whatever its outcome.
+ */
+export class ReplicaForgetting {
+  readonly #options: ForgetOptions
+
+  constructor(options: ForgetOptions) {
+    this.#options = options
+  }
+
+  async run(
+    id: string,
+    tokenName: string | undefined,
+    req: IncomingMessage,
+    body: Record<string, unknown> | Error,
+  ): Promise<ReplicaInfo> {
+    const address = req.socket.remoteAddress ?? 'unknown'
+    const actor = tokenName === undefined ? address : `token:${tokenName}`
+    let reason = ''
+    let forgotten: ReplicaInfo
+    try {
+      if (id === '' || id.includes('/')) {
+        throw new BlueGreenError(
+          'BG_BAD_REQUEST',
+          'DELETE /replicas/ID takes one replica id, URL-encoded (GET /replicas lists them)',
+          400,
+        )
+      }
+      if (body instanceof Error) throw body
+      onlyFields(body, ['reason'])
+      reason = optionalString(body, 'reason') ?? `forget replica ${id}`
+      forgotten = forgottenOrThrow(id, await this.#forget(id))
+    } catch (error) {
+      const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
+      this.#record(actor, req, id, reason, { result: 'refused', code, message: (error as Error).message })
+      throw error
+    }
+    this.#record(actor, req, id, reason, { result: 'accepted' })
+    return forgotten
+  }
+
+  /** Records a call refused before it reached the registry (authentication, Host or Origin). */
+  refused(id: string, req: IncomingMessage, error: BlueGreenError): void {
+    const actor = req.socket.remoteAddress ?? 'unknown'
+    this.#record(actor, req, id, '', { result: 'refused', code: error.code, message: error.message })
+  }
+
+  async #forget(id: string): Promise<ForgetResult> {
+    try {
+      return await this.#options.replicas.forget(id)
+    } catch (error) {
+      throw new BlueGreenError(
+        'BG_STATE_UNAVAILABLE',
+        `cannot reach the replica registry: ${(error as Error).message}`,
+        503,
+      )
+    }
+  }
+
+  #record(
+    actor: string,
+    req: IncomingMessage,
+    id: string,
+    reason: string,
+    outcome: Pick<AuditEvent, 'result' | 'code' | 'message'>,
+  ): void {
+    const from = this.#options.snapshot()?.state
+    const event: AuditEvent = {
+      at: new Date().toISOString(),
+      actor,
+      address: req.socket.remoteAddress ?? 'unknown',
+      action: 'forget-replica',
+      from: from ? { active: from.active, weights: from.weights, generation: from.generation } : null,
+      to: null,
+      reason,
+      replica: id,
+      ...outcome,
+    }
+    if (event.result === 'accepted') this.#options.logger.info({ audit: event }, 'forget-replica accepted')
+    else this.#options.logger.warn({ audit: event }, 'forget-replica refused')
+    this.#options.audit.record(event).catch((error: unknown) => {
+      this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')
+    })
+  }
+}
+
+function forgottenOrThrow(id: string, outcome: ForgetResult): ReplicaInfo {
+  if (outcome.result === 'forgotten') return outcome.replica
+  if (outcome.result === 'live') {
+    throw new BlueGreenError(
+      'BG_REPLICA_LIVE',
+      `replica ${id} is live (last heartbeat ${outcome.replica.lastSeen}): only a missing replica can be forgotten`,
+      409,
+    )
+  }
+  throw new BlueGreenError(
+    'BG_UNKNOWN_REPLICA',
+    `no replica ${id} in the registry; GET /replicas lists them`,
+    404,
+  )
+}
