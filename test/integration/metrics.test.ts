@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseMetrics } from '../helpers/metrics.ts'
 import {
   adminPost,
   echoUpstream,
@@ -9,16 +10,6 @@ import {
   type TestServer,
 } from '../helpers/servers.ts'
 
-/** Parses a Prometheus text exposition into "name{labels}" -> value, the way a scraper reads it. */
-function parse(text: string): Map<string, number> {
-  const samples = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return samples
-}
 
 describe('metrics', () => {
   let blue: TestServer
@@ -43,7 +34,7 @@ describe('metrics', () => {
   async function scrape(): Promise<Map<string, number>> {
     const response = await fetch(`${proxy.admin}/metrics`)
     expect(response.headers.get('content-type')).toContain('text/plain')
-    return parse(await response.text())
+    return parseMetrics(await response.text())
   }
 
   it('counts requests and latency per color and status class, and the state gauges follow a switch', async () => {
@@ -90,7 +81,7 @@ describe('metrics', () => {
     try {
       const response = await fetch(`${lonely.url}/`)
       expect(response.status).toBe(502)
-      const samples = parse(await (await fetch(`${lonely.admin}/metrics`)).text())
+      const samples = parseMetrics(await (await fetch(`${lonely.admin}/metrics`)).text())
       expect(
         samples.get('bluegreen_upstream_errors_total{color="blue",reason="refused"}'),
       ).toBeGreaterThanOrEqual(1)
