@@ -9,6 +9,7 @@ import {
   buildOutlier,
   buildRollback,
 } from './operations-schema.ts'
+import { buildRetries } from './retries-schema.ts'
 import type {
   Config,
   ListenAddress,
@@ -248,8 +249,9 @@ function buildSentinel(check: Checker, field: Field): { host: string; port: numb
 }
 
 function buildProxy(check: Checker, field: Field): ProxyConfig {
-  const proxy = check.section(field, ['timeouts', 'preserveHost', 'trustedProxies', 'colorHeader'])
+  const proxy = check.section(field, ['timeouts', 'retries', 'preserveHost', 'trustedProxies', 'colorHeader'])
   const timeouts = buildTimeouts(check, proxy.field('timeouts'))
+  const retries = buildRetries(check, proxy.field('retries'))
   const items = check.list(proxy.field('trustedProxies'), 'IP addresses or CIDRs') ?? []
   const trustedProxies = items.map((item) => check.read(item, '', ipOrCidr, CIDR_EXPECTED))
   const colorHeader = check.read(
@@ -260,6 +262,7 @@ function buildProxy(check: Checker, field: Field): ProxyConfig {
   )
   return {
     timeouts,
+    retries,
     preserveHost: check.read(proxy.field('preserveHost'), true, parseBoolean, BOOLEAN_EXPECTED),
     trustedProxies,
     colorHeader: colorHeader === false ? null : colorHeader,
