@@ -15,8 +15,8 @@ const server = createServer(async (req, res) => {
     process.stdout.write(`${JSON.stringify({ held: `${req.method} ${req.url}`, bodyLength })}\n`)
     return
   }
-  // An explicit Connection header keeps Node from adding its `Keep-Alive: timeout=N` hint, as most servers (Go's,
-  // gunicorn, nginx by default) send none: undici honors a hint (minus 2 s), and would close the connection first.
+  // An explicit Connection header keeps Node from adding its `Keep-Alive: timeout=N` hint, as many servers (Go's
+  // net/http, nginx by default) send none: undici honors a hint (minus 2 s), and would close the connection first.
   res.writeHead(200, { 'content-type': 'application/json', connection: 'keep-alive' })
   res.end(JSON.stringify({ name, method: req.method, url: req.url, bodyLength }))
 })
