@@ -111,8 +111,9 @@ describe('retries', () => {
     const upstream = await spawnUpstream('blue', { keepAliveTimeout: 150 })
     processes.push(upstream)
     const proxy = await proxyTo([upstream.url])
-    // About one in ten of these lands on a connection the upstream is closing that very moment (in lockstep, the
-    // eight connections race together); the proxy reuses an idle upstream connection for up to 30 s.
+    // The proxy keeps an idle upstream connection for up to 30 s, so some of these go out on a connection the
+    // upstream is closing that very moment (in lockstep, the eight race together): without retries, 11 to 45 of
+    // the 320 failed here.
     const result = await rounds(proxy.url, { clients: 8, rounds: 40, pause: () => 140 + Math.random() * 20 })
     expect(result.sent).toBe(320)
     expect(failed(result), result.errors.join('\n')).toBe(0)
@@ -130,9 +131,9 @@ describe('retries', () => {
     })
     let stopAt = Number.POSITIVE_INFINITY
     const load = startLoad(proxy.url, 40, (result) => result.sent >= stopAt)
-    await eventually(() => load.result.sent >= 1000, { message: 'traffic on both upstreams' })
+    await eventually(() => load.result.sent >= 500, { message: 'traffic on both upstreams' })
     await doomed.kill()
-    stopAt = load.result.sent + 2000
+    stopAt = load.result.sent + 1000
     const result = await load.finished
     expect(failed(result), result.errors.join('\n')).toBe(0)
     const samples = await scrapeMetrics(proxy.admin)
