@@ -101,9 +101,12 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => snapshot,
     onOutcome,
-    onUpstreamFailure: (upstream, reason) => {
+    onUpstreamFailure: (upstream, reason, _error, retry) => {
       health.recordFailure(upstream, reason)
-      if (countRequests) metrics.upstreamErrors.labels(upstream.color, reason).inc()
+      if (!countRequests) return
+      metrics.upstreamErrors.labels(upstream.color, reason).inc()
+      if (retry === 'retried') metrics.upstreamRetries.labels(upstream.color, reason).inc()
+      else if (retry === 'denied') metrics.upstreamRetriesDenied.labels(upstream.color, reason).inc()
     },
   })
   const apply = (state: State): void => {

@@ -10,6 +10,7 @@ import {
   buildRollback,
   buildRollout,
 } from './operations-schema.ts'
+import { buildRetries } from './retries-schema.ts'
 import type {
   Config,
   ListenAddress,
@@ -279,8 +280,9 @@ function buildSentinel(check: Checker, field: Field): { host: string; port: numb
 }
 
 function buildProxy(check: Checker, field: Field): ProxyConfig {
-  const proxy = check.section(field, ['timeouts', 'preserveHost', 'trustedProxies', 'colorHeader'])
+  const proxy = check.section(field, ['timeouts', 'retries', 'preserveHost', 'trustedProxies', 'colorHeader'])
   const timeouts = buildTimeouts(check, proxy.field('timeouts'))
+  const retries = buildRetries(check, proxy.field('retries'))
   const items = check.list(proxy.field('trustedProxies'), 'IP addresses or CIDRs') ?? []
   const trustedProxies = items.map((item) => check.read(item, '', ipOrCidr, CIDR_EXPECTED))
   const colorHeader = check.read(
@@ -291,6 +293,7 @@ function buildProxy(check: Checker, field: Field): ProxyConfig {
   )
   return {
     timeouts,
+    retries,
     preserveHost: check.read(proxy.field('preserveHost'), true, parseBoolean, BOOLEAN_EXPECTED),
     trustedProxies,
     colorHeader: colorHeader === false ? null : colorHeader,

@@ -99,8 +99,29 @@ export interface TimeoutsConfig {
   clientRequest: number
 }
 
+/** Failures after which a request that reached an upstream may be sent again (README "Retries"). */
+export type RetryableFailure = 'reset' | 'header_timeout'
+
+export interface RetryBudgetConfig {
+  /** Retries of requests that reached an upstream: at most this share (percent) of a color's requests over 10 s... */
+  percent: number
+  /** ...plus this many a second, so a quiet color can still retry. */
+  minPerSecond: number
+}
+
+export interface RetriesConfig {
+  /** Times a request that reached an upstream is sent again (idempotent, no body, nothing relayed yet); 0 = never. */
+  max: number
+  /** Methods sent again: upper case, never POST, PATCH or CONNECT. */
+  methods: readonly string[]
+  /** The failures after which they are. */
+  on: readonly RetryableFailure[]
+  budget: RetryBudgetConfig
+}
+
 export interface ProxyConfig {
   timeouts: TimeoutsConfig
+  retries: RetriesConfig
   /** Pass the client's Host header to the upstream (true) or send the upstream's own host (false). */
   preserveHost: boolean
   /** Peers (IPs or CIDRs) whose X-Forwarded-* headers are kept and extended instead of replaced. */

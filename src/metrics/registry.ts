@@ -23,6 +23,8 @@ export class Metrics {
   /** bluegreen_requests_total and bluegreen_request_duration_seconds. */
   readonly requests: RequestMetrics
   readonly upstreamErrors: Counter<'color' | 'reason'>
+  readonly upstreamRetries: Counter<'color' | 'reason'>
+  readonly upstreamRetriesDenied: Counter<'color' | 'reason'>
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
 
   constructor(storeStatus: () => StoreStatus | undefined) {
@@ -31,6 +33,18 @@ export class Metrics {
     this.upstreamErrors = new Counter({
       name: 'bluegreen_upstream_errors_total',
       help: 'Failed attempts to reach an upstream (refused, reset, timeouts, broken responses), by color and reason',
+      labelNames: ['color', 'reason'],
+      registers,
+    })
+    this.upstreamRetries = new Counter({
+      name: 'bluegreen_upstream_retries_total',
+      help: 'Failed attempts after which the request was tried again, by color and the reason of the failure',
+      labelNames: ['color', 'reason'],
+      registers,
+    })
+    this.upstreamRetriesDenied = new Counter({
+      name: 'bluegreen_upstream_retries_denied_total',
+      help: 'Failed attempts that were not tried again for want of retry budget, by color and reason',
       labelNames: ['color', 'reason'],
       registers,
     })

@@ -8,6 +8,7 @@ import type { Color } from '../state/state.ts'
 import type { DrainableRequest, RequestTracker } from './drain.ts'
 import { clientResponseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
+import { CONNECT_ATTEMPTS, type RetryDecision, type RetryPolicy } from './retries.ts'
 import { classifyUpstreamError, type FailureReason, isRejectedRequest } from './upstream-errors.ts'
 
 /** What the forwarder reports for every request it handled, for the access log and metrics. */
@@ -25,12 +26,12 @@ export interface RequestOutcome {
 
 export interface ForwardOptions {
   colorHeader: string | null
-  /** How many upstreams of the pool to try when a connection cannot be made at all. */
-  maxAttempts: number
+  /** Which failed requests are tried again (retries.ts). */
+  retries: RetryPolicy
   /** Whether the proxy is shutting down: responses then close their connection. */
   draining: () => boolean
-  /** Every failed attempt, including one that was then retried on another upstream. */
-  onUpstreamFailure: (upstream: Upstream, reason: FailureReason, error: Error) => void
+  /** Every failed attempt, and whether the request was then tried again. */
+  onUpstreamFailure: (upstream: Upstream, reason: FailureReason, error: Error, retry: RetryDecision) => void
   /** Once per request, when it is over. */
   onOutcome: (outcome: RequestOutcome) => void
   /** Every request checks in when it starts and out when its response closes, so a drain can count and close it. */
@@ -49,8 +50,8 @@ class ClientClosedError extends Error {
  * Forwards one request to an upstream through undici's dispatch API and streams the response back with
  * backpressure both ways. One instance per request; it is the undici handler itself, so no closures are built.
  *
- * A request that never reached an upstream (connection refused, connect timeout) is retried on another upstream
- * of the same color: its body has not been read, so that is safe for every method. Once sent, it is never retried.
+ * A failed attempt is tried again on another upstream of the same color when retries.ts says so: a request that
+ * never reached an upstream, or an idempotent one without a body that failed before any of its response was relayed.
  */
 class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   /** Its place in its color's in-flight list, kept by the drain (drain.ts). */
@@ -66,7 +67,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   private upstream: Upstream
   private controller: Dispatcher.DispatchController | undefined
   private body: PassThrough | null | undefined
-  private attempts = 0
+  private connectFailures = 0
+  private resent = 0
+  /** Whether attempts go out on new connections (Upstream.freshPool): once a request is sent again, they do. */
+  private freshConnection = false
   private sent = false
   private finished = false
   private clientGone = false
@@ -90,6 +94,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     this.options = options
     res.on('close', this.onClientClose)
     options.inFlight.requestStarted(upstream.color, this)
+    options.retries.budget.requestStarted(upstream.color, this.startedAt)
   }
 
   /** The drain of its color timed out: closing the client's connection aborts the upstream request too. */
@@ -99,16 +104,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
 
   dispatch(): void {
     const { req } = this
-    // Made once: a retried request has not had its body read yet, so the same stream serves the next attempt.
+    // Made once: a request tried again has no body or never had it read (retries.ts), so one stream serves all.
     if (this.body === undefined) {
       const hasBody =
         req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
       this.body = hasBody ? requestBody(req) : null
     }
-    this.attempts++
+    this.sent = false
     this.upstream.outstanding++
+    const pool = this.freshConnection ? this.upstream.freshPool : this.upstream.pool
     try {
-      this.upstream.pool.dispatch(
+      pool.dispatch(
         {
           path: req.url ?? '/',
           method: req.method ?? 'GET',
@@ -181,15 +187,18 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
       return
     }
     const failure = classifyUpstreamError(error)
-    this.options.onUpstreamFailure(this.upstream, failure.reason, error)
-    if (!this.sent && this.attempts < this.options.maxAttempts) {
-      const next = chooseUpstream(this.pool, this.upstream)
-      if (next) {
-        this.upstream.outstanding--
-        this.upstream = next
-        this.dispatch()
-        return
-      }
+    const next = this.retryTarget(failure.reason)
+    this.options.onUpstreamFailure(
+      this.upstream,
+      failure.reason,
+      error,
+      typeof next === 'string' ? next : 'retried',
+    )
+    if (typeof next !== 'string') {
+      this.upstream.outstanding--
+      this.upstream = next
+      this.dispatch()
+      return
     }
     if (this.res.headersSent) {
       // The status line is out: the only honest signal left is a truncated response.
@@ -213,6 +222,24 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
       )
     }
     this.finish(failure.reason, error)
+  }
+
+  /** Where to try again after a failed attempt (see retries.ts), or why not. */
+  private retryTarget(reason: FailureReason): Upstream | 'denied' | 'none' {
+    // Once the status line is out, the client has its response, however it ends.
+    if (this.res.headersSent) return 'none'
+    if (!this.sent) {
+      if (++this.connectFailures >= CONNECT_ATTEMPTS) return 'none'
+      return chooseUpstream(this.pool, this.upstream) ?? 'none'
+    }
+    const { retries } = this.options
+    if (this.body !== null || this.resent >= retries.max || !retries.mayResend(this.req.method, reason))
+      return 'none'
+    if (!retries.budget.tryRetry(this.upstream.color, performance.now())) return 'denied'
+    this.resent++
+    this.freshConnection = true
+    // Another upstream when there is one; else this one again, on a new connection all the same.
+    return chooseUpstream(this.pool, this.upstream) ?? this.upstream
   }
 
   private finish(failure: FailureReason | undefined, error: Error | undefined): void {

@@ -18,6 +18,7 @@ import { ColorDrainer, type DrainStatus } from './drain.ts'
 import { codingsBesidesChunked, cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
+import { type RetryDecision, RetryPolicy } from './retries.ts'
 import type { FailureReason } from './upstream-errors.ts'
 import { WebSocketForwarder } from './ws-forward.ts'
 
@@ -27,7 +28,7 @@ export interface ProxyListenerOptions {
   /** The current routing snapshot; undefined until the state has been loaded. */
   snapshot: () => RoutingSnapshot | undefined
   onOutcome?: (outcome: RequestOutcome) => void
-  onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error) => void
+  onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error, retry: RetryDecision) => void
 }
 
 /** How often Node checks clientHeader and clientRequest (see the listener's options). */
@@ -98,14 +99,14 @@ export class ProxyListener {
     })
     this.forwardOptions = {
       colorHeader: config.proxy.colorHeader,
-      maxAttempts: 3,
+      retries: new RetryPolicy(config.proxy.retries),
       draining: () => this.draining,
-      onUpstreamFailure: (upstream, reason, error) => {
+      onUpstreamFailure: (upstream, reason, error, retry) => {
         logger.warn(
-          { color: upstream.color, upstream: upstream.url, reason, err: error },
+          { color: upstream.color, upstream: upstream.url, reason, retry, err: error },
           'upstream request failed',
         )
-        options.onUpstreamFailure?.(upstream, reason, error)
+        options.onUpstreamFailure?.(upstream, reason, error, retry)
       },
       onOutcome: options.onOutcome ?? (() => {}),
       inFlight: this.drains,
@@ -116,7 +117,7 @@ export class ProxyListener {
       connectTimeout: timeouts.connect,
       logger,
       onUpstreamFailure: (upstream, reason, error) =>
-        options.onUpstreamFailure?.(upstream, reason as FailureReason, error),
+        options.onUpstreamFailure?.(upstream, reason as FailureReason, error, 'none'),
       onOpened: (websocket) => this.drains.websocketOpened(websocket.color),
       onClosed: (websocket) => this.drains.websocketClosed(websocket.color),
     })

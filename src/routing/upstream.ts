@@ -13,13 +13,15 @@ export class Upstream {
   readonly pool: Pool
   /** Requests and WebSockets in flight to this upstream. */
   outstanding = 0
+  readonly #options: Pool.Options
+  #fresh: Pool | undefined
 
   constructor(color: Color, config: UpstreamConfig, pool: PoolConfig, timeouts: TimeoutsConfig) {
     this.color = color
     this.url = config.url
     this.origin = config.origin
     // undici's defaults suit a client, not an edge proxy: 300 s header and body timeouts, unbounded connections.
-    this.pool = new Pool(config.origin, {
+    this.#options = {
       connections: pool.maxConnectionsPerUpstream,
       pipelining: 1,
       headersTimeout: timeouts.header,
@@ -27,15 +29,26 @@ export class Upstream {
       keepAliveTimeout: timeouts.upstreamIdle,
       keepAliveMaxTimeout: timeouts.upstreamIdle,
       connect: { timeout: timeouts.connect, noDelay: true },
-    })
+    }
+    this.pool = new Pool(config.origin, this.#options)
   }
 
-  close(): Promise<void> {
-    return this.pool.close()
+  /**
+   * Connections that serve one request each (pipelining 0 turns keep-alive off), for requests sent again: the idle
+   * connection a request failed on may have been closed by the upstream, and so may every other idle one, since an
+   * upstream that closes idle connections or dies closes them all. Made at the first retry.
+   */
+  get freshPool(): Pool {
+    this.#fresh ??= new Pool(this.origin, { ...this.#options, pipelining: 0 })
+    return this.#fresh
   }
 
-  destroy(): Promise<void> {
-    return this.pool.destroy()
+  async close(): Promise<void> {
+    await Promise.all([this.pool.close(), this.#fresh?.close()])
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([this.pool.destroy(), this.#fresh?.destroy()])
   }
 }
 

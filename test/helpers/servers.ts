@@ -219,3 +219,46 @@ export async function spawnProxy(configFile: string, env: NodeJS.ProcessEnv = {}
     },
   }
 }
+
+/** An upstream in a child process of its own (upstream-process.ts), for tests that kill it. */
+export interface UpstreamProcess {
+  child: ChildProcess
+  url: string
+  /** Its stdout so far: one JSON line per held request (see upstream-process.ts). */
+  output: () => string
+  /** SIGKILL, as a crash: no response is finished and every connection closes at once. */
+  kill(): Promise<void>
+}
+
+export async function spawnUpstream(
+  name: string,
+  options: { keepAliveTimeout?: number } = {},
+): Promise<UpstreamProcess> {
+  const program = join(REPO, 'test/helpers/upstream-process.ts')
+  const child = spawn(process.execPath, [program, name, String(options.keepAliveTimeout ?? 0)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let output = ''
+  child.stdout?.on('data', (chunk) => {
+    output += chunk
+  })
+  const exited = once(child, 'exit')
+  const port = await eventually(
+    () => {
+      if (child.exitCode !== null) throw new Error(`upstream ${name} exited with ${child.exitCode}`)
+      const line = output.split('\n').find((entry) => entry.startsWith('{"port"'))
+      return line ? (JSON.parse(line) as { port: number }).port : undefined
+    },
+    { message: `upstream ${name} to listen` },
+  )
+  return {
+    child,
+    url: `http://127.0.0.1:${port}`,
+    output: () => output,
+    kill: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.kill('SIGKILL')
+      await exited
+    },
+  }
+}

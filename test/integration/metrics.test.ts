@@ -1,24 +1,15 @@
 import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseMetrics } from '../helpers/metrics.ts'
 import {
   adminPost,
   echoUpstream,
+  refusedUrl,
   startProxy,
   startServer,
   type TestProxy,
   type TestServer,
 } from '../helpers/servers.ts'
-
-/** Parses a Prometheus text exposition into "name{labels}" -> value, the way a scraper reads it. */
-function parse(text: string): Map<string, number> {
-  const samples = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    samples.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return samples
-}
 
 describe('metrics', () => {
   let blue: TestServer
@@ -43,7 +34,7 @@ describe('metrics', () => {
   async function scrape(): Promise<Map<string, number>> {
     const response = await fetch(`${proxy.admin}/metrics`)
     expect(response.headers.get('content-type')).toContain('text/plain')
-    return parse(await response.text())
+    return parseMetrics(await response.text())
   }
 
   it('counts requests and latency per color and status class, and the state gauges follow a switch', async () => {
@@ -74,12 +65,35 @@ describe('metrics', () => {
   })
 
   const promtool = spawnSync('sh', ['-c', 'command -v promtool']).status === 0
-  it.skipIf(!promtool)('passes promtool check metrics (where promtool is installed)', async () => {
-    const exposition = await (await fetch(`${proxy.admin}/metrics`)).text()
+  /** What `promtool check metrics` finds wrong with an exposition. */
+  function promtoolProblems(exposition: string): string[] {
     const checked = spawnSync('promtool', ['check', 'metrics'], { input: exposition, encoding: 'utf8' })
     const problems = `${checked.stdout}${checked.stderr}`.split('\n').filter((line) => line.trim() !== '')
     // prom-client's own nodejs_active_*_total gauges break a naming rule; ours must break none.
-    expect(problems.filter((line) => !/^nodejs_active_\w+_total /.test(line))).toEqual([])
+    return problems.filter((line) => !/^nodejs_active_\w+_total /.test(line))
+  }
+
+  it.skipIf(!promtool)('passes promtool check metrics (where promtool is installed)', async () => {
+    expect(promtoolProblems(await (await fetch(`${proxy.admin}/metrics`)).text())).toEqual([])
+  })
+
+  it('counts retries by color and the reason of the failure before them', async () => {
+    const retrying = await startProxy(
+      { blue: [await refusedUrl(), blue.url], green: [] },
+      { rollback: { enabled: false } },
+    )
+    try {
+      // Round-robin starts at the refused upstream: the first request is tried again on the live one.
+      expect((await fetch(`${retrying.url}/`)).status).toBe(200)
+      const exposition = await (await fetch(`${retrying.admin}/metrics`)).text()
+      const samples = parseMetrics(exposition)
+      expect(samples.get('bluegreen_upstream_errors_total{color="blue",reason="refused"}')).toBe(1)
+      expect(samples.get('bluegreen_upstream_retries_total{color="blue",reason="refused"}')).toBe(1)
+      expect(exposition).toContain('# TYPE bluegreen_upstream_retries_denied_total counter')
+      if (promtool) expect(promtoolProblems(exposition)).toEqual([])
+    } finally {
+      await retrying.close()
+    }
   })
 
   it('counts upstream errors by color and reason', async () => {
@@ -90,7 +104,7 @@ describe('metrics', () => {
     try {
       const response = await fetch(`${lonely.url}/`)
       expect(response.status).toBe(502)
-      const samples = parse(await (await fetch(`${lonely.admin}/metrics`)).text())
+      const samples = parseMetrics(await (await fetch(`${lonely.admin}/metrics`)).text())
       expect(
         samples.get('bluegreen_upstream_errors_total{color="blue",reason="refused"}'),
       ).toBeGreaterThanOrEqual(1)

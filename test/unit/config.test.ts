@@ -98,6 +98,12 @@ describe('buildConfig', () => {
           clientHeader: 30_000,
           clientRequest: 300_000,
         },
+        retries: {
+          max: 1,
+          methods: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'],
+          on: ['reset'],
+          budget: { percent: 20, minPerSecond: 3 },
+        },
         preserveHost: true,
         trustedProxies: [],
         colorHeader: 'x-bluegreen-color',
@@ -469,6 +475,63 @@ describe('buildConfig', () => {
     expect(messageAt(problems, 'rollout.onLowTraffic')).toBe(
       'expected one of: hold, proceed, got "hodl"; did you mean "hold"?',
     )
+  })
+
+  it('reads retries, with methods in upper case', () => {
+    const config = buildConfig(
+      withPools({
+        proxy: {
+          retries: {
+            max: '2',
+            methods: ['get', 'PROPFIND'],
+            on: ['reset', 'header_timeout'],
+            budget: { percent: 10 },
+          },
+        },
+      }),
+      {},
+    )
+    expect(config.proxy.retries).toEqual({
+      max: 2,
+      methods: ['GET', 'PROPFIND'],
+      on: ['reset', 'header_timeout'],
+      budget: { percent: 10, minPerSecond: 3 },
+    })
+    expect(
+      buildConfig(withPools({ proxy: { retries: { max: 0, on: [] } } }), {}).proxy.retries,
+    ).toMatchObject({
+      max: 0,
+      on: [],
+    })
+  })
+
+  it('reports every problem with retries', () => {
+    const problems = problemsOf(
+      withPools({
+        proxy: {
+          retries: {
+            max: -1,
+            methods: ['GTE', 'post', 3],
+            on: ['reset', 'timeout'],
+            budget: { percent: 120, minPerSeconds: 3 },
+          },
+        },
+      }),
+    )
+    expect(messageAt(problems, 'proxy.retries.max')).toBe('expected an integer from 0 to 10, got -1')
+    expect(messageAt(problems, 'proxy.retries.methods[0]')).toContain('did you mean "GET"?')
+    expect(messageAt(problems, 'proxy.retries.methods[1]')).toBe(
+      'POST is not idempotent: a request that reached an upstream is never sent again',
+    )
+    expect(messageAt(problems, 'proxy.retries.methods[2]')).toContain('got 3')
+    expect(messageAt(problems, 'proxy.retries.on[1]')).toContain('expected one of: reset, header_timeout')
+    expect(messageAt(problems, 'proxy.retries.budget.percent')).toContain('from 0 to 100')
+    expect(messageAt(problems, 'proxy.retries.budget.minPerSeconds')).toContain(
+      'did you mean "minPerSecond"?',
+    )
+    expect(problemsOf(withPools({ proxy: { retries: { methods: 'GET' } } }))).toEqual([
+      { path: 'proxy.retries.methods', message: 'expected a list of HTTP methods such as "GET", got "GET"' },
+    ])
   })
 })
 
