@@ -226,7 +226,7 @@ export class Changes {
     }
   }
 
-  /** POST /rollout: the first step now; the release guard takes it from there (src/rollout/guard.ts). */
+  /** POST /rollout: the first step now; the release guard takes it from there (src/rollout/release-guard.ts). */
   #rollout(
     body: Record<string, unknown>,
     from: State,

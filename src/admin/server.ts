@@ -8,9 +8,9 @@ import type { Metrics } from '../metrics/registry.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Color, State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
+import { AdminGuard } from './access.ts'
 import { type Action, type ChangeResult, Changes } from './changes.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
-import { AdminGuard } from './guard.ts'
 import { readJsonObject, sendJson } from './http.ts'
 
 export interface Readiness {

@@ -1,7 +1,8 @@
 import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { errorRatio, quantile, type WindowFigures } from '../metrics/windows.ts'
 
-// The release guard's decisions, pure: the same inputs always give the same answer (src/rollout/guard.ts acts on them).
+// The release guard's verdicts, pure: the same inputs always give the same answer (src/rollout/release-guard.ts
+// acts on them).
 
 export interface Verdict {
   /** healthy: within the thresholds; failing: past one; undecided: too few requests to say. */
