@@ -4,21 +4,11 @@ import type { PoolConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import { probeAll } from '../health/probe.ts'
 import type { Logger } from '../log.ts'
-import { onRequest, type Transition, undoesRollout } from '../rollout/machine.ts'
+import type { Transition } from '../rollout/machine.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
-import {
-  activeFor,
-  allTo,
-  COLORS,
-  type Color,
-  isColor,
-  type State,
-  stepsProblem,
-  type Weights,
-  weightsProblem,
-} from '../state/state.ts'
+import { COLORS, type Color, type State, type Weights } from '../state/state.ts'
 import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
-import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
+import { type ChangeRequest, changeRequest, givenReason } from './change-requests.ts'
 
 export interface ChangeOptions {
   store: StateStore
@@ -28,23 +18,6 @@ export interface ChangeOptions {
   snapshot: () => RoutingSnapshot | undefined
   waitTimeout: number
   logger: Logger
-}
-
-/** What a change request asks for, once its body has been checked. */
-interface Request {
-  /** What to commit; without a rollout for a plain change, which ends any rollout. */
-  change: Transition
-  expectedGeneration: number | undefined
-  force: boolean
-  wait: boolean
-}
-
-/** The options every change body may carry; `given` is the reason it gave, if any. */
-interface Options {
-  expectedGeneration: number | undefined
-  force: boolean
-  wait: boolean
-  given: string | undefined
 }
 
 export interface ChangeResult {
@@ -79,13 +52,13 @@ export class Changes {
     const actor = tokenName === undefined ? address : `token:${tokenName}`
     const updatedBy = `${tokenName ?? 'admin'}@${address}`
     const from = this.#options.snapshot()?.state
-    let request: Request | undefined
+    let request: ChangeRequest | undefined
     let committed: Commit
     try {
       if (body instanceof Error) throw body
       if (!from)
         throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
-      request = await this.#parse(action, body, from)
+      request = await changeRequest(action, body, from, () => this.#previous())
       if (!request.force) await this.#requireHealthy(request.change.weights, from)
       committed = await this.#options.store.commit(
         { ...request.change, updatedBy },
@@ -110,35 +83,6 @@ export class Changes {
   refused(action: ChangeAction, req: IncomingMessage, error: BlueGreenError): void {
     const actor = req.socket.remoteAddress ?? 'unknown'
     this.#record(action, actor, req, this.#options.snapshot()?.state, undefined, refusal(error))
-  }
-
-  async #parse(action: ChangeAction, body: Record<string, unknown>, from: State): Promise<Request> {
-    switch (action) {
-      case 'switch':
-        return switchRequest(body)
-      case 'weights':
-        return weightsRequest(body, from)
-      case 'rollout':
-        return rolloutRequest(body, from)
-      case 'rollout-abort':
-        return abortRequest(body, from)
-      case 'rollback':
-        return this.#rollbackRequest(body, from)
-    }
-  }
-
-  /** POST /rollback: during or right after a rollout, the whole rollout is undone, not just its last step. */
-  async #rollbackRequest(body: Record<string, unknown>, from: State): Promise<Request> {
-    onlyFields(body, COMMON_FIELDS)
-    const { given, expectedGeneration, ...rest } = optionsIn(body)
-    // Otherwise it returns to the state before the one in force, which only the store knows.
-    const previous = undoesRollout(from, 'operator') ? undefined : await this.#previous()
-    return {
-      change: onRequest(from, { type: 'rollback', reason: given, previous }, Date.now()),
-      // What it returns to belongs to the generation read here: a change in between makes the rollback stale.
-      expectedGeneration: expectedGeneration ?? from.generation,
-      ...rest,
-    }
   }
 
   async #previous(): Promise<State | undefined> {
@@ -221,102 +165,4 @@ export class Changes {
       outcome,
     })
   }
-}
-
-/** The reason a refused body gave, when it is a plain string: why someone tried is worth keeping even then. */
-function givenReason(body: Record<string, unknown> | Error): { reason: string } | undefined {
-  if (body instanceof Error) return undefined
-  const reason = body.reason
-  return typeof reason === 'string' ? { reason: reason.slice(0, 500) } : undefined
-}
-
-const COMMON_FIELDS = ['expectedGeneration', 'force', 'wait', 'reason']
-
-function optionsIn(body: Record<string, unknown>): Options {
-  return {
-    expectedGeneration: optionalGeneration(body),
-    force: optionalBoolean(body, 'force') ?? false,
-    wait: optionalBoolean(body, 'wait') ?? false,
-    given: optionalString(body, 'reason'),
-  }
-}
-
-/** POST /switch: all traffic to one color. */
-function switchRequest(body: Record<string, unknown>): Request {
-  onlyFields(body, ['to', ...COMMON_FIELDS])
-  const to = colorIn(body)
-  const { given, ...rest } = optionsIn(body)
-  const change: Transition = {
-    active: to,
-    weights: allTo(to),
-    reason: given ?? `switch to ${to}`,
-    trigger: 'admin',
-  }
-  return { change, ...rest }
-}
-
-/** POST /weights: a weighted split; the color with the larger share is reported active. */
-function weightsRequest(body: Record<string, unknown>, from: State): Request {
-  onlyFields(body, ['blue', 'green', ...COMMON_FIELDS])
-  const weights = { blue: body.blue, green: body.green }
-  const problem = weightsProblem(weights)
-  if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
-  const valid = weights as Weights
-  const { given, ...rest } = optionsIn(body)
-  const change: Transition = {
-    active: activeFor(valid, from.active),
-    weights: valid,
-    reason: given ?? `weights blue ${valid.blue} / green ${valid.green}`,
-    trigger: 'admin',
-  }
-  return { change, ...rest }
-}
-
-/** POST /rollout: the first step now; the release guard takes it from there (src/rollout/release-guard.ts). */
-function rolloutRequest(body: Record<string, unknown>, from: State): Request {
-  onlyFields(body, ['to', 'steps', 'stepSeconds', ...COMMON_FIELDS])
-  const to = colorIn(body)
-  const problem = stepsProblem(body.steps)
-  if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem, 400)
-  const steps = body.steps as number[]
-  const { stepSeconds } = body
-  if (
-    typeof stepSeconds !== 'number' ||
-    !Number.isInteger(stepSeconds) ||
-    stepSeconds < 1 ||
-    stepSeconds > 86_400
-  ) {
-    throw new BlueGreenError(
-      'BG_BAD_REQUEST',
-      'stepSeconds must be a whole number of seconds from 1 to 86400',
-      400,
-    )
-  }
-  const { given, ...rest } = optionsIn(body)
-  const change = onRequest(from, { type: 'start', to, steps, stepSeconds, reason: given }, Date.now())
-  return { change, ...rest }
-}
-
-/** POST /rollout/abort: back to where the running rollout started. */
-function abortRequest(body: Record<string, unknown>, from: State): Request {
-  onlyFields(body, ['reason', 'wait', 'expectedGeneration'])
-  const { given, expectedGeneration, wait } = optionsIn(body)
-  return {
-    change: onRequest(from, { type: 'abort', reason: given }, Date.now()),
-    // Back to where it started, which carried traffic a moment ago: nothing to probe.
-    force: true,
-    wait,
-    expectedGeneration: expectedGeneration ?? from.generation,
-  }
-}
-
-function colorIn(body: Record<string, unknown>): Color {
-  if (!isColor(body.to)) {
-    throw new BlueGreenError(
-      'BG_UNKNOWN_COLOR',
-      `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
-      400,
-    )
-  }
-  return body.to
 }
