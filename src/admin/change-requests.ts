@@ -164,7 +164,7 @@ async function rollbackRequest(
   onlyFields(body, COMMON_FIELDS)
   const { given, expectedGeneration, ...rest } = optionsIn(body)
   // Otherwise it returns to the state before the one in force, which only the store knows.
-  const before = undoesRollout(from, 'operator') ? undefined : await previous()
+  const before = undoesRollout(from) ? undefined : await previous()
   return {
     change: onRequest(from, { type: 'rollback', reason: given, previous: before }, Date.now()),
     // What it returns to belongs to the generation read here: a change in between makes the rollback stale.

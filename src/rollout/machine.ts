@@ -18,11 +18,12 @@ import type { Verdict } from './judge.ts'
 // request's body, the pooled figures, the previous state), ask here, and commit the answer through the store's
 // compare-and-set. A rollout lives in the state itself (State.rollout), so every replica drives the same one.
 //
-//   start ---------------> running --(step's time up, figures pass)--> running ... --(at 100%)--> completed
-//   (first step at 100% -> completed)
-//   running --(figures fail, or its color has no upstream)--> rolled-back      (the release guard)
-//   running --abort--> aborted                                                 (an operator)
-//   running | completed --rollback--> rolled-back                              (an operator)
+//   start --> running --(step's time up, figures pass)--> running ... --(the step at 100%)--> completed
+//   running --(figures fail, or its color has no upstream)--> rolled-back         (the release guard)
+//   running --abort--> aborted                                                    (an operator)
+//   running | completed --rollback--> rolled-back     (an operator; the release guard, watching a completed one)
+// A first step of 100% completes at once. Any other rollback, and one after an aborted or rolled-back rollout,
+// returns to the previous state, the last routing that differs.
 //
 // A step whose time is up but whose figures are too few to judge holds (rollout.onLowTraffic: hold): it stays
 // running, and the hold is not stored. A new state (a pause, a step waiting for a gate) is one more status in
@@ -82,14 +83,13 @@ export function onEvaluation(state: State, event: Evaluation, now: number): Deci
 }
 
 /**
- * Whether a rollback from `state` returns to where its rollout started; otherwise it returns to the previous state,
- * which the caller reads from the store first. An operator's rollback undoes a running or a completed rollout
- * (a rollout is one release); after an aborted or rolled-back one it is a rollback like any other. The release
- * guard rolls back a watched change outside a running rollout, and after any rollout returns to where it started.
+ * Whether a rollback from `state`, by an operator or the release guard, returns to where its rollout started:
+ * a running or completed rollout is one release, undone as a whole. Otherwise (no rollout, or one aborted or
+ * rolled back) it returns to the previous state, the last routing that differs, which the caller reads from the
+ * store first.
  */
-export function undoesRollout(state: State, by: 'operator' | 'guard'): boolean {
+export function undoesRollout(state: State): boolean {
   const status = state.rollout?.status
-  if (by === 'guard') return status !== undefined
   return status === 'running' || status === 'completed'
 }
 
@@ -207,7 +207,7 @@ function abort(state: State, given: string | undefined): Transition {
 
 /** POST /rollback: undoes the whole rollout during or right after one, else returns to the previous state. */
 function rollBackByHand(state: State, given: string | undefined, previous: State | undefined): Transition {
-  if (state.rollout && undoesRollout(state, 'operator')) {
+  if (state.rollout && undoesRollout(state)) {
     const reason = given ?? `rollback of the rollout to ${state.rollout.to}`
     return ended(state.rollout, 'rolled-back', 'rollback', reason)
   }
@@ -234,7 +234,7 @@ function failing(
 ): Decision {
   if (state.rollout?.status === 'running') return rollBackRollout(state.rollout, why)
   const reason = `automatic rollback: ${why}`
-  if (state.rollout && undoesRollout(state, 'guard')) {
+  if (state.rollout && undoesRollout(state)) {
     return {
       kind: 'change',
       action: 'rollback',

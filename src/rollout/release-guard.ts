@@ -138,7 +138,7 @@ export class ReleaseGuard {
       if (verdict !== 'failing') return
       why = `${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
     }
-    const previous = undoesRollout(state, 'guard') ? undefined : await this.#previous()
+    const previous = undoesRollout(state) ? undefined : await this.#previous()
     await this.#act(state, onEvaluation(state, { type: 'failing', why, previous }, Date.now()))
   }
 

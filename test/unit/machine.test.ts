@@ -254,6 +254,27 @@ describe('the release guard finding a color failing', () => {
       rollout: { status: 'rolled-back', outcome: 'automatic rollback: green p99 3000 ms' },
     })
   })
+  it('after an aborted rollout, returns to the routing before the abort, as an operator would', () => {
+    // Where the rollout started is the routing in force after an abort: returning there would change nothing.
+    const running = startOn(blue())
+    const aborted = applied(running, onRequest(running, { type: 'abort' }, T0), T0)
+    const why = 'blue error ratio 100.0% (20/20)'
+    const decision = onEvaluation(aborted, { type: 'failing', why, previous: running }, T0)
+    expect(decision).toEqual({
+      kind: 'change',
+      action: 'rollback',
+      change: {
+        active: 'blue',
+        weights: { blue: 90, green: 10 },
+        trigger: 'rollback',
+        reason: `automatic rollback: ${why}`,
+      },
+    })
+    expect(changeOf(decision)).toEqual({
+      ...onRequest(aborted, { type: 'rollback', previous: running }, T0),
+      reason: `automatic rollback: ${why}`,
+    })
+  })
 })
 
 describe('aborting a rollout', () => {
@@ -338,22 +359,21 @@ describe("an operator's rollback", () => {
 })
 
 describe('undoesRollout', () => {
-  it('says when a rollback returns to where a rollout started rather than to the previous state', () => {
+  it('says when a rollback, by an operator or the release guard, returns to where a rollout started', () => {
     const running = startOn(blue())
     const completed = startOn(blue(), [100])
     const aborted = applied(running, onRequest(running, { type: 'abort' }, T0), T0)
     const rolledBack = applied(running, onRequest(running, { type: 'rollback' }, T0), T0)
     const table = [blue(), running, completed, aborted, rolledBack].map((state) => [
       state.rollout?.status ?? 'none',
-      undoesRollout(state, 'operator'),
-      undoesRollout(state, 'guard'),
+      undoesRollout(state),
     ])
     expect(table).toEqual([
-      ['none', false, false],
-      ['running', true, true],
-      ['completed', true, true],
-      ['aborted', false, true],
-      ['rolled-back', false, true],
+      ['none', false],
+      ['running', true],
+      ['completed', true],
+      ['aborted', false],
+      ['rolled-back', false],
     ])
   })
 })
