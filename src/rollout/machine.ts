@@ -55,7 +55,7 @@ export type Evaluation =
 export type Decision =
   /** Commit `change`, audited as `action`. */
   | { kind: 'change'; action: ChangeAction; change: Transition }
-  /** The step's time is up but it cannot be judged yet: it stays, and says what it waits for. */
+  /** The step's time is up but too few requests came to judge it: it stays at its weight (rollout.onLowTraffic). */
   | { kind: 'hold' }
   /** Nothing to do now: the step's time is not up, or there is nothing to roll back to. */
   | { kind: 'none' }
