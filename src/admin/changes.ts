@@ -1,28 +1,14 @@
 import type { IncomingMessage } from 'node:http'
-import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
+import { type AuditTrail, type ChangeAction, type Outcome, recordAttempt, refusal } from '../audit/audit.ts'
 import type { PoolConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import { probeAll } from '../health/probe.ts'
 import type { Logger } from '../log.ts'
+import type { Transition } from '../rollout/machine.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
-import {
-  activeFor,
-  allTo,
-  COLORS,
-  type Color,
-  isColor,
-  type Rollout,
-  type State,
-  stepsProblem,
-  type Trigger,
-  type Weights,
-  weightsProblem,
-  weightsWith,
-} from '../state/state.ts'
+import { COLORS, type Color, type State, type Weights } from '../state/state.ts'
 import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
-import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
-
-export type Action = 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort'
+import { type ChangeRequest, changeRequest, givenReason } from './change-requests.ts'
 
 export interface ChangeOptions {
   store: StateStore
@@ -32,18 +18,6 @@ export interface ChangeOptions {
   snapshot: () => RoutingSnapshot | undefined
   waitTimeout: number
   logger: Logger
-}
-
-/** What a change request asks for, once its body has been checked. */
-interface Request {
-  target: { active: Color; weights: Weights }
-  reason: string
-  trigger: Trigger
-  expectedGeneration: number | undefined
-  force: boolean
-  wait: boolean
-  /** The rollout the new state belongs to; absent for a plain change, which ends any rollout. */
-  rollout?: Rollout
 }
 
 export interface ChangeResult {
@@ -68,7 +42,7 @@ export class Changes {
   }
 
   async run(
-    action: Action,
+    action: ChangeAction,
     tokenName: string | undefined,
     req: IncomingMessage,
     body: Record<string, unknown> | Error,
@@ -78,35 +52,24 @@ export class Changes {
     const actor = tokenName === undefined ? address : `token:${tokenName}`
     const updatedBy = `${tokenName ?? 'admin'}@${address}`
     const from = this.#options.snapshot()?.state
-    let request: Request | undefined
+    let request: ChangeRequest | undefined
     let committed: Commit
     try {
       if (body instanceof Error) throw body
       if (!from)
         throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
-      request = await this.#parse(action, body, from)
-      if (!request.force) await this.#requireHealthy(request.target.weights, from)
+      request = await changeRequest(action, body, from, () => this.#previous())
+      if (!request.force) await this.#requireHealthy(request.change.weights, from)
       committed = await this.#options.store.commit(
-        {
-          ...request.target,
-          reason: request.reason,
-          trigger: request.trigger,
-          updatedBy,
-          ...(request.rollout ? { rollout: request.rollout } : {}),
-        },
+        { ...request.change, updatedBy },
         request.expectedGeneration,
       )
     } catch (error) {
-      const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
-      this.#record(action, actor, req, from, request ?? givenReason(body), {
-        result: 'refused',
-        code,
-        message: (error as Error).message,
-      })
+      this.#record(action, actor, req, from, request?.change ?? givenReason(body), refusal(error))
       throw error
     }
     const { state, changed } = committed
-    this.#record(action, actor, req, from, request, {
+    this.#record(action, actor, req, from, request.change, {
       result: changed ? 'accepted' : 'unchanged',
       generation: state.generation,
     })
@@ -117,186 +80,20 @@ export class Changes {
   }
 
   /** Records a call refused before it reached the change logic (authentication, Host or Origin). */
-  refused(action: Action, req: IncomingMessage, error: BlueGreenError): void {
+  refused(action: ChangeAction, req: IncomingMessage, error: BlueGreenError): void {
     const actor = req.socket.remoteAddress ?? 'unknown'
-    this.#record(action, actor, req, this.#options.snapshot()?.state, undefined, {
-      result: 'refused',
-      code: error.code,
-      message: error.message,
-    })
+    this.#record(action, actor, req, this.#options.snapshot()?.state, undefined, refusal(error))
   }
 
-  async #parse(action: Action, body: Record<string, unknown>, from: State): Promise<Request> {
-    const common = ['expectedGeneration', 'force', 'wait', 'reason']
-    const options = () => ({
-      expectedGeneration: optionalGeneration(body),
-      force: optionalBoolean(body, 'force') ?? false,
-      wait: optionalBoolean(body, 'wait') ?? false,
-      given: optionalString(body, 'reason'),
-    })
-    if (action === 'switch') {
-      onlyFields(body, ['to', ...common])
-      if (!isColor(body.to)) {
-        throw new BlueGreenError(
-          'BG_UNKNOWN_COLOR',
-          `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
-          400,
-        )
-      }
-      const { given, ...rest } = options()
-      return {
-        target: { active: body.to, weights: allTo(body.to) },
-        reason: given ?? `switch to ${body.to}`,
-        trigger: 'admin',
-        ...rest,
-      }
-    }
-    if (action === 'weights') {
-      onlyFields(body, ['blue', 'green', ...common])
-      const weights = { blue: body.blue, green: body.green }
-      const problem = weightsProblem(weights)
-      if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
-      const valid = weights as Weights
-      const { given, ...rest } = options()
-      return {
-        target: { active: activeFor(valid, from.active), weights: valid },
-        reason: given ?? `weights blue ${valid.blue} / green ${valid.green}`,
-        trigger: 'admin',
-        ...rest,
-      }
-    }
-    if (action === 'rollout') return this.#rollout(body, from, options)
-    if (action === 'rollout-abort') {
-      onlyFields(body, ['reason', 'wait', 'expectedGeneration'])
-      const rollout = from.rollout
-      if (rollout?.status !== 'running') {
-        throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort', 409)
-      }
-      const { given, expectedGeneration, wait } = options()
-      const reason = given ?? `rollout to ${rollout.to} aborted at ${rollout.steps[rollout.step]}%`
-      return {
-        target: rollout.from,
-        reason,
-        trigger: 'rollout',
-        // Back to where it started, which carried traffic a moment ago: nothing to probe.
-        force: true,
-        wait,
-        expectedGeneration: expectedGeneration ?? from.generation,
-        rollout: { ...rollout, status: 'aborted', outcome: reason },
-      }
-    }
-    onlyFields(body, common)
-    const { given, expectedGeneration, ...rest } = options()
-    // During or right after a rollout, a rollback undoes the whole rollout, not just its last step.
-    if (from.rollout && (from.rollout.status === 'running' || from.rollout.status === 'completed')) {
-      const reason = given ?? `rollback of the rollout to ${from.rollout.to}`
-      return {
-        target: from.rollout.from,
-        reason,
-        trigger: 'rollback',
-        expectedGeneration: expectedGeneration ?? from.generation,
-        rollout: { ...from.rollout, status: 'rolled-back', outcome: reason },
-        ...rest,
-      }
-    }
-    let previous: State | undefined
+  async #previous(): Promise<State | undefined> {
     try {
-      previous = await this.#options.store.previous()
+      return await this.#options.store.previous()
     } catch (error) {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot read the previous state: ${(error as Error).message}`,
         503,
       )
-    }
-    if (!previous) {
-      const why =
-        from.generation === 0
-          ? 'there has been no change to roll back'
-          : `there is no earlier routing to roll back to: the state before generation ${from.generation} is not known (an older version stored a repeated change in its place, or the store lost it); switch or set the weights instead`
-      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why, 409)
-    }
-    return {
-      target: { active: previous.active, weights: previous.weights },
-      reason: given ?? `rollback to generation ${previous.generation}`,
-      trigger: 'rollback',
-      // The previous state belongs to the generation read here: a change in between makes the rollback stale.
-      expectedGeneration: expectedGeneration ?? from.generation,
-      ...rest,
-    }
-  }
-
-  /** POST /rollout: the first step now; the release guard takes it from there (src/rollout/guard.ts). */
-  #rollout(
-    body: Record<string, unknown>,
-    from: State,
-    options: () => {
-      expectedGeneration: number | undefined
-      force: boolean
-      wait: boolean
-      given: string | undefined
-    },
-  ): Request {
-    onlyFields(body, ['to', 'steps', 'stepSeconds', 'expectedGeneration', 'force', 'wait', 'reason'])
-    if (!isColor(body.to)) {
-      throw new BlueGreenError(
-        'BG_UNKNOWN_COLOR',
-        `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
-        400,
-      )
-    }
-    const to: Color = body.to
-    const problem = stepsProblem(body.steps)
-    if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem, 400)
-    const steps = body.steps as number[]
-    const { stepSeconds } = body
-    if (
-      typeof stepSeconds !== 'number' ||
-      !Number.isInteger(stepSeconds) ||
-      stepSeconds < 1 ||
-      stepSeconds > 86_400
-    ) {
-      throw new BlueGreenError(
-        'BG_BAD_REQUEST',
-        'stepSeconds must be a whole number of seconds from 1 to 86400',
-        400,
-      )
-    }
-    if (from.rollout?.status === 'running') {
-      throw new BlueGreenError(
-        'BG_ROLLOUT_RUNNING',
-        `a rollout to ${from.rollout.to} is running (step ${from.rollout.step + 1}/${from.rollout.steps.length}); abort it first`,
-        409,
-      )
-    }
-    if (steps[0]! <= from.weights[to]) {
-      throw new BlueGreenError(
-        'BG_BAD_REQUEST',
-        `the first step must be above ${to}'s weight now (${from.weights[to]})`,
-        400,
-      )
-    }
-    const { given, ...rest } = options()
-    const first = steps[0]!
-    const weights = weightsWith(to, first)
-    const now = new Date().toISOString()
-    const done = first === 100
-    return {
-      target: { active: activeFor(weights, from.active), weights },
-      reason: given ?? `rollout to ${to}: step 1/${steps.length} (${first}%)`,
-      trigger: 'rollout',
-      ...rest,
-      rollout: {
-        to,
-        steps,
-        stepSeconds,
-        step: 0,
-        status: done ? 'completed' : 'running',
-        from: { active: from.active, weights: from.weights },
-        startedAt: now,
-        stepStartedAt: now,
-        ...(done ? { outcome: `completed: all traffic on ${to}` } : {}),
-      },
     }
   }
 
@@ -347,36 +144,25 @@ export class Changes {
   }
 
   #record(
-    action: Action,
+    action: ChangeAction,
     actor: string,
     req: IncomingMessage,
     from: State | undefined,
-    /** The checked request, or for a body refused as invalid just the reason it gave, if any. */
-    request: Request | { reason: string } | undefined,
-    outcome: Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message'>,
+    /** The change asked for, or for a body refused as invalid just the reason it gave, if any. */
+    asked: Transition | { reason: string } | undefined,
+    outcome: Outcome,
   ): void {
-    const event: AuditEvent = {
-      at: new Date().toISOString(),
+    const address = req.socket.remoteAddress ?? 'unknown'
+    const to = asked && 'active' in asked ? asked : undefined
+    const reason = asked?.reason ?? ''
+    recordAttempt(this.#options.audit, this.#options.logger, {
       actor,
-      address: req.socket.remoteAddress ?? 'unknown',
+      address,
       action,
-      from: from ? { active: from.active, weights: from.weights, generation: from.generation } : null,
-      to: request && 'target' in request ? request.target : null,
-      reason: request?.reason ?? '',
-      ...outcome,
-    }
-    if (event.result === 'refused') this.#options.logger.warn({ audit: event }, `${action} refused`)
-    else this.#options.logger.info({ audit: event }, `${action} ${event.result}`)
-    // The trail is a record, not a gate: a store that cannot take it must not turn a made change into an error.
-    this.#options.audit.record(event).catch((error: unknown) => {
-      this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')
+      from,
+      to,
+      reason,
+      outcome,
     })
   }
-}
-
-/** The reason a refused body gave, when it is a plain string: why someone tried is worth keeping even then. */
-function givenReason(body: Record<string, unknown> | Error): { reason: string } | undefined {
-  if (body instanceof Error) return undefined
-  const reason = body.reason
-  return typeof reason === 'string' ? { reason: reason.slice(0, 500) } : undefined
 }

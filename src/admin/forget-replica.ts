@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
+import { type AuditTrail, type Outcome, recordAttempt, refusal } from '../audit/audit.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
@@ -48,8 +48,7 @@ export class ReplicaForgetting {
       reason = optionalString(body, 'reason') ?? `forget replica ${id}`
       forgotten = forgottenOrThrow(id, await this.#forget(id))
     } catch (error) {
-      const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
-      this.#record(actor, req, id, reason, { result: 'refused', code, message: (error as Error).message })
+      this.#record(actor, req, id, reason, refusal(error))
       throw error
     }
     this.#record(actor, req, id, reason, { result: 'accepted' })
@@ -59,7 +58,7 @@ export class ReplicaForgetting {
   /** Records a call refused before it reached the registry (authentication, Host or Origin). */
   refused(id: string, req: IncomingMessage, error: BlueGreenError): void {
     const actor = req.socket.remoteAddress ?? 'unknown'
-    this.#record(actor, req, id, '', { result: 'refused', code: error.code, message: error.message })
+    this.#record(actor, req, id, '', refusal(error))
   }
 
   async #forget(id: string): Promise<ForgetResult> {
@@ -74,29 +73,16 @@ export class ReplicaForgetting {
     }
   }
 
-  #record(
-    actor: string,
-    req: IncomingMessage,
-    id: string,
-    reason: string,
-    outcome: Pick<AuditEvent, 'result' | 'code' | 'message'>,
-  ): void {
-    const from = this.#options.snapshot()?.state
-    const event: AuditEvent = {
-      at: new Date().toISOString(),
+  #record(actor: string, req: IncomingMessage, id: string, reason: string, outcome: Outcome): void {
+    recordAttempt(this.#options.audit, this.#options.logger, {
       actor,
       address: req.socket.remoteAddress ?? 'unknown',
       action: 'forget-replica',
-      from: from ? { active: from.active, weights: from.weights, generation: from.generation } : null,
-      to: null,
+      from: this.#options.snapshot()?.state,
+      to: undefined,
       reason,
       replica: id,
-      ...outcome,
-    }
-    if (event.result === 'accepted') this.#options.logger.info({ audit: event }, 'forget-replica accepted')
-    else this.#options.logger.warn({ audit: event }, 'forget-replica refused')
-    this.#options.audit.record(event).catch((error: unknown) => {
-      this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')
+      outcome,
     })
   }
 }

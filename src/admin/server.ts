@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { AuditTrail } from '../audit/audit.ts'
+import type { AuditTrail, ChangeAction } from '../audit/audit.ts'
 import type { AdminConfig, PoolConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -8,9 +8,9 @@ import type { Metrics } from '../metrics/registry.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Color, State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
-import { type Action, type ChangeResult, Changes } from './changes.ts'
+import { AdminGuard } from './access.ts'
+import { type ChangeResult, Changes } from './changes.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
-import { AdminGuard } from './guard.ts'
 import { readJsonObject, sendJson } from './http.ts'
 
 export interface Readiness {
@@ -63,7 +63,7 @@ const REPLICA_PREFIX = '/replicas/'
 const REPLICA_ROUTE = '/replicas/:id'
 
 /** The change endpoints and the action each records in the audit trail. */
-const ACTIONS: Record<string, Action> = {
+const ACTIONS: Record<string, ChangeAction> = {
   '/switch': 'switch',
   '/weights': 'weights',
   '/rollback': 'rollback',
@@ -176,7 +176,7 @@ export class AdminServer {
     })
   }
 
-  #change(action: Action): Handler {
+  #change(action: ChangeAction): Handler {
     return async (req, res, tokenName) => {
       // A body that cannot be read still counts as an attempt, so it is passed on to be audited as refused.
       const body = await readJsonObject(req).catch((error: unknown) => error as Error)

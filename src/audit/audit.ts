@@ -1,4 +1,15 @@
+import { BlueGreenError } from '../errors.ts'
+import type { Logger } from '../log.ts'
 import type { Color, Weights } from '../state/state.ts'
+
+/**
+ * What an attempt tried to do: a change through the admin API or the release guard (an automatic rollback is a
+ * `rollback`, a rollout's step a `rollout`), or forgetting a missing replica.
+ */
+export type Action = 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort' | 'forget-replica'
+
+/** The actions that change the routing state. */
+export type ChangeAction = Exclude<Action, 'forget-replica'>
 
 /**
  * One attempt to change the routing (or to forget a missing replica), accepted, unchanged (it asked for the state
@@ -11,7 +22,7 @@ export interface AuditEvent {
   actor: string
   /** The client address the call came from. */
   address: string
-  action: 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort' | 'forget-replica'
+  action: Action
   from: { active: Color; weights: Weights; generation: number } | null
   to: { active: Color; weights: Weights } | null
   reason: string
@@ -34,3 +45,59 @@ export interface AuditTrail {
 }
 
 export const AUDIT_KEEP = 1000
+
+/** How an attempt ended, as its event says it. */
+export type Outcome = Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message'>
+
+/** What the caller knows of an attempt; `from` and `to` take whole states, of which the event keeps the routing. */
+export interface Attempt {
+  actor: string
+  address: string
+  action: Action
+  /** The state in force when the attempt was made; undefined before one is loaded. */
+  from: { active: Color; weights: Weights; generation: number } | undefined
+  /** The routing the attempt asked for, once known. */
+  to: { active: Color; weights: Weights } | undefined
+  reason: string
+  replica?: string
+  outcome: Outcome
+}
+
+/**
+ * Builds an attempt's event and stores it in the trail. Logged as `<action> <result>` with the event (a refusal as
+ * a warning), unless `logged` is false: the release guard logs what it made in its own words.
+ */
+export function recordAttempt(
+  trail: AuditTrail,
+  logger: Logger,
+  attempt: Attempt,
+  { logged = true }: { logged?: boolean } = {},
+): void {
+  const { from, to, replica, outcome } = attempt
+  const event: AuditEvent = {
+    at: new Date().toISOString(),
+    actor: attempt.actor,
+    address: attempt.address,
+    action: attempt.action,
+    from: from ? { active: from.active, weights: from.weights, generation: from.generation } : null,
+    to: to ? { active: to.active, weights: to.weights } : null,
+    reason: attempt.reason,
+    ...(replica === undefined ? {} : { replica }),
+    ...outcome,
+  }
+  if (logged && event.result === 'refused') logger.warn({ audit: event }, `${event.action} refused`)
+  else if (logged) logger.info({ audit: event }, `${event.action} ${event.result}`)
+  // The trail is a record, not a gate: a store that cannot take it must not turn a made change into an error.
+  trail.record(event).catch((error: unknown) => {
+    logger.error({ err: error, audit: event }, 'could not store an audit event')
+  })
+}
+
+/** The outcome of an attempt that failed with `error`: its BG_* code, or for anything else an unavailable store. */
+export function refusal(error: unknown): Outcome {
+  return {
+    result: 'refused',
+    code: error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE',
+    message: (error as Error).message,
+  }
+}

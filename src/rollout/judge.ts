@@ -1,7 +1,8 @@
-import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
+import type { RollbackConfig } from '../config/types.ts'
 import { errorRatio, quantile, type WindowFigures } from '../metrics/windows.ts'
 
-// The release guard's decisions, pure: the same inputs always give the same answer (src/rollout/guard.ts acts on them).
+// The release guard's verdicts, pure: the same inputs always give the same answer (src/rollout/release-guard.ts
+// acts on them).
 
 export interface Verdict {
   /** healthy: within the thresholds; failing: past one; undecided: too few requests to say. */
@@ -38,24 +39,4 @@ export function outageOver(
 ): boolean {
   if (limit === 0 || unavailableSince === undefined) return false
   return now - Math.max(unavailableSince, watchedSince) >= limit
-}
-
-/**
- * What a running rollout's step does at an evaluation:
- * - roll-back: its figures fail the thresholds (at any time: a failing step does not wait out its time);
- * - wait: its time is not up yet;
- * - hold: its time is up but it has too few requests to judge, and `rollout.onLowTraffic` is hold;
- * - advance: its time is up and it passed, or it could not be judged and `onLowTraffic` is proceed.
- */
-export type StepAction = 'roll-back' | 'wait' | 'hold' | 'advance'
-
-export function stepAction(
-  verdict: Verdict['verdict'],
-  timeUp: boolean,
-  onLowTraffic: RolloutConfig['onLowTraffic'],
-): StepAction {
-  if (verdict === 'failing') return 'roll-back'
-  if (!timeUp) return 'wait'
-  if (verdict === 'undecided' && onLowTraffic === 'hold') return 'hold'
-  return 'advance'
 }

@@ -210,6 +210,43 @@ describe('progressive rollout', () => {
     })
   })
 
+  it('after an abort, rolls a failing color back once, to the routing before the abort, as POST /rollback does', async () => {
+    let blueStatus = 200
+    const blue = await app('blue', () => blueStatus)
+    const green = await app('green', () => 200)
+    servers.push(blue, green)
+    proxy = await startProxy(
+      { blue: [blue.url], green: [green.url] },
+      {
+        pools: {
+          blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
+          green: { upstreams: [green.url], healthCheck: { path: '/health' } },
+        },
+        rollback: guard,
+        routing: { sticky: { mode: 'none' } },
+      },
+    )
+    const { url, admin } = proxy
+    await adminPost(admin, '/rollout', { to: 'green', steps: [10, 100], stepSeconds: 60 })
+    const aborted = await adminPost(admin, '/rollout/abort', {})
+    expect(aborted.body).toMatchObject({ generation: 2, weights: { blue: 100, green: 0 } })
+    // The abort sent blue more traffic, so blue is watched; now blue fails.
+    blueStatus = 500
+    for (let i = 0; i < 20; i++) await (await fetch(`${url}/work/${i}`)).arrayBuffer()
+    const state = await eventually(
+      async () => {
+        const current = await stateOf(admin)
+        return current.trigger === 'rollback' ? current : undefined
+      },
+      { timeout: 5000, message: 'the automatic rollback of the abort' },
+    )
+    expect(state).toMatchObject({ active: 'blue', weights: { blue: 90, green: 10 }, generation: 3 })
+    expect(state.reason).toMatch(/^automatic rollback: blue error ratio 100\.0%/)
+    expect(state.rollout).toBeUndefined()
+    const { events } = (await (await fetch(`${admin}/events`)).json()) as { events: { action: string }[] }
+    expect(events.filter((event) => event.action === 'rollback')).toHaveLength(1)
+  })
+
   it('refuses bad steps with 400 and changes nothing', async () => {
     const { admin } = await setUp(() => 200)
     for (const body of [

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest'
-import { outageOver, stepAction } from '../../src/rollout/judge.ts'
+import { outageOver } from '../../src/rollout/judge.ts'
 
-// The release guard's pure decisions; judge() itself is tested beside the windows it reads (windows.test.ts), and
-// the guard acting on them against real upstreams in test/integration/dead-color.test.ts and rollout.test.ts.
+// The release guard's pure verdicts; judge() itself is tested beside the windows it reads (windows.test.ts), the
+// transitions they lead to in machine.test.ts, and the guard acting on them against real upstreams in
+// test/integration/dead-color.test.ts and rollout.test.ts.
 
 describe('outageOver', () => {
   const watched = 1_000_000
@@ -19,29 +20,5 @@ describe('outageOver', () => {
   it('is never over while an upstream is available, nor with the rule off', () => {
     expect(outageOver(undefined, watched, watched + 3_600_000, 5_000)).toBe(false)
     expect(outageOver(watched, watched, watched + 3_600_000, 0)).toBe(false)
-  })
-})
-
-describe('stepAction', () => {
-  it('rolls back a failing step at once, before its time is up', () => {
-    expect(stepAction('failing', false, 'hold')).toBe('roll-back')
-    expect(stepAction('failing', true, 'proceed')).toBe('roll-back')
-  })
-
-  it('waits out the time of a step that is not failing, judged or not', () => {
-    for (const verdict of ['healthy', 'undecided'] as const) {
-      expect(stepAction(verdict, false, 'hold')).toBe('wait')
-      expect(stepAction(verdict, false, 'proceed')).toBe('wait')
-    }
-  })
-
-  it('moves on from a healthy step once its time is up', () => {
-    expect(stepAction('healthy', true, 'hold')).toBe('advance')
-    expect(stepAction('healthy', true, 'proceed')).toBe('advance')
-  })
-
-  it('holds a step too quiet to judge, unless onLowTraffic is proceed', () => {
-    expect(stepAction('undecided', true, 'hold')).toBe('hold')
-    expect(stepAction('undecided', true, 'proceed')).toBe('advance')
   })
 })

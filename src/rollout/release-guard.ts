@@ -1,12 +1,13 @@
-import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
+import { type AuditTrail, type ChangeAction, type Outcome, recordAttempt, refusal } from '../audit/audit.ts'
 import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
-import { activeFor, COLORS, type Color, type Rollout, type State, type StateChange } from '../state/state.ts'
+import { COLORS, type Color, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
-import { judge, outageOver, stepAction } from './judge.ts'
+import { judge, outageOver } from './judge.ts'
+import { type Decision, onEvaluation, stepEndsAt, type Transition, undoesRollout } from './machine.ts'
 
 export interface ReleaseGuardOptions {
   config: RollbackConfig
@@ -130,56 +131,30 @@ export class ReleaseGuard {
       this.#watch = undefined
       return
     }
-    let reason = this.#outage(watch.color, watch.since)
-    if (reason === undefined) {
+    let why = this.#outage(watch.color, watch.since)
+    if (why === undefined) {
       const figures = await this.#pooled(state.generation, watch.color, watch.since)
       const { verdict, summary } = judge(figures, this.#options.config)
       if (verdict !== 'failing') return
-      reason = `${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
+      why = `${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
     }
-    reason = `automatic rollback: ${reason}`
-    const target = state.rollout ? state.rollout.from : await this.#previous()
-    if (!target) return
-    const rollout = state.rollout
-      ? { ...state.rollout, status: 'rolled-back' as const, outcome: reason }
-      : undefined
-    await this.#change(state, { ...target, trigger: 'rollback', reason, rollout }, 'rollback')
+    const previous = undoesRollout(state) ? undefined : await this.#previous()
+    await this.#act(state, onEvaluation(state, { type: 'failing', why, previous }, Date.now()))
   }
 
   async #driveRollout(state: State, rollout: Rollout): Promise<void> {
     // Counted from the rollout's start, not the step's: steps moving on must not reset the clock of an outage.
     const outage = this.#outage(rollout.to, Date.parse(rollout.startedAt))
     if (outage !== undefined) {
-      await this.#rollBackRollout(state, rollout, outage)
+      await this.#act(state, onEvaluation(state, { type: 'failing', why: outage }, Date.now()))
       return
     }
-    const stepStart = Date.parse(rollout.stepStartedAt)
-    const stepEnd = stepStart + rollout.stepSeconds * 1000
-    const figures = await this.#pooled(state.generation, rollout.to, stepStart)
-    const { verdict, summary } = judge(figures, this.#options.config)
-    const action = stepAction(verdict, Date.now() >= stepEnd, this.#options.rollout.onLowTraffic)
-    this.#noteStep(state.generation, stepEnd, summary, action === 'hold')
-    if (action === 'roll-back') await this.#rollBackRollout(state, rollout, summary)
-    if (action !== 'advance') return
-    const step = rollout.step + 1
-    const weight = rollout.steps[step]!
-    const weights =
-      rollout.to === 'blue' ? { blue: weight, green: 100 - weight } : { blue: 100 - weight, green: weight }
-    const done = weight === 100
-    const judged = verdict === 'undecided' ? `too little traffic to judge (${summary})` : summary
-    const reason = `rollout to ${rollout.to}: step ${step + 1}/${rollout.steps.length} (${weight}%) after ${judged}`
-    const next: Rollout = {
-      ...rollout,
-      step,
-      stepStartedAt: new Date().toISOString(),
-      status: done ? 'completed' : 'running',
-      ...(done ? { outcome: `completed: all traffic on ${rollout.to}` } : {}),
-    }
-    await this.#change(
-      state,
-      { active: activeFor(weights, state.active), weights, trigger: 'rollout', reason, rollout: next },
-      'rollout',
-    )
+    const figures = await this.#pooled(state.generation, rollout.to, Date.parse(rollout.stepStartedAt))
+    const verdict = judge(figures, this.#options.config)
+    const { onLowTraffic } = this.#options.rollout
+    const decision = onEvaluation(state, { type: 'step-judged', verdict, onLowTraffic }, Date.now())
+    this.#noteStep(state.generation, stepEndsAt(rollout), verdict.summary, decision.kind === 'hold')
+    await this.#act(state, decision)
   }
 
   /** The reason to roll back when the color has had no available upstream for too long; undefined otherwise. */
@@ -207,20 +182,6 @@ export class ReleaseGuard {
     }
   }
 
-  async #rollBackRollout(state: State, rollout: Rollout, why: string): Promise<void> {
-    const reason = `rollout to ${rollout.to} rolled back at ${rollout.steps[rollout.step]}%: ${why}`
-    await this.#change(
-      state,
-      {
-        ...rollout.from,
-        trigger: 'rollback',
-        reason,
-        rollout: { ...rollout, status: 'rolled-back', outcome: reason },
-      },
-      'rollback',
-    )
-  }
-
   async #pooled(generation: number, color: Color, since: number) {
     const local = this.#options.windows.figures(color, since)
     return this.#options.exchange.pool(generation, color, local)
@@ -232,11 +193,9 @@ export class ReleaseGuard {
   }
 
   /** One compare-and-set on the judged generation: of all replicas that reach the same decision, one makes it. */
-  async #change(
-    state: State,
-    change: Omit<StateChange, 'updatedBy'>,
-    action: AuditEvent['action'],
-  ): Promise<void> {
+  async #act(state: State, decision: Decision): Promise<void> {
+    if (decision.kind !== 'change') return
+    const { action, change } = decision
     const updatedBy = `${change.trigger}@${this.#options.replicaId}`
     const { logger } = this.#options
     try {
@@ -252,33 +211,22 @@ export class ReleaseGuard {
         logger.debug({ generation: state.generation }, `${action} already made elsewhere`)
         return
       }
-      this.#record(state, change, action, {
-        result: 'refused',
-        code: error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE',
-        message: (error as Error).message,
-      })
+      this.#record(state, change, action, refusal(error))
       throw error
     }
   }
 
-  #record(
-    from: State,
-    change: Omit<StateChange, 'updatedBy'>,
-    action: AuditEvent['action'],
-    outcome: Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message'>,
-  ): void {
-    const event: AuditEvent = {
-      at: new Date().toISOString(),
+  #record(from: State, change: Transition, action: ChangeAction, outcome: Outcome): void {
+    const { audit, logger, replicaId } = this.#options
+    const attempt = {
       actor: 'bluegreen',
-      address: this.#options.replicaId,
+      address: replicaId,
       action,
-      from: { active: from.active, weights: from.weights, generation: from.generation },
-      to: { active: change.active, weights: change.weights },
+      from,
+      to: change,
       reason: change.reason,
-      ...outcome,
     }
-    this.#options.audit.record(event).catch((error: unknown) => {
-      this.#options.logger.error({ err: error, audit: event }, 'could not store an audit event')
-    })
+    // Logged above, as what it made.
+    recordAttempt(audit, logger, { ...attempt, outcome }, { logged: false })
   }
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { describe, expect, it } from 'vitest'
-import { AdminGuard, hostName } from '../../src/admin/guard.ts'
+import { AdminGuard, hostName } from '../../src/admin/access.ts'
 import { BlueGreenError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
 

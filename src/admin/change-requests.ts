@@ -1,0 +1,174 @@
+import type { ChangeAction } from '../audit/audit.ts'
+import { BlueGreenError } from '../errors.ts'
+import { onRequest, type Transition, undoesRollout } from '../rollout/machine.ts'
+import {
+  activeFor,
+  allTo,
+  type Color,
+  isColor,
+  type State,
+  stepsProblem,
+  type Weights,
+  weightsProblem,
+} from '../state/state.ts'
+import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
+
+// What each change endpoint's body asks for: its fields checked, then the change it means. Rollout transitions
+// are decided by the rollout's state machine (src/rollout/machine.ts); this file only reads the body.
+
+/** What a change request asks for, once its body has been checked. */
+export interface ChangeRequest {
+  /** What to commit; without a rollout for a plain change, which ends any rollout. */
+  change: Transition
+  expectedGeneration: number | undefined
+  force: boolean
+  wait: boolean
+}
+
+/** The options every change body may carry; `given` is the reason it gave, if any. */
+interface Options {
+  expectedGeneration: number | undefined
+  force: boolean
+  wait: boolean
+  given: string | undefined
+}
+
+/**
+ * The change `body` asks for through `action`, against the state in force; a BlueGreenError (400, 409) when the
+ * body is invalid or the state refuses it. `previous` reads the state a rollback returns to, only when it needs one.
+ */
+export function changeRequest(
+  action: ChangeAction,
+  body: Record<string, unknown>,
+  from: State,
+  previous: () => Promise<State | undefined>,
+): ChangeRequest | Promise<ChangeRequest> {
+  switch (action) {
+    case 'switch':
+      return switchRequest(body)
+    case 'weights':
+      return weightsRequest(body, from)
+    case 'rollout':
+      return rolloutRequest(body, from)
+    case 'rollout-abort':
+      return abortRequest(body, from)
+    case 'rollback':
+      return rollbackRequest(body, from, previous)
+  }
+}
+
+/** The reason a refused body gave, when it is a plain string: why someone tried is worth keeping even then. */
+export function givenReason(body: Record<string, unknown> | Error): { reason: string } | undefined {
+  if (body instanceof Error) return undefined
+  const reason = body.reason
+  return typeof reason === 'string' ? { reason: reason.slice(0, 500) } : undefined
+}
+
+const COMMON_FIELDS = ['expectedGeneration', 'force', 'wait', 'reason']
+
+function optionsIn(body: Record<string, unknown>): Options {
+  return {
+    expectedGeneration: optionalGeneration(body),
+    force: optionalBoolean(body, 'force') ?? false,
+    wait: optionalBoolean(body, 'wait') ?? false,
+    given: optionalString(body, 'reason'),
+  }
+}
+
+/** POST /switch: all traffic to one color. */
+function switchRequest(body: Record<string, unknown>): ChangeRequest {
+  onlyFields(body, ['to', ...COMMON_FIELDS])
+  const to = colorIn(body)
+  const { given, ...rest } = optionsIn(body)
+  const change: Transition = {
+    active: to,
+    weights: allTo(to),
+    reason: given ?? `switch to ${to}`,
+    trigger: 'admin',
+  }
+  return { change, ...rest }
+}
+
+/** POST /weights: a weighted split; the color with the larger share is reported active. */
+function weightsRequest(body: Record<string, unknown>, from: State): ChangeRequest {
+  onlyFields(body, ['blue', 'green', ...COMMON_FIELDS])
+  const weights = { blue: body.blue, green: body.green }
+  const problem = weightsProblem(weights)
+  if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
+  const valid = weights as Weights
+  const { given, ...rest } = optionsIn(body)
+  const change: Transition = {
+    active: activeFor(valid, from.active),
+    weights: valid,
+    reason: given ?? `weights blue ${valid.blue} / green ${valid.green}`,
+    trigger: 'admin',
+  }
+  return { change, ...rest }
+}
+
+/** POST /rollout: the first step now; the release guard takes it from there (src/rollout/release-guard.ts). */
+function rolloutRequest(body: Record<string, unknown>, from: State): ChangeRequest {
+  onlyFields(body, ['to', 'steps', 'stepSeconds', ...COMMON_FIELDS])
+  const to = colorIn(body)
+  const problem = stepsProblem(body.steps)
+  if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem, 400)
+  const steps = body.steps as number[]
+  const { stepSeconds } = body
+  if (
+    typeof stepSeconds !== 'number' ||
+    !Number.isInteger(stepSeconds) ||
+    stepSeconds < 1 ||
+    stepSeconds > 86_400
+  ) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      'stepSeconds must be a whole number of seconds from 1 to 86400',
+      400,
+    )
+  }
+  const { given, ...rest } = optionsIn(body)
+  const change = onRequest(from, { type: 'start', to, steps, stepSeconds, reason: given }, Date.now())
+  return { change, ...rest }
+}
+
+/** POST /rollout/abort: back to where the running rollout started. */
+function abortRequest(body: Record<string, unknown>, from: State): ChangeRequest {
+  onlyFields(body, ['reason', 'wait', 'expectedGeneration'])
+  const { given, expectedGeneration, wait } = optionsIn(body)
+  return {
+    change: onRequest(from, { type: 'abort', reason: given }, Date.now()),
+    // Back to where it started, which carried traffic a moment ago: nothing to probe.
+    force: true,
+    wait,
+    expectedGeneration: expectedGeneration ?? from.generation,
+  }
+}
+
+function colorIn(body: Record<string, unknown>): Color {
+  if (!isColor(body.to)) {
+    throw new BlueGreenError(
+      'BG_UNKNOWN_COLOR',
+      `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
+      400,
+    )
+  }
+  return body.to
+}
+
+/** POST /rollback: during or right after a rollout, the whole rollout is undone, not just its last step. */
+async function rollbackRequest(
+  body: Record<string, unknown>,
+  from: State,
+  previous: () => Promise<State | undefined>,
+): Promise<ChangeRequest> {
+  onlyFields(body, COMMON_FIELDS)
+  const { given, expectedGeneration, ...rest } = optionsIn(body)
+  // Otherwise it returns to the state before the one in force, which only the store knows.
+  const before = undoesRollout(from) ? undefined : await previous()
+  return {
+    change: onRequest(from, { type: 'rollback', reason: given, previous: before }, Date.now()),
+    // What it returns to belongs to the generation read here: a change in between makes the rollback stale.
+    expectedGeneration: expectedGeneration ?? from.generation,
+    ...rest,
+  }
+}

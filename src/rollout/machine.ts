@@ -1,0 +1,279 @@
+import type { ChangeAction } from '../audit/audit.ts'
+import type { RolloutConfig } from '../config/types.ts'
+import { BlueGreenError } from '../errors.ts'
+import {
+  activeFor,
+  type Color,
+  type Rollout,
+  type RolloutStatus,
+  type State,
+  type StateChange,
+  type Trigger,
+  weightsWith,
+} from '../state/state.ts'
+import type { Verdict } from './judge.ts'
+
+// The rollout's state machine, and every rollback, pure: a state, an event and the time in, the change to commit
+// (or what the release guard is to do) out. The admin API and the release guard read what an event needs (a
+// request's body, the pooled figures, the previous state), ask here, and commit the answer through the store's
+// compare-and-set. A rollout lives in the state itself (State.rollout), so every replica drives the same one.
+//
+//   start --> running --(step's time up, figures pass)--> running ... --(the step at 100%)--> completed
+//   running --(figures fail, or its color has no upstream)--> rolled-back         (the release guard)
+//   running --abort--> aborted                                                    (an operator)
+//   running | completed --rollback--> rolled-back     (an operator; the release guard, watching a completed one)
+// A first step of 100% completes at once. Any other rollback, and one after an aborted or rolled-back rollout,
+// returns to the previous state, the last routing that differs.
+//
+// A step whose time is up but whose figures are too few to judge holds (rollout.onLowTraffic: hold): it stays
+// running, and the hold is not stored. A new state (a pause, a step waiting for a gate) is one more status in
+// ROLLOUT_STATUSES, one more case in `onRequest` or `onEvaluation`, and one more line above.
+
+/** A change to commit: the store fills in the generation and time, the caller who made it (`updatedBy`). */
+export interface Transition extends Omit<StateChange, 'updatedBy' | 'trigger'> {
+  trigger: Trigger
+}
+
+/** What an operator asks for through the admin API, its body already checked for shape. */
+export type RolloutRequest =
+  | { type: 'start'; to: Color; steps: number[]; stepSeconds: number; reason?: string }
+  | { type: 'abort'; reason?: string }
+  /** `previous` is the state a rollback returns to outside a rollout (StateStore.previous, read when needed). */
+  | { type: 'rollback'; reason?: string; previous?: State }
+
+/** What the release guard found at an evaluation. */
+export type Evaluation =
+  /** A running rollout's step, judged on its figures since the step began. */
+  | { type: 'step-judged'; verdict: Verdict; onLowTraffic: RolloutConfig['onLowTraffic'] }
+  /**
+   * The watched color failed (its figures, or no available upstream for too long), or the rolled-out color had
+   * no available upstream. `why` says which; `previous` as in RolloutRequest.
+   */
+  | { type: 'failing'; why: string; previous?: Pick<State, 'active' | 'weights'> }
+
+/** What the release guard does after an evaluation. */
+export type Decision =
+  /** Commit `change`, audited as `action`. */
+  | { kind: 'change'; action: ChangeAction; change: Transition }
+  /** The step's time is up but too few requests came to judge it: it stays at its weight (rollout.onLowTraffic). */
+  | { kind: 'hold' }
+  /** Nothing to do now: the step's time is not up, or there is nothing to roll back to. */
+  | { kind: 'none' }
+
+/** An operator's request: the change to commit, or a BlueGreenError saying why the request is refused. */
+export function onRequest(state: State, event: RolloutRequest, now: number): Transition {
+  switch (event.type) {
+    case 'start':
+      return start(state, event, now)
+    case 'abort':
+      return abort(state, event.reason)
+    case 'rollback':
+      return rollBackByHand(state, event.reason, event.previous)
+  }
+}
+
+/** What the release guard is to do about what it found. */
+export function onEvaluation(state: State, event: Evaluation, now: number): Decision {
+  switch (event.type) {
+    case 'step-judged':
+      return judgedStep(state, event, now)
+    case 'failing':
+      return failing(state, event.why, event.previous)
+  }
+}
+
+/**
+ * Whether a rollback from `state`, by an operator or the release guard, returns to where its rollout started:
+ * a running or completed rollout is one release, undone as a whole. Otherwise (no rollout, or one aborted or
+ * rolled back) it returns to the previous state, the last routing that differs, which the caller reads from the
+ * store first.
+ */
+export function undoesRollout(state: State): boolean {
+  const status = state.rollout?.status
+  return status === 'running' || status === 'completed'
+}
+
+/** When the running step's time is up (ms since the epoch). */
+export function stepEndsAt(rollout: Rollout): number {
+  return Date.parse(rollout.stepStartedAt) + rollout.stepSeconds * 1000
+}
+
+/**
+ * What a running rollout's step does at an evaluation:
+ * - roll-back: its figures fail the thresholds (at any time: a failing step does not wait out its time);
+ * - wait: its time is not up yet;
+ * - hold: its time is up but it has too few requests to judge, and `rollout.onLowTraffic` is hold;
+ * - advance: its time is up and it passed, or it could not be judged and `onLowTraffic` is proceed.
+ */
+export type StepAction = 'roll-back' | 'wait' | 'hold' | 'advance'
+
+export function stepAction(
+  verdict: Verdict['verdict'],
+  timeUp: boolean,
+  onLowTraffic: RolloutConfig['onLowTraffic'],
+): StepAction {
+  if (verdict === 'failing') return 'roll-back'
+  if (!timeUp) return 'wait'
+  if (verdict === 'undecided' && onLowTraffic === 'hold') return 'hold'
+  return 'advance'
+}
+
+/** POST /rollout: the first step now; the release guard takes it from there. */
+function start(state: State, event: Extract<RolloutRequest, { type: 'start' }>, now: number): Transition {
+  const { to, steps, stepSeconds } = event
+  if (state.rollout?.status === 'running') {
+    throw new BlueGreenError(
+      'BG_ROLLOUT_RUNNING',
+      `a rollout to ${state.rollout.to} is running (step ${state.rollout.step + 1}/${state.rollout.steps.length}); abort it first`,
+      409,
+    )
+  }
+  if (steps[0]! <= state.weights[to]) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `the first step must be above ${to}'s weight now (${state.weights[to]})`,
+      400,
+    )
+  }
+  const at = new Date(now).toISOString()
+  const rollout: Rollout = {
+    to,
+    steps,
+    stepSeconds,
+    step: 0,
+    status: 'running',
+    from: { active: state.active, weights: state.weights },
+    startedAt: at,
+    stepStartedAt: at,
+  }
+  return atStep(state, rollout, 0, at, event.reason ?? describeStep(rollout, 0))
+}
+
+function judgedStep(
+  state: State,
+  event: Extract<Evaluation, { type: 'step-judged' }>,
+  now: number,
+): Decision {
+  const rollout = runningRollout(state)
+  const { verdict, summary } = event.verdict
+  const action = stepAction(verdict, now >= stepEndsAt(rollout), event.onLowTraffic)
+  if (action === 'roll-back') return rollBackRollout(rollout, summary)
+  if (action === 'wait') return { kind: 'none' }
+  if (action === 'hold') return { kind: 'hold' }
+  const step = rollout.step + 1
+  const judged = verdict === 'undecided' ? `too little traffic to judge (${summary})` : summary
+  const reason = `${describeStep(rollout, step)} after ${judged}`
+  return {
+    kind: 'change',
+    action: 'rollout',
+    change: atStep(state, rollout, step, new Date(now).toISOString(), reason),
+  }
+}
+
+/** The rollout at `step`, which it began `at`: completed once that step is 100%. */
+function atStep(state: State, rollout: Rollout, step: number, at: string, reason: string): Transition {
+  const weight = rollout.steps[step]!
+  const weights = weightsWith(rollout.to, weight)
+  const done = weight === 100
+  return {
+    active: activeFor(weights, state.active),
+    weights,
+    trigger: 'rollout',
+    reason,
+    rollout: {
+      ...rollout,
+      step,
+      stepStartedAt: at,
+      status: done ? 'completed' : 'running',
+      ...(done ? { outcome: `completed: all traffic on ${rollout.to}` } : {}),
+    },
+  }
+}
+
+/** "rollout to green: step 2/4 (25%)" */
+function describeStep(rollout: Rollout, step: number): string {
+  return `rollout to ${rollout.to}: step ${step + 1}/${rollout.steps.length} (${rollout.steps[step]}%)`
+}
+
+/** POST /rollout/abort: back to where the rollout started. */
+function abort(state: State, given: string | undefined): Transition {
+  const rollout = state.rollout
+  if (rollout?.status !== 'running') {
+    throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort', 409)
+  }
+  const reason = given ?? `rollout to ${rollout.to} aborted at ${rollout.steps[rollout.step]}%`
+  return ended(rollout, 'aborted', 'rollout', reason)
+}
+
+/** POST /rollback: undoes the whole rollout during or right after one, else returns to the previous state. */
+function rollBackByHand(state: State, given: string | undefined, previous: State | undefined): Transition {
+  if (state.rollout && undoesRollout(state)) {
+    const reason = given ?? `rollback of the rollout to ${state.rollout.to}`
+    return ended(state.rollout, 'rolled-back', 'rollback', reason)
+  }
+  if (!previous) {
+    const why =
+      state.generation === 0
+        ? 'there has been no change to roll back'
+        : `there is no earlier routing to roll back to: the state before generation ${state.generation} is not known (an older version stored a repeated change in its place, or the store lost it); switch or set the weights instead`
+    throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why, 409)
+  }
+  return {
+    active: previous.active,
+    weights: previous.weights,
+    trigger: 'rollback',
+    reason: given ?? `rollback to generation ${previous.generation}`,
+  }
+}
+
+/** The release guard's rollback: of the running rollout, or of the watched change. */
+function failing(
+  state: State,
+  why: string,
+  previous: Pick<State, 'active' | 'weights'> | undefined,
+): Decision {
+  if (state.rollout?.status === 'running') return rollBackRollout(state.rollout, why)
+  const reason = `automatic rollback: ${why}`
+  if (state.rollout && undoesRollout(state)) {
+    return {
+      kind: 'change',
+      action: 'rollback',
+      change: ended(state.rollout, 'rolled-back', 'rollback', reason),
+    }
+  }
+  if (!previous) return { kind: 'none' }
+  return {
+    kind: 'change',
+    action: 'rollback',
+    change: { active: previous.active, weights: previous.weights, trigger: 'rollback', reason },
+  }
+}
+
+function rollBackRollout(rollout: Rollout, why: string): Decision {
+  const reason = `rollout to ${rollout.to} rolled back at ${rollout.steps[rollout.step]}%: ${why}`
+  return { kind: 'change', action: 'rollback', change: ended(rollout, 'rolled-back', 'rollback', reason) }
+}
+
+/** The rollout ended (`reason` is its outcome), and the routing back where it started. */
+function ended(
+  rollout: Rollout,
+  status: Exclude<RolloutStatus, 'running' | 'completed'>,
+  trigger: Trigger,
+  reason: string,
+): Transition {
+  return {
+    active: rollout.from.active,
+    weights: rollout.from.weights,
+    trigger,
+    reason,
+    rollout: { ...rollout, status, outcome: reason },
+  }
+}
+
+function runningRollout(state: State): Rollout {
+  if (state.rollout?.status !== 'running') {
+    // A caller's mistake, not a user's: the guard judges a step only while a rollout runs.
+    throw new Error(`no running rollout to judge in generation ${state.generation}`)
+  }
+  return state.rollout
+}
