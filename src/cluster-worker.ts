@@ -177,7 +177,6 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
         throw new BlueGreenError(
           'BG_METRICS_UNAVAILABLE',
           `cannot add up the workers' metrics: ${answer.error}`,
-          503,
         )
       }
       return answer.text

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
 import type { PoolConfig } from '../config/types.ts'
-import { BlueGreenError } from '../errors.ts'
+import { BlueGreenError, codeOf } from '../errors.ts'
 import { probeAll } from '../health/probe.ts'
 import type { Logger } from '../log.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
@@ -82,8 +82,7 @@ export class Changes {
     let committed: Commit
     try {
       if (body instanceof Error) throw body
-      if (!from)
-        throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+      if (!from) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
       request = await this.#parse(action, body, from)
       if (!request.force) await this.#requireHealthy(request.target.weights, from)
       committed = await this.#options.store.commit(
@@ -97,10 +96,9 @@ export class Changes {
         request.expectedGeneration,
       )
     } catch (error) {
-      const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
       this.#record(action, actor, req, from, request ?? givenReason(body), {
         result: 'refused',
-        code,
+        code: codeOf(error),
         message: (error as Error).message,
       })
       throw error
@@ -140,7 +138,6 @@ export class Changes {
         throw new BlueGreenError(
           'BG_UNKNOWN_COLOR',
           `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
-          400,
         )
       }
       const { given, ...rest } = options()
@@ -155,7 +152,7 @@ export class Changes {
       onlyFields(body, ['blue', 'green', ...common])
       const weights = { blue: body.blue, green: body.green }
       const problem = weightsProblem(weights)
-      if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
+      if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem)
       const valid = weights as Weights
       const { given, ...rest } = options()
       return {
@@ -170,7 +167,7 @@ export class Changes {
       onlyFields(body, ['reason', 'wait', 'expectedGeneration'])
       const rollout = from.rollout
       if (rollout?.status !== 'running') {
-        throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort', 409)
+        throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort')
       }
       const { given, expectedGeneration, wait } = options()
       const reason = given ?? `rollout to ${rollout.to} aborted at ${rollout.steps[rollout.step]}%`
@@ -206,7 +203,6 @@ export class Changes {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot read the previous state: ${(error as Error).message}`,
-        503,
       )
     }
     if (!previous) {
@@ -214,7 +210,7 @@ export class Changes {
         from.generation === 0
           ? 'there has been no change to roll back'
           : `there is no earlier routing to roll back to: the state before generation ${from.generation} is not known (an older version stored a repeated change in its place, or the store lost it); switch or set the weights instead`
-      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why, 409)
+      throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why)
     }
     return {
       target: { active: previous.active, weights: previous.weights },
@@ -242,12 +238,11 @@ export class Changes {
       throw new BlueGreenError(
         'BG_UNKNOWN_COLOR',
         `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
-        400,
       )
     }
     const to: Color = body.to
     const problem = stepsProblem(body.steps)
-    if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem, 400)
+    if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem)
     const steps = body.steps as number[]
     const { stepSeconds } = body
     if (
@@ -259,21 +254,18 @@ export class Changes {
       throw new BlueGreenError(
         'BG_BAD_REQUEST',
         'stepSeconds must be a whole number of seconds from 1 to 86400',
-        400,
       )
     }
     if (from.rollout?.status === 'running') {
       throw new BlueGreenError(
         'BG_ROLLOUT_RUNNING',
         `a rollout to ${from.rollout.to} is running (step ${from.rollout.step + 1}/${from.rollout.steps.length}); abort it first`,
-        409,
       )
     }
     if (steps[0]! <= from.weights[to]) {
       throw new BlueGreenError(
         'BG_BAD_REQUEST',
         `the first step must be above ${to}'s weight now (${from.weights[to]})`,
-        400,
       )
     }
     const { given, ...rest } = options()
@@ -318,7 +310,6 @@ export class Changes {
         throw new BlueGreenError(
           'BG_TARGET_UNHEALTHY',
           `${why}; pass "force": true to send it traffic anyway`,
-          412,
         )
       }
       const results = await probeAll(upstreams, this.#options.pools[color].healthCheck)
@@ -327,7 +318,6 @@ export class Changes {
         throw new BlueGreenError(
           'BG_TARGET_UNHEALTHY',
           `no upstream of the ${color} pool answered its health probe (${details}); pass "force": true to send it traffic anyway`,
-          412,
           { probes: results },
         )
       }
@@ -341,7 +331,6 @@ export class Changes {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `the change was made (generation ${state.generation}) but the replicas could not be checked: ${(error as Error).message}`,
-        503,
       )
     }
   }

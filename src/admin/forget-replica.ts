@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
-import { BlueGreenError } from '../errors.ts'
+import { BlueGreenError, codeOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { ForgetResult, ReplicaInfo, ReplicaRegistry } from '../state/store.ts'
@@ -40,7 +40,6 @@ export class ReplicaForgetting {
         throw new BlueGreenError(
           'BG_BAD_REQUEST',
           'DELETE /replicas/ID takes one replica id, URL-encoded (GET /replicas lists them)',
-          400,
         )
       }
       if (body instanceof Error) throw body
@@ -48,8 +47,11 @@ export class ReplicaForgetting {
       reason = optionalString(body, 'reason') ?? `forget replica ${id}`
       forgotten = forgottenOrThrow(id, await this.#forget(id))
     } catch (error) {
-      const code = error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE'
-      this.#record(actor, req, id, reason, { result: 'refused', code, message: (error as Error).message })
+      this.#record(actor, req, id, reason, {
+        result: 'refused',
+        code: codeOf(error),
+        message: (error as Error).message,
+      })
       throw error
     }
     this.#record(actor, req, id, reason, { result: 'accepted' })
@@ -69,7 +71,6 @@ export class ReplicaForgetting {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot reach the replica registry: ${(error as Error).message}`,
-        503,
       )
     }
   }
@@ -107,12 +108,7 @@ function forgottenOrThrow(id: string, outcome: ForgetResult): ReplicaInfo {
     throw new BlueGreenError(
       'BG_REPLICA_LIVE',
       `replica ${id} is live (last heartbeat ${outcome.replica.lastSeen}): only a missing replica can be forgotten`,
-      409,
     )
   }
-  throw new BlueGreenError(
-    'BG_UNKNOWN_REPLICA',
-    `no replica ${id} in the registry; GET /replicas lists them`,
-    404,
-  )
+  throw new BlueGreenError('BG_UNKNOWN_REPLICA', `no replica ${id} in the registry; GET /replicas lists them`)
 }

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
 import type { Dispatcher } from 'undici'
+import { statusOf } from '../errors.ts'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { ColorPool } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
@@ -176,9 +177,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
       return
     }
     if (!this.sent && isRejectedRequest(error)) {
-      this.status = 400
+      this.status = statusOf('BG_BAD_REQUEST')
       // Its body, if any, was never read: close rather than parse it as the next request.
-      sendError(this.res, 400, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
+      sendError(this.res, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
         colorHeader: this.options.colorHeader,
         color: this.upstream.color,
         close: true,
@@ -205,21 +206,15 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
       this.res.destroy(error)
     } else {
       const message =
-        failure.status === 504
+        failure.code === 'BG_UPSTREAM_TIMEOUT'
           ? `upstream ${this.upstream.color} did not answer in time (${failure.reason})`
           : `upstream ${this.upstream.color} failed (${failure.reason})`
-      this.status = failure.status
-      sendError(
-        this.res,
-        failure.status,
-        failure.status === 504 ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
-        message,
-        {
-          colorHeader: this.options.colorHeader,
-          color: this.upstream.color,
-          close: this.options.draining(),
-        },
-      )
+      this.status = statusOf(failure.code)
+      sendError(this.res, failure.code, message, {
+        colorHeader: this.options.colorHeader,
+        color: this.upstream.color,
+        close: this.options.draining(),
+      })
     }
     this.finish(failure.reason, error)
   }

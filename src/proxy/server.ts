@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Config } from '../config/types.ts'
-import type { ErrorCode } from '../errors.ts'
+import { type AnsweredCode, statusOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import {
   chooseColor,
@@ -45,12 +45,10 @@ const isWebSocketUpgrade = (req: IncomingMessage): boolean =>
   req.headers.upgrade?.toLowerCase() === 'websocket'
 
 class RouteError {
-  readonly status: number
-  readonly code: ErrorCode
+  readonly code: AnsweredCode
   readonly message: string
   readonly color: Color | undefined
-  constructor(status: number, code: ErrorCode, message: string, color?: Color) {
-    this.status = status
+  constructor(code: AnsweredCode, message: string, color?: Color) {
     this.code = code
     this.message = message
     this.color = color
@@ -203,7 +201,7 @@ export class ProxyListener {
       // Timed from here: routing before it is pure and takes microseconds, and the hot path reads no clock for it.
       const startedAt = performance.now()
       const { colorHeader } = this.options.config.proxy
-      sendError(res, route.status, route.code, route.message, {
+      sendError(res, route.code, route.message, {
         colorHeader,
         color: route.color,
         close: this.draining,
@@ -216,7 +214,7 @@ export class ProxyListener {
           upstream: '',
           method: req.method ?? 'GET',
           path: req.url ?? '/',
-          status: route.status,
+          status: statusOf(route.code),
           durationMs: performance.now() - startedAt,
         })
       }
@@ -243,7 +241,6 @@ export class ProxyListener {
     // load balancer in front may have framed this body otherwise), so nothing after it is trusted as a request.
     sendError(
       res,
-      501,
       'BG_UNSUPPORTED_TRANSFER_CODING',
       `the request body's transfer coding "${codings}" is not supported, only chunked is (send it as Content-Encoding)`,
       { close: true },
@@ -256,7 +253,7 @@ export class ProxyListener {
     socket.on('error', (error) => this.options.logger.debug({ err: error }, 'CONNECT client socket error'))
     refuseSocket(
       socket,
-      rawErrorResponse(405, 'BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
+      rawErrorResponse('BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
         `allow: ${ALLOWED_METHODS}`,
       ]),
     )
@@ -270,18 +267,18 @@ export class ProxyListener {
   private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', (error) => this.options.logger.debug({ err: error }, 'websocket client socket error'))
     if (this.draining) {
-      socket.end(rawErrorResponse(503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down'))
+      socket.end(rawErrorResponse('BG_SHUTTING_DOWN', 'the proxy is shutting down'))
       return
     }
     // Reached only on a Node without shouldUpgradeCallback (before 22.21 and 24.9), where every upgrade offer
     // comes here and cannot be turned back into a request.
     if (!isWebSocketUpgrade(req)) {
-      socket.end(rawErrorResponse(400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
+      socket.end(rawErrorResponse('BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
       return
     }
     const route = this.route(req)
     if (route instanceof RouteError) {
-      socket.end(rawErrorResponse(route.status, route.code, route.message))
+      socket.end(rawErrorResponse(route.code, route.message))
       return
     }
     const flat = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
@@ -300,15 +297,14 @@ export class ProxyListener {
 
   private route(req: IncomingMessage): Route | RouteError {
     const snapshot = this.options.snapshot()
-    if (!snapshot)
-      return new RouteError(503, 'BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
+    if (!snapshot) return new RouteError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
     const { routing } = this.options.config
     const input: RouteInput = { random: Math.random() }
     if (routing.previewHeader !== null) {
       const preview = req.headers[routing.previewHeader]
       if (preview !== undefined) {
         if (!isColor(preview)) {
-          return new RouteError(400, 'BG_BAD_PREVIEW', `${routing.previewHeader} must be "blue" or "green"`)
+          return new RouteError('BG_BAD_PREVIEW', `${routing.previewHeader} must be "blue" or "green"`)
         }
         input.preview = preview
       }
@@ -327,7 +323,6 @@ export class ProxyListener {
     const upstream = chooseUpstream(snapshot.pools[choice.color])
     if (!upstream) {
       return new RouteError(
-        503,
         'BG_NO_HEALTHY_UPSTREAM',
         `no healthy upstream in the ${choice.color} pool`,
         choice.color,

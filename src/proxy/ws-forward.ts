@@ -104,13 +104,8 @@ export class WebSocketForwarder {
         )
         // Before the upgrade nothing has been written to the client yet, so it can still get a proper answer.
         if (socket.writable && !tagged[UPGRADED]) {
-          const timedOut = failure.status === 504
           socket.end(
-            rawErrorResponse(
-              failure.status,
-              timedOut ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
-              `websocket upstream ${upstream.color} failed (${failure.reason})`,
-            ),
+            rawErrorResponse(failure.code, `websocket upstream ${upstream.color} failed (${failure.reason})`),
           )
         }
       },

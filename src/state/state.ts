@@ -210,19 +210,18 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
     throw new BlueGreenError(
       'BG_UNKNOWN_COLOR',
       `active must be "blue" or "green", got ${JSON.stringify(change?.active)}`,
-      400,
     )
   }
   const weights = weightsProblem(change.weights)
-  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights, 400)
+  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights)
   if (typeof change.updatedBy !== 'string' || typeof change.reason !== 'string') {
-    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings', 400)
+    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings')
   }
   if (change.trigger !== undefined && !TRIGGERS.includes(change.trigger)) {
-    throw new BlueGreenError('BG_BAD_REQUEST', `trigger must be one of ${TRIGGERS.join(', ')}`, 400)
+    throw new BlueGreenError('BG_BAD_REQUEST', `trigger must be one of ${TRIGGERS.join(', ')}`)
   }
   const rollout = change.rollout === undefined ? undefined : rolloutProblem(change.rollout)
-  if (rollout) throw new BlueGreenError('BG_BAD_REQUEST', rollout, 400)
+  if (rollout) throw new BlueGreenError('BG_BAD_REQUEST', rollout)
   return {
     active: change.active,
     weights: { blue: change.weights.blue, green: change.weights.green },
@@ -231,6 +230,18 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
     trigger: change.trigger ?? 'admin',
     ...(change.rollout === undefined ? {} : { rollout: change.rollout }),
   }
+}
+
+/**
+ * Checks the generation a compare-and-set is to expect, as a caller gives it (the admin API's body, a store's
+ * argument): undefined for none, else a non-negative integer, or a 400 before anything is touched.
+ */
+export function checkedGeneration(expected: unknown): number | undefined {
+  if (expected === undefined) return undefined
+  if (typeof expected !== 'number' || !Number.isSafeInteger(expected) || expected < 0) {
+    throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer')
+  }
+  return expected
 }
 
 /** Checks rollout steps as a caller gives them: whole numbers 1..100, strictly increasing, ending at 100. */
