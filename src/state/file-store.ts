@@ -7,19 +7,14 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import {
-  freezeState,
-  readStateFile,
-  type StateDocument,
-  type StateFileRead,
-  writeStateFile,
-} from './atomic-file.ts'
+import { readStateFile, type StateDocument, type StateFileRead, writeStateFile } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
 import {
   type Color,
   changesNothing,
   checkedChange,
   checkedGeneration,
+  freezeState,
   initialState,
   isColor,
   replacedState,

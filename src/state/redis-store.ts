@@ -13,6 +13,7 @@ import {
   type Color,
   checkedChange,
   checkedGeneration,
+  freezeState,
   initialState,
   rollbackTarget,
   type State,
@@ -333,7 +334,7 @@ export class RedisStateStore implements StateStore {
     } catch {
       problem = 'not JSON'
     }
-    if (problem === undefined) return Object.freeze(value as State)
+    if (problem === undefined) return freezeState(value as State)
     // Log once per distinct bad value, not on every poll.
     if (problem !== this.#lastInvalid) {
       this.#logger.error(

@@ -140,6 +140,22 @@ export function stateProblem(value: unknown): string | undefined {
 }
 
 /**
+ * A state is shared by every listener and every snapshot built from it, so none of them may change what the others
+ * see: every level is frozen (weights, the rollout, its steps and where it came from), whichever store it came from.
+ */
+export function freezeState(state: State): State {
+  return deepFreeze(state)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    Object.freeze(value)
+    for (const field of Object.values(value)) deepFreeze(field)
+  }
+  return value
+}
+
+/**
  * Whether `next` should replace `current`: a newer generation, or the same generation with other content. Two
  * different states can share a generation only when a change raced a Redis restart (a replica that was behind
  * restored its older state, and a change through it reused the generation the others had applied); the store's
@@ -228,7 +244,8 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
     updatedBy: change.updatedBy,
     reason: change.reason,
     trigger: change.trigger ?? 'admin',
-    ...(change.rollout === undefined ? {} : { rollout: change.rollout }),
+    // A copy, as for the weights: the stored state is frozen, and the caller's objects stay the caller's.
+    ...(change.rollout === undefined ? {} : { rollout: structuredClone(change.rollout) }),
   }
 }
 

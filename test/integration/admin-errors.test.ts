@@ -73,7 +73,9 @@ describe('an admin call that fails in a way nothing expects', () => {
     const reply = await adminPost(url, '/switch', { to: 'green', force: true, reason: 'release 9' })
     expect(reply.status).toBe(500)
     expect(errorCode(reply)).toBe('BG_INTERNAL')
-    expect(reply.body).toEqual({ error: { code: 'BG_INTERNAL', message: 'internal error; see the proxy log' } })
+    expect(reply.body).toEqual({
+      error: { code: 'BG_INTERNAL', message: 'internal error; see the proxy log' },
+    })
 
     const logged = errorLines.map((line) => JSON.parse(line) as { msg: string; err?: { stack?: string } })
     const failure = logged.find((line) => line.msg === 'admin request failed')
