@@ -128,6 +128,30 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
   return out
 }
 
+/**
+ * The headers to send upstream with a WebSocket upgrade, as http-proxy-3 takes them: an object of lower-case
+ * names, built like upstreamRequestHeaders, with repeated headers folded into one and the upgrade itself put back
+ * (Connection and Upgrade are hop-by-hop, so dropped there). `upgrade` is the client's Upgrade value, in its spelling.
+ */
+export function upgradeRequestHeaders(
+  rawHeaders: readonly string[],
+  info: ForwardingInfo,
+  upgrade: string,
+): Record<string, string> {
+  const flat = upstreamRequestHeaders(rawHeaders, info)
+  const headers: Record<string, string> = {}
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i]!.toLowerCase()
+    const value = flat[i + 1]!
+    // Repeated headers fold into one with ", ", except Cookie, whose separator is "; " (RFC 9110 5.3).
+    const separator = name === 'cookie' ? '; ' : ', '
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}${separator}${value}`
+  }
+  headers.connection = 'Upgrade'
+  headers.upgrade = upgrade
+  return headers
+}
+
 /** An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; upstreams expect a.b.c.d. */
 function mappedIPv4(address: string): string {
   return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address

@@ -15,7 +15,13 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import { type Color, isColor, type State } from '../state/state.ts'
 import { ColorDrainer, type DrainStatus } from './drain.ts'
-import { codingsBesidesChunked, cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
+import {
+  codingsBesidesChunked,
+  cookieValue,
+  TrustedProxies,
+  upgradeRequestHeaders,
+  upstreamRequestHeaders,
+} from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
@@ -281,17 +287,8 @@ export class ProxyListener {
       socket.end(rawErrorResponse(route.code, route.message))
       return
     }
-    const flat = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
-    const headers: Record<string, string> = {}
-    for (let i = 0; i < flat.length; i += 2) {
-      const name = flat[i]!.toLowerCase()
-      // Repeated headers fold into one with ", ", except Cookie, whose separator is "; " (RFC 9110 5.3).
-      const separator = name === 'cookie' ? '; ' : ', '
-      headers[name] =
-        headers[name] === undefined ? flat[i + 1]! : `${headers[name]}${separator}${flat[i + 1]}`
-    }
-    headers.connection = 'Upgrade'
-    headers.upgrade = req.headers.upgrade! // checked above: websocket, in the client's spelling
+    // The Upgrade value was checked above: websocket, in the client's spelling.
+    const headers = upgradeRequestHeaders(req.rawHeaders, this.forwarding(req), req.headers.upgrade!)
     this.websockets.forward(req, socket, head, route.upstream, headers)
   }
 
