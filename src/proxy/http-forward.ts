@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { statusOf } from '../errors.ts'
 import { chooseUpstream } from '../routing/pick.ts'
-import type { ColorPool } from '../routing/snapshot.ts'
+import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { Color } from '../state/state.ts'
 import type { DrainableRequest, RequestTracker } from './drain.ts'
@@ -11,6 +11,16 @@ import { clientResponseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
 import { CONNECT_ATTEMPTS, type RetryDecision, type RetryPolicy } from './retries.ts'
 import { classifyUpstreamError, type FailureReason, isRejectedRequest } from './upstream-errors.ts'
+
+/** Where routing sends a request (proxy/server.ts), and all forward() needs to know of it. */
+export interface Route {
+  /** The snapshot the request was routed on: a retry chooses from the same upstreams. */
+  snapshot: RoutingSnapshot
+  color: Color
+  upstream: Upstream
+  /** A Set-Cookie value to add (a new sticky client during a split), or undefined. */
+  setCookie: string | undefined
+}
 
 /** What the forwarder reports for every request it handled, for the access log and metrics. */
 export interface RequestOutcome {
@@ -59,12 +69,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   drainSlot = -1
   private readonly req: IncomingMessage
   private readonly res: ServerResponse
-  private readonly pool: ColorPool
+  private readonly route: Route
   private readonly options: ForwardOptions
   private readonly headers: string[]
-  /** A Set-Cookie value to add (a new sticky client during a split), or undefined. */
-  private readonly setCookie: string | undefined
   private readonly startedAt = performance.now()
+  /** The route's upstream, until a failed attempt is tried again on another. */
   private upstream: Upstream
   private controller: Dispatcher.DispatchController | undefined
   private body: PassThrough | null | undefined
@@ -80,22 +89,19 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   constructor(
     req: IncomingMessage,
     res: ServerResponse,
-    pool: ColorPool,
-    upstream: Upstream,
+    route: Route,
     headers: string[],
-    setCookie: string | undefined,
     options: ForwardOptions,
   ) {
     this.req = req
-    this.setCookie = setCookie
     this.res = res
-    this.pool = pool
-    this.upstream = upstream
+    this.route = route
+    this.upstream = route.upstream
     this.headers = headers
     this.options = options
     res.on('close', this.onClientClose)
-    options.inFlight.requestStarted(upstream.color, this)
-    options.retries.budget.requestStarted(upstream.color, this.startedAt)
+    options.inFlight.requestStarted(route.color, this)
+    options.retries.budget.requestStarted(route.color, this.startedAt)
   }
 
   /** The drain of its color timed out: closing the client's connection aborts the upstream request too. */
@@ -145,7 +151,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     const { colorHeader } = this.options
     const out = clientResponseHeaders(headers, colorHeader)
     if (colorHeader !== null) out.push(colorHeader, this.upstream.color)
-    if (this.setCookie !== undefined) out.push('set-cookie', this.setCookie)
+    if (this.route.setCookie !== undefined) out.push('set-cookie', this.route.setCookie)
     if (this.options.draining()) this.res.shouldKeepAlive = false
     try {
       this.res.writeHead(statusCode, out)
@@ -225,7 +231,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     if (this.res.headersSent) return 'none'
     if (!this.sent) {
       if (++this.connectFailures >= CONNECT_ATTEMPTS) return 'none'
-      return chooseUpstream(this.pool, this.upstream) ?? 'none'
+      return chooseUpstream(this.pool(), this.upstream) ?? 'none'
     }
     const { retries } = this.options
     if (this.body !== null || this.resent >= retries.max || !retries.mayResend(this.req.method, reason))
@@ -234,7 +240,12 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     this.resent++
     this.freshConnection = true
     // Another upstream when there is one; else this one again, on a new connection all the same.
-    return chooseUpstream(this.pool, this.upstream) ?? this.upstream
+    return chooseUpstream(this.pool(), this.upstream) ?? this.upstream
+  }
+
+  /** The upstreams of the route's color in the snapshot it was routed on. */
+  private pool() {
+    return this.route.snapshot.pools[this.route.color]
   }
 
   private finish(failure: FailureReason | undefined, error: Error | undefined): void {
@@ -288,11 +299,9 @@ function requestBody(req: IncomingMessage): PassThrough {
 export function forward(
   req: IncomingMessage,
   res: ServerResponse,
-  pool: ColorPool,
-  upstream: Upstream,
+  route: Route,
   headers: string[],
-  setCookie: string | undefined,
   options: ForwardOptions,
 ): void {
-  new ForwardHandler(req, res, pool, upstream, headers, setCookie, options).dispatch()
+  new ForwardHandler(req, res, route, headers, options).dispatch()
 }

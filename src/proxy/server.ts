@@ -22,7 +22,7 @@ import {
   upgradeRequestHeaders,
   upstreamRequestHeaders,
 } from './headers.ts'
-import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
+import { type ForwardOptions, forward, type RequestOutcome, type Route } from './http-forward.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
 import type { FailureReason } from './upstream-errors.ts'
@@ -59,13 +59,6 @@ class RouteError {
     this.message = message
     this.color = color
   }
-}
-
-interface Route {
-  upstream: Upstream
-  snapshot: RoutingSnapshot
-  color: Color
-  setCookie: string | undefined
 }
 
 /**
@@ -227,15 +220,7 @@ export class ProxyListener {
       return
     }
     const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
-    forward(
-      req,
-      res,
-      route.snapshot.pools[route.color],
-      route.upstream,
-      headers,
-      route.setCookie,
-      this.forwardOptions,
-    )
+    forward(req, res, route, headers, this.forwardOptions)
   }
 
   /** A request body in a transfer coding besides chunked is answered 501 (see codingsBesidesChunked). */
