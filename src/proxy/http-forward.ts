@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { statusOf } from '../errors.ts'
 import { chooseUpstream } from '../routing/pick.ts'
-import type { RoutingSnapshot } from '../routing/snapshot.ts'
+import type { AvailablePool, RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { Color } from '../state/state.ts'
 import type { DrainableRequest, RequestTracker } from './drain.ts'
@@ -79,7 +79,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   private body: PassThrough | null | undefined
   private connectFailures = 0
   private resent = 0
-  /** Whether attempts go out on new connections (Upstream.freshPool): once a request is sent again, they do. */
+  /** Whether attempts go out on new connections (Upstream.freshDispatcher): once a request is sent again, they do. */
   private freshConnection = false
   private sent = false
   private finished = false
@@ -119,9 +119,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     }
     this.sent = false
     this.upstream.outstanding++
-    const pool = this.freshConnection ? this.upstream.freshPool : this.upstream.pool
+    const dispatcher = this.freshConnection ? this.upstream.freshDispatcher : this.upstream.dispatcher
     try {
-      pool.dispatch(
+      dispatcher.dispatch(
         {
           path: req.url ?? '/',
           method: req.method ?? 'GET',
@@ -231,7 +231,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     if (this.res.headersSent) return 'none'
     if (!this.sent) {
       if (++this.connectFailures >= CONNECT_ATTEMPTS) return 'none'
-      return chooseUpstream(this.pool(), this.upstream) ?? 'none'
+      return chooseUpstream(this.available(), this.upstream) ?? 'none'
     }
     const { retries } = this.options
     if (this.body !== null || this.resent >= retries.max || !retries.mayResend(this.req.method, reason))
@@ -240,11 +240,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     this.resent++
     this.freshConnection = true
     // Another upstream when there is one; else this one again, on a new connection all the same.
-    return chooseUpstream(this.pool(), this.upstream) ?? this.upstream
+    return chooseUpstream(this.available(), this.upstream) ?? this.upstream
   }
 
-  /** The upstreams of the route's color in the snapshot it was routed on. */
-  private pool() {
+  /** The upstreams the route's color could use in the snapshot it was routed on. */
+  private available(): AvailablePool {
     return this.route.snapshot.pools[this.route.color]
   }
 
