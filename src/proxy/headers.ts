@@ -45,26 +45,26 @@ function connectionTokens(values: readonly string[]): Set<string> | undefined {
 
 /** Answers whether a client address is a trusted proxy, from a list of IPs and CIDRs. */
 export class TrustedProxies {
-  private readonly list = new BlockList()
-  private readonly empty: boolean
+  readonly #list = new BlockList()
+  readonly #empty: boolean
 
   constructor(entries: readonly string[]) {
-    this.empty = entries.length === 0
+    this.#empty = entries.length === 0
     for (const entry of entries) {
       const [address, prefix] = entry.split('/') as [string, string | undefined]
       const type = isIPv6(address) ? 'ipv6' : 'ipv4'
-      if (prefix === undefined) this.list.addAddress(address, type)
-      else this.list.addSubnet(address, Number(prefix), type)
+      if (prefix === undefined) this.#list.addAddress(address, type)
+      else this.#list.addSubnet(address, Number(prefix), type)
     }
   }
 
   has(address: string | undefined): boolean {
-    if (this.empty || !address) return false
-    if (isIPv4(address)) return this.list.check(address, 'ipv4')
+    if (this.#empty || !address) return false
+    if (isIPv4(address)) return this.#list.check(address, 'ipv4')
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
     const mapped = mappedIPv4(address)
-    if (mapped !== address) return this.list.check(mapped, 'ipv4')
-    return this.list.check(address, 'ipv6')
+    if (mapped !== address) return this.#list.check(mapped, 'ipv4')
+    return this.#list.check(address, 'ipv6')
   }
 }
 

@@ -67,24 +67,24 @@ class ClientClosedError extends Error {
 class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   /** Its place in its color's in-flight list, kept by the drain (drain.ts). */
   drainSlot = -1
-  private readonly req: IncomingMessage
-  private readonly res: ServerResponse
-  private readonly route: Route
-  private readonly options: ForwardOptions
-  private readonly headers: string[]
-  private readonly startedAt = performance.now()
+  readonly #req: IncomingMessage
+  readonly #res: ServerResponse
+  readonly #route: Route
+  readonly #options: ForwardOptions
+  readonly #headers: string[]
+  readonly #startedAt = performance.now()
   /** The route's upstream, until a failed attempt is tried again on another. */
-  private upstream: Upstream
-  private controller: Dispatcher.DispatchController | undefined
-  private body: PassThrough | null | undefined
-  private connectFailures = 0
-  private resent = 0
+  #upstream: Upstream
+  #controller: Dispatcher.DispatchController | undefined
+  #body: PassThrough | null | undefined
+  #connectFailures = 0
+  #resent = 0
   /** Whether attempts go out on new connections (Upstream.freshDispatcher): once a request is sent again, they do. */
-  private freshConnection = false
-  private sent = false
-  private finished = false
-  private clientGone = false
-  private status = 0
+  #freshConnection = false
+  #sent = false
+  #finished = false
+  #clientGone = false
+  #status = 0
 
   constructor(
     req: IncomingMessage,
@@ -93,40 +93,40 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     headers: string[],
     options: ForwardOptions,
   ) {
-    this.req = req
-    this.res = res
-    this.route = route
-    this.upstream = route.upstream
-    this.headers = headers
-    this.options = options
-    res.on('close', this.onClientClose)
+    this.#req = req
+    this.#res = res
+    this.#route = route
+    this.#upstream = route.upstream
+    this.#headers = headers
+    this.#options = options
+    res.on('close', this.#onClientClose)
     options.inFlight.requestStarted(route.color, this)
-    options.retries.budget.requestStarted(route.color, this.startedAt)
+    options.retries.budget.requestStarted(route.color, this.#startedAt)
   }
 
   /** The drain of its color timed out: closing the client's connection aborts the upstream request too. */
   abort(): void {
-    this.res.destroy()
+    this.#res.destroy()
   }
 
   dispatch(): void {
-    const { req } = this
+    const req = this.#req
     // Made once: a request tried again has no body or never had it read (retries.ts), so one stream serves all.
-    if (this.body === undefined) {
+    if (this.#body === undefined) {
       const hasBody =
         req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-      this.body = hasBody ? requestBody(req) : null
+      this.#body = hasBody ? requestBody(req) : null
     }
-    this.sent = false
-    this.upstream.outstanding++
-    const dispatcher = this.freshConnection ? this.upstream.freshDispatcher : this.upstream.dispatcher
+    this.#sent = false
+    this.#upstream.outstanding++
+    const dispatcher = this.#freshConnection ? this.#upstream.freshDispatcher : this.#upstream.dispatcher
     try {
       dispatcher.dispatch(
         {
           path: req.url ?? '/',
           method: req.method ?? 'GET',
-          headers: this.headers,
-          body: this.body,
+          headers: this.#headers,
+          body: this.#body,
         },
         this,
       )
@@ -136,9 +136,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller
-    this.sent = true
-    if (this.clientGone) controller.abort(new ClientClosedError('client closed the connection'))
+    this.#controller = controller
+    this.#sent = true
+    if (this.#clientGone) controller.abort(new ClientClosedError('client closed the connection'))
   }
 
   onResponseStart(
@@ -148,133 +148,133 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   ): void {
     // 1xx informational responses (103 Early Hints, a stray 100) are not relayed; the final one follows.
     if (statusCode < 200) return
-    const { colorHeader } = this.options
+    const { colorHeader } = this.#options
     const out = clientResponseHeaders(headers, colorHeader)
-    if (colorHeader !== null) out.push(colorHeader, this.upstream.color)
-    if (this.route.setCookie !== undefined) out.push('set-cookie', this.route.setCookie)
-    if (this.options.draining()) this.res.shouldKeepAlive = false
+    if (colorHeader !== null) out.push(colorHeader, this.#upstream.color)
+    if (this.#route.setCookie !== undefined) out.push('set-cookie', this.#route.setCookie)
+    if (this.#options.draining()) this.#res.shouldKeepAlive = false
     try {
-      this.res.writeHead(statusCode, out)
+      this.#res.writeHead(statusCode, out)
     } catch (error) {
       // Node refuses header values it would not send (control characters, a bad status): the upstream's fault.
       controller.abort(error as Error)
       return
     }
-    this.status = statusCode
+    this.#status = statusCode
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
+    if (!this.#res.write(chunk)) {
       controller.pause()
-      this.res.once('drain', this.onClientDrain)
+      this.#res.once('drain', this.#onClientDrain)
     }
   }
 
   onResponseEnd(): void {
-    this.res.end()
-    this.finish(undefined, undefined)
+    this.#res.end()
+    this.#finish(undefined, undefined)
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
-    if (this.finished) return
-    if (this.clientGone) {
-      this.status = CLIENT_CLOSED
-      this.finish(undefined, undefined)
+    if (this.#finished) return
+    if (this.#clientGone) {
+      this.#status = CLIENT_CLOSED
+      this.#finish(undefined, undefined)
       return
     }
-    if (!this.sent && isRejectedRequest(error)) {
-      this.status = statusOf('BG_BAD_REQUEST')
+    if (!this.#sent && isRejectedRequest(error)) {
+      this.#status = statusOf('BG_BAD_REQUEST')
       // Its body, if any, was never read: close rather than parse it as the next request.
-      sendError(this.res, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
-        colorHeader: this.options.colorHeader,
-        color: this.upstream.color,
+      sendError(this.#res, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
+        colorHeader: this.#options.colorHeader,
+        color: this.#upstream.color,
         close: true,
       })
-      this.finish(undefined, error)
+      this.#finish(undefined, error)
       return
     }
     const failure = classifyUpstreamError(error)
-    const next = this.retryTarget(failure.reason)
-    this.options.onUpstreamFailure(
-      this.upstream,
+    const next = this.#retryTarget(failure.reason)
+    this.#options.onUpstreamFailure(
+      this.#upstream,
       failure.reason,
       error,
       typeof next === 'string' ? next : 'retried',
     )
     if (typeof next !== 'string') {
-      this.upstream.outstanding--
-      this.upstream = next
+      this.#upstream.outstanding--
+      this.#upstream = next
       this.dispatch()
       return
     }
-    if (this.res.headersSent) {
+    if (this.#res.headersSent) {
       // The status line is out: the only honest signal left is a truncated response.
-      this.res.destroy(error)
+      this.#res.destroy(error)
     } else {
       const message =
         failure.code === 'BG_UPSTREAM_TIMEOUT'
-          ? `upstream ${this.upstream.color} did not answer in time (${failure.reason})`
-          : `upstream ${this.upstream.color} failed (${failure.reason})`
-      this.status = statusOf(failure.code)
-      sendError(this.res, failure.code, message, {
-        colorHeader: this.options.colorHeader,
-        color: this.upstream.color,
-        close: this.options.draining(),
+          ? `upstream ${this.#upstream.color} did not answer in time (${failure.reason})`
+          : `upstream ${this.#upstream.color} failed (${failure.reason})`
+      this.#status = statusOf(failure.code)
+      sendError(this.#res, failure.code, message, {
+        colorHeader: this.#options.colorHeader,
+        color: this.#upstream.color,
+        close: this.#options.draining(),
       })
     }
-    this.finish(failure.reason, error)
+    this.#finish(failure.reason, error)
   }
 
   /** Where to try again after a failed attempt (see retries.ts), or why not. */
-  private retryTarget(reason: FailureReason): Upstream | 'denied' | 'none' {
+  #retryTarget(reason: FailureReason): Upstream | 'denied' | 'none' {
     // Once the status line is out, the client has its response, however it ends.
-    if (this.res.headersSent) return 'none'
-    if (!this.sent) {
-      if (++this.connectFailures >= CONNECT_ATTEMPTS) return 'none'
-      return chooseUpstream(this.available(), this.upstream) ?? 'none'
+    if (this.#res.headersSent) return 'none'
+    if (!this.#sent) {
+      if (++this.#connectFailures >= CONNECT_ATTEMPTS) return 'none'
+      return chooseUpstream(this.#available(), this.#upstream) ?? 'none'
     }
-    const { retries } = this.options
-    if (this.body !== null || this.resent >= retries.max || !retries.mayResend(this.req.method, reason))
+    const { retries } = this.#options
+    if (this.#body !== null || this.#resent >= retries.max || !retries.mayResend(this.#req.method, reason))
       return 'none'
-    if (!retries.budget.tryRetry(this.upstream.color, performance.now())) return 'denied'
-    this.resent++
-    this.freshConnection = true
+    if (!retries.budget.tryRetry(this.#upstream.color, performance.now())) return 'denied'
+    this.#resent++
+    this.#freshConnection = true
     // Another upstream when there is one; else this one again, on a new connection all the same.
-    return chooseUpstream(this.available(), this.upstream) ?? this.upstream
+    return chooseUpstream(this.#available(), this.#upstream) ?? this.#upstream
   }
 
   /** The upstreams the route's color could use in the snapshot it was routed on. */
-  private available(): AvailablePool {
-    return this.route.snapshot.pools[this.route.color]
+  #available(): AvailablePool {
+    return this.#route.snapshot.pools[this.#route.color]
   }
 
-  private finish(failure: FailureReason | undefined, error: Error | undefined): void {
-    if (this.finished) return
-    this.finished = true
-    this.upstream.outstanding--
-    this.options.onOutcome({
-      color: this.upstream.color,
-      upstream: this.upstream.url,
-      method: this.req.method ?? 'GET',
-      path: this.req.url ?? '/',
-      status: this.status,
-      durationMs: performance.now() - this.startedAt,
+  #finish(failure: FailureReason | undefined, error: Error | undefined): void {
+    if (this.#finished) return
+    this.#finished = true
+    this.#upstream.outstanding--
+    this.#options.onOutcome({
+      color: this.#upstream.color,
+      upstream: this.#upstream.url,
+      method: this.#req.method ?? 'GET',
+      path: this.#req.url ?? '/',
+      status: this.#status,
+      durationMs: performance.now() - this.#startedAt,
       failure,
       error,
     })
   }
 
-  private readonly onClientDrain = (): void => {
-    this.controller?.resume()
+  readonly #onClientDrain = (): void => {
+    this.#controller?.resume()
   }
 
-  private readonly onClientClose = (): void => {
-    this.options.inFlight.requestEnded(this.upstream.color, this)
-    this.options.onResponseClose()
-    if (this.finished || this.res.writableFinished) return
+  readonly #onClientClose = (): void => {
+    this.#options.inFlight.requestEnded(this.#upstream.color, this)
+    this.#options.onResponseClose()
+    if (this.#finished || this.#res.writableFinished) return
     // The client went away mid-request: stop the upstream work too.
-    this.clientGone = true
-    this.controller?.abort(new ClientClosedError('client closed the connection'))
+    this.#clientGone = true
+    this.#controller?.abort(new ClientClosedError('client closed the connection'))
   }
 }
 

@@ -67,37 +67,37 @@ class RouteError {
  */
 export class ProxyListener {
   readonly server: Server
-  private readonly options: ProxyListenerOptions
-  private readonly trusted: TrustedProxies
-  private readonly forwardOptions: ForwardOptions
-  private readonly websockets: WebSocketForwarder
-  private readonly drains: ColorDrainer
+  readonly #options: ProxyListenerOptions
+  readonly #trusted: TrustedProxies
+  readonly #forwardOptions: ForwardOptions
+  readonly #websockets: WebSocketForwarder
+  readonly #drains: ColorDrainer
   /** The sticky cookie's Set-Cookie value for each bucket, built once. */
-  private readonly cookies: readonly string[]
-  private inFlight = 0
-  private draining = false
-  private onIdle: (() => void) | undefined
+  readonly #cookies: readonly string[]
+  #inFlight = 0
+  #draining = false
+  #onIdle: (() => void) | undefined
 
   constructor(options: ProxyListenerOptions) {
-    this.options = options
+    this.#options = options
     const { config, logger } = options
     const { timeouts } = config.proxy
-    this.trusted = new TrustedProxies(config.proxy.trustedProxies)
+    this.#trusted = new TrustedProxies(config.proxy.trustedProxies)
     const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
-    this.cookies = Array.from(
+    this.#cookies = Array.from(
       { length: STICKY_BUCKETS },
       (_, bucket) =>
         `${config.routing.sticky.cookie}=${bucket}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`,
     )
-    this.drains = new ColorDrainer({
+    this.#drains = new ColorDrainer({
       timeout: config.drain.timeout,
       logger,
-      closeWebSockets: (color) => this.websockets.closeAll(color),
+      closeWebSockets: (color) => this.#websockets.closeAll(color),
     })
-    this.forwardOptions = {
+    this.#forwardOptions = {
       colorHeader: config.proxy.colorHeader,
       retries: new RetryPolicy(config.proxy.retries),
-      draining: () => this.draining,
+      draining: () => this.#draining,
       onUpstreamFailure: (upstream, reason, error, retry) => {
         logger.warn(
           { color: upstream.color, upstream: upstream.url, reason, retry, err: error },
@@ -106,17 +106,17 @@ export class ProxyListener {
         options.onUpstreamFailure?.(upstream, reason, error, retry)
       },
       onOutcome: options.onOutcome ?? (() => {}),
-      inFlight: this.drains,
-      onResponseClose: this.onResponseClose,
+      inFlight: this.#drains,
+      onResponseClose: this.#onResponseClose,
     }
-    this.websockets = new WebSocketForwarder({
+    this.#websockets = new WebSocketForwarder({
       colorHeader: config.proxy.colorHeader,
       connectTimeout: timeouts.connect,
       logger,
       onUpstreamFailure: (upstream, reason, error) =>
         options.onUpstreamFailure?.(upstream, reason as FailureReason, error, 'none'),
-      onOpened: (websocket) => this.drains.websocketOpened(websocket.color),
-      onClosed: (websocket) => this.drains.websocketClosed(websocket.color),
+      onOpened: (websocket) => this.#drains.websocketOpened(websocket.color),
+      onClosed: (websocket) => this.#drains.websocketClosed(websocket.color),
     })
     const clientRequest = timeouts.clientRequest
     this.server = createServer(
@@ -133,14 +133,14 @@ export class ProxyListener {
         shouldUpgradeCallback: isWebSocketUpgrade,
         noDelay: true,
       },
-      this.handleRequest,
+      this.#handleRequest,
     )
-    this.server.on('upgrade', this.handleUpgrade)
-    this.server.on('connect', this.handleConnect)
+    this.server.on('upgrade', this.#handleUpgrade)
+    this.server.on('connect', this.#handleConnect)
   }
 
   listen(): Promise<AddressInfo> {
-    const { host, port } = this.options.config.listen
+    const { host, port } = this.#options.config.listen
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(port, host, () => {
@@ -152,17 +152,17 @@ export class ProxyListener {
 
   /** Requests and WebSockets being served right now. */
   get active(): { requests: number; websockets: number } {
-    return { requests: this.inFlight, websockets: this.websockets.open.size }
+    return { requests: this.#inFlight, websockets: this.#websockets.open.size }
   }
 
   /** Called with every applied state: a color that lost all its traffic starts draining (see drain.ts). */
   stateApplied(previous: State | undefined, next: State): void {
-    this.drains.stateApplied(previous, next)
+    this.#drains.stateApplied(previous, next)
   }
 
   /** Requests and WebSockets open per color, and the drain of the color that last lost its traffic. */
   drainStatus(): DrainStatus {
-    return this.drains.status()
+    return this.#drains.status()
   }
 
   /**
@@ -170,45 +170,45 @@ export class ProxyListener {
    * responses say `connection: close`) for up to graceMs, then close whatever is left, WebSockets included.
    */
   async drain(graceMs: number): Promise<void> {
-    this.draining = true
-    this.drains.close()
+    this.#draining = true
+    this.#drains.close()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     this.server.closeIdleConnections()
-    if (this.inFlight > 0) {
+    if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
-        this.onIdle = () => {
+        this.#onIdle = () => {
           clearTimeout(timer)
           resolve()
         }
       })
     }
-    if (this.inFlight > 0)
-      this.options.logger.warn({ requests: this.inFlight }, 'grace period over, closing requests')
-    this.websockets.closeAll()
+    if (this.#inFlight > 0)
+      this.#options.logger.warn({ requests: this.#inFlight }, 'grace period over, closing requests')
+    this.#websockets.closeAll()
     this.server.closeAllConnections()
     await closed
-    this.websockets.close()
+    this.#websockets.close()
   }
 
-  private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    this.inFlight++
-    if (this.refusedCoding(req, res)) return
-    const route = this.route(req)
+  readonly #handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#inFlight++
+    if (this.#refusedCoding(req, res)) return
+    const route = this.#route(req)
     if (route instanceof RouteError) {
-      res.once('close', this.onResponseClose)
+      res.once('close', this.#onResponseClose)
       // Timed from here: routing before it is pure and takes microseconds, and the hot path reads no clock for it.
       const startedAt = performance.now()
-      const { colorHeader } = this.options.config.proxy
+      const { colorHeader } = this.#options.config.proxy
       sendError(res, route.code, route.message, {
         colorHeader,
         color: route.color,
-        close: this.draining,
+        close: this.#draining,
       })
       // An answer given on a color's behalf (no healthy upstream in it) counts for that color like an upstream's:
       // in its metrics and in the rollback window, which must see a color whose every request gets 503.
       if (route.color !== undefined) {
-        this.options.onOutcome?.({
+        this.#options.onOutcome?.({
           color: route.color,
           upstream: '',
           method: req.method ?? 'GET',
@@ -219,15 +219,15 @@ export class ProxyListener {
       }
       return
     }
-    const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
-    forward(req, res, route, headers, this.forwardOptions)
+    const headers = upstreamRequestHeaders(req.rawHeaders, this.#forwarding(req))
+    forward(req, res, route, headers, this.#forwardOptions)
   }
 
   /** A request body in a transfer coding besides chunked is answered 501 (see codingsBesidesChunked). */
-  private refusedCoding(req: IncomingMessage, res: ServerResponse): boolean {
+  #refusedCoding(req: IncomingMessage, res: ServerResponse): boolean {
     const codings = codingsBesidesChunked(req.headers['transfer-encoding'])
     if (codings === undefined) return false
-    res.once('close', this.onResponseClose)
+    res.once('close', this.#onResponseClose)
     // Closed after the answer: a Transfer-Encoding other than plain chunked is the stuff of request smuggling (a
     // load balancer in front may have framed this body otherwise), so nothing after it is trusted as a request.
     sendError(
@@ -240,8 +240,8 @@ export class ProxyListener {
   }
 
   /** This is no forward proxy: a CONNECT gets a status line that says so, where Node would just drop the socket. */
-  private readonly handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
-    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'CONNECT client socket error'))
+  readonly #handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
+    socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'CONNECT client socket error'))
     refuseSocket(
       socket,
       rawErrorResponse('BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
@@ -250,14 +250,14 @@ export class ProxyListener {
     )
   }
 
-  private readonly onResponseClose = (): void => {
-    this.inFlight--
-    if (this.inFlight === 0) this.onIdle?.()
+  readonly #onResponseClose = (): void => {
+    this.#inFlight--
+    if (this.#inFlight === 0) this.#onIdle?.()
   }
 
-  private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'websocket client socket error'))
-    if (this.draining) {
+  readonly #handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'websocket client socket error'))
+    if (this.#draining) {
       socket.end(rawErrorResponse('BG_SHUTTING_DOWN', 'the proxy is shutting down'))
       return
     }
@@ -267,20 +267,20 @@ export class ProxyListener {
       socket.end(rawErrorResponse('BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
       return
     }
-    const route = this.route(req)
+    const route = this.#route(req)
     if (route instanceof RouteError) {
       socket.end(rawErrorResponse(route.code, route.message))
       return
     }
     // The Upgrade value was checked above: websocket, in the client's spelling.
-    const headers = upgradeRequestHeaders(req.rawHeaders, this.forwarding(req), req.headers.upgrade!)
-    this.websockets.forward(req, socket, head, route.upstream, headers)
+    const headers = upgradeRequestHeaders(req.rawHeaders, this.#forwarding(req), req.headers.upgrade!)
+    this.#websockets.forward(req, socket, head, route.upstream, headers)
   }
 
-  private route(req: IncomingMessage): Route | RouteError {
-    const snapshot = this.options.snapshot()
+  #route(req: IncomingMessage): Route | RouteError {
+    const snapshot = this.#options.snapshot()
     if (!snapshot) return new RouteError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
-    const { routing } = this.options.config
+    const { routing } = this.#options.config
     const input: RouteInput = { random: Math.random() }
     if (routing.previewHeader !== null) {
       const preview = req.headers[routing.previewHeader]
@@ -314,17 +314,17 @@ export class ProxyListener {
       upstream,
       snapshot,
       color: choice.color,
-      setCookie: choice.cookieBucket === undefined ? undefined : this.cookies[choice.cookieBucket],
+      setCookie: choice.cookieBucket === undefined ? undefined : this.#cookies[choice.cookieBucket],
     }
   }
 
-  private forwarding(req: IncomingMessage) {
+  #forwarding(req: IncomingMessage) {
     const peer = req.socket.remoteAddress ?? ''
     return {
       peer,
-      trusted: this.trusted.has(peer),
+      trusted: this.#trusted.has(peer),
       proto: 'http',
-      preserveHost: this.options.config.proxy.preserveHost,
+      preserveHost: this.#options.config.proxy.preserveHost,
     }
   }
 }
