@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { AdminCallError } from './admin/client.ts'
 import { COMMANDS, commandHelp, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './cli/admin-commands.ts'
-import { BlueGreenError } from './errors.ts'
+import { BlueGreenError, type CodeEntry, ErrorCodes } from './errors.ts'
 import type { Logger } from './log.ts'
 
 // The proxy itself (undici, pino, the stores, the config parser) loads only for `serve` and `demo`, so the
@@ -234,7 +234,9 @@ main(process.argv.slice(2)).catch((error: unknown) => {
   if (error instanceof UsageError) fail(error.message, EXIT_USAGE)
   if (error instanceof AdminCallError) fail(`${error.message} (${error.code})`, EXIT_FAILED)
   if (error instanceof BlueGreenError) {
-    fail(error.message, error.code.startsWith('BG_CONFIG') ? EXIT_USAGE : EXIT_FAILED)
+    // A code met on the command line names its exit code (a bad config: 2, usage); any other failed.
+    const entry: CodeEntry = ErrorCodes[error.code]
+    fail(error.message, entry.exit ?? EXIT_FAILED)
   }
   const code = (error as { code?: string }).code
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {

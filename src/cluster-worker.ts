@@ -9,8 +9,8 @@ import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
-import { freezeState } from './state/atomic-file.ts'
 import type { Color, State } from './state/state.ts'
+import { freezeState } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
 
 /** What a worker's app needs from the cluster. */
@@ -177,7 +177,6 @@ export function joinCluster(logger: Logger): ClusterLink | undefined {
         throw new BlueGreenError(
           'BG_METRICS_UNAVAILABLE',
           `cannot add up the workers' metrics: ${answer.error}`,
-          503,
         )
       }
       return answer.text

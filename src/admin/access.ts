@@ -54,7 +54,6 @@ export class AdminGuard {
       throw new BlueGreenError(
         'BG_FORBIDDEN',
         `the admin API does not answer to host ${JSON.stringify(req.headers.host ?? '')}; see admin.allowedHosts`,
-        403,
       )
     }
   }
@@ -67,11 +66,10 @@ export class AdminGuard {
       throw new BlueGreenError(
         'BG_FORBIDDEN',
         `calls from origin ${origin} are not allowed; see admin.allowedOrigins`,
-        403,
       )
     }
     if (origin === undefined && req.headers['sec-fetch-site'] === 'cross-site') {
-      throw new BlueGreenError('BG_FORBIDDEN', 'cross-site calls from a browser are not allowed', 403)
+      throw new BlueGreenError('BG_FORBIDDEN', 'cross-site calls from a browser are not allowed')
     }
     if (this.#tokens.length === 0) return undefined
     const now = this.#now()
@@ -81,7 +79,6 @@ export class AdminGuard {
       throw new BlueGreenError(
         'BG_TOO_MANY_ATTEMPTS',
         `too many failed authentications from ${address}; retry in ${retryAfter} s`,
-        429,
         { retryAfter },
       )
     }
@@ -91,11 +88,7 @@ export class AdminGuard {
       return name
     }
     this.#fail(address, now)
-    throw new BlueGreenError(
-      'BG_UNAUTHORIZED',
-      'a valid "Authorization: Bearer <token>" header is required',
-      401,
-    )
+    throw new BlueGreenError('BG_UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required')
   }
 
   #match(header: string | undefined): string | undefined {

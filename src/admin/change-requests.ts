@@ -94,7 +94,7 @@ function weightsRequest(body: Record<string, unknown>, from: State): ChangeReque
   onlyFields(body, ['blue', 'green', ...COMMON_FIELDS])
   const weights = { blue: body.blue, green: body.green }
   const problem = weightsProblem(weights)
-  if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem, 400)
+  if (problem) throw new BlueGreenError('BG_INVALID_WEIGHTS', problem)
   const valid = weights as Weights
   const { given, ...rest } = optionsIn(body)
   const change: Transition = {
@@ -111,7 +111,7 @@ function rolloutRequest(body: Record<string, unknown>, from: State): ChangeReque
   onlyFields(body, ['to', 'steps', 'stepSeconds', ...COMMON_FIELDS])
   const to = colorIn(body)
   const problem = stepsProblem(body.steps)
-  if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem, 400)
+  if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem)
   const steps = body.steps as number[]
   const { stepSeconds } = body
   if (
@@ -123,7 +123,6 @@ function rolloutRequest(body: Record<string, unknown>, from: State): ChangeReque
     throw new BlueGreenError(
       'BG_BAD_REQUEST',
       'stepSeconds must be a whole number of seconds from 1 to 86400',
-      400,
     )
   }
   const { given, ...rest } = optionsIn(body)
@@ -149,7 +148,6 @@ function colorIn(body: Record<string, unknown>): Color {
     throw new BlueGreenError(
       'BG_UNKNOWN_COLOR',
       `"to" must be "blue" or "green", got ${JSON.stringify(body.to)}`,
-      400,
     )
   }
   return body.to

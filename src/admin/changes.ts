@@ -56,8 +56,7 @@ export class Changes {
     let committed: Commit
     try {
       if (body instanceof Error) throw body
-      if (!from)
-        throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+      if (!from) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
       request = await changeRequest(action, body, from, () => this.#previous())
       if (!request.force) await this.#requireHealthy(request.change.weights, from)
       committed = await this.#options.store.commit(
@@ -92,7 +91,6 @@ export class Changes {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot read the previous state: ${(error as Error).message}`,
-        503,
       )
     }
   }
@@ -115,7 +113,6 @@ export class Changes {
         throw new BlueGreenError(
           'BG_TARGET_UNHEALTHY',
           `${why}; pass "force": true to send it traffic anyway`,
-          412,
         )
       }
       const results = await probeAll(upstreams, this.#options.pools[color].healthCheck)
@@ -124,7 +121,6 @@ export class Changes {
         throw new BlueGreenError(
           'BG_TARGET_UNHEALTHY',
           `no upstream of the ${color} pool answered its health probe (${details}); pass "force": true to send it traffic anyway`,
-          412,
           { probes: results },
         )
       }
@@ -138,7 +134,6 @@ export class Changes {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `the change was made (generation ${state.generation}) but the replicas could not be checked: ${(error as Error).message}`,
-        503,
       )
     }
   }

@@ -40,7 +40,6 @@ export class ReplicaForgetting {
         throw new BlueGreenError(
           'BG_BAD_REQUEST',
           'DELETE /replicas/ID takes one replica id, URL-encoded (GET /replicas lists them)',
-          400,
         )
       }
       if (body instanceof Error) throw body
@@ -68,7 +67,6 @@ export class ReplicaForgetting {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot reach the replica registry: ${(error as Error).message}`,
-        503,
       )
     }
   }
@@ -93,12 +91,7 @@ function forgottenOrThrow(id: string, outcome: ForgetResult): ReplicaInfo {
     throw new BlueGreenError(
       'BG_REPLICA_LIVE',
       `replica ${id} is live (last heartbeat ${outcome.replica.lastSeen}): only a missing replica can be forgotten`,
-      409,
     )
   }
-  throw new BlueGreenError(
-    'BG_UNKNOWN_REPLICA',
-    `no replica ${id} in the registry; GET /replicas lists them`,
-    404,
-  )
+  throw new BlueGreenError('BG_UNKNOWN_REPLICA', `no replica ${id} in the registry; GET /replicas lists them`)
 }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { BlueGreenError } from '../errors.ts'
+import { checkedGeneration } from '../state/state.ts'
 
 export const MAX_BODY_BYTES = 64 * 1024
 
@@ -30,10 +31,10 @@ export async function readJsonObject(req: IncomingMessage): Promise<Record<strin
   try {
     value = JSON.parse(text)
   } catch {
-    throw new BlueGreenError('BG_BAD_REQUEST', 'the request body is not valid JSON', 400)
+    throw new BlueGreenError('BG_BAD_REQUEST', 'the request body is not valid JSON')
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new BlueGreenError('BG_BAD_REQUEST', 'the request body must be a JSON object', 400)
+    throw new BlueGreenError('BG_BAD_REQUEST', 'the request body must be a JSON object')
   }
   return value as Record<string, unknown>
 }
@@ -64,7 +65,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     }
     const onError = () => {
       stop()
-      reject(new BlueGreenError('BG_BAD_REQUEST', 'the client went away before sending the whole body', 400))
+      reject(new BlueGreenError('BG_BAD_REQUEST', 'the client went away before sending the whole body'))
     }
     const onClose = onError
     req.on('data', onData)
@@ -75,11 +76,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 }
 
 function tooLarge(): BlueGreenError {
-  return new BlueGreenError(
-    'BG_BODY_TOO_LARGE',
-    `the request body is larger than ${MAX_BODY_BYTES} bytes`,
-    413,
-  )
+  return new BlueGreenError('BG_BODY_TOO_LARGE', `the request body is larger than ${MAX_BODY_BYTES} bytes`)
 }
 
 /** Refuses fields the endpoint does not know: a typo such as "expectedGeneraton" must not pass silently. */
@@ -89,18 +86,12 @@ export function onlyFields(body: Record<string, unknown>, allowed: readonly stri
     throw new BlueGreenError(
       'BG_BAD_REQUEST',
       `unknown field(s) ${unknown.map((key) => JSON.stringify(key)).join(', ')}; expected: ${allowed.join(', ')}`,
-      400,
     )
   }
 }
 
 export function optionalGeneration(body: Record<string, unknown>): number | undefined {
-  const value = body.expectedGeneration
-  if (value === undefined) return undefined
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer', 400)
-  }
-  return value
+  return checkedGeneration(body.expectedGeneration)
 }
 
 export function optionalString(
@@ -111,11 +102,7 @@ export function optionalString(
   const value = body[field]
   if (value === undefined) return undefined
   if (typeof value !== 'string' || value.length > maxLength) {
-    throw new BlueGreenError(
-      'BG_BAD_REQUEST',
-      `${field} must be a string of at most ${maxLength} characters`,
-      400,
-    )
+    throw new BlueGreenError('BG_BAD_REQUEST', `${field} must be a string of at most ${maxLength} characters`)
   }
   return value
 }
@@ -123,7 +110,6 @@ export function optionalString(
 export function optionalBoolean(body: Record<string, unknown>, field: string): boolean | undefined {
   const value = body[field]
   if (value === undefined) return undefined
-  if (typeof value !== 'boolean')
-    throw new BlueGreenError('BG_BAD_REQUEST', `${field} must be true or false`, 400)
+  if (typeof value !== 'boolean') throw new BlueGreenError('BG_BAD_REQUEST', `${field} must be true or false`)
   return value
 }

@@ -140,12 +140,12 @@ export class AdminServer {
       // Probes and scrapers name the pod's address as Host; these answers say nothing a rebinding page could use.
       if (!(req.method === 'GET' && OPEN_TO_ANY_HOST.has(path))) this.#guard.checkHost(req)
       const route = this.#routes[routeName]
-      if (!route) throw new BlueGreenError('BG_NOT_FOUND', `no admin endpoint ${path}`, 404)
+      if (!route) throw new BlueGreenError('BG_NOT_FOUND', `no admin endpoint ${path}`)
       const methods = Object.keys(route)
       handler = route[req.method as keyof Route]
       if (!handler) {
         res.setHeader('allow', methods.join(', '))
-        throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`, 405)
+        throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`)
       }
       // Everything but a read needs the token.
       if (req.method !== 'GET') tokenName = this.#guard.authorize(req)
@@ -170,10 +170,10 @@ export class AdminServer {
       sendJson(res, error.status, error.toJSON())
       return
     }
+    // A bug, not an outage: its own code, so an operator does not go looking for a store that is fine.
     this.#options.logger.error({ err: error }, 'admin request failed')
-    sendJson(res, 500, {
-      error: { code: 'BG_STATE_UNAVAILABLE', message: 'internal error; see the proxy log' },
-    })
+    const internal = new BlueGreenError('BG_INTERNAL', 'internal error; see the proxy log')
+    sendJson(res, internal.status, internal.toJSON())
   }
 
   #change(action: ChangeAction): Handler {
@@ -187,8 +187,7 @@ export class AdminServer {
 
   readonly #getState: Handler = (_req, res) => {
     const state = this.#options.snapshot()?.state
-    if (!state)
-      throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet', 503)
+    if (!state) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
     sendJson(res, 200, this.#describe(state))
   }
 
@@ -205,7 +204,6 @@ export class AdminServer {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot list the replicas: ${(error as Error).message}`,
-        503,
       )
     }
     sendJson(res, 200, {
@@ -227,7 +225,7 @@ export class AdminServer {
     const raw = new URL(req.url ?? '/', 'http://admin').searchParams.get('limit')
     const limit = raw === null ? 50 : Number(raw)
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_EVENTS) {
-      throw new BlueGreenError('BG_BAD_REQUEST', `limit must be a whole number from 1 to ${MAX_EVENTS}`, 400)
+      throw new BlueGreenError('BG_BAD_REQUEST', `limit must be a whole number from 1 to ${MAX_EVENTS}`)
     }
     try {
       sendJson(res, 200, { events: await this.#options.audit.recent(limit) })
@@ -235,7 +233,6 @@ export class AdminServer {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot read the audit trail: ${(error as Error).message}`,
-        503,
       )
     }
   }

@@ -1,4 +1,4 @@
-import { BlueGreenError } from '../errors.ts'
+import { codeOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Color, Weights } from '../state/state.ts'
 
@@ -93,11 +93,11 @@ export function recordAttempt(
   })
 }
 
-/** The outcome of an attempt that failed with `error`: its BG_* code, or for anything else an unavailable store. */
+/** The outcome of an attempt that failed with `error`: its BG_* code, or BG_INTERNAL for anything else (a bug). */
 export function refusal(error: unknown): Outcome {
   return {
     result: 'refused',
-    code: error instanceof BlueGreenError ? error.code : 'BG_STATE_UNAVAILABLE',
+    code: codeOf(error),
     message: (error as Error).message,
   }
 }

@@ -75,5 +75,5 @@ function lineAndColumn(text: string, offset: number): string {
 }
 
 function unreadable(message: string): BlueGreenError {
-  return new BlueGreenError('BG_CONFIG_UNREADABLE', message, 400)
+  return new BlueGreenError('BG_CONFIG_UNREADABLE', message)
 }

@@ -62,7 +62,7 @@ interface Checked {
   readonly index: number
   readonly upstream: Upstream
   readonly verdict: CheckVerdict
-  /** Checks get a connection of their own: a busy traffic pool must not make a live upstream look dead. */
+  /** Checks get a connection of their own: busy traffic connections must not make a live upstream look dead. */
   readonly client: Client
   timer: NodeJS.Timeout | undefined
   inFlight: Promise<void> | undefined

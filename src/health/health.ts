@@ -37,7 +37,8 @@ export interface UpstreamHealthOptions {
   metrics?: Metrics
 }
 
-interface Pool {
+/** What health tracks of one color's pool: its checks, its outlier detector and its upstreams' standing. */
+interface PoolHealth {
   readonly color: Color
   readonly checks: ActiveChecks
   readonly outlier: OutlierDetector
@@ -52,7 +53,7 @@ interface Pool {
 interface Tracked {
   readonly upstream: Upstream
   readonly index: number
-  readonly pool: Pool
+  readonly poolHealth: PoolHealth
   /** The one field the routing snapshot reads. */
   available: boolean
   condition: UpstreamCondition
@@ -66,7 +67,7 @@ interface Tracked {
  * (Traefik's StatusSetter: health talks to routing through one callback).
  */
 export class UpstreamHealth {
-  readonly #pools: Record<Color, Pool>
+  readonly #pools: Record<Color, PoolHealth>
   readonly #tracked = new Map<Upstream, Tracked>()
   readonly #listeners = new Set<() => void>()
   readonly #logger: Logger
@@ -75,10 +76,10 @@ export class UpstreamHealth {
 
   constructor(options: UpstreamHealthOptions) {
     this.#logger = options.logger
-    const pool = (color: Color): Pool => {
+    const pool = (color: Color): PoolHealth => {
       const upstreams = options.upstreams[color]
       const config = options.pools[color]
-      const built: Pool = {
+      const built: PoolHealth = {
         color,
         checks: new ActiveChecks(upstreams, config.healthCheck, (index, _healthy, why) =>
           this.#update(built.members[index]!, why),
@@ -93,7 +94,7 @@ export class UpstreamHealth {
         const tracked: Tracked = {
           upstream,
           index,
-          pool: built,
+          poolHealth: built,
           available: true,
           condition: 'healthy',
           ejectionTimer: undefined,
@@ -131,15 +132,15 @@ export class UpstreamHealth {
   recordOutcome(outcome: RequestOutcome): void {
     if (outcome.error !== undefined || outcome.status === 499) return
     const tracked = this.#pools[outcome.color].byUrl.get(outcome.upstream)
-    if (tracked === undefined || !tracked.available || !tracked.pool.outlier.enabled) return
+    if (tracked === undefined || !tracked.available || !tracked.poolHealth.outlier.enabled) return
     if (outcome.status >= 500) this.#failure(tracked, `HTTP ${outcome.status}`)
-    else tracked.pool.outlier.success(tracked.index)
+    else tracked.poolHealth.outlier.success(tracked.index)
   }
 
   /** A failed attempt to reach an upstream (the forwarder's onUpstreamFailure). */
   recordFailure(upstream: Upstream, reason: FailureReason): void {
     const tracked = this.#tracked.get(upstream)
-    if (tracked === undefined || !tracked.available || !tracked.pool.outlier.enabled) return
+    if (tracked === undefined || !tracked.available || !tracked.poolHealth.outlier.enabled) return
     this.#failure(tracked, reason)
   }
 
@@ -154,7 +155,7 @@ export class UpstreamHealth {
 
   status(): HealthStatus {
     const describe = (tracked: Tracked): UpstreamHealthStatus => {
-      const { checks, outlier } = tracked.pool
+      const { checks, outlier } = tracked.poolHealth
       const ejectedUntil = outlier.ejectedUntil(tracked.index)
       const last = checks.lastCheck(tracked.index)
       return {
@@ -195,7 +196,7 @@ export class UpstreamHealth {
   }
 
   #failure(tracked: Tracked, why: string): void {
-    const { outlier } = tracked.pool
+    const { outlier } = tracked.poolHealth
     const ejection = outlier.failure(tracked.index, Date.now())
     if (!ejection) return
     tracked.ejectionTimer = setTimeout(() => {
@@ -213,7 +214,7 @@ export class UpstreamHealth {
   /** Recomputes an upstream's condition after its checks or its ejection changed; logs and announces a change. */
   #update(tracked: Tracked, why: string): void {
     if (this.#closed) return
-    const { checks, outlier } = tracked.pool
+    const { checks, outlier } = tracked.poolHealth
     const condition: UpstreamCondition = !checks.healthy(tracked.index)
       ? 'unhealthy'
       : outlier.ejectedUntil(tracked.index) !== 0
@@ -224,10 +225,10 @@ export class UpstreamHealth {
     tracked.condition = condition
     tracked.available = condition === 'healthy'
     tracked.gauge?.set(tracked.available ? 1 : 0)
-    const { pool } = tracked
-    if (pool.members.some((member) => member.available)) pool.unavailableSince = undefined
-    else pool.unavailableSince ??= Date.now()
-    const line = { upstream: tracked.upstream.url, color: tracked.pool.color, from, to: condition, why }
+    const { poolHealth } = tracked
+    if (poolHealth.members.some((member) => member.available)) poolHealth.unavailableSince = undefined
+    else poolHealth.unavailableSince ??= Date.now()
+    const line = { upstream: tracked.upstream.url, color: tracked.poolHealth.color, from, to: condition, why }
     if (tracked.available) this.#logger.info(line, 'upstream back in service')
     else this.#logger.warn(line, 'upstream taken out of service')
     this.#notify()

@@ -10,7 +10,7 @@ export interface ProbeResult {
 }
 
 export interface ProbeOptions {
-  /** Where to send it; the upstream's own keep-alive pool by default. */
+  /** Where to send it; the upstream's own keep-alive connections (its dispatcher) by default. */
   dispatcher?: Dispatcher
   /** Aborts the probe early (shutdown); the result is then a failure. */
   signal?: AbortSignal
@@ -28,7 +28,7 @@ export async function probe(
 ): Promise<ProbeResult> {
   const timeout = AbortSignal.timeout(check.timeout)
   try {
-    const response = await (options.dispatcher ?? upstream.pool).request({
+    const response = await (options.dispatcher ?? upstream.dispatcher).request({
       path: check.path,
       method: 'GET',
       headers: { 'user-agent': 'bluegreen-proxy/probe' },

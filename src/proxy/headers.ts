@@ -45,26 +45,26 @@ function connectionTokens(values: readonly string[]): Set<string> | undefined {
 
 /** Answers whether a client address is a trusted proxy, from a list of IPs and CIDRs. */
 export class TrustedProxies {
-  private readonly list = new BlockList()
-  private readonly empty: boolean
+  readonly #list = new BlockList()
+  readonly #empty: boolean
 
   constructor(entries: readonly string[]) {
-    this.empty = entries.length === 0
+    this.#empty = entries.length === 0
     for (const entry of entries) {
       const [address, prefix] = entry.split('/') as [string, string | undefined]
       const type = isIPv6(address) ? 'ipv6' : 'ipv4'
-      if (prefix === undefined) this.list.addAddress(address, type)
-      else this.list.addSubnet(address, Number(prefix), type)
+      if (prefix === undefined) this.#list.addAddress(address, type)
+      else this.#list.addSubnet(address, Number(prefix), type)
     }
   }
 
   has(address: string | undefined): boolean {
-    if (this.empty || !address) return false
-    if (isIPv4(address)) return this.list.check(address, 'ipv4')
+    if (this.#empty || !address) return false
+    if (isIPv4(address)) return this.#list.check(address, 'ipv4')
     // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
     const mapped = mappedIPv4(address)
-    if (mapped !== address) return this.list.check(mapped, 'ipv4')
-    return this.list.check(address, 'ipv6')
+    if (mapped !== address) return this.#list.check(mapped, 'ipv4')
+    return this.#list.check(address, 'ipv6')
   }
 }
 
@@ -126,6 +126,30 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
   const xfHost = forwardedHost ?? host
   if (xfHost !== undefined) out.push('x-forwarded-host', xfHost)
   return out
+}
+
+/**
+ * The headers to send upstream with a WebSocket upgrade, as http-proxy-3 takes them: an object of lower-case
+ * names, built like upstreamRequestHeaders, with repeated headers folded into one and the upgrade itself put back
+ * (Connection and Upgrade are hop-by-hop, so dropped there). `upgrade` is the client's Upgrade value, in its spelling.
+ */
+export function upgradeRequestHeaders(
+  rawHeaders: readonly string[],
+  info: ForwardingInfo,
+  upgrade: string,
+): Record<string, string> {
+  const flat = upstreamRequestHeaders(rawHeaders, info)
+  const headers: Record<string, string> = {}
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i]!.toLowerCase()
+    const value = flat[i + 1]!
+    // Repeated headers fold into one with ", ", except Cookie, whose separator is "; " (RFC 9110 5.3).
+    const separator = name === 'cookie' ? '; ' : ', '
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}${separator}${value}`
+  }
+  headers.connection = 'Upgrade'
+  headers.upgrade = upgrade
+  return headers
 }
 
 /** An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; upstreams expect a.b.c.d. */

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
 import type { Dispatcher } from 'undici'
+import { statusOf } from '../errors.ts'
 import { chooseUpstream } from '../routing/pick.ts'
-import type { ColorPool } from '../routing/snapshot.ts'
+import type { AvailablePool, RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { Color } from '../state/state.ts'
 import type { DrainableRequest, RequestTracker } from './drain.ts'
@@ -10,6 +11,16 @@ import { clientResponseHeaders } from './headers.ts'
 import { sendError } from './respond.ts'
 import { CONNECT_ATTEMPTS, type RetryDecision, type RetryPolicy } from './retries.ts'
 import { classifyUpstreamError, type FailureReason, isRejectedRequest } from './upstream-errors.ts'
+
+/** Where routing sends a request (proxy/server.ts), and all forward() needs to know of it. */
+export interface Route {
+  /** The snapshot the request was routed on: a retry chooses from the same upstreams. */
+  snapshot: RoutingSnapshot
+  color: Color
+  upstream: Upstream
+  /** A Set-Cookie value to add (a new sticky client during a split), or undefined. */
+  setCookie: string | undefined
+}
 
 /** What the forwarder reports for every request it handled, for the access log and metrics. */
 export interface RequestOutcome {
@@ -56,70 +67,66 @@ class ClientClosedError extends Error {
 class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   /** Its place in its color's in-flight list, kept by the drain (drain.ts). */
   drainSlot = -1
-  private readonly req: IncomingMessage
-  private readonly res: ServerResponse
-  private readonly pool: ColorPool
-  private readonly options: ForwardOptions
-  private readonly headers: string[]
-  /** A Set-Cookie value to add (a new sticky client during a split), or undefined. */
-  private readonly setCookie: string | undefined
-  private readonly startedAt = performance.now()
-  private upstream: Upstream
-  private controller: Dispatcher.DispatchController | undefined
-  private body: PassThrough | null | undefined
-  private connectFailures = 0
-  private resent = 0
-  /** Whether attempts go out on new connections (Upstream.freshPool): once a request is sent again, they do. */
-  private freshConnection = false
-  private sent = false
-  private finished = false
-  private clientGone = false
-  private status = 0
+  readonly #req: IncomingMessage
+  readonly #res: ServerResponse
+  readonly #route: Route
+  readonly #options: ForwardOptions
+  readonly #headers: string[]
+  readonly #startedAt = performance.now()
+  /** The route's upstream, until a failed attempt is tried again on another. */
+  #upstream: Upstream
+  #controller: Dispatcher.DispatchController | undefined
+  #body: PassThrough | null | undefined
+  #connectFailures = 0
+  #resent = 0
+  /** Whether attempts go out on new connections (Upstream.freshDispatcher): once a request is sent again, they do. */
+  #freshConnection = false
+  #sent = false
+  #finished = false
+  #clientGone = false
+  #status = 0
 
   constructor(
     req: IncomingMessage,
     res: ServerResponse,
-    pool: ColorPool,
-    upstream: Upstream,
+    route: Route,
     headers: string[],
-    setCookie: string | undefined,
     options: ForwardOptions,
   ) {
-    this.req = req
-    this.setCookie = setCookie
-    this.res = res
-    this.pool = pool
-    this.upstream = upstream
-    this.headers = headers
-    this.options = options
-    res.on('close', this.onClientClose)
-    options.inFlight.requestStarted(upstream.color, this)
-    options.retries.budget.requestStarted(upstream.color, this.startedAt)
+    this.#req = req
+    this.#res = res
+    this.#route = route
+    this.#upstream = route.upstream
+    this.#headers = headers
+    this.#options = options
+    res.on('close', this.#onClientClose)
+    options.inFlight.requestStarted(route.color, this)
+    options.retries.budget.requestStarted(route.color, this.#startedAt)
   }
 
   /** The drain of its color timed out: closing the client's connection aborts the upstream request too. */
   abort(): void {
-    this.res.destroy()
+    this.#res.destroy()
   }
 
   dispatch(): void {
-    const { req } = this
+    const req = this.#req
     // Made once: a request tried again has no body or never had it read (retries.ts), so one stream serves all.
-    if (this.body === undefined) {
+    if (this.#body === undefined) {
       const hasBody =
         req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-      this.body = hasBody ? requestBody(req) : null
+      this.#body = hasBody ? requestBody(req) : null
     }
-    this.sent = false
-    this.upstream.outstanding++
-    const pool = this.freshConnection ? this.upstream.freshPool : this.upstream.pool
+    this.#sent = false
+    this.#upstream.outstanding++
+    const dispatcher = this.#freshConnection ? this.#upstream.freshDispatcher : this.#upstream.dispatcher
     try {
-      pool.dispatch(
+      dispatcher.dispatch(
         {
           path: req.url ?? '/',
           method: req.method ?? 'GET',
-          headers: this.headers,
-          body: this.body,
+          headers: this.#headers,
+          body: this.#body,
         },
         this,
       )
@@ -129,9 +136,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller
-    this.sent = true
-    if (this.clientGone) controller.abort(new ClientClosedError('client closed the connection'))
+    this.#controller = controller
+    this.#sent = true
+    if (this.#clientGone) controller.abort(new ClientClosedError('client closed the connection'))
   }
 
   onResponseStart(
@@ -141,134 +148,133 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   ): void {
     // 1xx informational responses (103 Early Hints, a stray 100) are not relayed; the final one follows.
     if (statusCode < 200) return
-    const { colorHeader } = this.options
+    const { colorHeader } = this.#options
     const out = clientResponseHeaders(headers, colorHeader)
-    if (colorHeader !== null) out.push(colorHeader, this.upstream.color)
-    if (this.setCookie !== undefined) out.push('set-cookie', this.setCookie)
-    if (this.options.draining()) this.res.shouldKeepAlive = false
+    if (colorHeader !== null) out.push(colorHeader, this.#upstream.color)
+    if (this.#route.setCookie !== undefined) out.push('set-cookie', this.#route.setCookie)
+    if (this.#options.draining()) this.#res.shouldKeepAlive = false
     try {
-      this.res.writeHead(statusCode, out)
+      this.#res.writeHead(statusCode, out)
     } catch (error) {
       // Node refuses header values it would not send (control characters, a bad status): the upstream's fault.
       controller.abort(error as Error)
       return
     }
-    this.status = statusCode
+    this.#status = statusCode
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
+    if (!this.#res.write(chunk)) {
       controller.pause()
-      this.res.once('drain', this.onClientDrain)
+      this.#res.once('drain', this.#onClientDrain)
     }
   }
 
   onResponseEnd(): void {
-    this.res.end()
-    this.finish(undefined, undefined)
+    this.#res.end()
+    this.#finish(undefined, undefined)
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
-    if (this.finished) return
-    if (this.clientGone) {
-      this.status = CLIENT_CLOSED
-      this.finish(undefined, undefined)
+    if (this.#finished) return
+    if (this.#clientGone) {
+      this.#status = CLIENT_CLOSED
+      this.#finish(undefined, undefined)
       return
     }
-    if (!this.sent && isRejectedRequest(error)) {
-      this.status = 400
+    if (!this.#sent && isRejectedRequest(error)) {
+      this.#status = statusOf('BG_BAD_REQUEST')
       // Its body, if any, was never read: close rather than parse it as the next request.
-      sendError(this.res, 400, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
-        colorHeader: this.options.colorHeader,
-        color: this.upstream.color,
+      sendError(this.#res, 'BG_BAD_REQUEST', `the request cannot be forwarded: ${error.message}`, {
+        colorHeader: this.#options.colorHeader,
+        color: this.#upstream.color,
         close: true,
       })
-      this.finish(undefined, error)
+      this.#finish(undefined, error)
       return
     }
     const failure = classifyUpstreamError(error)
-    const next = this.retryTarget(failure.reason)
-    this.options.onUpstreamFailure(
-      this.upstream,
+    const next = this.#retryTarget(failure.reason)
+    this.#options.onUpstreamFailure(
+      this.#upstream,
       failure.reason,
       error,
       typeof next === 'string' ? next : 'retried',
     )
     if (typeof next !== 'string') {
-      this.upstream.outstanding--
-      this.upstream = next
+      this.#upstream.outstanding--
+      this.#upstream = next
       this.dispatch()
       return
     }
-    if (this.res.headersSent) {
+    if (this.#res.headersSent) {
       // The status line is out: the only honest signal left is a truncated response.
-      this.res.destroy(error)
+      this.#res.destroy(error)
     } else {
       const message =
-        failure.status === 504
-          ? `upstream ${this.upstream.color} did not answer in time (${failure.reason})`
-          : `upstream ${this.upstream.color} failed (${failure.reason})`
-      this.status = failure.status
-      sendError(
-        this.res,
-        failure.status,
-        failure.status === 504 ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
-        message,
-        {
-          colorHeader: this.options.colorHeader,
-          color: this.upstream.color,
-          close: this.options.draining(),
-        },
-      )
+        failure.code === 'BG_UPSTREAM_TIMEOUT'
+          ? `upstream ${this.#upstream.color} did not answer in time (${failure.reason})`
+          : `upstream ${this.#upstream.color} failed (${failure.reason})`
+      this.#status = statusOf(failure.code)
+      sendError(this.#res, failure.code, message, {
+        colorHeader: this.#options.colorHeader,
+        color: this.#upstream.color,
+        close: this.#options.draining(),
+      })
     }
-    this.finish(failure.reason, error)
+    this.#finish(failure.reason, error)
   }
 
   /** Where to try again after a failed attempt (see retries.ts), or why not. */
-  private retryTarget(reason: FailureReason): Upstream | 'denied' | 'none' {
+  #retryTarget(reason: FailureReason): Upstream | 'denied' | 'none' {
     // Once the status line is out, the client has its response, however it ends.
-    if (this.res.headersSent) return 'none'
-    if (!this.sent) {
-      if (++this.connectFailures >= CONNECT_ATTEMPTS) return 'none'
-      return chooseUpstream(this.pool, this.upstream) ?? 'none'
+    if (this.#res.headersSent) return 'none'
+    if (!this.#sent) {
+      if (++this.#connectFailures >= CONNECT_ATTEMPTS) return 'none'
+      return chooseUpstream(this.#available(), this.#upstream) ?? 'none'
     }
-    const { retries } = this.options
-    if (this.body !== null || this.resent >= retries.max || !retries.mayResend(this.req.method, reason))
+    const { retries } = this.#options
+    if (this.#body !== null || this.#resent >= retries.max || !retries.mayResend(this.#req.method, reason))
       return 'none'
-    if (!retries.budget.tryRetry(this.upstream.color, performance.now())) return 'denied'
-    this.resent++
-    this.freshConnection = true
+    if (!retries.budget.tryRetry(this.#upstream.color, performance.now())) return 'denied'
+    this.#resent++
+    this.#freshConnection = true
     // Another upstream when there is one; else this one again, on a new connection all the same.
-    return chooseUpstream(this.pool, this.upstream) ?? this.upstream
+    return chooseUpstream(this.#available(), this.#upstream) ?? this.#upstream
   }
 
-  private finish(failure: FailureReason | undefined, error: Error | undefined): void {
-    if (this.finished) return
-    this.finished = true
-    this.upstream.outstanding--
-    this.options.onOutcome({
-      color: this.upstream.color,
-      upstream: this.upstream.url,
-      method: this.req.method ?? 'GET',
-      path: this.req.url ?? '/',
-      status: this.status,
-      durationMs: performance.now() - this.startedAt,
+  /** The upstreams the route's color could use in the snapshot it was routed on. */
+  #available(): AvailablePool {
+    return this.#route.snapshot.pools[this.#route.color]
+  }
+
+  #finish(failure: FailureReason | undefined, error: Error | undefined): void {
+    if (this.#finished) return
+    this.#finished = true
+    this.#upstream.outstanding--
+    this.#options.onOutcome({
+      color: this.#upstream.color,
+      upstream: this.#upstream.url,
+      method: this.#req.method ?? 'GET',
+      path: this.#req.url ?? '/',
+      status: this.#status,
+      durationMs: performance.now() - this.#startedAt,
       failure,
       error,
     })
   }
 
-  private readonly onClientDrain = (): void => {
-    this.controller?.resume()
+  readonly #onClientDrain = (): void => {
+    this.#controller?.resume()
   }
 
-  private readonly onClientClose = (): void => {
-    this.options.inFlight.requestEnded(this.upstream.color, this)
-    this.options.onResponseClose()
-    if (this.finished || this.res.writableFinished) return
+  readonly #onClientClose = (): void => {
+    this.#options.inFlight.requestEnded(this.#upstream.color, this)
+    this.#options.onResponseClose()
+    if (this.#finished || this.#res.writableFinished) return
     // The client went away mid-request: stop the upstream work too.
-    this.clientGone = true
-    this.controller?.abort(new ClientClosedError('client closed the connection'))
+    this.#clientGone = true
+    this.#controller?.abort(new ClientClosedError('client closed the connection'))
   }
 }
 
@@ -293,11 +299,9 @@ function requestBody(req: IncomingMessage): PassThrough {
 export function forward(
   req: IncomingMessage,
   res: ServerResponse,
-  pool: ColorPool,
-  upstream: Upstream,
+  route: Route,
   headers: string[],
-  setCookie: string | undefined,
   options: ForwardOptions,
 ): void {
-  new ForwardHandler(req, res, pool, upstream, headers, setCookie, options).dispatch()
+  new ForwardHandler(req, res, route, headers, options).dispatch()
 }

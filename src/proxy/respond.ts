@@ -1,6 +1,6 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { type ErrorCode, errorBody } from '../errors.ts'
+import { type AnsweredCode, errorBody, statusOf } from '../errors.ts'
 import type { Color } from '../state/state.ts'
 
 export interface ErrorResponseOptions {
@@ -10,11 +10,10 @@ export interface ErrorResponseOptions {
   close?: boolean
 }
 
-/** A proxy-generated error: the contract's short JSON body, never an HTML page or a stack trace. */
+/** A proxy-generated error, with its code's status: the contract's short JSON body, never an HTML page or a stack trace. */
 export function sendError(
   res: ServerResponse,
-  status: number,
-  code: ErrorCode,
+  code: AnsweredCode,
   message: string,
   options: ErrorResponseOptions = {},
 ): void {
@@ -33,7 +32,7 @@ export function sendError(
   ]
   if (options.colorHeader && options.color) headers.push(options.colorHeader, options.color)
   if (options.close) res.shouldKeepAlive = false
-  res.writeHead(status, headers)
+  res.writeHead(statusOf(code), headers)
   res.end(body)
 }
 
@@ -41,12 +40,8 @@ export function sendError(
  * The same error as a raw HTTP/1.1 response, for a socket that was never handed a ServerResponse (upgrades,
  * CONNECT). `extra` is further header lines, such as `allow: GET`.
  */
-export function rawErrorResponse(
-  status: number,
-  code: ErrorCode,
-  message: string,
-  extra: string[] = [],
-): string {
+export function rawErrorResponse(code: AnsweredCode, message: string, extra: string[] = []): string {
+  const status = statusOf(code)
   const body = errorBody(code, message)
   return (
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\n` +

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Config } from '../config/types.ts'
-import type { ErrorCode } from '../errors.ts'
+import { type AnsweredCode, statusOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import {
   chooseColor,
@@ -15,8 +15,14 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import { type Color, isColor, type State } from '../state/state.ts'
 import { ColorDrainer, type DrainStatus } from './drain.ts'
-import { codingsBesidesChunked, cookieValue, TrustedProxies, upstreamRequestHeaders } from './headers.ts'
-import { type ForwardOptions, forward, type RequestOutcome } from './http-forward.ts'
+import {
+  codingsBesidesChunked,
+  cookieValue,
+  TrustedProxies,
+  upgradeRequestHeaders,
+  upstreamRequestHeaders,
+} from './headers.ts'
+import { type ForwardOptions, forward, type RequestOutcome, type Route } from './http-forward.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
 import type { FailureReason } from './upstream-errors.ts'
@@ -45,23 +51,14 @@ const isWebSocketUpgrade = (req: IncomingMessage): boolean =>
   req.headers.upgrade?.toLowerCase() === 'websocket'
 
 class RouteError {
-  readonly status: number
-  readonly code: ErrorCode
+  readonly code: AnsweredCode
   readonly message: string
   readonly color: Color | undefined
-  constructor(status: number, code: ErrorCode, message: string, color?: Color) {
-    this.status = status
+  constructor(code: AnsweredCode, message: string, color?: Color) {
     this.code = code
     this.message = message
     this.color = color
   }
-}
-
-interface Route {
-  upstream: Upstream
-  snapshot: RoutingSnapshot
-  color: Color
-  setCookie: string | undefined
 }
 
 /**
@@ -70,37 +67,37 @@ interface Route {
  */
 export class ProxyListener {
   readonly server: Server
-  private readonly options: ProxyListenerOptions
-  private readonly trusted: TrustedProxies
-  private readonly forwardOptions: ForwardOptions
-  private readonly websockets: WebSocketForwarder
-  private readonly drains: ColorDrainer
+  readonly #options: ProxyListenerOptions
+  readonly #trusted: TrustedProxies
+  readonly #forwardOptions: ForwardOptions
+  readonly #websockets: WebSocketForwarder
+  readonly #drains: ColorDrainer
   /** The sticky cookie's Set-Cookie value for each bucket, built once. */
-  private readonly cookies: readonly string[]
-  private inFlight = 0
-  private draining = false
-  private onIdle: (() => void) | undefined
+  readonly #cookies: readonly string[]
+  #inFlight = 0
+  #draining = false
+  #onIdle: (() => void) | undefined
 
   constructor(options: ProxyListenerOptions) {
-    this.options = options
+    this.#options = options
     const { config, logger } = options
     const { timeouts } = config.proxy
-    this.trusted = new TrustedProxies(config.proxy.trustedProxies)
+    this.#trusted = new TrustedProxies(config.proxy.trustedProxies)
     const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
-    this.cookies = Array.from(
+    this.#cookies = Array.from(
       { length: STICKY_BUCKETS },
       (_, bucket) =>
         `${config.routing.sticky.cookie}=${bucket}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`,
     )
-    this.drains = new ColorDrainer({
+    this.#drains = new ColorDrainer({
       timeout: config.drain.timeout,
       logger,
-      closeWebSockets: (color) => this.websockets.closeAll(color),
+      closeWebSockets: (color) => this.#websockets.closeAll(color),
     })
-    this.forwardOptions = {
+    this.#forwardOptions = {
       colorHeader: config.proxy.colorHeader,
       retries: new RetryPolicy(config.proxy.retries),
-      draining: () => this.draining,
+      draining: () => this.#draining,
       onUpstreamFailure: (upstream, reason, error, retry) => {
         logger.warn(
           { color: upstream.color, upstream: upstream.url, reason, retry, err: error },
@@ -109,17 +106,17 @@ export class ProxyListener {
         options.onUpstreamFailure?.(upstream, reason, error, retry)
       },
       onOutcome: options.onOutcome ?? (() => {}),
-      inFlight: this.drains,
-      onResponseClose: this.onResponseClose,
+      inFlight: this.#drains,
+      onResponseClose: this.#onResponseClose,
     }
-    this.websockets = new WebSocketForwarder({
+    this.#websockets = new WebSocketForwarder({
       colorHeader: config.proxy.colorHeader,
       connectTimeout: timeouts.connect,
       logger,
       onUpstreamFailure: (upstream, reason, error) =>
         options.onUpstreamFailure?.(upstream, reason as FailureReason, error, 'none'),
-      onOpened: (websocket) => this.drains.websocketOpened(websocket.color),
-      onClosed: (websocket) => this.drains.websocketClosed(websocket.color),
+      onOpened: (websocket) => this.#drains.websocketOpened(websocket.color),
+      onClosed: (websocket) => this.#drains.websocketClosed(websocket.color),
     })
     const clientRequest = timeouts.clientRequest
     this.server = createServer(
@@ -136,14 +133,14 @@ export class ProxyListener {
         shouldUpgradeCallback: isWebSocketUpgrade,
         noDelay: true,
       },
-      this.handleRequest,
+      this.#handleRequest,
     )
-    this.server.on('upgrade', this.handleUpgrade)
-    this.server.on('connect', this.handleConnect)
+    this.server.on('upgrade', this.#handleUpgrade)
+    this.server.on('connect', this.#handleConnect)
   }
 
   listen(): Promise<AddressInfo> {
-    const { host, port } = this.options.config.listen
+    const { host, port } = this.#options.config.listen
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(port, host, () => {
@@ -155,17 +152,17 @@ export class ProxyListener {
 
   /** Requests and WebSockets being served right now. */
   get active(): { requests: number; websockets: number } {
-    return { requests: this.inFlight, websockets: this.websockets.open.size }
+    return { requests: this.#inFlight, websockets: this.#websockets.open.size }
   }
 
   /** Called with every applied state: a color that lost all its traffic starts draining (see drain.ts). */
   stateApplied(previous: State | undefined, next: State): void {
-    this.drains.stateApplied(previous, next)
+    this.#drains.stateApplied(previous, next)
   }
 
   /** Requests and WebSockets open per color, and the drain of the color that last lost its traffic. */
   drainStatus(): DrainStatus {
-    return this.drains.status()
+    return this.#drains.status()
   }
 
   /**
@@ -173,77 +170,68 @@ export class ProxyListener {
    * responses say `connection: close`) for up to graceMs, then close whatever is left, WebSockets included.
    */
   async drain(graceMs: number): Promise<void> {
-    this.draining = true
-    this.drains.close()
+    this.#draining = true
+    this.#drains.close()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     this.server.closeIdleConnections()
-    if (this.inFlight > 0) {
+    if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
-        this.onIdle = () => {
+        this.#onIdle = () => {
           clearTimeout(timer)
           resolve()
         }
       })
     }
-    if (this.inFlight > 0)
-      this.options.logger.warn({ requests: this.inFlight }, 'grace period over, closing requests')
-    this.websockets.closeAll()
+    if (this.#inFlight > 0)
+      this.#options.logger.warn({ requests: this.#inFlight }, 'grace period over, closing requests')
+    this.#websockets.closeAll()
     this.server.closeAllConnections()
     await closed
-    this.websockets.close()
+    this.#websockets.close()
   }
 
-  private readonly handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
-    this.inFlight++
-    if (this.refusedCoding(req, res)) return
-    const route = this.route(req)
+  readonly #handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#inFlight++
+    if (this.#refusedCoding(req, res)) return
+    const route = this.#route(req)
     if (route instanceof RouteError) {
-      res.once('close', this.onResponseClose)
+      res.once('close', this.#onResponseClose)
       // Timed from here: routing before it is pure and takes microseconds, and the hot path reads no clock for it.
       const startedAt = performance.now()
-      const { colorHeader } = this.options.config.proxy
-      sendError(res, route.status, route.code, route.message, {
+      const { colorHeader } = this.#options.config.proxy
+      sendError(res, route.code, route.message, {
         colorHeader,
         color: route.color,
-        close: this.draining,
+        close: this.#draining,
       })
       // An answer given on a color's behalf (no healthy upstream in it) counts for that color like an upstream's:
       // in its metrics and in the rollback window, which must see a color whose every request gets 503.
       if (route.color !== undefined) {
-        this.options.onOutcome?.({
+        this.#options.onOutcome?.({
           color: route.color,
           upstream: '',
           method: req.method ?? 'GET',
           path: req.url ?? '/',
-          status: route.status,
+          status: statusOf(route.code),
           durationMs: performance.now() - startedAt,
         })
       }
       return
     }
-    const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
-    forward(
-      req,
-      res,
-      route.snapshot.pools[route.color],
-      route.upstream,
-      headers,
-      route.setCookie,
-      this.forwardOptions,
-    )
+    const headers = upstreamRequestHeaders(req.rawHeaders, this.#forwarding(req))
+    forward(req, res, route, headers, this.#forwardOptions)
   }
 
   /** A request body in a transfer coding besides chunked is answered 501 (see codingsBesidesChunked). */
-  private refusedCoding(req: IncomingMessage, res: ServerResponse): boolean {
+  #refusedCoding(req: IncomingMessage, res: ServerResponse): boolean {
     const codings = codingsBesidesChunked(req.headers['transfer-encoding'])
     if (codings === undefined) return false
-    res.once('close', this.onResponseClose)
+    res.once('close', this.#onResponseClose)
     // Closed after the answer: a Transfer-Encoding other than plain chunked is the stuff of request smuggling (a
     // load balancer in front may have framed this body otherwise), so nothing after it is trusted as a request.
     sendError(
       res,
-      501,
       'BG_UNSUPPORTED_TRANSFER_CODING',
       `the request body's transfer coding "${codings}" is not supported, only chunked is (send it as Content-Encoding)`,
       { close: true },
@@ -252,63 +240,53 @@ export class ProxyListener {
   }
 
   /** This is no forward proxy: a CONNECT gets a status line that says so, where Node would just drop the socket. */
-  private readonly handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
-    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'CONNECT client socket error'))
+  readonly #handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
+    socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'CONNECT client socket error'))
     refuseSocket(
       socket,
-      rawErrorResponse(405, 'BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
+      rawErrorResponse('BG_METHOD_NOT_ALLOWED', 'CONNECT is not supported: this is a reverse proxy', [
         `allow: ${ALLOWED_METHODS}`,
       ]),
     )
   }
 
-  private readonly onResponseClose = (): void => {
-    this.inFlight--
-    if (this.inFlight === 0) this.onIdle?.()
+  readonly #onResponseClose = (): void => {
+    this.#inFlight--
+    if (this.#inFlight === 0) this.#onIdle?.()
   }
 
-  private readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    socket.on('error', (error) => this.options.logger.debug({ err: error }, 'websocket client socket error'))
-    if (this.draining) {
-      socket.end(rawErrorResponse(503, 'BG_SHUTTING_DOWN', 'the proxy is shutting down'))
+  readonly #handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'websocket client socket error'))
+    if (this.#draining) {
+      socket.end(rawErrorResponse('BG_SHUTTING_DOWN', 'the proxy is shutting down'))
       return
     }
     // Reached only on a Node without shouldUpgradeCallback (before 22.21 and 24.9), where every upgrade offer
     // comes here and cannot be turned back into a request.
     if (!isWebSocketUpgrade(req)) {
-      socket.end(rawErrorResponse(400, 'BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
+      socket.end(rawErrorResponse('BG_BAD_REQUEST', 'only WebSocket upgrades are supported'))
       return
     }
-    const route = this.route(req)
+    const route = this.#route(req)
     if (route instanceof RouteError) {
-      socket.end(rawErrorResponse(route.status, route.code, route.message))
+      socket.end(rawErrorResponse(route.code, route.message))
       return
     }
-    const flat = upstreamRequestHeaders(req.rawHeaders, this.forwarding(req))
-    const headers: Record<string, string> = {}
-    for (let i = 0; i < flat.length; i += 2) {
-      const name = flat[i]!.toLowerCase()
-      // Repeated headers fold into one with ", ", except Cookie, whose separator is "; " (RFC 9110 5.3).
-      const separator = name === 'cookie' ? '; ' : ', '
-      headers[name] =
-        headers[name] === undefined ? flat[i + 1]! : `${headers[name]}${separator}${flat[i + 1]}`
-    }
-    headers.connection = 'Upgrade'
-    headers.upgrade = req.headers.upgrade! // checked above: websocket, in the client's spelling
-    this.websockets.forward(req, socket, head, route.upstream, headers)
+    // The Upgrade value was checked above: websocket, in the client's spelling.
+    const headers = upgradeRequestHeaders(req.rawHeaders, this.#forwarding(req), req.headers.upgrade!)
+    this.#websockets.forward(req, socket, head, route.upstream, headers)
   }
 
-  private route(req: IncomingMessage): Route | RouteError {
-    const snapshot = this.options.snapshot()
-    if (!snapshot)
-      return new RouteError(503, 'BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
-    const { routing } = this.options.config
+  #route(req: IncomingMessage): Route | RouteError {
+    const snapshot = this.#options.snapshot()
+    if (!snapshot) return new RouteError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
+    const { routing } = this.#options.config
     const input: RouteInput = { random: Math.random() }
     if (routing.previewHeader !== null) {
       const preview = req.headers[routing.previewHeader]
       if (preview !== undefined) {
         if (!isColor(preview)) {
-          return new RouteError(400, 'BG_BAD_PREVIEW', `${routing.previewHeader} must be "blue" or "green"`)
+          return new RouteError('BG_BAD_PREVIEW', `${routing.previewHeader} must be "blue" or "green"`)
         }
         input.preview = preview
       }
@@ -327,7 +305,6 @@ export class ProxyListener {
     const upstream = chooseUpstream(snapshot.pools[choice.color])
     if (!upstream) {
       return new RouteError(
-        503,
         'BG_NO_HEALTHY_UPSTREAM',
         `no healthy upstream in the ${choice.color} pool`,
         choice.color,
@@ -337,17 +314,17 @@ export class ProxyListener {
       upstream,
       snapshot,
       color: choice.color,
-      setCookie: choice.cookieBucket === undefined ? undefined : this.cookies[choice.cookieBucket],
+      setCookie: choice.cookieBucket === undefined ? undefined : this.#cookies[choice.cookieBucket],
     }
   }
 
-  private forwarding(req: IncomingMessage) {
+  #forwarding(req: IncomingMessage) {
     const peer = req.socket.remoteAddress ?? ''
     return {
       peer,
-      trusted: this.trusted.has(peer),
+      trusted: this.#trusted.has(peer),
       proto: 'http',
-      preserveHost: this.options.config.proxy.preserveHost,
+      preserveHost: this.#options.config.proxy.preserveHost,
     }
   }
 }

@@ -12,34 +12,37 @@ export type FailureReason =
 
 export interface Failure {
   reason: FailureReason
-  /** 502 for a broken upstream, 504 for a slow one. */
-  status: 502 | 504
+  /** A broken upstream (502) or a slow one (504). */
+  code: 'BG_UPSTREAM_UNREACHABLE' | 'BG_UPSTREAM_TIMEOUT'
 }
+
+const BROKEN = 'BG_UPSTREAM_UNREACHABLE'
+const SLOW = 'BG_UPSTREAM_TIMEOUT'
 
 const BY_CODE: Record<string, Failure> = {
-  ECONNREFUSED: { reason: 'refused', status: 502 },
-  ENOTFOUND: { reason: 'unreachable', status: 502 },
-  EAI_AGAIN: { reason: 'unreachable', status: 502 },
-  EHOSTUNREACH: { reason: 'unreachable', status: 502 },
-  ENETUNREACH: { reason: 'unreachable', status: 502 },
-  ECONNRESET: { reason: 'reset', status: 502 },
-  EPIPE: { reason: 'reset', status: 502 },
-  UND_ERR_SOCKET: { reason: 'reset', status: 502 },
-  UND_ERR_CLOSED: { reason: 'reset', status: 502 },
-  UND_ERR_DESTROYED: { reason: 'reset', status: 502 },
-  ETIMEDOUT: { reason: 'connect_timeout', status: 504 },
-  UND_ERR_CONNECT_TIMEOUT: { reason: 'connect_timeout', status: 504 },
+  ECONNREFUSED: { reason: 'refused', code: BROKEN },
+  ENOTFOUND: { reason: 'unreachable', code: BROKEN },
+  EAI_AGAIN: { reason: 'unreachable', code: BROKEN },
+  EHOSTUNREACH: { reason: 'unreachable', code: BROKEN },
+  ENETUNREACH: { reason: 'unreachable', code: BROKEN },
+  ECONNRESET: { reason: 'reset', code: BROKEN },
+  EPIPE: { reason: 'reset', code: BROKEN },
+  UND_ERR_SOCKET: { reason: 'reset', code: BROKEN },
+  UND_ERR_CLOSED: { reason: 'reset', code: BROKEN },
+  UND_ERR_DESTROYED: { reason: 'reset', code: BROKEN },
+  ETIMEDOUT: { reason: 'connect_timeout', code: SLOW },
+  UND_ERR_CONNECT_TIMEOUT: { reason: 'connect_timeout', code: SLOW },
   // http-proxy-3's connectTimeout (WebSockets).
-  ECONNECT_TIMEOUT: { reason: 'connect_timeout', status: 504 },
-  UND_ERR_HEADERS_TIMEOUT: { reason: 'header_timeout', status: 504 },
-  UND_ERR_BODY_TIMEOUT: { reason: 'body_timeout', status: 504 },
-  UND_ERR_HEADERS_OVERFLOW: { reason: 'protocol', status: 502 },
-  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: { reason: 'protocol', status: 502 },
-  UND_ERR_INFO: { reason: 'protocol', status: 502 },
+  ECONNECT_TIMEOUT: { reason: 'connect_timeout', code: SLOW },
+  UND_ERR_HEADERS_TIMEOUT: { reason: 'header_timeout', code: SLOW },
+  UND_ERR_BODY_TIMEOUT: { reason: 'body_timeout', code: SLOW },
+  UND_ERR_HEADERS_OVERFLOW: { reason: 'protocol', code: BROKEN },
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: { reason: 'protocol', code: BROKEN },
+  UND_ERR_INFO: { reason: 'protocol', code: BROKEN },
 }
 
-const OTHER: Failure = { reason: 'other', status: 502 }
-const PROTOCOL: Failure = { reason: 'protocol', status: 502 }
+const OTHER: Failure = { reason: 'other', code: BROKEN }
+const PROTOCOL: Failure = { reason: 'protocol', code: BROKEN }
 
 /**
  * Whether undici refused to build the request from what the client sent (a target such as `*`, two Host

@@ -34,17 +34,17 @@ type TaggedRequest = IncomingMessage & { [COLOR]?: Color; [UPGRADED]?: boolean; 
  * 'error' on its server, and with no listener there that rethrows and takes the whole process down.
  */
 export class WebSocketForwarder {
-  private readonly proxy: ProxyServer
-  private readonly options: WebSocketForwarderOptions
+  readonly #proxy: ProxyServer
+  readonly #options: WebSocketForwarderOptions
   readonly open = new Set<OpenWebSocket>()
 
   constructor(options: WebSocketForwarderOptions) {
-    this.options = options
-    this.proxy = createProxyServer({ ws: true, xfwd: false, proxyTimeout: 0, timeout: 0 })
+    this.#options = options
+    this.#proxy = createProxyServer({ ws: true, xfwd: false, proxyTimeout: 0, timeout: 0 })
     // A last resort: an error that reaches the server instead of a callback is logged, never thrown.
-    this.proxy.on('error', (error: Error) => options.logger.warn({ err: error }, 'websocket proxy error'))
+    this.#proxy.on('error', (error: Error) => options.logger.warn({ err: error }, 'websocket proxy error'))
     const { colorHeader } = options
-    this.proxy.on('proxyReqWs', (proxyReq: ClientRequest, req: TaggedRequest, socket: Duplex) => {
+    this.#proxy.on('proxyReqWs', (proxyReq: ClientRequest, req: TaggedRequest, socket: Duplex) => {
       // http-proxy-3 rebuilds the path through new URL(), which resolves /a/../b to /b; send it as the client did,
       // as HTTP requests are. The request line is written at end(), after this event.
       proxyReq.path = req.url ?? '/'
@@ -82,35 +82,30 @@ export class WebSocketForwarder {
     const entry: OpenWebSocket = { color: upstream.color, upstream, socket }
     this.open.add(entry)
     upstream.outstanding++
-    this.options.onOpened?.(entry)
+    this.#options.onOpened?.(entry)
     socket.once('close', () => {
       this.open.delete(entry)
       upstream.outstanding--
-      this.options.onClosed?.(entry)
+      this.#options.onClosed?.(entry)
     })
-    this.proxy.ws(
+    this.#proxy.ws(
       req,
       socket,
       head,
-      { target: upstream.url, connectTimeout: this.options.connectTimeout },
+      { target: upstream.url, connectTimeout: this.#options.connectTimeout },
       (error: Error) => {
         // Destroying the upstream request for a client that left is not the upstream's failure.
         if (tagged[CLIENT_GONE]) return
         const failure = classifyUpstreamError(error)
-        this.options.onUpstreamFailure(upstream, failure.reason, error)
-        this.options.logger.warn(
+        this.#options.onUpstreamFailure(upstream, failure.reason, error)
+        this.#options.logger.warn(
           { err: error, color: upstream.color, upstream: upstream.url, reason: failure.reason },
           'websocket upstream failed',
         )
         // Before the upgrade nothing has been written to the client yet, so it can still get a proper answer.
         if (socket.writable && !tagged[UPGRADED]) {
-          const timedOut = failure.status === 504
           socket.end(
-            rawErrorResponse(
-              failure.status,
-              timedOut ? 'BG_UPSTREAM_TIMEOUT' : 'BG_UPSTREAM_UNREACHABLE',
-              `websocket upstream ${upstream.color} failed (${failure.reason})`,
-            ),
+            rawErrorResponse(failure.code, `websocket upstream ${upstream.color} failed (${failure.reason})`),
           )
         }
       },
@@ -125,6 +120,6 @@ export class WebSocketForwarder {
   }
 
   close(): void {
-    this.proxy.close()
+    this.#proxy.close()
   }
 }

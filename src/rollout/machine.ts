@@ -125,14 +125,12 @@ function start(state: State, event: Extract<RolloutRequest, { type: 'start' }>, 
     throw new BlueGreenError(
       'BG_ROLLOUT_RUNNING',
       `a rollout to ${state.rollout.to} is running (step ${state.rollout.step + 1}/${state.rollout.steps.length}); abort it first`,
-      409,
     )
   }
   if (steps[0]! <= state.weights[to]) {
     throw new BlueGreenError(
       'BG_BAD_REQUEST',
       `the first step must be above ${to}'s weight now (${state.weights[to]})`,
-      400,
     )
   }
   const at = new Date(now).toISOString()
@@ -199,7 +197,7 @@ function describeStep(rollout: Rollout, step: number): string {
 function abort(state: State, given: string | undefined): Transition {
   const rollout = state.rollout
   if (rollout?.status !== 'running') {
-    throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort', 409)
+    throw new BlueGreenError('BG_NO_ROLLOUT', 'there is no rollout running to abort')
   }
   const reason = given ?? `rollout to ${rollout.to} aborted at ${rollout.steps[rollout.step]}%`
   return ended(rollout, 'aborted', 'rollout', reason)
@@ -216,7 +214,7 @@ function rollBackByHand(state: State, given: string | undefined, previous: State
       state.generation === 0
         ? 'there has been no change to roll back'
         : `there is no earlier routing to roll back to: the state before generation ${state.generation} is not known (an older version stored a repeated change in its place, or the store lost it); switch or set the weights instead`
-    throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why, 409)
+    throw new BlueGreenError('BG_NO_PREVIOUS_STATE', why)
   }
   return {
     active: previous.active,

@@ -1,6 +1,6 @@
 import type { StickyConfig } from '../config/types.ts'
 import type { Color, Weights } from '../state/state.ts'
-import type { ColorPool, RoutingSnapshot } from './snapshot.ts'
+import type { AvailablePool, RoutingSnapshot } from './snapshot.ts'
 import type { Upstream } from './upstream.ts'
 
 /** What routing needs to know about a request, read from its headers by the caller. */
@@ -92,8 +92,8 @@ export function bucketOf(key: string): number {
   return (hash >>> 0) % STICKY_BUCKETS
 }
 
-/** Color pool -> upstream, by the pool's balancing policy; undefined when the pool has none available. */
-export function chooseUpstream(pool: ColorPool, exclude?: Upstream): Upstream | undefined {
+/** Available pool -> upstream, by the pool's balancing policy; undefined when the pool has none available. */
+export function chooseUpstream(pool: AvailablePool, exclude?: Upstream): Upstream | undefined {
   const { upstreams } = pool
   const count = upstreams.length
   if (count === 0) return undefined

@@ -2,8 +2,11 @@ import type { Balance } from '../config/types.ts'
 import type { Color, State } from '../state/state.ts'
 import type { Upstream } from './upstream.ts'
 
-/** The upstreams a color may send traffic to right now, and how to choose among them. */
-export interface ColorPool {
+/**
+ * A color's pool as a snapshot has it: the upstreams it may send traffic to right now (those neither failing
+ * their health checks nor ejected), and how to choose among them. The configured pool is a PoolConfig.
+ */
+export interface AvailablePool {
   readonly color: Color
   readonly upstreams: readonly Upstream[]
   readonly balance: Balance
@@ -18,7 +21,7 @@ export interface ColorPool {
  */
 export interface RoutingSnapshot {
   readonly state: State
-  readonly pools: Readonly<Record<Color, ColorPool>>
+  readonly pools: Readonly<Record<Color, AvailablePool>>
 }
 
 export function buildSnapshot(
@@ -27,7 +30,7 @@ export function buildSnapshot(
   balance: Readonly<Record<Color, Balance>>,
   isAvailable: (upstream: Upstream) => boolean = () => true,
 ): RoutingSnapshot {
-  const pool = (color: Color): ColorPool => ({
+  const pool = (color: Color): AvailablePool => ({
     color,
     upstreams: Object.freeze(upstreams[color].filter(isAvailable)),
     balance: balance[color],

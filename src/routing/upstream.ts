@@ -3,14 +3,16 @@ import type { PoolConfig, TimeoutsConfig, UpstreamConfig } from '../config/types
 import type { Color } from '../state/state.ts'
 
 /**
- * One upstream server and its keep-alive connection pool. Created once at start-up and shared by every routing
- * snapshot; only `outstanding` changes, counted by the forwarder for least-outstanding balancing and draining.
+ * One upstream server and its keep-alive connections (an undici Pool: its `dispatcher`). Created once at start-up
+ * and shared by every routing snapshot; only `outstanding` changes, counted by the forwarder for
+ * least-outstanding balancing and draining.
  */
 export class Upstream {
   readonly color: Color
   readonly url: string
   readonly origin: string
-  readonly pool: Pool
+  /** Where requests to it are dispatched: undici's pool of keep-alive connections to it. */
+  readonly dispatcher: Pool
   /** Requests and WebSockets in flight to this upstream. */
   outstanding = 0
   readonly #options: Pool.Options
@@ -30,7 +32,7 @@ export class Upstream {
       keepAliveMaxTimeout: timeouts.upstreamIdle,
       connect: { timeout: timeouts.connect, noDelay: true },
     }
-    this.pool = new Pool(config.origin, this.#options)
+    this.dispatcher = new Pool(config.origin, this.#options)
   }
 
   /**
@@ -38,17 +40,17 @@ export class Upstream {
    * connection a request failed on may have been closed by the upstream, and so may every other idle one, since an
    * upstream that closes idle connections or dies closes them all. Made at the first retry.
    */
-  get freshPool(): Pool {
+  get freshDispatcher(): Pool {
     this.#fresh ??= new Pool(this.origin, { ...this.#options, pipelining: 0 })
     return this.#fresh
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.pool.close(), this.#fresh?.close()])
+    await Promise.all([this.dispatcher.close(), this.#fresh?.close()])
   }
 
   async destroy(): Promise<void> {
-    await Promise.all([this.pool.destroy(), this.#fresh?.destroy()])
+    await Promise.all([this.dispatcher.destroy(), this.#fresh?.destroy()])
   }
 }
 

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
-import { type State, stateProblem } from './state.ts'
+import { freezeState, type State, stateProblem } from './state.ts'
 
 /** The file's content: the state and the one it replaced, for rollback (see replacedState in state.ts). */
 export interface StateDocument {
@@ -66,12 +66,6 @@ export async function writeFileAtomically(file: string, text: string): Promise<v
       await handle.close()
     }
   } catch {}
-}
-
-/** States are shared with every listener, so none of them can change what the others see. */
-export function freezeState(state: State): State {
-  Object.freeze(state.weights)
-  return Object.freeze(state)
 }
 
 /** Anything a person or another process wrote is untrusted, so every field is checked. */

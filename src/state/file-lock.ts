@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { setTimeout as delay } from 'node:timers/promises'
-import { BlueGreenError } from '../errors.ts'
+import { unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 
 export interface FileLockOptions {
@@ -180,10 +180,6 @@ function parseHolder(content: string): { pid: number; hostname: string; time: nu
     // Empty while its holder is between creating and writing it, or garbage: judged by its age alone.
     return undefined
   }
-}
-
-function unavailable(message: string): BlueGreenError {
-  return new BlueGreenError('BG_STATE_UNAVAILABLE', message, 503)
 }
 
 async function readText(file: string): Promise<string | undefined> {

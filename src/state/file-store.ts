@@ -5,20 +5,16 @@
 import { type FSWatcher, watch } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
-import { BlueGreenError, unavailable } from '../errors.ts'
+import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import {
-  freezeState,
-  readStateFile,
-  type StateDocument,
-  type StateFileRead,
-  writeStateFile,
-} from './atomic-file.ts'
+import { readStateFile, type StateDocument, type StateFileRead, writeStateFile } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
 import {
   type Color,
   changesNothing,
   checkedChange,
+  checkedGeneration,
+  freezeState,
   initialState,
   isColor,
   replacedState,
@@ -105,12 +101,7 @@ export class FileStateStore implements StateStore {
       throw unavailable(`the state store for ${this.#path} is ${this.#closed ? 'closed' : 'not started'}`)
     }
     const requested = checkedChange(change)
-    if (
-      expectedGeneration !== undefined &&
-      (!Number.isSafeInteger(expectedGeneration) || expectedGeneration < 0)
-    ) {
-      throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer', 400)
-    }
+    checkedGeneration(expectedGeneration)
     // A newer state found under the lock is applied after the lock is released, so listeners never hold it.
     let newer: StateDocument | undefined
     let committed: { document: StateDocument; changed: boolean }
@@ -135,7 +126,6 @@ export class FileStateStore implements StateStore {
           throw new BlueGreenError(
             'BG_GENERATION_CONFLICT',
             `expected generation ${expectedGeneration} but the state is at ${stored.generation}`,
-            409,
           )
         }
         // A file behind what this process applied (an older generation written by hand) is brought forward.
@@ -349,13 +339,6 @@ export class FileStateStore implements StateStore {
     }
     return true
   }
-}
-
-function asUnavailable(error: unknown, context: string): BlueGreenError {
-  if (error instanceof BlueGreenError) return error
-  const wrapped = unavailable(`${context}: ${error instanceof Error ? error.message : String(error)}`)
-  wrapped.cause = error
-  return wrapped
 }
 
 function escapeRegExp(text: string): string {

@@ -4,8 +4,8 @@
 
 import { readFile } from 'node:fs/promises'
 import type { Logger } from '../log.ts'
-import { freezeState, writeFileAtomically } from './atomic-file.ts'
-import { type State, stateProblem } from './state.ts'
+import { writeFileAtomically } from './atomic-file.ts'
+import { freezeState, type State, stateProblem } from './state.ts'
 
 /** What the file holds: the state, the Redis key it belongs to, and when it was written. */
 interface LocalCopyDocument {

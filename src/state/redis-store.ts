@@ -5,13 +5,15 @@
 
 import type { Redis } from 'ioredis'
 import type { RedisConfig } from '../config/types.ts'
-import { BlueGreenError, unavailable } from '../errors.ts'
+import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { createRedis } from './redis-connection.ts'
 import { CHANGE, READ, type ScriptedRedis, SEED } from './redis-scripts.ts'
 import {
   type Color,
   checkedChange,
+  checkedGeneration,
+  freezeState,
   initialState,
   rollbackTarget,
   type State,
@@ -127,12 +129,7 @@ export class RedisStateStore implements StateStore {
       throw unavailable(`the Redis state store is ${this.#closed ? 'closed' : 'not loaded yet'}`)
     }
     const requested = checkedChange(change)
-    if (
-      expectedGeneration !== undefined &&
-      (!Number.isSafeInteger(expectedGeneration) || expectedGeneration < 0)
-    ) {
-      throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer', 400)
-    }
+    checkedGeneration(expectedGeneration)
     const body = JSON.stringify({
       active: requested.active,
       weights: requested.weights,
@@ -167,7 +164,6 @@ export class RedisStateStore implements StateStore {
       throw new BlueGreenError(
         'BG_GENERATION_CONFLICT',
         `expected generation ${expectedGeneration} but the state is at ${detail}`,
-        409,
       )
     }
     if (outcome === -1) throw unavailable(`Redis has no state at key ${this.#key}`)
@@ -338,7 +334,7 @@ export class RedisStateStore implements StateStore {
     } catch {
       problem = 'not JSON'
     }
-    if (problem === undefined) return Object.freeze(value as State)
+    if (problem === undefined) return freezeState(value as State)
     // Log once per distinct bad value, not on every poll.
     if (problem !== this.#lastInvalid) {
       this.#logger.error(
@@ -451,11 +447,4 @@ async function quit(connection: Redis): Promise<void> {
   } catch {
     connection.disconnect()
   }
-}
-
-function asUnavailable(error: unknown, context: string): BlueGreenError {
-  if (error instanceof BlueGreenError) return error
-  const wrapped = unavailable(`${context}: ${error instanceof Error ? error.message : String(error)}`)
-  wrapped.cause = error
-  return wrapped
 }

@@ -140,6 +140,22 @@ export function stateProblem(value: unknown): string | undefined {
 }
 
 /**
+ * A state is shared by every listener and every snapshot built from it, so none of them may change what the others
+ * see: every level is frozen (weights, the rollout, its steps and where it came from), whichever store it came from.
+ */
+export function freezeState(state: State): State {
+  return deepFreeze(state)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    Object.freeze(value)
+    for (const field of Object.values(value)) deepFreeze(field)
+  }
+  return value
+}
+
+/**
  * Whether `next` should replace `current`: a newer generation, or the same generation with other content. Two
  * different states can share a generation only when a change raced a Redis restart (a replica that was behind
  * restored its older state, and a change through it reused the generation the others had applied); the store's
@@ -210,27 +226,39 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
     throw new BlueGreenError(
       'BG_UNKNOWN_COLOR',
       `active must be "blue" or "green", got ${JSON.stringify(change?.active)}`,
-      400,
     )
   }
   const weights = weightsProblem(change.weights)
-  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights, 400)
+  if (weights) throw new BlueGreenError('BG_INVALID_WEIGHTS', weights)
   if (typeof change.updatedBy !== 'string' || typeof change.reason !== 'string') {
-    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings', 400)
+    throw new BlueGreenError('BG_BAD_REQUEST', 'updatedBy and reason must be strings')
   }
   if (change.trigger !== undefined && !TRIGGERS.includes(change.trigger)) {
-    throw new BlueGreenError('BG_BAD_REQUEST', `trigger must be one of ${TRIGGERS.join(', ')}`, 400)
+    throw new BlueGreenError('BG_BAD_REQUEST', `trigger must be one of ${TRIGGERS.join(', ')}`)
   }
   const rollout = change.rollout === undefined ? undefined : rolloutProblem(change.rollout)
-  if (rollout) throw new BlueGreenError('BG_BAD_REQUEST', rollout, 400)
+  if (rollout) throw new BlueGreenError('BG_BAD_REQUEST', rollout)
   return {
     active: change.active,
     weights: { blue: change.weights.blue, green: change.weights.green },
     updatedBy: change.updatedBy,
     reason: change.reason,
     trigger: change.trigger ?? 'admin',
-    ...(change.rollout === undefined ? {} : { rollout: change.rollout }),
+    // A copy, as for the weights: the stored state is frozen, and the caller's objects stay the caller's.
+    ...(change.rollout === undefined ? {} : { rollout: structuredClone(change.rollout) }),
   }
+}
+
+/**
+ * Checks the generation a compare-and-set is to expect, as a caller gives it (the admin API's body, a store's
+ * argument): undefined for none, else a non-negative integer, or a 400 before anything is touched.
+ */
+export function checkedGeneration(expected: unknown): number | undefined {
+  if (expected === undefined) return undefined
+  if (typeof expected !== 'number' || !Number.isSafeInteger(expected) || expected < 0) {
+    throw new BlueGreenError('BG_BAD_REQUEST', 'expectedGeneration must be a non-negative integer')
+  }
+  return expected
 }
 
 /** Checks rollout steps as a caller gives them: whole numbers 1..100, strictly increasing, ending at 100. */

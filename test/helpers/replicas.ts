@@ -3,6 +3,7 @@
 import { Agent, request } from 'node:http'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
+import { adminGet } from './admin.ts'
 import { eventually } from './eventually.ts'
 import { type ChildProxy, spawnProxy, tempDir, writeConfig } from './servers.ts'
 
@@ -107,15 +108,6 @@ export function get(url: string): Promise<Answer> {
     req.on('error', reject)
     req.end()
   })
-}
-
-/** A GET on the admin API, its JSON body typed as the caller expects it. */
-export async function adminGet<Body = Record<string, unknown>>(
-  admin: string,
-  path: string,
-): Promise<{ status: number; body: Body }> {
-  const answer = await get(`${admin}${path}`)
-  return { status: answer.status, body: JSON.parse(answer.body) as Body }
 }
 
 /** GET /state: the state and what this replica has applied. */

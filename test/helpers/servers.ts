@@ -160,15 +160,6 @@ export function useColorRig(extra: Record<string, unknown> = {}): ColorRig {
   return rig
 }
 
-export async function adminPost(admin: string, path: string, body: unknown, token?: string) {
-  const response = await fetch(`${admin}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(body),
-  })
-  return { status: response.status, body: (await response.json()) as Record<string, unknown> }
-}
-
 /** `bluegreen serve` as a child process, the way operators run it. */
 export interface ChildProxy {
   child: ChildProcess

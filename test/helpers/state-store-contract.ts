@@ -121,6 +121,37 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       expect(await peer.start()).toEqual(next)
     })
 
+    it('every state it hands out is frozen at every level, however it was read', async () => {
+      const { store, peer } = await startedPair()
+      const rollout = runningRollout()
+      const committed = await store.change({ ...split, rollout })
+      await eventually(() => peer.current()?.generation === committed.generation, {
+        message: 'the peer to apply the change',
+      })
+      await store.change(toBlue)
+      const handedOut: [string, State | undefined][] = [
+        ['the state a change answers', committed],
+        ["a peer's copy", peer.current()],
+        ['the previous state', await store.previous()],
+        ["a peer's previous state", await peer.previous()],
+      ]
+      for (const [what, state] of handedOut) {
+        expect(state?.rollout, what).toBeDefined()
+        // ES modules run in strict mode, where writing to a frozen object throws rather than doing nothing.
+        expect(() => {
+          state!.weights.blue = 0
+        }, `${what}: weights`).toThrow(TypeError)
+        expect(() => {
+          state!.rollout!.from.weights.green = 50
+        }, `${what}: rollout.from.weights`).toThrow(TypeError)
+        expect(() => state!.rollout!.steps.push(100), `${what}: rollout.steps`).toThrow(TypeError)
+        expect(Object.isFrozen(state), what).toBe(true)
+      }
+      // The caller's own rollout is not the stored one: freezing the state leaves it the caller's to change.
+      rollout.step = 1
+      expect(committed.rollout?.step).toBe(0)
+    })
+
     it('previous() is the state the last change replaced', async () => {
       const { store, peer } = await startedPair()
       const initial = store.current()!

@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminGet, adminPost, errorCode } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import { withRedis } from '../helpers/replicas.ts'
@@ -22,39 +23,6 @@ import {
 // What a change through the admin API does besides changing the state: rollback, the health probe that gates it,
 // compare-and-set under concurrency, and the audit trail of every attempt.
 
-interface Reply {
-  status: number
-  headers: Headers
-  body: Record<string, unknown>
-}
-
-async function call(
-  admin: string,
-  path: string,
-  options: { body?: unknown; token?: string; headers?: Record<string, string> } = {},
-): Promise<Reply> {
-  const response = await fetch(`${admin}${path}`, {
-    method: options.body === undefined ? 'GET' : 'POST',
-    headers: {
-      ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...(options.token === undefined ? {} : { authorization: `Bearer ${options.token}` }),
-      ...options.headers,
-    },
-    body:
-      options.body === undefined
-        ? undefined
-        : typeof options.body === 'string'
-          ? options.body
-          : JSON.stringify(options.body),
-  })
-  const text = await response.text()
-  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} }
-}
-
-const post = (admin: string, path: string, body: unknown, token?: string) =>
-  call(admin, path, { body, ...(token === undefined ? {} : { token }) })
-const codeOf = (reply: Reply) => (reply.body.error as { code?: string } | undefined)?.code
-
 interface StateBody {
   active: string
   weights: { blue: number; green: number }
@@ -66,7 +34,7 @@ interface StateBody {
 
 /** The routing state, without the replica's self-report (health checks and drains move on their own). */
 async function stateOf(admin: string): Promise<StateBody> {
-  const reply = await call(admin, '/state')
+  const reply = await adminGet(admin, '/state')
   expect(reply.status).toBe(200)
   const { replica: _replica, ...routing } = reply.body as Record<string, unknown>
   return routing as unknown as StateBody
@@ -87,7 +55,7 @@ interface Event {
 }
 
 async function eventsOf(admin: string, limit = 100): Promise<Event[]> {
-  const reply = await call(admin, `/events?limit=${limit}`)
+  const reply = await adminGet(admin, `/events?limit=${limit}`)
   expect(reply.status).toBe(200)
   return reply.body.events as Event[]
 }
@@ -126,9 +94,9 @@ describe('POST /rollback', () => {
 
   it('answers 409 BG_NO_PREVIOUS_STATE before any change, changing nothing', async () => {
     for (const body of [{}, { reason: 'undo' }, { force: true, wait: true }, '']) {
-      const reply = await post(rig.proxy.admin, '/rollback', body)
+      const reply = await adminPost(rig.proxy.admin, '/rollback', body)
       expect(reply.status, JSON.stringify(body)).toBe(409)
-      expect(codeOf(reply)).toBe('BG_NO_PREVIOUS_STATE')
+      expect(errorCode(reply)).toBe('BG_NO_PREVIOUS_STATE')
     }
     expect(await stateOf(rig.proxy.admin)).toMatchObject({ active: 'blue', generation: 0 })
     expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(0)
@@ -142,18 +110,20 @@ describe('POST /rollback', () => {
       { force: 'yes' },
       '[]',
     ]) {
-      const reply = await post(rig.proxy.admin, '/rollback', body)
+      const reply = await adminPost(rig.proxy.admin, '/rollback', body)
       expect(reply.status, JSON.stringify(body)).toBe(400)
-      expect(codeOf(reply)).toBe('BG_BAD_REQUEST')
+      expect(errorCode(reply)).toBe('BG_BAD_REQUEST')
     }
   })
 
   it('goes back to the state before the last change, marked "rollback"; a second one undoes the first', async () => {
-    expect((await post(rig.proxy.admin, '/switch', { to: 'green', reason: 'release 7' })).status).toBe(200)
-    const split = await post(rig.proxy.admin, '/weights', { blue: 90, green: 10, reason: 'back off' })
+    expect((await adminPost(rig.proxy.admin, '/switch', { to: 'green', reason: 'release 7' })).status).toBe(
+      200,
+    )
+    const split = await adminPost(rig.proxy.admin, '/weights', { blue: 90, green: 10, reason: 'back off' })
     expect(split.body).toMatchObject({ active: 'blue', generation: 2 })
 
-    const first = await post(rig.proxy.admin, '/rollback', {})
+    const first = await adminPost(rig.proxy.admin, '/rollback', {})
     expect(first.status).toBe(200)
     expect(first.body).toMatchObject({
       active: 'green',
@@ -170,7 +140,7 @@ describe('POST /rollback', () => {
       trigger: 'rollback',
     })
 
-    const second = await post(rig.proxy.admin, '/rollback', { reason: 'the rollback was wrong' })
+    const second = await adminPost(rig.proxy.admin, '/rollback', { reason: 'the rollback was wrong' })
     expect(second.status).toBe(200)
     expect(second.body).toMatchObject({
       active: 'blue',
@@ -180,7 +150,7 @@ describe('POST /rollback', () => {
       reason: 'the rollback was wrong',
     })
     // And again: rollbacks toggle between the last two states.
-    expect((await post(rig.proxy.admin, '/rollback', {})).body).toMatchObject({
+    expect((await adminPost(rig.proxy.admin, '/rollback', {})).body).toMatchObject({
       active: 'green',
       generation: 5,
     })
@@ -188,7 +158,7 @@ describe('POST /rollback', () => {
     expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(3)
     expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(2)
     // A plain change after a rollback is an admin change again.
-    const admin = await post(rig.proxy.admin, '/switch', { to: 'blue' })
+    const admin = await adminPost(rig.proxy.admin, '/switch', { to: 'blue' })
     expect(admin.body).toMatchObject({ trigger: 'admin', generation: 6 })
     expect(await metric(rig.proxy.admin, 'bluegreen_switches_total{trigger="admin"}')).toBe(3)
   })
@@ -196,12 +166,12 @@ describe('POST /rollback', () => {
   it('answers 409 to a stale expectedGeneration and accepts the current one', async () => {
     const before = await stateOf(rig.proxy.admin)
     for (const expectedGeneration of [before.generation - 1, before.generation + 1, 0]) {
-      const reply = await post(rig.proxy.admin, '/rollback', { expectedGeneration })
+      const reply = await adminPost(rig.proxy.admin, '/rollback', { expectedGeneration })
       expect(reply.status, String(expectedGeneration)).toBe(409)
-      expect(codeOf(reply)).toBe('BG_GENERATION_CONFLICT')
+      expect(errorCode(reply)).toBe('BG_GENERATION_CONFLICT')
     }
     expect(await stateOf(rig.proxy.admin)).toEqual(before)
-    const reply = await post(rig.proxy.admin, '/rollback', { expectedGeneration: before.generation })
+    const reply = await adminPost(rig.proxy.admin, '/rollback', { expectedGeneration: before.generation })
     expect(reply.status).toBe(200)
     expect(reply.body.generation).toBe(before.generation + 1)
   })
@@ -222,15 +192,15 @@ describe('changes to the state already in force', () => {
   const blueAll = { active: 'blue', weights: { blue: 100, green: 0 } }
   const greenAll = { active: 'green', weights: { blue: 0, green: 100 } }
   const watchingOf = async (admin: string) =>
-    ((await call(admin, '/state')).body.replica as { watching: unknown }).watching
+    ((await adminGet(admin, '/state')).body.replica as { watching: unknown }).watching
 
   it('switch green twice, then rollback: traffic is back on blue', async () => {
     const { admin } = rig.proxy
-    expect((await post(admin, '/switch', { to: 'green' })).body).toMatchObject({ generation: 1 })
-    expect((await post(admin, '/switch', { to: 'green' })).status).toBe(200)
+    expect((await adminPost(admin, '/switch', { to: 'green' })).body).toMatchObject({ generation: 1 })
+    expect((await adminPost(admin, '/switch', { to: 'green' })).status).toBe(200)
     expect(await colorOf(rig.proxy.url)).toBe('green')
 
-    const rollback = await post(admin, '/rollback', {})
+    const rollback = await adminPost(admin, '/rollback', {})
     expect(rollback.status).toBe(200)
     expect(rollback.body).toMatchObject({
       ...blueAll,
@@ -244,12 +214,12 @@ describe('changes to the state already in force', () => {
 
   it('a repeated switch answers changed: false with the same generation, audited as unchanged, not watched anew', async () => {
     const { admin } = rig.proxy
-    const first = await post(admin, '/switch', { to: 'green', reason: 'release 8' })
+    const first = await adminPost(admin, '/switch', { to: 'green', reason: 'release 8' })
     expect(first.body).toMatchObject({ ...greenAll, generation: 3, changed: true })
     const watching = await watchingOf(admin)
     expect(watching).toMatchObject({ color: 'green', generation: 3 })
 
-    const again = await post(admin, '/switch', { to: 'green', reason: 'release 8, to be sure' })
+    const again = await adminPost(admin, '/switch', { to: 'green', reason: 'release 8, to be sure' })
     expect(again.status).toBe(200)
     // The state in force, as the first switch left it.
     expect(again.body).toMatchObject({ ...greenAll, generation: 3, reason: 'release 8', changed: false })
@@ -275,9 +245,9 @@ describe('changes to the state already in force', () => {
 
   it('repeated weights likewise, and with wait: true it waits for the generation in force', async () => {
     const { admin } = rig.proxy
-    const split = await post(admin, '/weights', { blue: 90, green: 10 })
+    const split = await adminPost(admin, '/weights', { blue: 90, green: 10 })
     expect(split.body).toMatchObject({ generation: 4, changed: true })
-    const again = await post(admin, '/weights', { blue: 90, green: 10, wait: true, reason: 'same' })
+    const again = await adminPost(admin, '/weights', { blue: 90, green: 10, wait: true, reason: 'same' })
     expect(again.status).toBe(200)
     expect(again.body).toMatchObject({
       active: 'blue',
@@ -287,28 +257,28 @@ describe('changes to the state already in force', () => {
       wait: { complete: true, pending: [], replicas: 1 },
     })
     // A stale expectedGeneration is as stale for a change that would alter nothing.
-    const stale = await post(admin, '/weights', { blue: 90, green: 10, expectedGeneration: 3 })
+    const stale = await adminPost(admin, '/weights', { blue: 90, green: 10, expectedGeneration: 3 })
     expect(stale.status).toBe(409)
-    expect(codeOf(stale)).toBe('BG_GENERATION_CONFLICT')
+    expect(errorCode(stale)).toBe('BG_GENERATION_CONFLICT')
     expect((await eventsOf(admin, 2)).map((event) => event.result)).toEqual(['refused', 'unchanged'])
   })
 
   it('says changed: true on every change, and a plain change ending a rollout at its weights is one', async () => {
     const { admin } = rig.proxy
-    const rollout = await post(admin, '/rollout', { to: 'green', steps: [50, 100], stepSeconds: 600 })
+    const rollout = await adminPost(admin, '/rollout', { to: 'green', steps: [50, 100], stepSeconds: 600 })
     expect(rollout.body).toMatchObject({ weights: { blue: 50, green: 50 }, generation: 5, changed: true })
     // The weights stay 50/50, but the rollout ends: that is a change, stored and answered as one.
-    const ended = await post(admin, '/weights', { blue: 50, green: 50 })
+    const ended = await adminPost(admin, '/weights', { blue: 50, green: 50 })
     expect(ended.body).toMatchObject({ weights: { blue: 50, green: 50 }, generation: 6, changed: true })
     expect(ended.body).not.toHaveProperty('rollout')
     // The rollback goes past the 50/50 states to the last routing that differs: 90/10.
-    const rollback = await post(admin, '/rollback', {})
+    const rollback = await adminPost(admin, '/rollback', {})
     expect(rollback.body).toMatchObject({ weights: { blue: 90, green: 10 }, generation: 7, changed: true })
-    const restarted = await post(admin, '/rollout', { to: 'green', steps: [60, 100], stepSeconds: 600 })
+    const restarted = await adminPost(admin, '/rollout', { to: 'green', steps: [60, 100], stepSeconds: 600 })
     expect(restarted.body).toMatchObject({ weights: { blue: 40, green: 60 }, generation: 8, changed: true })
-    const aborted = await post(admin, '/rollout/abort', {})
+    const aborted = await adminPost(admin, '/rollout/abort', {})
     expect(aborted.body).toMatchObject({ weights: { blue: 90, green: 10 }, generation: 9, changed: true })
-    expect((await post(admin, '/switch', { to: 'blue' })).body).toMatchObject({
+    expect((await adminPost(admin, '/switch', { to: 'blue' })).body).toMatchObject({
       generation: 10,
       changed: true,
     })
@@ -351,14 +321,17 @@ describe('a state file written before unchanged changes were refused', () => {
     )
     proxy = await startProxy({ blue: [blue.url], green: [green.url] }, { state: { path } })
 
-    const refused = await post(proxy.admin, '/rollback', {})
+    const refused = await adminPost(proxy.admin, '/rollback', {})
     expect(refused.status).toBe(409)
-    expect(codeOf(refused)).toBe('BG_NO_PREVIOUS_STATE')
+    expect(errorCode(refused)).toBe('BG_NO_PREVIOUS_STATE')
     expect((refused.body.error as { message: string }).message).toMatch(/switch or set the weights/)
     expect(await stateOf(proxy.admin)).toMatchObject({ active: 'green', generation: 2 })
     // From the next change on, rollbacks work as ever.
-    expect((await post(proxy.admin, '/switch', { to: 'blue' })).body).toMatchObject({ generation: 3 })
-    expect((await post(proxy.admin, '/rollback', {})).body).toMatchObject({ active: 'green', generation: 4 })
+    expect((await adminPost(proxy.admin, '/switch', { to: 'blue' })).body).toMatchObject({ generation: 3 })
+    expect((await adminPost(proxy.admin, '/rollback', {})).body).toMatchObject({
+      active: 'green',
+      generation: 4,
+    })
   })
 })
 
@@ -405,9 +378,9 @@ describe('readiness-gated changes', () => {
       ['/weights', { blue: 99, green: 1 }],
       ['/weights', { blue: 0, green: 100 }],
     ] as const) {
-      const reply = await post(proxy.admin, path, body)
+      const reply = await adminPost(proxy.admin, path, body)
       expect(reply.status, `${path} ${JSON.stringify(body)}`).toBe(412)
-      expect(codeOf(reply)).toBe('BG_TARGET_UNHEALTHY')
+      expect(errorCode(reply)).toBe('BG_TARGET_UNHEALTHY')
       const error = reply.body.error as { message: string; details: { probes: unknown[] } }
       expect(error.message).toContain(`${dead} ECONNREFUSED`)
       expect(error.message).toContain(`${green.url} HTTP 500`)
@@ -428,30 +401,32 @@ describe('readiness-gated changes', () => {
   })
 
   it('lets force through, and does not probe a pool that already carries traffic', async () => {
-    const forced = await post(proxy.admin, '/weights', { blue: 90, green: 10, force: true })
+    const forced = await adminPost(proxy.admin, '/weights', { blue: 90, green: 10, force: true })
     expect(forced.status).toBe(200)
     expect(forced.body).toMatchObject({ weights: { blue: 90, green: 10 }, generation: 1 })
     const probes = green.probes.length
     // Green carries traffic already: moving more to it is not gated, whatever its probe says.
-    expect((await post(proxy.admin, '/weights', { blue: 50, green: 50 })).status).toBe(200)
-    expect((await post(proxy.admin, '/switch', { to: 'green' })).status).toBe(200)
+    expect((await adminPost(proxy.admin, '/weights', { blue: 50, green: 50 })).status).toBe(200)
+    expect((await adminPost(proxy.admin, '/switch', { to: 'green' })).status).toBe(200)
     expect(green.probes.length).toBe(probes)
     // Blue does not carry traffic now, so going back probes it; it answers.
-    expect((await post(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
+    expect((await adminPost(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
     // A rollback to the all-green state is a change like any other: gated.
-    const rollback = await post(proxy.admin, '/rollback', {})
+    const rollback = await adminPost(proxy.admin, '/rollback', {})
     expect(rollback.status).toBe(412)
-    expect(codeOf(rollback)).toBe('BG_TARGET_UNHEALTHY')
-    expect((await post(proxy.admin, '/rollback', { force: true })).body).toMatchObject({ active: 'green' })
-    expect((await post(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
+    expect(errorCode(rollback)).toBe('BG_TARGET_UNHEALTHY')
+    expect((await adminPost(proxy.admin, '/rollback', { force: true })).body).toMatchObject({
+      active: 'green',
+    })
+    expect((await adminPost(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
   })
 
   it('counts any answer below 500 as up, and one upstream up is enough', async () => {
     for (const status of [404, 200]) {
       green.health = status
-      const reply = await post(proxy.admin, '/weights', { blue: 80, green: 20 })
+      const reply = await adminPost(proxy.admin, '/weights', { blue: 80, green: 20 })
       expect(reply.status, String(status)).toBe(200)
-      expect((await post(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
+      expect((await adminPost(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
     }
     green.health = 500
   })
@@ -471,10 +446,10 @@ describe('readiness-gated changes', () => {
     )
     try {
       const started = performance.now()
-      const reply = await post(slow.admin, '/switch', { to: 'green' })
+      const reply = await adminPost(slow.admin, '/switch', { to: 'green' })
       const elapsed = performance.now() - started
       expect(reply.status).toBe(412)
-      expect(codeOf(reply)).toBe('BG_TARGET_UNHEALTHY')
+      expect(errorCode(reply)).toBe('BG_TARGET_UNHEALTHY')
       expect(elapsed).toBeGreaterThanOrEqual(250)
       expect(elapsed).toBeLessThan(2_000)
       expect(hanging.probes.length).toBeGreaterThan(0)
@@ -515,7 +490,7 @@ describe('readiness-gated changes with active health checks', () => {
 
   it('says the pool failed its health checks once they took every upstream out, and passes once one is back', async () => {
     const refused = await eventually(async () => {
-      const reply = await post(proxy.admin, '/switch', { to: 'green' })
+      const reply = await adminPost(proxy.admin, '/switch', { to: 'green' })
       return /failing its health checks/.test(
         (reply.body.error as { message?: string } | undefined)?.message ?? '',
       )
@@ -523,14 +498,14 @@ describe('readiness-gated changes with active health checks', () => {
         : undefined
     })
     expect(refused.status).toBe(412)
-    expect(codeOf(refused)).toBe('BG_TARGET_UNHEALTHY')
+    expect(errorCode(refused)).toBe('BG_TARGET_UNHEALTHY')
     expect((refused.body.error as { message: string }).message).toMatch(
       /^none of the 1 upstream\(s\) of the green pool is available .*"force": true/,
     )
     expect(await stateOf(proxy.admin)).toMatchObject({ active: 'blue', generation: 0 })
     green.health = 200
     const accepted = await eventually(async () => {
-      const reply = await post(proxy.admin, '/switch', { to: 'green' })
+      const reply = await adminPost(proxy.admin, '/switch', { to: 'green' })
       return reply.status === 200 ? reply : undefined
     })
     expect(accepted.body).toMatchObject({ active: 'green', generation: 1 })
@@ -563,8 +538,8 @@ describe('concurrent changes on the file store', () => {
       // Different targets, so the state itself shows which one won, and each a change from whatever the state is
       // (a change to the state in force would be answered unchanged, not raced): a new split every round.
       const replies = await Promise.all([
-        post(admins[0], '/switch', { to: other, expectedGeneration: generation, reason: 'first' }),
-        post(admins[1], '/weights', {
+        adminPost(admins[0], '/switch', { to: other, expectedGeneration: generation, reason: 'first' }),
+        adminPost(admins[1], '/weights', {
           blue: 40 + round,
           green: 60 - round,
           expectedGeneration: generation,
@@ -575,7 +550,7 @@ describe('concurrent changes on the file store', () => {
       expect([...statuses].sort(), `round ${round}`).toEqual([200, 409])
       const winner = replies.find((reply) => reply.status === 200)!
       const loser = replies.find((reply) => reply.status === 409)!
-      expect(codeOf(loser)).toBe('BG_GENERATION_CONFLICT')
+      expect(errorCode(loser)).toBe('BG_GENERATION_CONFLICT')
       expect(winner.body.generation).toBe(generation + 1)
       for (const admin of new Set(admins)) {
         const state = await stateOf(admin)
@@ -660,7 +635,7 @@ describe('audit trail', () => {
       ['/rollback', { reason: 'undo the release' }, token, 200],
     ]
     for (const [path, body, bearer, status] of attempts) {
-      const reply = await post(proxy.admin, path, body, bearer)
+      const reply = await adminPost(proxy.admin, path, body, bearer)
       expect(reply.status, `${path} ${JSON.stringify(body).slice(0, 50)}`).toBe(status)
     }
     const events = await eventsOf(proxy.admin)
@@ -736,16 +711,16 @@ describe('audit trail', () => {
     expect(await eventsOf(proxy.admin, 2)).toEqual(all.slice(0, 2))
     expect(await eventsOf(proxy.admin, 1000)).toEqual(all)
     // The default is 50.
-    expect((await call(proxy.admin, '/events')).body.events).toEqual(all)
+    expect((await adminGet(proxy.admin, '/events')).body.events).toEqual(all)
     for (const limit of ['0', '-1', '1001', 'abc', '1.5', '', '2x']) {
-      const reply = await call(proxy.admin, `/events?limit=${limit}`)
+      const reply = await adminGet(proxy.admin, `/events?limit=${limit}`)
       expect(reply.status, limit).toBe(400)
-      expect(codeOf(reply)).toBe('BG_BAD_REQUEST')
+      expect(errorCode(reply)).toBe('BG_BAD_REQUEST')
     }
   })
 
   it('is readable by anyone who can read the state, without a token', async () => {
-    expect((await call(proxy.admin, '/events?limit=1')).status).toBe(200)
+    expect((await adminGet(proxy.admin, '/events?limit=1')).status).toBe(200)
   })
 })
 
@@ -775,7 +750,7 @@ describe('audit trail storage', () => {
     const reasons = ['one', 'two', 'three', 'four', 'five']
     try {
       for (const [index, reason] of reasons.entries()) {
-        const reply = await post(first.admin, '/switch', { to: index % 2 ? 'blue' : 'green', reason })
+        const reply = await adminPost(first.admin, '/switch', { to: index % 2 ? 'blue' : 'green', reason })
         expect(reply.status).toBe(200)
       }
       expect((await eventsOf(first.admin)).map((event) => event.reason)).toEqual(['five', 'four', 'three'])
@@ -803,7 +778,7 @@ describe('audit trail storage', () => {
         const reasons = [0, 1, 2, 3].map((index) => `round ${round} call ${index}`)
         // Four refused attempts at once: with a cap of 4, every round trims the file while others append.
         const replies = await Promise.all(
-          reasons.map((reason) => post(proxy.admin, '/weights', { blue: 1, green: 1, reason })),
+          reasons.map((reason) => adminPost(proxy.admin, '/weights', { blue: 1, green: 1, reason })),
         )
         expect(replies.map((reply) => reply.status)).toEqual([400, 400, 400, 400])
         const kept = (await eventsOf(proxy.admin)).map((event) => event.reason)
@@ -825,7 +800,7 @@ describe('audit trail storage', () => {
     try {
       // The Redis store loads after the listeners are up.
       for (const proxy of [a, b]) {
-        await eventually(async () => (await call(proxy.admin, '/readyz')).status === 200, {
+        await eventually(async () => (await adminGet(proxy.admin, '/readyz')).status === 200, {
           message: 'the replica to load its state from Redis',
         })
       }
@@ -839,7 +814,7 @@ describe('audit trail storage', () => {
         [a, '/switch', { to: 'purple', reason: 'a4' }, 400],
       ]
       for (const [proxy, path, body, status] of attempts) {
-        expect((await post(proxy.admin, path, body)).status, JSON.stringify(body)).toBe(status)
+        expect((await adminPost(proxy.admin, path, body)).status, JSON.stringify(body)).toBe(status)
       }
       const fromA = await eventsOf(a.admin)
       const fromB = await eventsOf(b.admin)

@@ -1,49 +1,9 @@
 import { readFile } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
 import { join } from 'node:path'
-import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type AdminReply, adminGet, adminPost, callAdmin, errorCode } from '../helpers/admin.ts'
 import { echoUpstream, startProxy, type TestProxy, type TestServer, useColorRig } from '../helpers/servers.ts'
-
-interface Reply {
-  status: number
-  headers: { get(name: string): string | null }
-  body: Record<string, unknown>
-}
-
-async function call(
-  admin: string,
-  method: string,
-  path: string,
-  options: { body?: string; token?: string; headers?: Record<string, string>; from?: string } = {},
-): Promise<Reply> {
-  // `from` picks the client's own loopback address (127.0.0.0/8), as separate clients would have.
-  const dispatcher = options.from ? new UndiciAgent({ localAddress: options.from }) : undefined
-  const response = await undiciFetch(`${admin}${path}`, {
-    method,
-    headers: {
-      ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
-      ...(options.token !== undefined ? { authorization: options.token } : {}),
-      ...options.headers,
-    },
-    body: options.body,
-    ...(dispatcher ? { dispatcher } : {}),
-  })
-  await dispatcher?.close()
-  const text = await response.text()
-  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} }
-}
-
-const post = (admin: string, path: string, value: unknown, token?: string, from?: string) =>
-  call(admin, 'POST', path, {
-    body: typeof value === 'string' ? value : JSON.stringify(value),
-    ...(token !== undefined ? { token } : {}),
-    ...(from !== undefined ? { from } : {}),
-  })
-
-function errorCode(reply: Reply): string | undefined {
-  return (reply.body.error as { code?: string } | undefined)?.code
-}
 
 /**
  * Sends a body with chunked transfer encoding (no content-length), as a streaming client would, and resolves
@@ -100,12 +60,12 @@ describe('admin API', () => {
 
   // The routing state itself: what this replica reports about itself (health checks, drains) moves on its own.
   const state = async () => {
-    const { replica: _replica, ...routing } = (await call(rig.proxy.admin, 'GET', '/state')).body
+    const { replica: _replica, ...routing } = (await adminGet(rig.proxy.admin, '/state')).body
     return routing
   }
 
   /** Runs a bad call and checks it answered `status` with `code` and that neither the state nor its file moved. */
-  async function refused(make: () => Promise<Reply>, status: number, code: string) {
+  async function refused(make: () => Promise<AdminReply>, status: number, code: string) {
     const before = await state()
     const file = await readFile(stateFile, 'utf8')
     const reply = await make()
@@ -119,7 +79,7 @@ describe('admin API', () => {
   }
 
   it('GET /state answers the contract state and what this replica applied', async () => {
-    const reply = await call(rig.proxy.admin, 'GET', '/state?verbose=1')
+    const reply = await adminGet(rig.proxy.admin, '/state?verbose=1')
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({
       active: 'blue',
@@ -134,17 +94,17 @@ describe('admin API', () => {
   })
 
   it('/healthz and /readyz answer 200 while the active pool can serve', async () => {
-    const health = await call(rig.proxy.admin, 'GET', '/healthz')
+    const health = await adminGet(rig.proxy.admin, '/healthz')
     expect(health.status).toBe(200)
     expect(health.body).toEqual({ status: 'ok' })
-    const ready = await call(rig.proxy.admin, 'GET', '/readyz')
+    const ready = await adminGet(rig.proxy.admin, '/readyz')
     expect(ready.status).toBe(200)
     expect(ready.body).toEqual({ ready: true, reasons: [] })
   })
 
   it('POST /switch flips all traffic, bumps the generation by one and records the reason', async () => {
     const before = await state()
-    const reply = await post(rig.proxy.admin, '/switch', { to: 'green', reason: 'release 42' })
+    const reply = await adminPost(rig.proxy.admin, '/switch', { to: 'green', reason: 'release 42' })
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({
       active: 'green',
@@ -157,37 +117,38 @@ describe('admin API', () => {
     expect((await fetch(rig.proxy.url)).headers.get('x-bluegreen-color')).toBe('green')
     expect(await state()).toMatchObject({ active: 'green', generation: (before.generation as number) + 1 })
 
-    const back = await post(rig.proxy.admin, '/switch', { to: 'blue', force: false, wait: true })
+    const back = await adminPost(rig.proxy.admin, '/switch', { to: 'blue', force: false, wait: true })
     expect(back.status).toBe(200)
     expect(back.body).toMatchObject({ active: 'blue', reason: 'switch to blue' })
   })
 
   it('POST /weights splits traffic; the active color follows the majority and a tie keeps it', async () => {
-    let reply = await post(rig.proxy.admin, '/weights', { blue: 90, green: 10 })
+    let reply = await adminPost(rig.proxy.admin, '/weights', { blue: 90, green: 10 })
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 90, green: 10 } })
-    reply = await post(rig.proxy.admin, '/weights', { blue: 50, green: 50 })
+    reply = await adminPost(rig.proxy.admin, '/weights', { blue: 50, green: 50 })
     expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 50, green: 50 } })
-    reply = await post(rig.proxy.admin, '/weights', { blue: 30, green: 70, reason: 'canary' })
+    reply = await adminPost(rig.proxy.admin, '/weights', { blue: 30, green: 70, reason: 'canary' })
     expect(reply.body).toMatchObject({ active: 'green', weights: { blue: 30, green: 70 }, reason: 'canary' })
-    reply = await post(rig.proxy.admin, '/weights', { blue: 100, green: 0 })
+    reply = await adminPost(rig.proxy.admin, '/weights', { blue: 100, green: 0 })
     expect(reply.body).toMatchObject({ active: 'blue', weights: { blue: 100, green: 0 } })
   })
 
   it('expectedGeneration: the current one is accepted, a stale one is 409 BG_GENERATION_CONFLICT', async () => {
     const { generation } = (await state()) as { generation: number }
     await refused(
-      () => post(rig.proxy.admin, '/switch', { to: 'green', expectedGeneration: generation - 1 }),
+      () => adminPost(rig.proxy.admin, '/switch', { to: 'green', expectedGeneration: generation - 1 }),
       409,
       'BG_GENERATION_CONFLICT',
     )
     await refused(
-      () => post(rig.proxy.admin, '/weights', { blue: 10, green: 90, expectedGeneration: generation + 5 }),
+      () =>
+        adminPost(rig.proxy.admin, '/weights', { blue: 10, green: 90, expectedGeneration: generation + 5 }),
       409,
       'BG_GENERATION_CONFLICT',
     )
     // Not the state in force (all blue), which would be answered unchanged at the same generation.
-    const accepted = await post(rig.proxy.admin, '/weights', {
+    const accepted = await adminPost(rig.proxy.admin, '/weights', {
       blue: 60,
       green: 40,
       expectedGeneration: generation,
@@ -196,7 +157,7 @@ describe('admin API', () => {
     expect(accepted.body.generation).toBe(generation + 1)
     // The same expectation again is now stale.
     await refused(
-      () => post(rig.proxy.admin, '/switch', { to: 'blue', expectedGeneration: generation }),
+      () => adminPost(rig.proxy.admin, '/switch', { to: 'blue', expectedGeneration: generation }),
       409,
       'BG_GENERATION_CONFLICT',
     )
@@ -223,7 +184,8 @@ describe('admin API', () => {
       [{ to: 'green', expectedGeneraton: 3 }, 'BG_BAD_REQUEST'],
       [{ to: 'green', weights: { blue: 0, green: 100 } }, 'BG_BAD_REQUEST'],
     ]
-    for (const [body, code] of cases) await refused(() => post(rig.proxy.admin, '/switch', body), 400, code)
+    for (const [body, code] of cases)
+      await refused(() => adminPost(rig.proxy.admin, '/switch', body), 400, code)
   })
 
   it('refuses every malformed /weights with 400 and its code, changing nothing', async () => {
@@ -242,12 +204,13 @@ describe('admin API', () => {
       [{ blue: 90, green: 10, force: 1 }, 'BG_BAD_REQUEST'],
       [{ blue: 90, green: 10, reason: ['a'] }, 'BG_BAD_REQUEST'],
     ]
-    for (const [body, code] of cases) await refused(() => post(rig.proxy.admin, '/weights', body), 400, code)
+    for (const [body, code] of cases)
+      await refused(() => adminPost(rig.proxy.admin, '/weights', body), 400, code)
   })
 
   it('refuses a body over 64 KiB with 413, declared or streamed, changing nothing', async () => {
     const large = JSON.stringify({ to: 'green', reason: 'x'.repeat(70 * 1024) })
-    await refused(() => post(rig.proxy.admin, '/switch', large), 413, 'BG_BODY_TOO_LARGE')
+    await refused(() => adminPost(rig.proxy.admin, '/switch', large), 413, 'BG_BODY_TOO_LARGE')
     const before = await state()
     // Far more than socket buffers hold: cutting the request off here would reset the connection before the
     // client could read the answer.
@@ -266,12 +229,16 @@ describe('admin API', () => {
       ['POST', '/healthz', 'GET'],
       ['POST', '/readyz', 'GET'],
     ] as const) {
-      const reply = await refused(() => call(rig.proxy.admin, method, path), 405, 'BG_METHOD_NOT_ALLOWED')
+      const reply = await refused(
+        () => callAdmin(rig.proxy.admin, path, { method }),
+        405,
+        'BG_METHOD_NOT_ALLOWED',
+      )
       expect(reply.headers.get('allow')).toBe(allow)
     }
     for (const path of ['/', '/switch/green', '/State', '/metricz']) {
-      await refused(() => call(rig.proxy.admin, 'GET', path), 404, 'BG_NOT_FOUND')
-      await refused(() => post(rig.proxy.admin, path, { to: 'green' }), 404, 'BG_NOT_FOUND')
+      await refused(() => adminGet(rig.proxy.admin, path), 404, 'BG_NOT_FOUND')
+      await refused(() => adminPost(rig.proxy.admin, path, { to: 'green' }), 404, 'BG_NOT_FOUND')
     }
   })
 })
@@ -298,49 +265,74 @@ describe('admin API with a token', () => {
         ['/switch', { to: 'green' }],
         ['/weights', { blue: 50, green: 50 }],
       ] as const) {
-        const reply = await post(rig.proxy.admin, path, body, token, `127.0.1.${++client}`)
+        const reply = await callAdmin(rig.proxy.admin, path, {
+          body,
+          authorization: token,
+          from: `127.0.1.${++client}`,
+        })
         expect(reply.status, `${path} with ${token}`).toBe(401)
         expect(errorCode(reply)).toBe('BG_UNAUTHORIZED')
       }
     }
     // Authentication comes before reading the body: a bad body without a token is still a 401.
-    expect((await post(rig.proxy.admin, '/switch', 'not json', undefined, '127.0.1.200')).status).toBe(401)
-    const current = await call(rig.proxy.admin, 'GET', '/state')
+    expect(
+      (await callAdmin(rig.proxy.admin, '/switch', { body: 'not json', from: '127.0.1.200' })).status,
+    ).toBe(401)
+    const current = await adminGet(rig.proxy.admin, '/state')
     expect(current.body).toMatchObject({ active: 'blue', generation: 0 })
   })
 
   it('accepts the right token and keeps GETs open', async () => {
-    const reply = await post(rig.proxy.admin, '/switch', { to: 'green' }, 'Bearer secret')
+    const reply = await callAdmin(rig.proxy.admin, '/switch', {
+      body: { to: 'green' },
+      authorization: 'Bearer secret',
+    })
     expect(reply.status).toBe(200)
     expect(reply.body).toMatchObject({ active: 'green', generation: 1 })
     // The auth scheme is case-insensitive (RFC 9110 11.1).
     for (const token of ['bearer secret', 'BEARER  secret']) {
-      expect((await post(rig.proxy.admin, '/switch', { to: 'green' }, token)).status, token).toBe(200)
+      expect(
+        (await callAdmin(rig.proxy.admin, '/switch', { body: { to: 'green' }, authorization: token })).status,
+        token,
+      ).toBe(200)
     }
-    const weights = await post(rig.proxy.admin, '/weights', { blue: 50, green: 50 }, 'Bearer secret')
+    const weights = await callAdmin(rig.proxy.admin, '/weights', {
+      body: { blue: 50, green: 50 },
+      authorization: 'Bearer secret',
+    })
     expect(weights.status).toBe(200)
     for (const path of ['/state', '/healthz', '/readyz']) {
-      expect((await call(rig.proxy.admin, 'GET', path)).status, path).toBe(200)
+      expect((await adminGet(rig.proxy.admin, path)).status, path).toBe(200)
     }
   })
 
   it('slows down repeated failures from one address with 429 and Retry-After, and only that address', async () => {
     const from = '127.0.2.1'
     for (let i = 0; i < 5; i++) {
-      expect((await post(rig.proxy.admin, '/switch', { to: 'green' }, 'Bearer wrong', from)).status).toBe(401)
+      expect(
+        (
+          await callAdmin(rig.proxy.admin, '/switch', {
+            body: { to: 'green' },
+            authorization: 'Bearer wrong',
+            from,
+          })
+        ).status,
+      ).toBe(401)
     }
     // Blocked now, even with the right token: the block says nothing about whether a guess was right.
-    const blocked = await post(rig.proxy.admin, '/switch', { to: 'green' }, 'Bearer secret', from)
+    const blocked = await callAdmin(rig.proxy.admin, '/switch', {
+      body: { to: 'green' },
+      authorization: 'Bearer secret',
+      from,
+    })
     expect(blocked.status).toBe(429)
     expect(errorCode(blocked)).toBe('BG_TOO_MANY_ATTEMPTS')
     expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
-    const other = await post(
-      rig.proxy.admin,
-      '/weights',
-      { blue: 100, green: 0 },
-      'Bearer secret',
-      '127.0.2.2',
-    )
+    const other = await callAdmin(rig.proxy.admin, '/weights', {
+      body: { blue: 100, green: 0 },
+      authorization: 'Bearer secret',
+      from: '127.0.2.2',
+    })
     expect(other.status).toBe(200)
   })
 })
@@ -365,28 +357,28 @@ describe('admin API with an empty pool', () => {
       ['/weights', { blue: 99, green: 1 }],
       ['/weights', { blue: 0, green: 100 }],
     ] as const) {
-      const reply = await post(proxy.admin, path, body)
+      const reply = await adminPost(proxy.admin, path, body)
       expect(reply.status, JSON.stringify(body)).toBe(412)
       expect(errorCode(reply)).toBe('BG_TARGET_UNHEALTHY')
     }
-    expect((await call(proxy.admin, 'GET', '/state')).body).toMatchObject({ active: 'blue', generation: 0 })
+    expect((await adminGet(proxy.admin, '/state')).body).toMatchObject({ active: 'blue', generation: 0 })
     expect((await fetch(proxy.url)).headers.get('x-bluegreen-color')).toBe('blue')
     // Weights that leave the empty pool at 0 are fine.
-    expect((await post(proxy.admin, '/weights', { blue: 100, green: 0 })).status).toBe(200)
+    expect((await adminPost(proxy.admin, '/weights', { blue: 100, green: 0 })).status).toBe(200)
 
-    const forced = await post(proxy.admin, '/switch', { to: 'green', force: true, reason: 'drill' })
+    const forced = await adminPost(proxy.admin, '/switch', { to: 'green', force: true, reason: 'drill' })
     expect(forced.status).toBe(200)
     expect(forced.body).toMatchObject({ active: 'green', weights: { blue: 0, green: 100 } })
     // The proxy then says honestly that nothing can serve, and readiness fails.
     const response = await fetch(proxy.url)
     expect(response.status).toBe(503)
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe('BG_NO_HEALTHY_UPSTREAM')
-    const ready = await call(proxy.admin, 'GET', '/readyz')
+    const ready = await adminGet(proxy.admin, '/readyz')
     expect(ready.status).toBe(503)
     expect(ready.body.ready).toBe(false)
     expect((ready.body.reasons as string[]).join()).toMatch(/green/)
     // Switching back to a pool that can serve needs no force.
-    expect((await post(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
-    expect((await call(proxy.admin, 'GET', '/readyz')).status).toBe(200)
+    expect((await adminPost(proxy.admin, '/switch', { to: 'blue' })).status).toBe(200)
+    expect((await adminGet(proxy.admin, '/readyz')).status).toBe(200)
   })
 })

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { adminPost, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 // A release that dies after the switch (issue 11, item 1): green passes its checks when traffic moves to it, then
 // answers 500 to everything, its health path too. The checks soon take its only upstream out, and from then on

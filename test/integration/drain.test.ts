@@ -3,8 +3,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { DrainStatus } from '../../src/proxy/drain.ts'
 import { bucketOf } from '../../src/routing/pick.ts'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { adminPost, startProxy, type TestProxy } from '../helpers/servers.ts'
+import { startProxy, type TestProxy } from '../helpers/servers.ts'
 import {
   closeWebSocket,
   openWebSocket,

@@ -10,10 +10,10 @@ import {
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { killRunningClis, runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import {
-  adminPost,
   type ChildProxy,
   CLI,
   freePort,

@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { parseMetrics } from '../helpers/metrics.ts'
 import {
-  adminPost,
   echoUpstream,
   refusedUrl,
   startProxy,

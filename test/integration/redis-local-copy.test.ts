@@ -4,11 +4,11 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { adminGet, adminPost } from '../helpers/admin.ts'
 import { killRunningClis, runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
-  adminGet,
   closeConnections,
   get,
   metric,
@@ -18,7 +18,7 @@ import {
   waitReady,
   withRedis,
 } from '../helpers/replicas.ts'
-import { adminPost, echoUpstream, type TestServer, tempDir } from '../helpers/servers.ts'
+import { echoUpstream, type TestServer, tempDir } from '../helpers/servers.ts'
 
 const KEY = 'bluegreen:local-copy-test'
 

@@ -3,10 +3,10 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { changesChannel } from '../../src/state/redis-store.ts'
+import { adminGet, adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
-  adminGet,
   closeConnections,
   get,
   metric,
@@ -18,7 +18,7 @@ import {
   waitReady,
   withRedis,
 } from '../helpers/replicas.ts'
-import { adminPost, echoUpstream, freePort, type TestServer } from '../helpers/servers.ts'
+import { echoUpstream, freePort, type TestServer } from '../helpers/servers.ts'
 
 const KEY = 'bluegreen:outage-test'
 const COMMAND_TIMEOUT_MS = 500

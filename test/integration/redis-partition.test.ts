@@ -2,20 +2,13 @@
 // redis-server that stops passing bytes. The others must not confirm a switch it never saw.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminGet, adminPost, callAdmin } from '../helpers/admin.ts'
 import { killRunningClis, runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import { type Relay, startRelay } from '../helpers/relay.ts'
-import {
-  adminGet,
-  closeConnections,
-  get,
-  type Replica,
-  startReplica,
-  stateOf,
-  waitReady,
-} from '../helpers/replicas.ts'
-import { adminPost, echoUpstream, type TestServer } from '../helpers/servers.ts'
+import { closeConnections, get, type Replica, startReplica, stateOf, waitReady } from '../helpers/replicas.ts'
+import { echoUpstream, type TestServer } from '../helpers/servers.ts'
 
 const TOKEN = 'partition-test-token-0123456789'
 // Long enough that a replica starved of CPU on a busy machine does not look missing; short enough for a quick test.
@@ -74,18 +67,6 @@ const listing = async (replica: Replica) => {
   const { status, body } = await adminGet<Listing>(replica.admin, '/replicas')
   expect(status, JSON.stringify(body)).toBe(200)
   return body
-}
-
-async function adminDelete(admin: string, path: string, token?: string, body?: unknown) {
-  const response = await fetch(`${admin}${path}`, {
-    method: 'DELETE',
-    headers: {
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  })
-  return { status: response.status, body: (await response.json()) as Record<string, unknown> }
 }
 
 describe('three replicas, one of them partitioned from Redis', () => {
@@ -186,20 +167,29 @@ describe('three replicas, one of them partitioned from Redis', () => {
 
   it('an operator forgets it (DELETE /replicas/ID: token required, audited; the CLI too), and a wait is complete again', async () => {
     const path = `/replicas/${encodeURIComponent(cutId)}`
-    const anonymous = await adminDelete(replicas[0]!.admin, path)
+    const anonymous = await callAdmin(replicas[0]!.admin, path, { method: 'DELETE' })
     expect(anonymous.status).toBe(401)
     expect((anonymous.body.error as { code: string }).code).toBe('BG_UNAUTHORIZED')
 
-    const malformed = await adminDelete(replicas[0]!.admin, '/replicas/a%2Fb', TOKEN)
+    const malformed = await callAdmin(replicas[0]!.admin, '/replicas/a%2Fb', {
+      method: 'DELETE',
+      token: TOKEN,
+    })
     expect(malformed.status).toBe(400)
     expect((malformed.body.error as { code: string }).code).toBe('BG_BAD_REQUEST')
 
-    const unknown = await adminDelete(replicas[0]!.admin, '/replicas/no-such-replica', TOKEN)
+    const unknown = await callAdmin(replicas[0]!.admin, '/replicas/no-such-replica', {
+      method: 'DELETE',
+      token: TOKEN,
+    })
     expect(unknown.status).toBe(404)
     expect((unknown.body.error as { code: string }).code).toBe('BG_UNKNOWN_REPLICA')
 
     // A live replica cannot be forgotten: its next heartbeat would list it again.
-    const live = await adminDelete(replicas[0]!.admin, `/replicas/${encodeURIComponent(ids[1]!)}`, TOKEN)
+    const live = await callAdmin(replicas[0]!.admin, `/replicas/${encodeURIComponent(ids[1]!)}`, {
+      method: 'DELETE',
+      token: TOKEN,
+    })
     expect(live.status).toBe(409)
     expect((live.body.error as { code: string }).code).toBe('BG_REPLICA_LIVE')
 

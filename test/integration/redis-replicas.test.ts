@@ -2,10 +2,10 @@
 // means what it says, and a compare-and-set race between two replicas has exactly one winner.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminGet, adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
-  adminGet,
   closeConnections,
   get,
   percentile,
@@ -13,7 +13,7 @@ import {
   startReplicas,
   stateOf,
 } from '../helpers/replicas.ts'
-import { adminPost, echoUpstream, type TestServer } from '../helpers/servers.ts'
+import { echoUpstream, type TestServer } from '../helpers/servers.ts'
 
 const HEARTBEAT_MS = 500
 // Shorter than a replica's liveness (three heartbeats), so a frozen replica is still listed when a wait gives up.

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
@@ -10,7 +11,7 @@ import {
   stateOf,
   waitReady,
 } from '../helpers/replicas.ts'
-import { adminPost, startServer, type TestServer } from '../helpers/servers.ts'
+import { startServer, type TestServer } from '../helpers/servers.ts'
 
 describe('automatic rollback with three replicas on Redis', () => {
   let redis: RedisProcess

@@ -2,6 +2,7 @@
 // sentinel promotes its replica, switching works against the new master and every proxy replica follows.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis, startSentinel } from '../helpers/redis.ts'
 import {
@@ -12,7 +13,7 @@ import {
   stateOf,
   withRedis,
 } from '../helpers/replicas.ts'
-import { adminPost, echoUpstream, type TestServer, tempDir } from '../helpers/servers.ts'
+import { echoUpstream, type TestServer, tempDir } from '../helpers/servers.ts'
 
 const KEY = 'bluegreen:sentinel-test'
 const MASTER = 'mymaster'

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { adminPost, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 /** An upstream that passes its health check but answers everything else with `status`, after `delayMs`. */
 function app(color: string, behaviour: { status: number; delayMs?: number }): Promise<TestServer> {

@@ -1,9 +1,9 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import {
-  adminPost,
   type ChildProxy,
   spawnProxy,
   startProxy,

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { bucketOf } from '../../src/routing/pick.ts'
-import { adminPost, echoUpstream, startProxy, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { adminPost } from '../helpers/admin.ts'
+import { echoUpstream, startProxy, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 type Color = 'blue' | 'green'
 

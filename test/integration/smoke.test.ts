@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { adminPost, useColorRig } from '../helpers/servers.ts'
+import { adminPost } from '../helpers/admin.ts'
+import { useColorRig } from '../helpers/servers.ts'
 
 describe('smoke', () => {
   const rig = useColorRig()

@@ -5,8 +5,9 @@ import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { adminPost, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 // Everything here (client, proxy, upstreams) runs in this process, so one clock, performance.now(), orders
 // the client's start of a request, the moment an upstream received it and the moment a switch was answered.

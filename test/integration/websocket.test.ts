@@ -1,8 +1,9 @@
 import { connect } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type Blackhole, parseRawResponse, rawRequest, startBlackhole } from '../helpers/raw.ts'
-import { adminPost, refusedUrl, startProxy, startServer, type TestProxy } from '../helpers/servers.ts'
+import { refusedUrl, startProxy, startServer, type TestProxy } from '../helpers/servers.ts'
 import {
   closeWebSocket,
   openWebSocket,

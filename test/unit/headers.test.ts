@@ -5,6 +5,7 @@ import {
   cookieValue,
   type ForwardingInfo,
   TrustedProxies,
+  upgradeRequestHeaders,
   upstreamRequestHeaders,
 } from '../../src/proxy/headers.ts'
 
@@ -217,6 +218,82 @@ describe('upstreamRequestHeaders', () => {
     const dropped = upstreamRequestHeaders(raw, { ...untrusted, preserveHost: false })
     expect(names(dropped)).not.toContain('host')
     expect(valuesOf(dropped, 'x-forwarded-host')).toEqual(['example.test:8443'])
+  })
+})
+
+describe('upgradeRequestHeaders', () => {
+  const upgrade = (raw: string[], info = untrusted) => upgradeRequestHeaders(raw, info, 'WebSocket')
+
+  it('folds repeated headers into one with ", ", and Cookie with "; "', () => {
+    const headers = upgrade([
+      'Cookie',
+      'a=1',
+      'Accept-Language',
+      'en',
+      'cookie',
+      'b=2',
+      'Accept-Language',
+      'fr',
+      'COOKIE',
+      'c=3',
+    ])
+    expect(headers.cookie).toBe('a=1; b=2; c=3')
+    expect(headers['accept-language']).toBe('en, fr')
+  })
+
+  it('names every header in lower case, as http-proxy-3 expects of an IncomingMessage', () => {
+    const headers = upgrade([
+      'Host',
+      'example.test',
+      'Sec-WebSocket-Key',
+      'abc==',
+      'Sec-WebSocket-Version',
+      '13',
+    ])
+    expect(Object.keys(headers).sort()).toEqual(
+      [
+        'connection',
+        'host',
+        'sec-websocket-key',
+        'sec-websocket-version',
+        'upgrade',
+        'x-forwarded-for',
+        'x-forwarded-host',
+        'x-forwarded-proto',
+      ].sort(),
+    )
+    expect(headers['sec-websocket-key']).toBe('abc==')
+  })
+
+  it('puts the upgrade back, in the spelling given, over the hop-by-hop headers it drops', () => {
+    const headers = upgrade([
+      'Connection',
+      'keep-alive, Upgrade, X-Secret',
+      'Upgrade',
+      'websocket',
+      'X-Secret',
+      'hop',
+      'Keep-Alive',
+      'timeout=5',
+    ])
+    expect(headers.connection).toBe('Upgrade')
+    expect(headers.upgrade).toBe('WebSocket')
+    expect(headers['x-secret']).toBeUndefined()
+    expect(headers['keep-alive']).toBeUndefined()
+  })
+
+  it('rebuilds the forwarding headers as for any request', () => {
+    const forged = ['X-Forwarded-For', '6.6.6.6', 'X-Real-IP', '6.6.6.6', 'Host', 'example.test']
+    expect(upgrade(forged)).toMatchObject({
+      'x-forwarded-for': '203.0.113.7',
+      'x-forwarded-proto': 'http',
+      'x-forwarded-host': 'example.test',
+    })
+    expect(upgrade(forged)['x-real-ip']).toBeUndefined()
+    expect(upgrade(forged, trusted)).toMatchObject({
+      'x-forwarded-for': '6.6.6.6, 10.0.0.2',
+      'x-real-ip': '6.6.6.6',
+    })
   })
 })
 

@@ -7,7 +7,7 @@ import {
   parseStickyBucket,
   type RouteInput,
 } from '../../src/routing/pick.ts'
-import { buildSnapshot, type ColorPool, type RoutingSnapshot } from '../../src/routing/snapshot.ts'
+import { type AvailablePool, buildSnapshot, type RoutingSnapshot } from '../../src/routing/snapshot.ts'
 import type { Upstream } from '../../src/routing/upstream.ts'
 import { type Color, initialState, type Weights } from '../../src/state/state.ts'
 
@@ -36,7 +36,7 @@ function snapshotWith(weights: Weights, active: Color = weights.green > weights.
   )
 }
 
-function poolOf(upstreams: Upstream[], balance: Balance = 'round-robin'): ColorPool {
+function poolOf(upstreams: Upstream[], balance: Balance = 'round-robin'): AvailablePool {
   return { color: 'blue', upstreams, balance, cursor: 0 }
 }
 

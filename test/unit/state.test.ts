@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import {
   changesNothing,
+  checkedChange,
+  checkedGeneration,
+  freezeState,
   initialState,
   type Rollout,
   replacedState,
@@ -85,5 +88,64 @@ describe('what a change alters', () => {
       rollbackTarget(green, at(2, { active: 'green', weights: { blue: 0, green: 100 } })),
     ).toBeUndefined()
     expect(rollbackTarget(green, null)).toBeUndefined()
+  })
+})
+
+describe('freezeState', () => {
+  it('freezes every level, so no holder of a state can change what the others see', () => {
+    const now = '2026-11-26T12:00:00.000Z'
+    const state = freezeState({
+      ...at(4, { weights: { blue: 90, green: 10 } }),
+      rollout: {
+        to: 'green',
+        steps: [10, 100],
+        stepSeconds: 60,
+        step: 0,
+        status: 'running',
+        from: { active: 'blue', weights: { blue: 100, green: 0 } },
+        startedAt: now,
+        stepStartedAt: now,
+      },
+    })
+    for (const part of [state, state.weights, state.rollout, state.rollout!.steps, state.rollout!.from]) {
+      expect(Object.isFrozen(part)).toBe(true)
+    }
+    expect(Object.isFrozen(state.rollout!.from.weights)).toBe(true)
+  })
+})
+
+describe('checkedChange and checkedGeneration', () => {
+  it("copies the caller's rollout, which freezing the stored state must leave alone", () => {
+    const rollout: Rollout = {
+      to: 'green',
+      steps: [50, 100],
+      stepSeconds: 60,
+      step: 0,
+      status: 'running',
+      from: { active: 'blue', weights: { blue: 100, green: 0 } },
+      startedAt: '2026-11-26T12:00:00.000Z',
+      stepStartedAt: '2026-11-26T12:00:00.000Z',
+    }
+    const checked = checkedChange({
+      active: 'blue',
+      weights: { blue: 50, green: 50 },
+      updatedBy: 't',
+      reason: 'r',
+      rollout,
+    })
+    expect(checked.rollout).toEqual(rollout)
+    expect(checked.rollout).not.toBe(rollout)
+    expect(checked.rollout!.from).not.toBe(rollout.from)
+  })
+
+  it('takes no generation or a non-negative integer, and refuses anything else with 400 BG_BAD_REQUEST', () => {
+    expect(checkedGeneration(undefined)).toBeUndefined()
+    expect(checkedGeneration(0)).toBe(0)
+    expect(checkedGeneration(7)).toBe(7)
+    for (const bad of [-1, 1.5, '7', null, Number.MAX_SAFE_INTEGER + 1, Number.NaN]) {
+      expect(() => checkedGeneration(bad), String(bad)).toThrow(
+        expect.objectContaining({ code: 'BG_BAD_REQUEST', status: 400 }),
+      )
+    }
   })
 })
