@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { type SteadyTraffic, steadyTraffic } from '../helpers/traffic.ts'
 
 // A release that dies after the switch (issue 11, item 1): green passes its checks when traffic moves to it, then
 // answers 500 to everything, its health path too. The checks soon take its only upstream out, and from then on
@@ -23,42 +24,6 @@ async function dying(color: string): Promise<Dying> {
     server,
     die: () => {
       dead = true
-    },
-  }
-}
-
-interface Answer {
-  status: number
-  color: string | null
-  code: string | undefined
-}
-
-interface Traffic {
-  answers: Answer[]
-  stop(): Promise<Answer[]>
-}
-
-/** One request every `everyMs` until stopped (or the proxy is gone), as a quiet service's traffic. */
-function steadyTraffic(url: string, everyMs: number): Traffic {
-  const answers: Answer[] = []
-  let running = true
-  const loop = (async () => {
-    for (let i = 0; running; i++) {
-      const response = await fetch(`${url}/work/${i}`)
-      const text = await response.text()
-      const code = text.startsWith('{')
-        ? (JSON.parse(text) as { error?: { code: string } }).error?.code
-        : undefined
-      answers.push({ status: response.status, color: response.headers.get('x-bluegreen-color'), code })
-      await new Promise((resolve) => setTimeout(resolve, everyMs))
-    }
-  })().catch(() => {})
-  return {
-    answers,
-    stop: async () => {
-      running = false
-      await loop
-      return answers
     },
   }
 }
@@ -87,7 +52,7 @@ const fastChecks = { path: '/health', interval: '100ms', unhealthyThreshold: 2, 
 
 describe('a color that dies after the switch', () => {
   const servers: TestServer[] = []
-  const loops: Traffic[] = []
+  const loops: SteadyTraffic[] = []
   let proxy: TestProxy | undefined
 
   afterEach(async () => {
@@ -116,8 +81,8 @@ describe('a color that dies after the switch', () => {
     return { proxy, green }
   }
 
-  function startTraffic(url: string, everyMs: number): Traffic {
-    const started = steadyTraffic(url, everyMs)
+  function startTraffic(url: string, everyMs: number): SteadyTraffic {
+    const started = steadyTraffic(url, { everyMs })
     loops.push(started)
     return started
   }

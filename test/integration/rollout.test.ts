@@ -13,6 +13,7 @@ import {
   tempDir,
   writeConfig,
 } from '../helpers/servers.ts'
+import { steadyTraffic } from '../helpers/traffic.ts'
 
 function app(color: string, status: () => number): Promise<TestServer> {
   return startServer((req, res) => {
@@ -22,27 +23,6 @@ function app(color: string, status: () => number): Promise<TestServer> {
 }
 
 const guard = { window: '10s', evaluateEvery: '100ms', minRequests: 10, maxErrorRatio: 0.05, watch: '30s' }
-
-/** Requests in a loop until stopped, as steady traffic; returns the statuses seen. */
-function steadyTraffic(url: string): { stop: () => Promise<number[]> } {
-  const statuses: number[] = []
-  let running = true
-  const loop = (async () => {
-    for (let i = 0; running && i < 5000; i++) {
-      const response = await fetch(`${url}/work/${i}`)
-      await response.arrayBuffer()
-      statuses.push(response.status)
-      await new Promise((resolve) => setTimeout(resolve, 5))
-    }
-  })()
-  return {
-    stop: async () => {
-      running = false
-      await loop
-      return statuses
-    },
-  }
-}
 
 interface RolloutView {
   active: string
@@ -98,7 +78,7 @@ describe('progressive rollout', () => {
       trigger: 'rollout',
       rollout: { to: 'green', steps: [20, 50, 100], step: 0, status: 'running', from: { active: 'blue' } },
     })
-    const traffic = steadyTraffic(url)
+    const traffic = steadyTraffic(url, { everyMs: 5, limit: 5000 })
     const seen = new Set<number>()
     const done = await eventually(
       async () => {
@@ -108,7 +88,7 @@ describe('progressive rollout', () => {
       },
       { timeout: 8000, interval: 50, message: 'the rollout to complete' },
     )
-    const statuses = await traffic.stop()
+    const statuses = (await traffic.stop()).map((answer) => answer.status)
     expect(done).toMatchObject({ active: 'green', weights: { blue: 0, green: 100 }, rollout: { step: 2 } })
     expect([...seen]).toEqual(expect.arrayContaining([20, 50, 100]))
     expect(statuses.every((status) => status === 200)).toBe(true)
@@ -119,7 +99,7 @@ describe('progressive rollout', () => {
   it('rolls a failing green back to where it started', async () => {
     const { url, admin } = await setUp(() => 500)
     await adminPost(admin, '/rollout', { to: 'green', steps: [30, 100], stepSeconds: 5 })
-    const traffic = steadyTraffic(url)
+    const traffic = steadyTraffic(url, { everyMs: 5, limit: 5000 })
     const state = await eventually(
       async () => {
         const current = await stateOf(admin)
@@ -167,7 +147,7 @@ describe('progressive rollout', () => {
       { message: 'the step to count 3 of 10 requests' },
     )
     expect(await stateOf(admin)).toMatchObject({ generation: 1, rollout: { step: 0 } })
-    const traffic = steadyTraffic(url)
+    const traffic = steadyTraffic(url, { everyMs: 5, limit: 5000 })
     const moved = await eventually(
       async () => {
         const state = await stateOf(admin)
