@@ -5,12 +5,13 @@
 import cluster from 'node:cluster'
 import type { Registry } from 'prom-client'
 import { isMessage, METRICS_TIMEOUT_MS, type Message, SHARE_TIMEOUT_MS } from './cluster.ts'
+import type { Color } from './colors.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
 import { freezeState } from './state/atomic-file.ts'
-import type { Color, State } from './state/state.ts'
+import type { State } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
 
 /** What a worker's app needs from the cluster. */

@@ -6,9 +6,10 @@
 
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry } from 'prom-client'
+import type { Color } from './colors.ts'
 import type { Logger } from './log.ts'
 import type { WindowFigures } from './metrics/windows.ts'
-import type { Color, State } from './state/state.ts'
+import type { State } from './state/state.ts'
 
 /** Everything the primary and its workers say to each other over the cluster's IPC channels. */
 export type Message =

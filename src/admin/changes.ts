@@ -1,24 +1,21 @@
 import type { IncomingMessage } from 'node:http'
 import type { AuditEvent, AuditTrail } from '../audit/audit.ts'
-import type { PoolConfig } from '../config/types.ts'
-import { BlueGreenError } from '../errors.ts'
-import { probeAll } from '../health/probe.ts'
-import type { Logger } from '../log.ts'
-import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import {
   activeFor,
   allTo,
   COLORS,
   type Color,
   isColor,
-  type Rollout,
-  type State,
-  stepsProblem,
-  type Trigger,
   type Weights,
   weightsProblem,
   weightsWith,
-} from '../state/state.ts'
+} from '../colors.ts'
+import type { PoolConfig } from '../config/types.ts'
+import { BlueGreenError } from '../errors.ts'
+import { probeAll } from '../health/probe.ts'
+import type { Logger } from '../log.ts'
+import type { RoutingSnapshot } from '../routing/snapshot.ts'
+import { type Rollout, type State, stepsProblem, type Trigger } from '../state/state.ts'
 import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
 

@@ -1,4 +1,4 @@
-import type { Color, Weights } from '../state/state.ts'
+import type { Color, Weights } from '../colors.ts'
 
 /**
  * One attempt to change the routing (or to forget a missing replica), accepted, unchanged (it asked for the state

@@ -5,6 +5,7 @@
 import { type FSWatcher, watch } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
+import { type Color, isColor } from '../colors.ts'
 import { BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import {
@@ -16,11 +17,9 @@ import {
 } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
 import {
-  type Color,
   changesNothing,
   checkedChange,
   initialState,
-  isColor,
   replacedState,
   rollbackTarget,
   type State,
