@@ -13,9 +13,9 @@ import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/guard.ts'
 import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
 import { createUpstreams } from './routing/upstream.ts'
-import { createStateBackend } from './state/backend.ts'
 import { type State, supersedes } from './state/state.ts'
 import type { StoreStatus } from './state/store.ts'
+import { createStateBackend } from './state-backend.ts'
 
 export interface App {
   readonly replicaId: string

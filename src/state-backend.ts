@@ -1,13 +1,13 @@
-import type { AuditTrail } from '../audit/audit.ts'
-import { FileAuditTrail } from '../audit/file-audit.ts'
-import type { Config } from '../config/types.ts'
-import type { Logger } from '../log.ts'
-import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
-import { FileStateStore } from './file-store.ts'
-import type { LocalStateCopy } from './local-copy.ts'
-import { LocalReplicaRegistry } from './local-replicas.ts'
-import type { RedisStateStore } from './redis-store.ts'
-import type { ReplicaRegistry, StateStore } from './store.ts'
+import type { AuditTrail } from './audit/audit.ts'
+import { FileAuditTrail } from './audit/file-audit.ts'
+import type { Config } from './config/types.ts'
+import type { Logger } from './log.ts'
+import { exchangeFreshness, LocalExchange, type WindowExchange } from './rollout/exchange.ts'
+import { FileStateStore } from './state/file-store.ts'
+import type { LocalStateCopy } from './state/local-copy.ts'
+import { LocalReplicaRegistry } from './state/local-replicas.ts'
+import type { RedisStateStore } from './state/redis-store.ts'
+import type { ReplicaRegistry, StateStore } from './state/store.ts'
 
 export interface StateBackend {
   store: StateStore
@@ -44,11 +44,11 @@ export async function createStateBackend(
       { RedisExchange },
       { LocalStateCopy },
     ] = await Promise.all([
-      import('./redis-store.ts'),
-      import('./redis-replicas.ts'),
-      import('../audit/redis-audit.ts'),
-      import('../rollout/exchange.ts'),
-      import('./local-copy.ts'),
+      import('./state/redis-store.ts'),
+      import('./state/redis-replicas.ts'),
+      import('./audit/redis-audit.ts'),
+      import('./rollout/exchange.ts'),
+      import('./state/local-copy.ts'),
     ])
     const store = new RedisStateStore({
       config: state.redis,
