@@ -12,7 +12,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['routing/', 'metrics/'],
   ['proxy/', 'rollout/', 'health/'],
   ['admin/'],
-  ['app.ts', 'closers.ts', 'state-backend.ts', 'cluster.ts', 'cluster-worker.ts', 'demo.ts'],
+  ['app.ts', 'app/', 'cluster.ts', 'cluster-worker.ts', 'demo.ts'],
   ['cli.ts', 'cli/'],
 ]
 
