@@ -7,17 +7,13 @@ import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
+import type { Readiness } from '../routing/table.ts'
 import type { State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
 import { type Action, type ChangeResult, Changes } from './changes.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { AdminGuard } from './guard.ts'
 import { readJsonObject, sendJson } from './http.ts'
-
-export interface Readiness {
-  ready: boolean
-  reasons: string[]
-}
 
 export interface AdminOptions {
   config: AdminConfig
