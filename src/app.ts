@@ -6,6 +6,7 @@ import { outcomeReporting } from './app/outcomes.ts'
 import { createStateBackend, type StateBackend } from './app/state-backend.ts'
 import { StateLoader } from './app/state-loader.ts'
 import type { ClusterLink } from './cluster-worker.ts'
+import type { Color } from './colors.ts'
 import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
@@ -36,7 +37,7 @@ export interface AppOptions {
   cluster?: ClusterLink
 }
 
-interface Address {
+export interface Address {
   host: string
   port: number
 }
@@ -55,7 +56,7 @@ interface Context {
 
 /** The parts the others are built on: upstreams, their health, the state store, and the routing table. */
 interface Core {
-  upstreams: Record<string, Upstream[]>
+  upstreams: Record<Color, Upstream[]>
   metrics: Metrics
   health: UpstreamHealth
   backend: StateBackend
@@ -101,7 +102,7 @@ async function start(context: Context): Promise<App> {
     closing: () => context.closing,
     logger,
   })
-  closers.add('state loading', () => loader.stop())
+  closers.add('state loader', () => loader.stop())
   const admin = startAdmin(context, core, guard, () => proxy.drainStatus())
   const proxy = startProxy(context, core, windows)
   core.table.onApplied((state, previous) => {
@@ -266,7 +267,7 @@ function addressOf(bound: { address: string; port: number }): Address {
 }
 
 async function eachUpstream(
-  upstreams: Record<string, Upstream[]>,
+  upstreams: Record<Color, Upstream[]>,
   each: (upstream: Upstream) => Promise<void>,
 ): Promise<void> {
   await Promise.all(Object.values(upstreams).flat().map(each))
