@@ -4,11 +4,11 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { Redis } from 'ioredis'
+import { allTo, type Color } from '../src/colors.ts'
 import { buildConfig } from '../src/config/schema.ts'
 import { silentLogger } from '../src/log.ts'
 import { acknowledgementChannel, parseAcknowledgement } from '../src/state/redis-replicas.ts'
 import { RedisStateStore } from '../src/state/redis-store.ts'
-import { allTo, type Color } from '../src/state/state.ts'
 import {
   freePort,
   median,

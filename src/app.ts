@@ -1,27 +1,31 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
-import { AdminServer, type Readiness } from './admin/server.ts'
+import { AdminServer } from './admin/server.ts'
+import { Closers } from './app/closers.ts'
+import { outcomeReporting } from './app/outcomes.ts'
+import { createStateBackend, type StateBackend } from './app/state-backend.ts'
+import { StateLoader } from './app/state-loader.ts'
 import type { ClusterLink } from './cluster-worker.ts'
+import type { Color } from './colors.ts'
 import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
-import type { RequestOutcome } from './proxy/http-forward.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/release-guard.ts'
-import { buildSnapshot, type RoutingSnapshot } from './routing/snapshot.ts'
-import { createUpstreams } from './routing/upstream.ts'
-import { createStateBackend } from './state/backend.ts'
-import { type State, supersedes } from './state/state.ts'
-import type { StoreStatus } from './state/store.ts'
+import type { RoutingSnapshot } from './routing/snapshot.ts'
+import { RoutingTable } from './routing/table.ts'
+import { createUpstreams, type Upstream } from './routing/upstream.ts'
+import type { State } from './state/state.ts'
+import type { StateStore } from './state/store.ts'
 
 export interface App {
   readonly replicaId: string
   /** Where the public proxy and the admin API listen (the real ports when the config said 0). */
-  readonly proxyAddress: { host: string; port: number }
-  readonly adminAddress: { host: string; port: number }
+  readonly proxyAddress: Address
+  readonly adminAddress: Address
   /** The routing snapshot requests are served from right now; undefined until the state has loaded. */
   snapshot(): RoutingSnapshot | undefined
   /** Graceful shutdown, in the reverse order of start-up. Safe to call more than once. */
@@ -33,199 +37,92 @@ export interface AppOptions {
   cluster?: ClusterLink
 }
 
-const RETRY_LOAD_MS = 1_000
+export interface Address {
+  host: string
+  port: number
+}
+
+/** What every step of the start-up reads. */
+interface Context {
+  config: Config
+  logger: Logger
+  cluster: ClusterLink | undefined
+  replicaId: string
+  /** Where each part registers how it closes, as it is built. */
+  closers: Closers
+  /** Set once shutdown (or a failed start-up) begins: /readyz fails and a failed load is not tried again. */
+  closing: boolean
+}
+
+/** The parts the others are built on: upstreams, their health, the state store, and the routing table. */
+interface Core {
+  upstreams: Record<Color, Upstream[]>
+  metrics: Metrics
+  health: UpstreamHealth
+  backend: StateBackend
+  /** The backend's store as the app uses it (in a cluster, committed changes are shared with the siblings). */
+  store: StateStore
+  table: RoutingTable
+}
 
 /**
- * Wires the parts together and owns their order: upstream pools, the state store, the routing snapshot, the
- * proxy listener, the admin listener. Shutdown runs the other way round.
+ * Wires the parts together and owns their order. Each part registers how it closes as it is built, so shutdown
+ * runs the other way round by construction: the proxy drains first, then the admin API closes, then the release
+ * guard, the state store and what goes with it, health checks, and last the upstream connection pools. A start-up
+ * that fails half way (a port in use, a broken state file) releases whatever it had started.
  */
 export async function startApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
-  const { cluster } = options
-  const replicaId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
-  const upstreams = createUpstreams(config.pools, config.proxy.timeouts)
-  const balance = { blue: config.pools.blue.balance, green: config.pools.green.balance }
-  const stateLogger = logger.child({ part: 'state' })
-  let metrics: Metrics | undefined
-  const backend = await createStateBackend(config, stateLogger, replicaId, () => metrics?.invalidState.inc())
-  const { replicas } = backend
-  // In a cluster, a change this worker commits reaches its siblings before the change is answered.
-  const store = cluster ? cluster.shareChanges(backend.store) : backend.store
-  metrics = new Metrics(() => store.status?.())
-  const health = new UpstreamHealth({
-    upstreams,
-    pools: config.pools,
-    logger: logger.child({ part: 'health' }),
-    metrics,
-  })
-
-  let snapshot: RoutingSnapshot | undefined
-  let closing = false
-  const windows = new SlidingWindows(config.rollback.window)
-  const guard = new ReleaseGuard({
-    config: config.rollback,
-    rollout: config.rollout,
-    store,
-    windows,
-    // Workers sharing a state file pool their figures through the primary; with Redis they meet in Redis.
-    exchange:
-      cluster && config.state.store === 'file'
-        ? cluster.windowExchange(exchangeFreshness(config.rollback.evaluateEvery))
-        : backend.exchange,
-    audit: backend.audit,
-    logger: logger.child({ part: 'guard' }),
-    replicaId,
-    current: () => snapshot?.state,
-    unavailableSince: (color) => health.unavailableSince(color),
-  })
-  const accessLog = config.log.access ? logger.child({ part: 'access' }) : undefined
-  const countRequests = config.metrics.enabled
-  // The one place a finished request is reported: metrics, then the access log. Kept flat: it runs per request.
-  const onOutcome = (outcome: RequestOutcome): void => {
-    windows.record(outcome.color, outcome.status, outcome.durationMs)
-    health.recordOutcome(outcome)
-    if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
-    if (accessLog) {
-      accessLog.info({
-        method: outcome.method,
-        path: outcome.path,
-        status: outcome.status,
-        color: outcome.color,
-        upstream: outcome.upstream,
-        ms: Math.round(outcome.durationMs * 100) / 100,
-        failure: outcome.failure,
-      })
-    }
-  }
-  const proxy = new ProxyListener({
+  const context: Context = {
     config,
-    logger: logger.child({ part: 'proxy' }),
-    snapshot: () => snapshot,
-    onOutcome,
-    onUpstreamFailure: (upstream, reason, _error, retry) => {
-      health.recordFailure(upstream, reason)
-      if (!countRequests) return
-      metrics.upstreamErrors.labels(upstream.color, reason).inc()
-      if (retry === 'retried') metrics.upstreamRetries.labels(upstream.color, reason).inc()
-      else if (retry === 'denied') metrics.upstreamRetriesDenied.labels(upstream.color, reason).inc()
-    },
+    logger,
+    cluster: options.cluster,
+    replicaId: `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
+    closers: new Closers(logger),
+    closing: false,
+  }
+  try {
+    return await start(context)
+  } catch (error) {
+    context.closing = true
+    await context.closers.abort()
+    throw error
+  }
+}
+
+async function start(context: Context): Promise<App> {
+  const { config, logger, cluster, closers } = context
+  const core = await startCore(context)
+  const { windows, guard } = startGuard(context, core)
+  const loader = new StateLoader({
+    store: core.store,
+    apply: core.table.apply,
+    loadBeforeListening: core.backend.loadBeforeListening,
+    restoreLastState: core.backend.restoreLastState,
+    hasState: () => core.table.snapshot() !== undefined,
+    closing: () => context.closing,
+    logger,
   })
-  const apply = (state: State): void => {
-    const previous = snapshot?.state
-    if (!supersedes(state, previous)) return
-    snapshot = buildSnapshot(state, upstreams, balance, (upstream) => health.isAvailable(upstream))
-    metrics.applied(state, previous)
+  closers.add('state loader', () => loader.stop())
+  const admin = startAdmin(context, core, guard, () => proxy.drainStatus())
+  const proxy = startProxy(context, core, windows)
+  core.table.onApplied((state, previous) => {
+    core.metrics.applied(state, previous)
     guard.stateApplied(previous, state)
     // The first state drains nothing.
     if (previous) proxy.stateApplied(previous, state)
-    replicas.report(state.generation)
-    logger.info(
-      {
-        active: state.active,
-        weights: state.weights,
-        generation: state.generation,
-        from: previous?.active,
-        reason: state.reason,
-        by: state.updatedBy,
-      },
-      previous ? 'state applied' : 'state loaded',
-    )
-  }
-  store.subscribe(apply)
-  // An upstream in or out of service: the same state over other upstreams, so nothing is "applied" or counted.
-  health.onChange(() => {
-    if (snapshot) {
-      snapshot = buildSnapshot(snapshot.state, upstreams, balance, (upstream) => health.isAvailable(upstream))
-    }
+    core.backend.replicas.report(state.generation)
+    logApplied(logger, state, previous)
   })
-
-  // Keeps trying until the store answers. Meanwhile the replica serves its local copy of the last state it
-  // applied, if it has one; without one the proxy answers 503 and /readyz says why.
-  let loadTimer: NodeJS.Timeout | undefined
-  const load = async (): Promise<void> => {
-    try {
-      apply(await store.start())
-    } catch (error) {
-      if (backend.loadBeforeListening || closing) throw error
-      if (!snapshot) await backend.lastState?.restore()
-      logger.error(
-        { err: error, retryInMs: RETRY_LOAD_MS },
-        snapshot
-          ? 'the state store does not answer: serving a stale state until it does'
-          : 'no routing state yet: not ready until the state store answers',
-      )
-      loadTimer = setTimeout(() => void load().catch(() => {}), RETRY_LOAD_MS)
-      loadTimer.unref()
-    }
-  }
-  if (backend.loadBeforeListening) await load()
-  else void load()
-
-  // A sibling's change is applied like one from the store: only if its generation is newer.
-  cluster?.attach({ apply, registry: metrics.registry })
-
-  const readiness = (): Readiness => {
-    const reasons: string[] = []
-    if (closing) reasons.push('shutting down')
-    if (!snapshot) reasons.push('the routing state is not loaded (is the state store reachable?)')
-    else if (snapshot.pools[snapshot.state.active].upstreams.length === 0) {
-      reasons.push(`the active pool (${snapshot.state.active}) has no healthy upstream`)
-    }
-    const cutOff = cutOffFor(store.status?.(), config.state.maxStaleness)
-    if (cutOff !== undefined) {
-      reasons.push(
-        `cut off from the state store for ${(cutOff / 1000).toFixed(1)} s, longer than state.maxStaleness (${config.state.maxStaleness / 1000} s)`,
-      )
-    }
-    return { ready: reasons.length === 0, reasons }
-  }
-  const admin = new AdminServer({
-    config: config.admin,
-    pools: config.pools,
-    logger: logger.child({ part: 'admin' }),
-    store,
-    replicas,
-    audit: backend.audit,
-    metrics,
-    replicaId,
-    snapshot: () => snapshot,
-    readiness,
-    drainStatus: () => proxy.drainStatus(),
-    healthStatus: () => health.status(),
-    watchStatus: () => guard.status(),
-    rolloutStepStatus: () => guard.rolloutStep(),
-    clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
-  })
-
-  const release = async (): Promise<void> => {
-    clearTimeout(loadTimer)
-    guard.close()
-    windows.close()
-    await backend.exchange.close()
-    await backend.audit.close()
-    await replicas.close()
-    await store.close()
-    await backend.lastState?.close()
-  }
-
-  health.start()
-  let proxyAddress: { host: string; port: number }
-  let adminAddress: { host: string; port: number }
-  try {
-    const proxyBound = await proxy.listen()
-    proxyAddress = { host: proxyBound.address, port: proxyBound.port }
-    const adminBound = await admin.listen()
-    adminAddress = { host: adminBound.address, port: adminBound.port }
-  } catch (error) {
-    closing = true
-    proxy.server.close()
-    await release()
-    await health.close()
-    await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.destroy()))
-    throw error
-  }
+  core.store.subscribe(core.table.apply)
+  await loader.start()
+  // A sibling's change is applied like one from the store: only if it supersedes the state applied.
+  cluster?.attach({ apply: core.table.apply, registry: core.metrics.registry })
+  core.health.start()
+  const proxyAddress = addressOf(await proxy.listen())
+  const adminAddress = addressOf(await admin.listen())
   logger.info(
     {
-      replica: replicaId,
+      replica: context.replicaId,
       proxy: proxyAddress,
       admin: adminAddress,
       store: config.state.store,
@@ -233,38 +130,159 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     },
     'bluegreen-proxy started',
   )
-
   let closed: Promise<void> | undefined
-  const close = async (): Promise<void> => {
-    closing = true
-    if (config.shutdown.delay > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdown.delay))
-    logger.info({ ...proxy.active, graceMs: config.shutdown.grace }, 'shutting down: draining')
-    await proxy.drain(config.shutdown.grace)
-    await admin.close()
-    await release()
-    await health.close()
-    await Promise.all([...upstreams.blue, ...upstreams.green].map((upstream) => upstream.close()))
-    logger.info('shutdown complete')
-  }
-
   return {
-    replicaId,
+    replicaId: context.replicaId,
     proxyAddress,
     adminAddress,
-    snapshot: () => snapshot,
+    snapshot: () => core.table.snapshot(),
     close: () => {
-      closed ??= close()
+      closed ??= close(context)
       return closed
     },
   }
 }
 
-/**
- * How long (ms) this replica has been cut off from its store, when that is longer than `maxStaleness` (0: off).
- * Counted from the last sync, and only while the store does not answer: a quiet store is not a stale one.
- */
-function cutOffFor(status: StoreStatus | undefined, maxStaleness: number): number | undefined {
-  if (maxStaleness === 0 || !status || status.reachable || status.lastSyncAt === undefined) return undefined
-  const staleFor = Date.now() - status.lastSyncAt
-  return staleFor > maxStaleness ? staleFor : undefined
+async function startCore(context: Context): Promise<Core> {
+  const { config, logger, cluster, closers, replicaId } = context
+  const upstreams = createUpstreams(config.pools, config.proxy.timeouts)
+  closers.add(
+    'upstream connection pools',
+    () => eachUpstream(upstreams, (upstream) => upstream.close()),
+    () => eachUpstream(upstreams, (upstream) => upstream.destroy()),
+  )
+  // Read at scrape time, once the store below exists.
+  const metrics = new Metrics(() => store.status?.())
+  const health = new UpstreamHealth({
+    upstreams,
+    pools: config.pools,
+    logger: logger.child({ part: 'health' }),
+    metrics,
+  })
+  closers.add('health checks', () => health.close())
+  const backend = await createStateBackend({
+    config,
+    logger: logger.child({ part: 'state' }),
+    replicaId,
+    closers,
+    onInvalidState: () => metrics.invalidState.inc(),
+  })
+  // In a cluster, a change this worker commits reaches its siblings before the change is answered.
+  const store = cluster ? cluster.shareChanges(backend.store) : backend.store
+  const table = new RoutingTable({
+    upstreams,
+    balance: { blue: config.pools.blue.balance, green: config.pools.green.balance },
+    isAvailable: (upstream) => health.isAvailable(upstream),
+    storeStatus: () => store.status?.(),
+    maxStaleness: config.state.maxStaleness,
+  })
+  // An upstream in or out of service: the same state over other upstreams, so nothing is "applied" or counted.
+  health.onChange(() => table.upstreamsChanged())
+  return { upstreams, metrics, health, backend, store, table }
+}
+
+function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {
+  const { config, logger, cluster, closers } = context
+  const windows = new SlidingWindows(config.rollback.window)
+  closers.add('rollback windows', () => windows.close())
+  const guard = new ReleaseGuard({
+    config: config.rollback,
+    rollout: config.rollout,
+    store: core.store,
+    windows,
+    // Workers sharing a state file pool their figures through the primary; with Redis they meet in Redis.
+    exchange:
+      cluster && config.state.store === 'file'
+        ? cluster.windowExchange(exchangeFreshness(config.rollback.evaluateEvery))
+        : core.backend.exchange,
+    audit: core.backend.audit,
+    logger: logger.child({ part: 'guard' }),
+    replicaId: context.replicaId,
+    current: () => core.table.snapshot()?.state,
+    unavailableSince: (color) => core.health.unavailableSince(color),
+  })
+  closers.add('release guard', () => guard.close())
+  return { windows, guard }
+}
+
+function startAdmin(
+  context: Context,
+  core: Core,
+  guard: ReleaseGuard,
+  drainStatus: () => unknown,
+): AdminServer {
+  const { config, cluster } = context
+  const admin = new AdminServer({
+    config: config.admin,
+    pools: config.pools,
+    logger: context.logger.child({ part: 'admin' }),
+    store: core.store,
+    replicas: core.backend.replicas,
+    audit: core.backend.audit,
+    metrics: core.metrics,
+    replicaId: context.replicaId,
+    snapshot: () => core.table.snapshot(),
+    readiness: () => core.table.readiness(context.closing),
+    drainStatus,
+    healthStatus: () => core.health.status(),
+    watchStatus: () => guard.status(),
+    rolloutStepStatus: () => guard.rolloutStep(),
+    clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
+  })
+  context.closers.add('admin listener', () => admin.close())
+  return admin
+}
+
+function startProxy(context: Context, core: Core, windows: SlidingWindows): ProxyListener {
+  const { config, logger } = context
+  const proxy = new ProxyListener({
+    config,
+    logger: logger.child({ part: 'proxy' }),
+    snapshot: () => core.table.snapshot(),
+    ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
+  })
+  context.closers.add(
+    'proxy listener',
+    async () => {
+      logger.info({ ...proxy.active, graceMs: config.shutdown.grace }, 'shutting down: draining')
+      await proxy.drain(config.shutdown.grace)
+    },
+    // Nothing has been served that deserves to finish.
+    () => void proxy.server.close(),
+  )
+  return proxy
+}
+
+/** /readyz fails at once; after shutdown.delay (for load balancers to notice) the parts close, the proxy first. */
+async function close(context: Context): Promise<void> {
+  context.closing = true
+  const { delay } = context.config.shutdown
+  if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+  await context.closers.close()
+  context.logger.info('shutdown complete')
+}
+
+function addressOf(bound: { address: string; port: number }): Address {
+  return { host: bound.address, port: bound.port }
+}
+
+async function eachUpstream(
+  upstreams: Record<Color, Upstream[]>,
+  each: (upstream: Upstream) => Promise<void>,
+): Promise<void> {
+  await Promise.all(Object.values(upstreams).flat().map(each))
+}
+
+function logApplied(logger: Logger, state: State, previous: State | undefined): void {
+  logger.info(
+    {
+      active: state.active,
+      weights: state.weights,
+      generation: state.generation,
+      from: previous?.active,
+      reason: state.reason,
+      by: state.updatedBy,
+    },
+    previous ? 'state applied' : 'state loaded',
+  )
 }

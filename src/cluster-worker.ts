@@ -2,14 +2,15 @@
 // to its siblings through the primary, theirs come back to the app, /metrics asks the primary for the sum, and the
 // release guard's figures are pooled with the siblings' (file store).
 
-import cluster from 'node:cluster'
+import cluster, { type Worker } from 'node:cluster'
 import type { Registry } from 'prom-client'
 import { isMessage, METRICS_TIMEOUT_MS, type Message, SHARE_TIMEOUT_MS } from './cluster.ts'
+import type { Color } from './colors.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
-import type { Color, State } from './state/state.ts'
+import type { State } from './state/state.ts'
 import { freezeState } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
 
@@ -36,6 +37,11 @@ export interface ClusterLink {
   windowExchange(freshMs: number): WindowExchange
 }
 
+interface Hooks {
+  apply: (state: State) => void
+  registry: Registry
+}
+
 /** A sibling's latest figures, stamped when they arrived. */
 interface SiblingFigures {
   generation: number
@@ -48,138 +54,168 @@ interface SiblingFigures {
 export function joinCluster(logger: Logger): ClusterLink | undefined {
   const worker = cluster.worker
   if (!cluster.isWorker || !worker) return undefined
-  let hooks: { apply: (state: State) => void; registry: Registry } | undefined
-  // A state that arrives before the app is wired up waits for it.
-  let pending: State | undefined
-  let nextId = 0
-  const waiting = new Map<number, (message: Message) => void>()
-  const siblingFigures = new Map<number, SiblingFigures>()
+  return new WorkerLink(worker, logger)
+}
 
-  const ask = <T extends Message>(message: Message & { id: number }, timeoutMs: number): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        waiting.delete(message.id)
-        reject(new Error(`the cluster primary did not answer within ${timeoutMs} ms`))
-      }, timeoutMs)
-      waiting.set(message.id, (answer) => {
-        clearTimeout(timer)
-        resolve(answer as T)
-      })
-      worker.send(message)
-    })
+class WorkerLink implements ClusterLink {
+  readonly workerId: number
+  readonly #worker: Worker
+  readonly #logger: Logger
+  #hooks: Hooks | undefined
+  /** A state that arrives before the app is wired up waits for it. */
+  #pending: State | undefined
+  #nextId = 0
+  /** Questions put to the primary, by id, waiting for its answer. */
+  readonly #waiting = new Map<number, (message: Message) => void>()
+  readonly #siblingFigures = new Map<number, SiblingFigures>()
 
-  worker.on('message', (message: unknown) => {
+  constructor(worker: Worker, logger: Logger) {
+    this.workerId = worker.id
+    this.#worker = worker
+    this.#logger = logger
+    worker.on('message', this.#onMessage)
+    worker.send({ type: 'bluegreen:hello' })
+  }
+
+  shareChanges(store: StateStore): StateStore {
+    const commit: StateStore['commit'] = async (change, expectedGeneration) => {
+      const committed = await store.commit(change, expectedGeneration)
+      // A change that altered nothing has nothing to share; the siblings follow the store as always.
+      if (committed.changed) await this.#share(committed.state)
+      return committed
+    }
+    return {
+      start: () => store.start(),
+      current: () => store.current(),
+      commit,
+      change: async (change, expectedGeneration) => (await commit(change, expectedGeneration)).state,
+      previous: () => store.previous(),
+      subscribe: (listener) => store.subscribe(listener),
+      close: () => store.close(),
+      status: store.status ? () => store.status!() : undefined,
+    }
+  }
+
+  attach(hooks: Hooks): void {
+    this.#hooks = hooks
+    if (this.#pending) hooks.apply(this.#pending)
+    this.#pending = undefined
+  }
+
+  started(): void {
+    this.#worker.send({ type: 'bluegreen:started' })
+  }
+
+  windowExchange(freshMs: number): WindowExchange {
+    return {
+      pool: async (generation, color, local) => this.#pool(freshMs, generation, color, local),
+      close: async () => {},
+    }
+  }
+
+  async clusterMetrics(): Promise<string> {
+    const answer = await this.#ask<Extract<Message, { type: 'bluegreen:metrics-sum' }>>(
+      { type: 'bluegreen:metrics', id: this.#nextId++ },
+      METRICS_TIMEOUT_MS + 1_000,
+    ).catch((error: unknown) => ({ text: undefined, error: (error as Error).message }))
+    if (answer.text === undefined) {
+      throw new BlueGreenError(
+        'BG_METRICS_UNAVAILABLE',
+        `cannot add up the workers' metrics: ${answer.error}`,
+      )
+    }
+    return answer.text
+  }
+
+  readonly #onMessage = (message: unknown): void => {
     if (!isMessage(message)) return
     switch (message.type) {
-      case 'bluegreen:state': {
-        const state = freezeState(message.state)
-        if (hooks) hooks.apply(state)
-        else if (!pending || state.generation > pending.generation) pending = state
-        // Unwired, it loads the state itself; either way it will not route by anything older.
-        if (message.id !== undefined) worker.send({ type: 'bluegreen:state-applied', id: message.id })
+      case 'bluegreen:state':
+        this.#receiveState(message.state, message.id)
         return
-      }
       case 'bluegreen:metrics-request':
-        if (!hooks)
-          return void worker.send({ type: 'bluegreen:metrics-response', id: message.id, metrics: [] })
-        hooks.registry.getMetricsAsJSON().then(
-          (metrics) => worker.send({ type: 'bluegreen:metrics-response', id: message.id, metrics }),
-          (error: unknown) => {
-            logger.error({ err: error }, 'could not collect the metrics of this worker')
-            const problem = (error as Error).message ?? String(error)
-            worker.send({ type: 'bluegreen:metrics-response', id: message.id, metrics: [], error: problem })
-          },
-        )
+        this.#sendMetrics(message.id)
         return
       case 'bluegreen:windows':
         if (message.from !== undefined) {
           const { generation, color, figures } = message
-          siblingFigures.set(message.from, { generation, color, figures, at: Date.now() })
+          this.#siblingFigures.set(message.from, { generation, color, figures, at: Date.now() })
         }
         return
       case 'bluegreen:state-shared':
       case 'bluegreen:metrics-sum': {
-        const resolve = waiting.get(message.id)
-        waiting.delete(message.id)
+        const resolve = this.#waiting.get(message.id)
+        this.#waiting.delete(message.id)
         resolve?.(message)
         return
       }
     }
-  })
-  worker.send({ type: 'bluegreen:hello' })
+  }
 
-  const share = async (state: State): Promise<void> => {
+  #receiveState(received: State, id: number | undefined): void {
+    const state = freezeState(received)
+    if (this.#hooks) this.#hooks.apply(state)
+    else if (!this.#pending || state.generation > this.#pending.generation) this.#pending = state
+    // Unwired, it loads the state itself; either way it will not route by anything older.
+    if (id !== undefined) this.#worker.send({ type: 'bluegreen:state-applied', id })
+  }
+
+  #sendMetrics(id: number): void {
+    if (!this.#hooks) return void this.#worker.send({ type: 'bluegreen:metrics-response', id, metrics: [] })
+    this.#hooks.registry.getMetricsAsJSON().then(
+      (metrics) => this.#worker.send({ type: 'bluegreen:metrics-response', id, metrics }),
+      (error: unknown) => {
+        this.#logger.error({ err: error }, 'could not collect the metrics of this worker')
+        const problem = (error as Error).message ?? String(error)
+        this.#worker.send({ type: 'bluegreen:metrics-response', id, metrics: [], error: problem })
+      },
+    )
+  }
+
+  #ask<T extends Message>(message: Message & { id: number }, timeoutMs: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(message.id)
+        reject(new Error(`the cluster primary did not answer within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.#waiting.set(message.id, (answer) => {
+        clearTimeout(timer)
+        resolve(answer as T)
+      })
+      this.#worker.send(message)
+    })
+  }
+
+  async #share(state: State): Promise<void> {
     try {
-      await ask({ type: 'bluegreen:state', state, id: nextId++ }, SHARE_TIMEOUT_MS + 1_000)
+      await this.#ask({ type: 'bluegreen:state', state, id: this.#nextId++ }, SHARE_TIMEOUT_MS + 1_000)
     } catch (error) {
       // The siblings still follow the store; they are only slower to see the change.
-      logger.warn(
+      this.#logger.warn(
         { err: error, generation: state.generation },
         'could not share a state with the other workers',
       )
     }
   }
 
-  return {
-    workerId: worker.id,
-    shareChanges: (store) => {
-      const commit: StateStore['commit'] = async (change, expectedGeneration) => {
-        const committed = await store.commit(change, expectedGeneration)
-        // A change that altered nothing has nothing to share; the siblings follow the store as always.
-        if (committed.changed) await share(committed.state)
-        return committed
+  /** This worker's figures go to its siblings; theirs that are fresh and about the same change are added. */
+  #pool(freshMs: number, generation: number, color: Color, local: WindowFigures): WindowFigures {
+    // Best effort: without the primary this worker still judges what it has, its own figures included.
+    if (this.#worker.isConnected()) {
+      try {
+        this.#worker.send({ type: 'bluegreen:windows', generation, color, figures: local })
+      } catch (error) {
+        this.#logger.debug({ err: error }, 'could not send the window figures to the other workers')
       }
-      return {
-        start: () => store.start(),
-        current: () => store.current(),
-        commit,
-        change: async (change, expectedGeneration) => (await commit(change, expectedGeneration)).state,
-        previous: () => store.previous(),
-        subscribe: (listener) => store.subscribe(listener),
-        close: () => store.close(),
-        status: store.status ? () => store.status!() : undefined,
-      }
-    },
-    attach: (wired) => {
-      hooks = wired
-      if (pending) wired.apply(pending)
-      pending = undefined
-    },
-    started: () => worker.send({ type: 'bluegreen:started' }),
-    windowExchange: (freshMs) => ({
-      pool: async (generation, color, local) => {
-        // Best effort: without the primary this worker still judges what it has, its own figures included.
-        if (worker.isConnected()) {
-          try {
-            worker.send({ type: 'bluegreen:windows', generation, color, figures: local })
-          } catch (error) {
-            logger.debug({ err: error }, 'could not send the window figures to the other workers')
-          }
-        }
-        const total = addFigures(emptyFigures(), local)
-        const now = Date.now()
-        for (const [sibling, entry] of siblingFigures) {
-          // A worker that died or stopped sending drops out; its figures go once they are well past fresh.
-          if (now - entry.at > freshMs * 10) siblingFigures.delete(sibling)
-          if (entry.generation !== generation || entry.color !== color || now - entry.at > freshMs) continue
-          addFigures(total, entry.figures)
-        }
-        return total
-      },
-      close: async () => {},
-    }),
-    clusterMetrics: async () => {
-      const answer = await ask<Extract<Message, { type: 'bluegreen:metrics-sum' }>>(
-        { type: 'bluegreen:metrics', id: nextId++ },
-        METRICS_TIMEOUT_MS + 1_000,
-      ).catch((error: unknown) => ({ text: undefined, error: (error as Error).message }))
-      if (answer.text === undefined) {
-        throw new BlueGreenError(
-          'BG_METRICS_UNAVAILABLE',
-          `cannot add up the workers' metrics: ${answer.error}`,
-        )
-      }
-      return answer.text
-    },
+    }
+    const total = addFigures(emptyFigures(), local)
+    const now = Date.now()
+    for (const [sibling, entry] of this.#siblingFigures) {
+      // A worker that died or stopped sending drops out; its figures go once they are well past fresh.
+      if (now - entry.at > freshMs * 10) this.#siblingFigures.delete(sibling)
+      if (entry.generation !== generation || entry.color !== color || now - entry.at > freshMs) continue
+      addFigures(total, entry.figures)
+    }
+    return total
   }
 }

@@ -6,9 +6,10 @@
 
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry } from 'prom-client'
+import type { Color } from './colors.ts'
 import type { Logger } from './log.ts'
 import type { WindowFigures } from './metrics/windows.ts'
-import type { Color, State } from './state/state.ts'
+import type { State } from './state/state.ts'
 
 /** Everything the primary and its workers say to each other over the cluster's IPC channels. */
 export type Message =
@@ -68,6 +69,15 @@ export interface Primary {
   stop(reason: string): void
 }
 
+/** A committed state sent to the siblings, waiting for each to say it has applied it. */
+interface Share {
+  origin: Worker
+  originId: number
+  waiting: Set<Worker>
+  timer: NodeJS.Timeout
+}
+
+/** A scrape of /metrics, waiting for every worker's registry. */
 interface Gather {
   requester: Worker
   requesterId: number
@@ -76,62 +86,235 @@ interface Gather {
   timer: NodeJS.Timeout
 }
 
-interface Share {
-  origin: Worker
-  originId: number
-  waiting: Set<Worker>
-  timer: NodeJS.Timeout
+export function startPrimary(options: PrimaryOptions): Primary {
+  const primary = new ClusterPrimary(options)
+  primary.start()
+  return primary
 }
 
-export function startPrimary(options: PrimaryOptions): Primary {
-  const { workers, logger, stopTimeout } = options
-  if (!cluster.isPrimary) throw new Error('startPrimary must run in the primary process')
-  if (!Number.isInteger(workers) || workers < 2)
-    throw new TypeError('workers must be an integer of 2 or more')
-  if (!Number.isInteger(stopTimeout) || stopTimeout <= 0) {
-    throw new TypeError('stopTimeout must be a positive integer (milliseconds)')
-  }
-  // Read by node:cluster when it first forks: it must be set before.
-  cluster.schedulingPolicy = options.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR
-
+/**
+ * The primary of `serve --workers N`: it forks the workers and restarts those that die, relays each committed state
+ * and each worker's window figures to the others, adds up their metrics, and passes a shutdown on to all of them.
+ */
+class ClusterPrimary implements Primary {
+  readonly exited: Promise<number>
+  readonly #options: PrimaryOptions
+  readonly #logger: Logger
+  #exit!: (code: number) => void
   /** Every worker not yet seen to exit, and when it was forked. */
-  const live = new Map<Worker, number>()
-  const listening = new Set<Worker>()
-  let anyStarted = false
-  let restartStreak = 0
-  const restartTimers = new Set<NodeJS.Timeout>()
-  let stopping = false
-  let killTimer: NodeJS.Timeout | undefined
-  let failed = false
-  let exit!: (code: number) => void
-  const exited = new Promise<number>((resolve) => {
-    exit = resolve
-  })
-  // The newest state any worker committed, for a worker that starts after it (its own read of the store may
-  // have come just before the commit).
-  let latest: State | undefined
-  let nextId = 0
-  const shares = new Map<number, Share>()
-  const gathers = new Map<number, Gather>()
+  readonly #live = new Map<Worker, number>()
+  /** The workers whose link listens: they can be sent states and asked for metrics. */
+  readonly #listening = new Set<Worker>()
+  readonly #shares = new Map<number, Share>()
+  readonly #gathers = new Map<number, Gather>()
+  readonly #restartTimers = new Set<NodeJS.Timeout>()
+  #nextId = 0
+  /**
+   * The newest state any worker committed, for a worker that starts after it (its own read of the store may have
+   * come just before the commit).
+   */
+  #latest: State | undefined
+  #anyStarted = false
+  /** Deaths in a row, each within STABLE_MS of its start: the restart delay doubles with each. */
+  #restartStreak = 0
+  #stopping = false
+  #killTimer: NodeJS.Timeout | undefined
+  #failed = false
+  #finished = false
 
-  const fork = (): void => {
-    live.set(cluster.fork(), Date.now())
+  constructor(options: PrimaryOptions) {
+    const { workers, stopTimeout } = options
+    if (!cluster.isPrimary) throw new Error('startPrimary must run in the primary process')
+    if (!Number.isInteger(workers) || workers < 2)
+      throw new TypeError('workers must be an integer of 2 or more')
+    if (!Number.isInteger(stopTimeout) || stopTimeout <= 0) {
+      throw new TypeError('stopTimeout must be a positive integer (milliseconds)')
+    }
+    this.#options = options
+    this.#logger = options.logger
+    this.exited = new Promise<number>((resolve) => {
+      this.#exit = resolve
+    })
   }
 
-  const finishShare = (id: number): void => {
-    const share = shares.get(id)
+  start(): void {
+    const { workers, schedulingPolicy } = this.#options
+    // Read by node:cluster when it first forks: it must be set before.
+    cluster.schedulingPolicy = schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR
+    cluster.on('message', this.#onMessage)
+    cluster.on('exit', this.#onExit)
+    this.#logger.info({ workers, schedulingPolicy }, 'starting the cluster')
+    for (let i = 0; i < workers; i++) this.#fork()
+  }
+
+  stop(reason: string): void {
+    for (const timer of this.#restartTimers) clearTimeout(timer)
+    this.#restartTimers.clear()
+    const remaining = [...this.#live.keys()]
+    if (this.#stopping) {
+      this.#logger.warn({ reason, workers: remaining.length }, 'stopping again: killing the workers')
+      this.#failed = true
+      for (const worker of remaining) worker.process.kill('SIGKILL')
+      return
+    }
+    this.#stopping = true
+    this.#logger.info({ reason, workers: remaining.length }, 'stopping: the workers drain and exit')
+    if (remaining.length === 0) {
+      this.#finish()
+      return
+    }
+    for (const worker of remaining) worker.process.kill('SIGTERM')
+    const { stopTimeout } = this.#options
+    this.#killTimer = setTimeout(() => {
+      this.#logger.error({ afterMs: stopTimeout }, 'workers still running after the drain time; killing them')
+      this.stop('drain timeout')
+    }, stopTimeout)
+    this.#killTimer.unref()
+  }
+
+  #fork(): void {
+    this.#live.set(cluster.fork(), Date.now())
+  }
+
+  readonly #onMessage = (worker: Worker, message: unknown): void => {
+    if (!isMessage(message)) return
+    switch (message.type) {
+      case 'bluegreen:hello':
+        this.#listening.add(worker)
+        if (this.#latest) send(worker, { type: 'bluegreen:state', state: this.#latest })
+        return
+      case 'bluegreen:started':
+        this.#anyStarted = true
+        this.#logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker serving')
+        return
+      case 'bluegreen:state':
+        this.#share(worker, message.state, message.id)
+        return
+      case 'bluegreen:state-applied':
+        this.#shareApplied(worker, message.id)
+        return
+      case 'bluegreen:metrics':
+        this.#gather(worker, message.id)
+        return
+      case 'bluegreen:metrics-response':
+        this.#gathered(worker, message)
+        return
+      case 'bluegreen:windows':
+        for (const sibling of this.#listening) {
+          if (sibling !== worker) send(sibling, { ...message, from: worker.id })
+        }
+        return
+    }
+  }
+
+  readonly #onExit = (worker: Worker, code: number | null, signal: string | null): void => {
+    this.#listening.delete(worker)
+    const lifetime = Date.now() - (this.#live.get(worker) ?? Date.now())
+    this.#live.delete(worker)
+    this.#forgetWaitsOn(worker)
+    const how = { worker: worker.id, pid: worker.process.pid, code, signal }
+    if (this.#stopping) {
+      if (code !== 0) {
+        this.#failed = true
+        this.#logger.error(how, 'worker exited uncleanly during shutdown')
+      } else this.#logger.info(how, 'worker exited')
+      if (this.#live.size === 0) this.#finish()
+      return
+    }
+    if (!this.#anyStarted) {
+      // Not one worker has come up (a port in use, say): restarting would only repeat the failure.
+      this.#logger.error(how, 'a worker failed to start; stopping')
+      this.#failed = true
+      this.stop('a worker failed to start')
+      return
+    }
+    this.#restartStreak = lifetime >= STABLE_MS ? 1 : this.#restartStreak + 1
+    const delay = Math.min(RESTART_FIRST_MS * 2 ** (this.#restartStreak - 1), RESTART_MAX_MS)
+    this.#logger.error({ ...how, restartInMs: delay }, 'worker died; restarting it')
+    const timer = setTimeout(() => {
+      this.#restartTimers.delete(timer)
+      if (!this.#stopping) this.#fork()
+    }, delay)
+    this.#restartTimers.add(timer)
+  }
+
+  /** A worker that is gone answers nothing: what was waiting on it goes on without it. */
+  #forgetWaitsOn(worker: Worker): void {
+    for (const [id, share] of this.#shares) {
+      if (share.origin === worker) {
+        this.#shares.delete(id)
+        clearTimeout(share.timer)
+      } else if (share.waiting.delete(worker) && share.waiting.size === 0) this.#finishShare(id)
+    }
+    for (const [id, gather] of this.#gathers) {
+      if (gather.requester === worker) {
+        this.#gathers.delete(id)
+        clearTimeout(gather.timer)
+      } else if (gather.waiting.delete(worker) && gather.waiting.size === 0) this.#finishGather(id)
+    }
+  }
+
+  /** A worker committed a state: its siblings get it, and with an id the worker hears once they have applied it. */
+  #share(origin: Worker, state: State, originId: number | undefined): void {
+    if (!this.#latest || state.generation > this.#latest.generation) this.#latest = state
+    const recipients = [...this.#listening].filter((worker) => worker !== origin && worker.isConnected())
+    if (originId === undefined) {
+      for (const worker of recipients) send(worker, { type: 'bluegreen:state', state })
+      return
+    }
+    const id = this.#nextId++
+    const timer = setTimeout(() => this.#finishShare(id), SHARE_TIMEOUT_MS)
+    this.#shares.set(id, { origin, originId, waiting: new Set(recipients), timer })
+    for (const worker of recipients) send(worker, { type: 'bluegreen:state', state, id })
+    if (recipients.length === 0) this.#finishShare(id)
+  }
+
+  #shareApplied(worker: Worker, id: number): void {
+    const share = this.#shares.get(id)
+    share?.waiting.delete(worker)
+    if (share?.waiting.size === 0) this.#finishShare(id)
+  }
+
+  #finishShare(id: number): void {
+    const share = this.#shares.get(id)
     if (!share) return
-    shares.delete(id)
+    this.#shares.delete(id)
     clearTimeout(share.timer)
     const late = [...share.waiting].map((worker) => worker.id)
-    if (late.length > 0) logger.warn({ late }, 'workers did not apply a shared state in time')
+    if (late.length > 0) this.#logger.warn({ late }, 'workers did not apply a shared state in time')
     send(share.origin, { type: 'bluegreen:state-shared', id: share.originId, late })
   }
 
-  const finishGather = (id: number, error?: string): void => {
-    const gather = gathers.get(id)
+  /** A worker serves a scrape of /metrics: every worker, the requester too, sends its registry. */
+  #gather(requester: Worker, requesterId: number): void {
+    const id = this.#nextId++
+    const targets = new Set([...this.#listening, requester].filter((worker) => worker.isConnected()))
+    const timer = setTimeout(() => {
+      const missing = [...(this.#gathers.get(id)?.waiting ?? [])].map((worker) => worker.id).join(', ')
+      this.#finishGather(
+        id,
+        `worker(s) ${missing} did not send their metrics within ${METRICS_TIMEOUT_MS} ms`,
+      )
+    }, METRICS_TIMEOUT_MS)
+    this.#gathers.set(id, { requester, requesterId, waiting: new Set(targets), responses: new Map(), timer })
+    for (const worker of targets) send(worker, { type: 'bluegreen:metrics-request', id })
+  }
+
+  #gathered(worker: Worker, message: Extract<Message, { type: 'bluegreen:metrics-response' }>): void {
+    const gather = this.#gathers.get(message.id)
+    if (!gather?.waiting.delete(worker)) return
+    if (message.error !== undefined) {
+      this.#finishGather(message.id, `worker ${worker.id} could not collect its metrics: ${message.error}`)
+      return
+    }
+    gather.responses.set(worker, message.metrics)
+    if (gather.waiting.size === 0) this.#finishGather(message.id)
+  }
+
+  #finishGather(id: number, error?: string): void {
+    const gather = this.#gathers.get(id)
     if (!gather) return
-    gathers.delete(id)
+    this.#gathers.delete(id)
     clearTimeout(gather.timer)
     const answer = (text?: string, problem?: string) =>
       send(gather.requester, { type: 'bluegreen:metrics-sum', id: gather.requesterId, text, error: problem })
@@ -150,149 +333,11 @@ export function startPrimary(options: PrimaryOptions): Primary {
       )
   }
 
-  const onShare = (origin: Worker, state: State, originId: number | undefined): void => {
-    if (!latest || state.generation > latest.generation) latest = state
-    const recipients = [...listening].filter((worker) => worker !== origin && worker.isConnected())
-    if (originId === undefined) {
-      for (const worker of recipients) send(worker, { type: 'bluegreen:state', state })
-      return
-    }
-    const id = nextId++
-    const timer = setTimeout(() => finishShare(id), SHARE_TIMEOUT_MS)
-    shares.set(id, { origin, originId, waiting: new Set(recipients), timer })
-    for (const worker of recipients) send(worker, { type: 'bluegreen:state', state, id })
-    if (recipients.length === 0) finishShare(id)
+  #finish(): void {
+    if (this.#finished) return
+    this.#finished = true
+    clearTimeout(this.#killTimer)
+    this.#logger.info({ failed: this.#failed }, 'every worker has exited')
+    this.#exit(this.#failed ? 1 : 0)
   }
-
-  const onMetrics = (requester: Worker, requesterId: number): void => {
-    const id = nextId++
-    // The requester answers too: it is serving this very scrape.
-    const targets = new Set([...listening, requester].filter((worker) => worker.isConnected()))
-    const timer = setTimeout(() => {
-      const missing = [...(gathers.get(id)?.waiting ?? [])].map((worker) => worker.id).join(', ')
-      finishGather(id, `worker(s) ${missing} did not send their metrics within ${METRICS_TIMEOUT_MS} ms`)
-    }, METRICS_TIMEOUT_MS)
-    gathers.set(id, { requester, requesterId, waiting: new Set(targets), responses: new Map(), timer })
-    for (const worker of targets) send(worker, { type: 'bluegreen:metrics-request', id })
-  }
-
-  cluster.on('message', (worker: Worker, message: unknown) => {
-    if (!isMessage(message)) return
-    switch (message.type) {
-      case 'bluegreen:hello':
-        listening.add(worker)
-        if (latest) send(worker, { type: 'bluegreen:state', state: latest })
-        return
-      case 'bluegreen:started':
-        anyStarted = true
-        logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker serving')
-        return
-      case 'bluegreen:state':
-        return onShare(worker, message.state, message.id)
-      case 'bluegreen:state-applied': {
-        const share = shares.get(message.id)
-        share?.waiting.delete(worker)
-        if (share?.waiting.size === 0) finishShare(message.id)
-        return
-      }
-      case 'bluegreen:metrics':
-        return onMetrics(worker, message.id)
-      case 'bluegreen:windows':
-        for (const sibling of listening) {
-          if (sibling !== worker) send(sibling, { ...message, from: worker.id })
-        }
-        return
-      case 'bluegreen:metrics-response': {
-        const gather = gathers.get(message.id)
-        if (!gather?.waiting.delete(worker)) return
-        if (message.error !== undefined) {
-          finishGather(message.id, `worker ${worker.id} could not collect its metrics: ${message.error}`)
-          return
-        }
-        gather.responses.set(worker, message.metrics)
-        if (gather.waiting.size === 0) finishGather(message.id)
-        return
-      }
-    }
-  })
-
-  cluster.on('exit', (worker: Worker, code: number | null, signal: string | null) => {
-    listening.delete(worker)
-    const lifetime = Date.now() - (live.get(worker) ?? Date.now())
-    live.delete(worker)
-    // A worker that is gone answers nothing: what was waiting on it goes on without it.
-    for (const [id, share] of shares) {
-      if (share.origin === worker) {
-        shares.delete(id)
-        clearTimeout(share.timer)
-      } else if (share.waiting.delete(worker) && share.waiting.size === 0) finishShare(id)
-    }
-    for (const [id, gather] of gathers) {
-      if (gather.requester === worker) {
-        gathers.delete(id)
-        clearTimeout(gather.timer)
-      } else if (gather.waiting.delete(worker) && gather.waiting.size === 0) finishGather(id)
-    }
-    const how = { worker: worker.id, pid: worker.process.pid, code, signal }
-    if (stopping) {
-      if (code !== 0) {
-        failed = true
-        logger.error(how, 'worker exited uncleanly during shutdown')
-      } else logger.info(how, 'worker exited')
-      if (live.size === 0) finish()
-      return
-    }
-    if (!anyStarted) {
-      // Not one worker has come up (a port in use, say): restarting would only repeat the failure.
-      logger.error(how, 'a worker failed to start; stopping')
-      failed = true
-      stop('a worker failed to start')
-      return
-    }
-    restartStreak = lifetime >= STABLE_MS ? 1 : restartStreak + 1
-    const delay = Math.min(RESTART_FIRST_MS * 2 ** (restartStreak - 1), RESTART_MAX_MS)
-    logger.error({ ...how, restartInMs: delay }, 'worker died; restarting it')
-    const timer = setTimeout(() => {
-      restartTimers.delete(timer)
-      if (!stopping) fork()
-    }, delay)
-    restartTimers.add(timer)
-  })
-
-  let finished = false
-  const finish = (): void => {
-    if (finished) return
-    finished = true
-    clearTimeout(killTimer)
-    logger.info({ failed }, 'every worker has exited')
-    exit(failed ? 1 : 0)
-  }
-
-  const stop = (reason: string): void => {
-    for (const timer of restartTimers) clearTimeout(timer)
-    restartTimers.clear()
-    const remaining = [...live.keys()]
-    if (stopping) {
-      logger.warn({ reason, workers: remaining.length }, 'stopping again: killing the workers')
-      failed = true
-      for (const worker of remaining) worker.process.kill('SIGKILL')
-      return
-    }
-    stopping = true
-    logger.info({ reason, workers: remaining.length }, 'stopping: the workers drain and exit')
-    if (remaining.length === 0) {
-      finish()
-      return
-    }
-    for (const worker of remaining) worker.process.kill('SIGTERM')
-    killTimer = setTimeout(() => {
-      logger.error({ afterMs: stopTimeout }, 'workers still running after the drain time; killing them')
-      stop('drain timeout')
-    }, stopTimeout)
-    killTimer.unref()
-  }
-
-  logger.info({ workers, schedulingPolicy: options.schedulingPolicy }, 'starting the cluster')
-  for (let i = 0; i < workers; i++) fork()
-  return { exited, stop }
 }

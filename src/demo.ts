@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { type App, startApp } from './app.ts'
+import type { Color } from './colors.ts'
 import { buildConfig } from './config/schema.ts'
 import type { Logger } from './log.ts'
-import type { Color } from './state/state.ts'
 
 /** A stand-in for a deployed application: it answers every request with its color. */
 export function sampleUpstream(color: Color): Server {

@@ -1,16 +1,8 @@
 import type { ChangeAction } from '../audit/audit.ts'
+import { activeFor, allTo, type Color, isColor, type Weights, weightsProblem } from '../colors.ts'
 import { BlueGreenError } from '../errors.ts'
 import { onRequest, type Transition, undoesRollout } from '../rollout/machine.ts'
-import {
-  activeFor,
-  allTo,
-  type Color,
-  isColor,
-  type State,
-  stepsProblem,
-  type Weights,
-  weightsProblem,
-} from '../state/state.ts'
+import { type State, stepsProblem } from '../state/state.ts'
 import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
 
 // What each change endpoint's body asks for: its fields checked, then the change it means. Rollout transitions

@@ -1,22 +1,19 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { AuditTrail, ChangeAction } from '../audit/audit.ts'
+import type { Color } from '../colors.ts'
 import type { AdminConfig, PoolConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
-import type { Color, State } from '../state/state.ts'
+import type { Readiness } from '../routing/table.ts'
+import type { State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
 import { AdminGuard } from './access.ts'
 import { type ChangeResult, Changes } from './changes.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
-
-export interface Readiness {
-  ready: boolean
-  reasons: string[]
-}
 
 export interface AdminOptions {
   config: AdminConfig

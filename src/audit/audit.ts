@@ -1,6 +1,6 @@
+import type { Color, Weights } from '../colors.ts'
 import { codeOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import type { Color, Weights } from '../state/state.ts'
 
 /**
  * What an attempt tried to do: a change through the admin API or the release guard (an automatic rollback is a

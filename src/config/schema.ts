@@ -1,6 +1,6 @@
 import { resolve } from 'node:path'
+import { COLORS, type Color } from '../colors.ts'
 import { ConfigError } from '../errors.ts'
-import { COLORS, type Color } from '../state/state.ts'
 import { buildAdmin } from './admin-schema.ts'
 import {
   buildDrain,

@@ -1,4 +1,4 @@
-import type { Color } from '../state/state.ts'
+import type { Color } from '../colors.ts'
 
 // The validated, defaulted, frozen configuration. src/config/schema.ts builds it from the file and README's
 // "Configuration" section documents every key. Durations are milliseconds here; the file may say "5s" or 5000.

@@ -1,10 +1,10 @@
+import { COLORS, type Color } from '../colors.ts'
 import type { PoolConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import type { RequestOutcome } from '../proxy/http-forward.ts'
 import type { FailureReason } from '../proxy/upstream-errors.ts'
 import type { Upstream } from '../routing/upstream.ts'
-import { COLORS, type Color } from '../state/state.ts'
 import { ActiveChecks } from './active-checks.ts'
 import { OutlierDetector } from './outlier.ts'
 

@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
-import { COLORS, type Color, type State } from '../state/state.ts'
+import { COLORS, type Color } from '../colors.ts'
+import type { State } from '../state/state.ts'
 import type { StoreStatus } from '../state/store.ts'
 import { RequestMetrics } from './request-metrics.ts'
 

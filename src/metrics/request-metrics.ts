@@ -1,5 +1,5 @@
 import type { Metric, Registry } from 'prom-client'
-import { COLORS, type Color } from '../state/state.ts'
+import { COLORS, type Color } from '../colors.ts'
 
 /** Upper bounds of the request-duration buckets, in seconds: from 1 ms (a proxied cache hit) to 10 s. */
 export const DURATION_BUCKETS = [

@@ -1,4 +1,4 @@
-import type { Color } from '../state/state.ts'
+import type { Color } from '../colors.ts'
 
 // Sliding-window figures per color, in memory: requests, errors (5xx answers, the proxy's own 502/503/504
 // included) and a latency histogram, in one-second buckets. Recording a request is a few array increments at the

@@ -1,5 +1,6 @@
+import { COLORS, type Color } from '../colors.ts'
 import type { Logger } from '../log.ts'
-import { COLORS, type Color, type State } from '../state/state.ts'
+import type { State } from '../state/state.ts'
 
 // Draining the color a change took all traffic away from: what is still open on it (requests, WebSockets) is
 // counted, closed after drain.timeout (or left open when it is 0), and the moment it empties is recorded as the

@@ -1,7 +1,7 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
+import type { Color } from '../colors.ts'
 import { type AnsweredCode, errorBody, statusOf } from '../errors.ts'
-import type { Color } from '../state/state.ts'
 
 export interface ErrorResponseOptions {
   colorHeader?: string | null

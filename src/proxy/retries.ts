@@ -1,5 +1,5 @@
+import type { Color } from '../colors.ts'
 import type { RetriesConfig, RetryBudgetConfig } from '../config/types.ts'
-import type { Color } from '../state/state.ts'
 import type { FailureReason } from './upstream-errors.ts'
 
 // Which failed requests are tried again, and how many (README "Retries"). The forwarder asks; this decides.

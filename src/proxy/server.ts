@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { type Color, isColor } from '../colors.ts'
 import type { Config } from '../config/types.ts'
 import { type AnsweredCode, statusOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -13,7 +14,7 @@ import {
 } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
-import { type Color, isColor, type State } from '../state/state.ts'
+import type { State } from '../state/state.ts'
 import { ColorDrainer, type DrainStatus } from './drain.ts'
 import {
   codingsBesidesChunked,

@@ -1,9 +1,9 @@
 import type { ClientRequest, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { createProxyServer, type ProxyServer } from 'http-proxy-3'
+import type { Color } from '../colors.ts'
 import type { Logger } from '../log.ts'
 import type { Upstream } from '../routing/upstream.ts'
-import type { Color } from '../state/state.ts'
 import { rawErrorResponse } from './respond.ts'
 import { classifyUpstreamError } from './upstream-errors.ts'
 

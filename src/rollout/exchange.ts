@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
+import type { Color } from '../colors.ts'
 import { addFigures, emptyFigures, type WindowFigures } from '../metrics/windows.ts'
-import type { Color } from '../state/state.ts'
 
 /**
  * How replicas pool their window figures for a decision. With Redis every replica publishes its own figures for

@@ -1,16 +1,8 @@
 import type { ChangeAction } from '../audit/audit.ts'
+import { activeFor, type Color, weightsWith } from '../colors.ts'
 import type { RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
-import {
-  activeFor,
-  type Color,
-  type Rollout,
-  type RolloutStatus,
-  type State,
-  type StateChange,
-  type Trigger,
-  weightsWith,
-} from '../state/state.ts'
+import type { Rollout, RolloutStatus, State, StateChange, Trigger } from '../state/state.ts'
 import type { Verdict } from './judge.ts'
 
 // The rollout's state machine, and every rollback, pure: a state, an event and the time in, the change to commit

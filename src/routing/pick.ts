@@ -1,5 +1,5 @@
+import type { Color, Weights } from '../colors.ts'
 import type { StickyConfig } from '../config/types.ts'
-import type { Color, Weights } from '../state/state.ts'
 import type { AvailablePool, RoutingSnapshot } from './snapshot.ts'
 import type { Upstream } from './upstream.ts'
 

@@ -1,5 +1,6 @@
+import type { Color } from '../colors.ts'
 import type { Balance } from '../config/types.ts'
-import type { Color, State } from '../state/state.ts'
+import type { State } from '../state/state.ts'
 import type { Upstream } from './upstream.ts'
 
 /**

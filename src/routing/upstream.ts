@@ -1,6 +1,6 @@
 import { Pool } from 'undici'
+import type { Color } from '../colors.ts'
 import type { PoolConfig, TimeoutsConfig, UpstreamConfig } from '../config/types.ts'
-import type { Color } from '../state/state.ts'
 
 /**
  * One upstream server and its keep-alive connections (an undici Pool: its `dispatcher`). Created once at start-up

@@ -5,18 +5,17 @@
 import { type FSWatcher, watch } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
+import { type Color, isColor } from '../colors.ts'
 import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { readStateFile, type StateDocument, type StateFileRead, writeStateFile } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
 import {
-  type Color,
   changesNothing,
   checkedChange,
   checkedGeneration,
   freezeState,
   initialState,
-  isColor,
   replacedState,
   rollbackTarget,
   type State,

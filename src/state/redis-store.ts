@@ -4,13 +4,13 @@
 // key on every (re)connect and on a slow poll. The request path never waits for any of this.
 
 import type { Redis } from 'ioredis'
+import type { Color } from '../colors.ts'
 import type { RedisConfig } from '../config/types.ts'
 import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { createRedis } from './redis-connection.ts'
 import { CHANGE, READ, type ScriptedRedis, SEED } from './redis-scripts.ts'
 import {
-  type Color,
   checkedChange,
   checkedGeneration,
   freezeState,

@@ -1,7 +1,8 @@
 // The behaviour every StateStore owes the app, written once and run against each store (file, Redis).
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { allTo, type Rollout, type State, type StateChange } from '../../src/state/state.ts'
+import { allTo } from '../../src/colors.ts'
+import type { Rollout, State, StateChange } from '../../src/state/state.ts'
 import type { StateStore } from '../../src/state/store.ts'
 import { eventually } from './eventually.ts'
 

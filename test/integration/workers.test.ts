@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { type IncomingMessage, request, type ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { CLI, startServer, type TestServer, tempDir, writeConfig } from '../helpers/servers.ts'
 
@@ -393,6 +394,34 @@ describe('bluegreen serve --workers, bad usage', () => {
       const [code] = (await once(child, 'close')) as [number | null]
       expect(code, stderr).toBe(2)
       expect(stderr).toMatch(/^bluegreen: --workers takes a whole number/)
+    }
+  })
+})
+
+describe('bluegreen serve --workers 2 when no worker can start', () => {
+  it('stops the others and exits 1 instead of restarting them (the public port is taken)', async () => {
+    const taken = await startServer((_req, res) => res.end())
+    const dir = await tempDir('bluegreen-workers-')
+    try {
+      const file = await writeConfig(dir.path, {
+        listen: `127.0.0.1:${taken.port}`,
+        admin: { listen: '127.0.0.1:0' },
+        pools: { blue: { upstreams: [taken.url] }, green: { upstreams: [] } },
+        state: { path: join(dir.path, 'state.json') },
+      })
+      const result = await runCli(['serve', '--config', file, '--workers', '2'])
+      const lines = result.stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as { msg: string; failed?: boolean })
+      const messages = lines.map((line) => line.msg)
+      expect(result.code, result.stdout + result.stderr).toBe(1)
+      expect(messages).toContain('a worker failed to start; stopping')
+      expect(messages).not.toContain('worker died; restarting it')
+      expect(lines).toContainEqual(expect.objectContaining({ msg: 'every worker has exited', failed: true }))
+    } finally {
+      await taken.close()
+      await dir.remove()
     }
   })
 })

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Color } from '../../src/colors.ts'
 import { buildConfig } from '../../src/config/schema.ts'
 import type { HealthCheckConfig } from '../../src/config/types.ts'
 import { ActiveChecks, CheckVerdict } from '../../src/health/active-checks.ts'
@@ -6,7 +7,6 @@ import { UpstreamHealth } from '../../src/health/health.ts'
 import { silentLogger } from '../../src/log.ts'
 import { Metrics } from '../../src/metrics/registry.ts'
 import { createUpstreams, type Upstream } from '../../src/routing/upstream.ts'
-import type { Color } from '../../src/state/state.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { refusedUrl, startServer, type TestServer } from '../helpers/servers.ts'
 

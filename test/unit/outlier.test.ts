@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import type { Color } from '../../src/colors.ts'
 import { buildConfig } from '../../src/config/schema.ts'
 import type { OutlierConfig } from '../../src/config/types.ts'
 import { UpstreamHealth } from '../../src/health/health.ts'
@@ -6,7 +7,6 @@ import { maxEjectedFor, OutlierDetector } from '../../src/health/outlier.ts'
 import { silentLogger } from '../../src/log.ts'
 import type { RequestOutcome } from '../../src/proxy/http-forward.ts'
 import { createUpstreams, type Upstream } from '../../src/routing/upstream.ts'
-import type { Color } from '../../src/state/state.ts'
 import { eventually } from '../helpers/eventually.ts'
 
 // The detector is bookkeeping with the time passed in, so every rule is checked here without waiting. The

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import type { Color, Weights } from '../../src/colors.ts'
 import type { Balance, StickyConfig } from '../../src/config/types.ts'
 import {
   bucketOf,
@@ -9,7 +10,7 @@ import {
 } from '../../src/routing/pick.ts'
 import { type AvailablePool, buildSnapshot, type RoutingSnapshot } from '../../src/routing/snapshot.ts'
 import type { Upstream } from '../../src/routing/upstream.ts'
-import { type Color, initialState, type Weights } from '../../src/state/state.ts'
+import { initialState } from '../../src/state/state.ts'
 
 // Routing is pure: a snapshot and a request's facts in, a color or an upstream out. The upstreams here are
 // plain records with the two fields routing reads; no pools or sockets are needed to decide.

@@ -1,7 +1,7 @@
 import { AggregatorRegistry, Counter, Histogram, Registry } from 'prom-client'
 import { describe, expect, it } from 'vitest'
+import type { Color } from '../../src/colors.ts'
 import { DURATION_BUCKETS, RequestMetrics } from '../../src/metrics/request-metrics.ts'
-import type { Color } from '../../src/state/state.ts'
 
 /** The same two metrics as prom-client's own classes, fed the same requests: the text they expose is the oracle. */
 function reference() {
