@@ -108,7 +108,7 @@ class WorkerLink implements ClusterLink {
 
   windowExchange(freshMs: number): WindowExchange {
     return {
-      pool: async (generation, color, local) => this.#pool(freshMs, generation, color, local),
+      combine: async (generation, color, local) => this.#combine(freshMs, generation, color, local),
       close: async () => {},
     }
   }
@@ -199,7 +199,7 @@ class WorkerLink implements ClusterLink {
   }
 
   /** This worker's figures go to its siblings; theirs that are fresh and about the same change are added. */
-  #pool(freshMs: number, generation: number, color: Color, local: WindowFigures): WindowFigures {
+  #combine(freshMs: number, generation: number, color: Color, local: WindowFigures): WindowFigures {
     // Best effort: without the primary this worker still judges what it has, its own figures included.
     if (this.#worker.isConnected()) {
       try {

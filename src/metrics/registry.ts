@@ -28,6 +28,8 @@ export class Metrics {
   readonly upstreamRetriesDenied: Counter<'color' | 'reason'>
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
 
+  // Long, and left so: one metric definition after another, each read on its own; split up, a reader would have to
+  // hunt for where a metric is defined.
   constructor(storeStatus: () => StoreStatus | undefined) {
     const registers = [this.registry]
     this.requests = new RequestMetrics(this.registry)

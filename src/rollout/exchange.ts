@@ -3,14 +3,14 @@ import type { Color } from '../colors.ts'
 import { addFigures, emptyFigures, type WindowFigures } from '../metrics/windows.ts'
 
 /**
- * How replicas pool their window figures for a decision. With Redis every replica publishes its own figures for
+ * How replicas combine their window figures for a decision. With Redis every replica publishes its own figures for
  * the watched generation and reads everyone's, so the verdict rests on all the traffic, however it is spread;
- * with the file store there is one replica, whose `--workers` pool theirs through the cluster primary
+ * with the file store there is one replica, whose `--workers` combine theirs through the cluster primary
  * (cluster-worker.ts), and a single process's own figures are the whole story.
  */
 export interface WindowExchange {
   /** Publishes this replica's figures and returns the sum over every replica that published for this generation. */
-  pool(generation: number, color: Color, local: WindowFigures): Promise<WindowFigures>
+  combine(generation: number, color: Color, local: WindowFigures): Promise<WindowFigures>
   close(): Promise<void>
 }
 
@@ -24,7 +24,7 @@ export function exchangeFreshness(evaluateEvery: number): number {
 }
 
 export class LocalExchange implements WindowExchange {
-  async pool(_generation: number, _color: Color, local: WindowFigures): Promise<WindowFigures> {
+  async combine(_generation: number, _color: Color, local: WindowFigures): Promise<WindowFigures> {
     return local
   }
 
@@ -52,7 +52,7 @@ export class RedisExchange implements WindowExchange {
     this.#freshMs = freshMs
   }
 
-  async pool(generation: number, color: Color, local: WindowFigures): Promise<WindowFigures> {
+  async combine(generation: number, color: Color, local: WindowFigures): Promise<WindowFigures> {
     const now = Date.now()
     const mine: Published = { generation, color, at: now, figures: local }
     const [, entries] = (await this.#client

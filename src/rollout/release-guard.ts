@@ -134,7 +134,7 @@ export class ReleaseGuard {
     }
     let why = this.#outage(watch.color, watch.since)
     if (why === undefined) {
-      const figures = await this.#pooled(state.generation, watch.color, watch.since)
+      const figures = await this.#combined(state.generation, watch.color, watch.since)
       const { verdict, summary } = judge(figures, this.#options.config)
       if (verdict !== 'failing') return
       why = `${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
@@ -150,7 +150,7 @@ export class ReleaseGuard {
       await this.#act(state, onEvaluation(state, { type: 'failing', why: outage }, Date.now()))
       return
     }
-    const figures = await this.#pooled(state.generation, rollout.to, Date.parse(rollout.stepStartedAt))
+    const figures = await this.#combined(state.generation, rollout.to, Date.parse(rollout.stepStartedAt))
     const verdict = judge(figures, this.#options.config)
     const { onLowTraffic } = this.#options.rollout
     const decision = onEvaluation(state, { type: 'step-judged', verdict, onLowTraffic }, Date.now())
@@ -183,9 +183,9 @@ export class ReleaseGuard {
     }
   }
 
-  async #pooled(generation: number, color: Color, since: number) {
+  async #combined(generation: number, color: Color, since: number) {
     const local = this.#options.windows.figures(color, since)
-    return this.#options.exchange.pool(generation, color, local)
+    return this.#options.exchange.combine(generation, color, local)
   }
 
   async #previous(): Promise<Pick<State, 'active' | 'weights'> | undefined> {
