@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# bluegreen-proxy. Node runs the TypeScript sources directly: there is no build step, only the production install.
+# bluegreen-proxy. The image runs the built JavaScript (dist/, `npm run build`), as the npm package does.
 # test/integration/dockerfile.test.ts replays these stages without a Docker engine; keep the two in step.
 #
 #   docker build -t bluegreen-proxy .
@@ -10,14 +10,26 @@
 # non-loopback admin listener refuses to start without a token: give the config admin.token ("${VAR}" from the
 # environment). deploy/docker/config.yaml is a config made for this image.
 
-# Stage 1: the production dependencies only. Copying the manifests alone first keeps this layer cached until they
-# change. No install script runs: none of the dependencies needs one.
+# Stage 1: the build. Every dependency (TypeScript is a development one), then src/ compiled to dist/. No install
+# script runs: none of the dependencies needs one, and `prepare` would build before src/ is copied.
+FROM node:24-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
+COPY src ./src
+RUN npm run build
+
+# Stage 2: the production dependencies only. Copying the manifests alone first keeps this layer cached until they
+# change; BuildKit runs it beside the build.
 FROM node:24-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
-# Stage 2: the runtime. Sources and production node_modules, nothing else (no npm cache, no dev tools, no tests).
+# Stage 3: the runtime. The built JavaScript and production node_modules, nothing else (no TypeScript sources, no
+# npm cache, no dev tools, no tests).
 FROM node:24-slim
 LABEL org.opencontainers.image.title="bluegreen-proxy" \
       org.opencontainers.image.description="A blue-green traffic switch: an edge proxy that flips between two upstream pools" \
@@ -31,7 +43,7 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
-COPY src ./src
+COPY --from=build /app/dist ./dist
 # The state directory, writable by the runtime user (a named volume mounted there inherits this): the file store's
 # file, or with Redis each replica's copy of the last state it applied (state.redis.lastStateFile's default).
 RUN mkdir -p /etc/bluegreen /var/lib/bluegreen && chown 1000:1000 /var/lib/bluegreen

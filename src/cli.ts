@@ -5,6 +5,7 @@ import { AdminCallError } from './admin/client.ts'
 import { COMMANDS, commandHelp, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './cli/admin-commands.ts'
 import { BlueGreenError, type CodeEntry, ErrorCodes } from './errors.ts'
 import type { Logger } from './log.ts'
+import { buildInfo } from './version.ts'
 
 // The proxy itself (undici, pino, the stores, the config parser) loads only for `serve` and `demo`, so the
 // client commands start in a fraction of the time.
@@ -16,6 +17,7 @@ Usage:
                                     run the proxy (or set BLUEGREEN_CONFIG); N worker processes share its ports
   bluegreen demo [--port 8080] [--admin-port 9090]
                                     two sample upstreams, the proxy and the admin API on loopback
+  bluegreen version [--json]        this package's version and the Node.js running it (also --version)
 ${Object.entries(COMMANDS)
   .map(([, command]) => `  ${command.usage}\n${' '.repeat(36)}${command.summary}`)
   .join('\n')}
@@ -54,9 +56,11 @@ async function main(argv: string[]): Promise<void> {
       'admin-port': { type: 'string' },
       workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
     },
   })
   const [command, ...args] = positionals
+  if (values.version || command === 'version') return printVersion(values.json === true)
   if (command === undefined || command === 'help') {
     process.stdout.write(USAGE)
     return
@@ -92,6 +96,15 @@ async function main(argv: string[]): Promise<void> {
   const result = await admin.run(client, args, values)
   process.stdout.write(result.output)
   if (result.exitCode !== EXIT_OK) process.exitCode = result.exitCode
+}
+
+/** This CLI's own version, not the proxy's behind --admin: GET /version asks a running one. */
+function printVersion(json: boolean): void {
+  const info = buildInfo()
+  const commit = info.commit ? `, commit ${info.commit}` : ''
+  process.stdout.write(
+    json ? `${JSON.stringify(info)}\n` : `bluegreen-proxy ${info.version} (Node.js ${info.node}${commit})\n`,
+  )
 }
 
 /** The admin API's base URL; anything else (say "localhost:9090", a URL with no scheme) is a usage error. */

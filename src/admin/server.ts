@@ -10,6 +10,7 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Readiness } from '../routing/table.ts'
 import type { State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
+import { buildInfo } from '../version.ts'
 import { AdminGuard } from './access.ts'
 import { type ChangeResult, Changes } from './changes.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
@@ -93,6 +94,7 @@ export class AdminServer {
       '/metrics': { GET: this.#getMetrics },
       '/healthz': { GET: (_req, res) => sendJson(res, 200, { status: 'ok' }) },
       '/readyz': { GET: this.#getReady },
+      '/version': { GET: (_req, res) => sendJson(res, 200, buildInfo()) },
       '/switch': { POST: this.#change('switch') },
       '/weights': { POST: this.#change('weights') },
       '/rollback': { POST: this.#change('rollback') },

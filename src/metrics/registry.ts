@@ -2,6 +2,7 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { COLORS, type Color } from '../colors.ts'
 import type { State } from '../state/state.ts'
 import type { StoreStatus } from '../state/store.ts'
+import { buildInfo } from '../version.ts'
 import { RequestMetrics } from './request-metrics.ts'
 
 /**
@@ -27,6 +28,7 @@ export class Metrics {
   readonly upstreamRetries: Counter<'color' | 'reason'>
   readonly upstreamRetriesDenied: Counter<'color' | 'reason'>
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
+  readonly buildInfo: Gauge<'version' | 'node'>
 
   // Long, and left so: one metric definition after another, each read on its own; split up, a reader would have to
   // hunt for where a metric is defined.
@@ -117,6 +119,16 @@ export class Metrics {
         this.set(lastSyncAt === undefined ? 0 : (Date.now() - lastSyncAt) / 1000)
       },
     })
+    this.buildInfo = new Gauge({
+      name: 'bluegreen_build_info',
+      help: 'Always 1; its labels say which version of bluegreen-proxy runs on which Node.js',
+      labelNames: ['version', 'node'],
+      // Every worker runs the same code.
+      aggregator: 'first',
+      registers,
+    })
+    const build = buildInfo()
+    this.buildInfo.labels(build.version, build.node).set(1)
     // Export the series from the start, so a dashboard's rate() has a zero to begin from.
     for (const trigger of ['admin', 'rollback', 'rollout']) this.switches.labels(trigger).inc(0)
   }

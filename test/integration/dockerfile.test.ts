@@ -143,14 +143,19 @@ const dockerConfig = parseYaml(await readFile(join(REPO, 'deploy/docker/config.y
 const portOf = (address: string) => Number(address.slice(address.lastIndexOf(':') + 1))
 
 describe('the Dockerfile', () => {
-  it('builds in two stages on node:24-slim: the production install, then the runtime', () => {
-    expect(stages.map((stage) => stage.from)).toEqual(['node:24-slim', 'node:24-slim'])
-    const deps = stages[0]!
+  it('builds in three stages on node:24-slim: the build, the production install, then the runtime', () => {
+    expect(stages.map((stage) => stage.from)).toEqual(['node:24-slim', 'node:24-slim', 'node:24-slim'])
+    const [build, deps] = [stages[0]!, stages[1]!]
+    // The build installs everything (TypeScript is a development dependency) and compiles as `npm run build` does.
+    expect(build.name).toBeTruthy()
+    expect(argsOf(build, 'RUN')).toEqual([expect.stringMatching(/^npm ci\b(?!.*--omit)/), 'npm run build'])
+    expect(argsOf(final, 'COPY')).toContain(`--from=${build.name} /app/dist ./dist`)
     expect(deps.name).toBeTruthy()
     expect(argsOf(deps, 'RUN').some((args) => /^npm ci\b.*--omit=dev\b/.test(args))).toBe(true)
     expect(argsOf(final, 'COPY')).toContain(`--from=${deps.name} /app/node_modules ./node_modules`)
-    // Nothing installs in the runtime stage: no npm, no cache, no dev dependency there.
+    // Nothing installs in the runtime stage: no npm, no cache, no dev dependency there; and no TypeScript sources.
     expect(argsOf(final, 'RUN').some((args) => /\bnpm\b/.test(args))).toBe(false)
+    expect(argsOf(final, 'COPY').some((args) => /^src\b/.test(args))).toBe(false)
   })
 
   it('runs as a numeric non-root user that owns the state directory', () => {
@@ -202,6 +207,7 @@ describe('the Dockerfile', () => {
       '.env',
       'src/.env',
       'a.pem',
+      'dist/cli.js',
     ]) {
       expect(ignored(path), path).toBe(true)
     }
@@ -211,6 +217,9 @@ describe('the Dockerfile', () => {
       'bin/bluegreen.js',
       'src/cli.ts',
       'src/config/schema.ts',
+      'tsconfig.json',
+      'tsconfig.build.json',
+      'scripts/build.js',
     ]) {
       expect(ignored(path), path).toBe(false)
     }
@@ -246,8 +255,8 @@ describe.skipIf(npmMissing !== undefined)(
     const children = new Set<ChildProcess>()
     const servers: TestServer[] = []
 
-    /** `npm ci` as the Dockerfile writes it, from the warm cache; npm variables of an outer `npm test` left out. */
-    async function npmCi(args: string, cwd: string): Promise<void> {
+    /** `npm ci` or `npm run` as the Dockerfile writes it, from the warm cache; npm variables of an outer `npm test` left out. */
+    async function npm(args: string, cwd: string): Promise<void> {
       const [npm, ...rest] = args.split(/\s+/)
       expect(npm).toBe('npm')
       const outer = Object.entries(process.env).filter(
@@ -299,9 +308,9 @@ describe.skipIf(npmMissing !== undefined)(
       }
     }
 
-    /** RUN: npm ci for real; the file-system set-up (mkdir, chown) inside the stage's root. Anything else fails. */
+    /** RUN: npm ci and npm run build for real; the file-system set-up (mkdir, chown) inside the stage's root. Anything else fails. */
     async function runCommand(args: string, stage: ReplayedStage): Promise<void> {
-      if (args.startsWith('npm ')) return npmCi(args, stage.workdir)
+      if (args.startsWith('npm ')) return npm(args, stage.workdir)
       for (const part of args.split('&&').map((command) => command.trim())) {
         const [command, ...rest] = part.split(/\s+/)
         if (command === 'mkdir') {
@@ -405,11 +414,12 @@ describe.skipIf(npmMissing !== undefined)(
       await writeFile(file, stringifyYaml(config))
     }
 
-    it('holds the sources and the production dependencies, and nothing ignored or for development', () => {
+    it('holds the built JavaScript and the production dependencies, and nothing ignored or for development', () => {
       for (const path of [
         'package.json',
         'bin/bluegreen.js',
-        'src/cli.ts',
+        'dist/cli.js',
+        'dist/cli.js.map',
         'node_modules/undici/package.json',
       ]) {
         expect(existsSync(join(image.workdir, path)), path).toBe(true)
@@ -417,6 +427,8 @@ describe.skipIf(npmMissing !== undefined)(
       for (const path of [
         'node_modules/vitest',
         'node_modules/typescript',
+        'src',
+        'tsconfig.json',
         'test',
         'package-lock.json',
         'Dockerfile',
