@@ -1,6 +1,6 @@
 // The CLI commands that talk to the admin API: status, switch, weights, rollback, events, replicas.
 // Each returns what to print and the exit code; src/cli.ts does the printing and exiting.
-import { type AdminClientOptions, callAdmin } from '../admin/client.ts'
+import { AdminCallError, type AdminClientOptions, callAdmin } from '../admin/client.ts'
 import { COLORS, type Color } from '../colors.ts'
 
 export class UsageError extends Error {}
@@ -59,13 +59,12 @@ export const COMMANDS: Record<string, Command> = {
     run: async (client, args, values, print) => {
       expectArguments('status', args, 0)
       if (!values.watch) return show(await callAdmin(client, 'GET', '/state'), values)
-      const interval = seconds(values.interval, 2)
-      for (;;) {
+      // Clear the screen and home the cursor on a terminal; a pipe gets frames one after the other.
+      const clear = process.stdout.isTTY ? '\x1b[2J\x1b[H' : ''
+      return everyInterval(seconds(values.interval, 2), print, async () => {
         const frame = show(await callAdmin(client, 'GET', '/state'), values).output
-        // Clear the screen and home the cursor on a terminal; a pipe gets frames one after the other.
-        print(`${process.stdout.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${frame}\n`)
-        await sleep(interval)
-      }
+        print(`${clear}${new Date().toISOString()}\n${frame}\n`)
+      })
     },
   },
   switch: {
@@ -218,7 +217,7 @@ async function follow(
   const recent = async (count: number) =>
     ((await callAdmin(client, 'GET', `/events?limit=${count}`)) as { events: AuditLine[] }).events
   let seen: Set<string> | undefined
-  for (;;) {
+  return everyInterval(interval, print, async () => {
     let events = await recent(seen ? FOLLOW_WINDOW : limit)
     if (
       seen &&
@@ -237,6 +236,28 @@ async function follow(
       print('no events yet\n')
     }
     seen = new Set(events.map((event) => JSON.stringify(event)))
+  })
+}
+
+/**
+ * Runs `step` now and every `interval` ms until the process is stopped. A failure after a first success (the admin
+ * API restarting, say) is printed once and tried again; a first failure ends the command like any call's.
+ */
+async function everyInterval(interval: number, print: Print, step: () => Promise<void>): Promise<never> {
+  let succeeded = false
+  let failing: string | undefined
+  for (;;) {
+    try {
+      await step()
+      if (failing !== undefined) print(`${new Date().toISOString()} the admin API answers again\n`)
+      succeeded = true
+      failing = undefined
+    } catch (error) {
+      if (!succeeded || !(error instanceof AdminCallError)) throw error
+      const line = `${error.message} (${error.code})`
+      if (line !== failing) print(`${new Date().toISOString()} ${line}; trying again\n`)
+      failing = line
+    }
     await sleep(interval)
   }
 }

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import type { ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { killRunningClis, runCli } from '../helpers/cli.ts'
@@ -9,6 +10,7 @@ import {
   echoUpstream,
   refusedUrl,
   spawnProxy,
+  startServer,
   type TestServer,
   tempDir,
   writeConfig,
@@ -200,6 +202,45 @@ describe('bluegreen status, --watch and events --follow', () => {
       }
     } finally {
       watch.stop()
+    }
+  })
+})
+
+describe('status --watch through an admin API restart', () => {
+  it('says once that the admin API is unreachable, and goes on when it is back', async () => {
+    // A stand-in admin API on a port it can give up and take again, with the mark and a state.
+    const state = {
+      active: 'blue',
+      weights: { blue: 100, green: 0 },
+      generation: 4,
+      updatedAt: '2026-01-01T00:00:00.000Z',
+      updatedBy: 'test',
+      reason: 'stand-in',
+    }
+    const answer = (_req: unknown, res: ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-bluegreen-admin': '1' })
+      res.end(JSON.stringify(state))
+    }
+    let server = await startServer(answer)
+    const { port } = server
+    const watch = streamCli(['status', '--watch', '--interval', '0.1', '--admin', server.url])
+    try {
+      await eventually(() => watch.output().includes('generation  4'), { message: 'a first frame' })
+      await server.close()
+      await eventually(() => watch.output().includes('ECONNREFUSED'), { message: 'the outage said' })
+      server = await startServer(answer, port)
+      await eventually(() => watch.output().includes('the admin API answers again'), {
+        message: 'the return',
+      })
+      const output = watch.output()
+      expect(output.match(/ECONNREFUSED/g)).toHaveLength(1)
+      expect(output).toMatch(
+        /Z cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\) \(BG_ADMIN_UNREACHABLE\); trying again\n/,
+      )
+      expect(output).not.toMatch(/\n\s+at /)
+    } finally {
+      watch.stop()
+      await server.close()
     }
   })
 })
