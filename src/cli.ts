@@ -29,8 +29,8 @@ ${Object.entries(COMMANDS)
   .map(([, command]) => `  ${command.usage}\n${' '.repeat(36)}${command.summary}`)
   .join('\n')}
 
-"bluegreen help COMMAND" (or "bluegreen COMMAND --help") shows a command's options. The admin commands take --admin URL (default
-http://127.0.0.1:9090, or BLUEGREEN_ADMIN), --token T (or BLUEGREEN_ADMIN_TOKEN) and --json.
+"bluegreen help COMMAND" (or "bluegreen COMMAND --help") shows a command's options. The admin commands take
+--admin URL (default http://127.0.0.1:9090, or BLUEGREEN_ADMIN), --token T (or BLUEGREEN_ADMIN_TOKEN) and --json.
 
 Exit codes: 0 done; 1 the call failed (the reason is printed); 2 bad usage or an invalid config;
 3 replicas lagging: a change was made but not every replica applied it within the wait (or one is missing),
