@@ -1,8 +1,16 @@
 // The only module that touches `process`: arguments, exit codes, signals.
 import { availableParallelism } from 'node:os'
-import { parseArgs } from 'node:util'
 import { AdminCallError } from './admin/client.ts'
-import { COMMANDS, commandHelp, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './cli/admin-commands.ts'
+import {
+  COMMANDS,
+  commandHelp,
+  EXIT_FAILED,
+  EXIT_OK,
+  EXIT_USAGE,
+  forTheCommandLine,
+  UsageError,
+} from './cli/admin-commands.ts'
+import { parseCommandLine, unknownCommand } from './cli/arguments.ts'
 import { BlueGreenError, type CodeEntry, ErrorCodes } from './errors.ts'
 import type { Logger } from './log.ts'
 import { buildInfo } from './version.ts'
@@ -15,6 +23,7 @@ const USAGE = `bluegreen: a blue-green traffic switch
 Usage:
   bluegreen serve --config FILE [--workers N|auto]
                                     run the proxy (or set BLUEGREEN_CONFIG); N worker processes share its ports
+  bluegreen check --config FILE     validate the config without starting anything (exit 0, or 2 and every problem)
   bluegreen demo [--port 8080] [--admin-port 9090]
                                     two sample upstreams, the proxy and the admin API on loopback
   bluegreen version [--json]        this package's version and the Node.js running it (also --version)
@@ -22,8 +31,8 @@ ${Object.entries(COMMANDS)
   .map(([, command]) => `  ${command.usage}\n${' '.repeat(36)}${command.summary}`)
   .join('\n')}
 
-"bluegreen COMMAND --help" shows a command's options. The admin commands take --admin URL (default
-http://127.0.0.1:9090, or BLUEGREEN_ADMIN), --token T (or BLUEGREEN_ADMIN_TOKEN) and --json.
+"bluegreen help COMMAND" (or "bluegreen COMMAND --help") shows a command's options. The admin commands take
+--admin URL (default http://127.0.0.1:9090, or BLUEGREEN_ADMIN), --token T (or BLUEGREEN_ADMIN_TOKEN) and --json.
 
 Exit codes: 0 done; 1 the call failed (the reason is printed); 2 bad usage or an invalid config;
 3 replicas lagging: a change was made but not every replica applied it within the wait (or one is missing),
@@ -35,65 +44,51 @@ function fail(message: string, code: number): never {
   process.exit(code)
 }
 
+const SERVE_HELP =
+  'bluegreen serve --config FILE [--workers N|auto]\n\n  run the proxy; the config may also come from BLUEGREEN_CONFIG\n' +
+  '  --workers N   N worker processes (node:cluster) sharing the ports; auto: one per CPU; default 1\n'
+const DEMO_HELP =
+  'bluegreen demo [--port 8080] [--admin-port 9090]\n\n  two sample upstreams, the proxy and the admin API on loopback, with the file store\n'
+const CHECK_HELP =
+  'bluegreen check --config FILE\n\n  validate the config without starting anything (or set BLUEGREEN_CONFIG): exit 0 and a summary\n' +
+  '  (listeners, pools and upstreams, store, rollback), or exit 2 and every problem, as serve would print them\n'
+
+/** The commands besides the admin ones, and their help. */
+const LOCAL_HELP: Record<string, string> = { serve: SERVE_HELP, demo: DEMO_HELP, check: CHECK_HELP }
+
+const KNOWN_COMMANDS = [...Object.keys(LOCAL_HELP), ...Object.keys(COMMANDS), 'help', 'version']
+
+function helpFor(command: string): string {
+  if (LOCAL_HELP[command]) return LOCAL_HELP[command]
+  if (COMMANDS[command]) return commandHelp(command)
+  throw unknownCommand(command, KNOWN_COMMANDS)
+}
+
 async function main(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      admin: { type: 'string' },
-      token: { type: 'string' },
-      json: { type: 'boolean' },
-      force: { type: 'boolean' },
-      wait: { type: 'boolean' },
-      reason: { type: 'string' },
-      'expected-generation': { type: 'string' },
-      limit: { type: 'string' },
-      steps: { type: 'string' },
-      'step-seconds': { type: 'string' },
-      port: { type: 'string' },
-      'admin-port': { type: 'string' },
-      workers: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean' },
-    },
-  })
+  const { values, positionals } = parseCommandLine(argv)
   const [command, ...args] = positionals
   if (values.version || command === 'version') return printVersion(values.json === true)
-  if (command === undefined || command === 'help') {
+  if (command === undefined || (command === 'help' && args.length === 0)) {
     process.stdout.write(USAGE)
     return
   }
-  if (command === 'serve') {
-    if (values.help)
-      return void process.stdout.write(
-        'bluegreen serve --config FILE [--workers N|auto]\n\n  run the proxy; the config may also come from BLUEGREEN_CONFIG\n' +
-          '  --workers N   N worker processes (node:cluster) sharing the ports; auto: one per CPU; default 1\n',
-      )
+  if (command === 'help') return void process.stdout.write(helpFor(args[0]!))
+  if (values.help) return void process.stdout.write(helpFor(command))
+  if (command === 'serve' || command === 'check') {
     const file = values.config ?? process.env.BLUEGREEN_CONFIG
-    if (!file) throw new UsageError('serve needs --config FILE (or BLUEGREEN_CONFIG)')
-    return serve(file, workerCount(values.workers))
+    if (!file) throw new UsageError(`${command} needs --config FILE (or BLUEGREEN_CONFIG)`)
+    if (args.length > 0) throw new UsageError(`unexpected argument "${args[0]}" for ${command}`)
+    return command === 'serve' ? serve(file, workerCount(values.workers)) : check(file)
   }
-  if (command === 'demo') {
-    if (values.help)
-      return void process.stdout.write(
-        'bluegreen demo [--port 8080] [--admin-port 9090]\n\n  two sample upstreams, the proxy and the admin API on loopback, with the file store\n',
-      )
-    return demo(port(values.port, 8080), port(values['admin-port'], 9090))
-  }
+  if (command === 'demo') return demo(port(values.port, 8080), port(values['admin-port'], 9090))
   const admin = COMMANDS[command]
-  if (!admin) throw new UsageError(`unknown command "${command}"; see bluegreen --help`)
-  if (values.help) {
-    process.stdout.write(commandHelp(command))
-    return
-  }
+  if (!admin) throw unknownCommand(command, KNOWN_COMMANDS)
   // Read only by the commands that call the admin API, so a stray BLUEGREEN_ADMIN cannot break `serve`.
   const client = {
     url: adminUrl(values.admin ?? process.env.BLUEGREEN_ADMIN ?? 'http://127.0.0.1:9090'),
     token: values.token ?? process.env.BLUEGREEN_ADMIN_TOKEN,
   }
-  const result = await admin.run(client, args, values)
+  const result = await admin.run(client, args, values, (frame) => process.stdout.write(frame))
   process.stdout.write(result.output)
   if (result.exitCode !== EXIT_OK) process.exitCode = result.exitCode
 }
@@ -234,6 +229,14 @@ async function serve(file: string, workers: number): Promise<void> {
   cluster?.started()
 }
 
+async function check(file: string): Promise<void> {
+  const [{ loadConfig }, { describeConfig }] = await Promise.all([
+    import('./config/load.ts'),
+    import('./cli/check.ts'),
+  ])
+  process.stdout.write(describeConfig(await loadConfig(file), file))
+}
+
 async function demo(proxyPort: number, adminPort: number): Promise<void> {
   const [{ startDemo }, { createLogger }] = await Promise.all([import('./demo.ts'), import('./log.ts')])
   const logger = createLogger({ level: 'info' })
@@ -245,7 +248,8 @@ async function demo(proxyPort: number, adminPort: number): Promise<void> {
 
 main(process.argv.slice(2)).catch((error: unknown) => {
   if (error instanceof UsageError) fail(error.message, EXIT_USAGE)
-  if (error instanceof AdminCallError) fail(`${error.message} (${error.code})`, EXIT_FAILED)
+  if (error instanceof AdminCallError)
+    fail(`${forTheCommandLine(error.message)} (${error.code})`, EXIT_FAILED)
   if (error instanceof BlueGreenError) {
     // A code met on the command line names its exit code (a bad config: 2, usage); any other failed.
     const entry: CodeEntry = ErrorCodes[error.code]

@@ -95,6 +95,11 @@ export const ErrorCodes = {
     exit: 1,
     meaning: 'the CLI could not reach the admin API (refused, timed out, not resolvable)',
   },
+  BG_NOT_ADMIN_API: {
+    exit: 1,
+    meaning:
+      'what answered at --admin is not a bluegreen admin API (its answers lack the x-bluegreen-admin mark), or it sent something other than JSON',
+  },
   BG_SHUTTING_DOWN: { status: 503, meaning: 'the proxy is shutting down and takes no new requests' },
   BG_METRICS_UNAVAILABLE: {
     status: 503,

@@ -1,5 +1,6 @@
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
+import { ADMIN_MARK } from './mark.ts'
 
 // A small client of the admin API, for the CLI and for scripts.
 
@@ -24,6 +25,9 @@ export class AdminCallError extends Error {
 /**
  * One call to the admin API. node:http rather than fetch: fetch refuses a list of "bad ports" (6000, 6666, ...)
  * that an operator may well have put the admin API on, and the CLI starts faster without undici.
+ *
+ * Only an answer with the admin API's mark is believed. A change is sent only after a GET, harmless on any server,
+ * found the mark: a mistyped --admin (the proxy port) must not pass a POST /switch on to the application.
  */
 export async function callAdmin(
   options: AdminClientOptions,
@@ -31,26 +35,8 @@ export async function callAdmin(
   path: string,
   body?: unknown,
 ): Promise<unknown> {
-  const url = new URL(path, options.url)
-  const payload = body === undefined ? undefined : JSON.stringify(body)
-  const headers: Record<string, string> = { accept: 'application/json' }
-  if (payload !== undefined) {
-    headers['content-type'] = 'application/json'
-    headers['content-length'] = String(Buffer.byteLength(payload))
-  }
-  if (options.token) headers.authorization = `Bearer ${options.token}`
-  let status: number
-  let text: string
-  try {
-    ;({ status, text } = await send(url, method, headers, payload, options.timeoutMs ?? 30_000))
-  } catch (error) {
-    const cause = (error as { code?: string }).code ?? (error as Error).message
-    throw new AdminCallError(
-      0,
-      'BG_ADMIN_UNREACHABLE',
-      `cannot reach the admin API at ${options.url} (${cause})`,
-    )
-  }
+  if (method !== 'GET') await answer(options, 'GET', '/healthz')
+  const { status, text } = await answer(options, method, path, body)
   let parsed: unknown
   try {
     parsed = text === '' ? undefined : JSON.parse(text)
@@ -65,7 +51,50 @@ export async function callAdmin(
       error?.message ?? `the admin API answered ${status}`,
     )
   }
+  if (typeof parsed !== 'object' || parsed === null) {
+    throw new AdminCallError(
+      status,
+      'BG_NOT_ADMIN_API',
+      `${options.url}: the admin API answered ${method} ${path} with something other than a JSON object`,
+    )
+  }
   return parsed
+}
+
+/** One request, its answer refused unless it carries the mark. */
+async function answer(
+  options: AdminClientOptions,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; text: string }> {
+  const url = new URL(path, options.url)
+  const payload = body === undefined ? undefined : JSON.stringify(body)
+  const headers: Record<string, string> = { accept: 'application/json' }
+  if (payload !== undefined) {
+    headers['content-type'] = 'application/json'
+    headers['content-length'] = String(Buffer.byteLength(payload))
+  }
+  if (options.token) headers.authorization = `Bearer ${options.token}`
+  let reply: { status: number; text: string; marked: boolean }
+  try {
+    reply = await send(url, method, headers, payload, options.timeoutMs ?? 30_000)
+  } catch (error) {
+    const cause = (error as { code?: string }).code ?? (error as Error).message
+    throw new AdminCallError(
+      0,
+      'BG_ADMIN_UNREACHABLE',
+      `cannot reach the admin API at ${options.url} (${cause})`,
+    )
+  }
+  if (!reply.marked) {
+    throw new AdminCallError(
+      reply.status,
+      'BG_NOT_ADMIN_API',
+      `${options.url}: this is not a bluegreen admin API: ${method} ${path} answered ${reply.status} without the ${ADMIN_MARK} header (the proxy port, not the admin port?)`,
+    )
+  }
+  return reply
 }
 
 function send(
@@ -74,14 +103,18 @@ function send(
   headers: Record<string, string>,
   payload: string | undefined,
   timeoutMs: number,
-): Promise<{ status: number; text: string }> {
+): Promise<{ status: number; text: string; marked: boolean }> {
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest
   return new Promise((resolve, reject) => {
     const req = request(url, { method, headers, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+        resolve({
+          status: res.statusCode ?? 0,
+          text: Buffer.concat(chunks).toString('utf8'),
+          marked: res.headers[ADMIN_MARK] === '1',
+        }),
       )
       res.on('error', reject)
     })

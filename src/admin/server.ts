@@ -15,6 +15,7 @@ import { AdminGuard } from './access.ts'
 import { type ChangeResult, Changes } from './changes.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
+import { ADMIN_MARK } from './mark.ts'
 
 export interface AdminOptions {
   config: AdminConfig
@@ -102,6 +103,8 @@ export class AdminServer {
       '/rollout/abort': { POST: this.#change('rollout-abort') },
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
+      // The CLI checks for it before a change, so a mistyped --admin (the proxy port) never reaches an application.
+      res.setHeader(ADMIN_MARK, '1')
       this.#handle(req, res).catch((error: unknown) => this.#fail(res, error))
     })
   }

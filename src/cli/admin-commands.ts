@@ -1,6 +1,7 @@
 // The CLI commands that talk to the admin API: status, switch, weights, rollback, events, replicas.
 // Each returns what to print and the exit code; src/cli.ts does the printing and exiting.
-import { type AdminClientOptions, callAdmin } from '../admin/client.ts'
+import { AdminCallError, type AdminClientOptions, callAdmin } from '../admin/client.ts'
+import { COLORS, type Color } from '../colors.ts'
 
 export class UsageError extends Error {}
 
@@ -19,7 +20,13 @@ export interface CommandValues {
   limit?: string
   steps?: string
   'step-seconds'?: string
+  watch?: boolean
+  follow?: boolean
+  interval?: string
 }
+
+/** Writes one frame of a command that keeps printing (status --watch, events --follow) as it comes. */
+export type Print = (text: string) => void
 
 export interface CommandResult {
   output: string
@@ -31,7 +38,7 @@ interface Command {
   summary: string
   /** The options it takes beyond --admin, --token and --json. */
   options: string[]
-  run(client: AdminClientOptions, args: string[], values: CommandValues): Promise<CommandResult>
+  run(client: AdminClientOptions, args: string[], values: CommandValues, print: Print): Promise<CommandResult>
 }
 
 const CHANGE_OPTIONS = [
@@ -43,12 +50,21 @@ const CHANGE_OPTIONS = [
 
 export const COMMANDS: Record<string, Command> = {
   status: {
-    usage: 'bluegreen status [--json]',
-    summary: 'the routing state and what this replica applied',
-    options: [],
-    run: async (client, args, values) => {
+    usage: 'bluegreen status [--json] [--watch [--interval SECONDS]]',
+    summary: 'the routing state, upstream health, drain, watch and rollout, as this replica sees them',
+    options: [
+      '--watch                 redraw it every --interval seconds until Ctrl-C',
+      '--interval SECONDS      how often --watch redraws (default 2)',
+    ],
+    run: async (client, args, values, print) => {
       expectArguments('status', args, 0)
-      return show(await callAdmin(client, 'GET', '/state'), values)
+      if (!values.watch) return show(await callAdmin(client, 'GET', '/state'), values)
+      // Clear the screen and home the cursor on a terminal; a pipe gets frames one after the other.
+      const clear = process.stdout.isTTY ? '\x1b[2J\x1b[H' : ''
+      return everyInterval(seconds(values.interval, 2), print, async () => {
+        const frame = show(await callAdmin(client, 'GET', '/state'), values).output
+        print(`${clear}${new Date().toISOString()}\n${frame}\n`)
+      })
     },
   },
   switch: {
@@ -72,6 +88,10 @@ export const COMMANDS: Record<string, Command> = {
       const [blue, green] = args.map((arg) => (/^\d{1,3}$/.test(arg) ? Number(arg) : Number.NaN))
       if (!Number.isInteger(blue) || !Number.isInteger(green)) {
         throw new UsageError('weights takes two whole numbers: BLUE GREEN, e.g. "weights 90 10"')
+      }
+      // Caught here rather than by the admin API, so a typo is bad usage (exit 2) and not a refusal.
+      if (blue! + green! !== 100) {
+        throw new UsageError(`weights must add up to 100 (${blue} + ${green} = ${blue! + green!})`)
       }
       return show(await callAdmin(client, 'POST', '/weights', { blue, green, ...changeBody(values) }), values)
     },
@@ -118,13 +138,20 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
   events: {
-    usage: 'bluegreen events [--limit N] [--json]',
+    usage: 'bluegreen events [--limit N] [--json] [--follow [--interval SECONDS]]',
     summary: 'the audit trail: recent change attempts, newest first',
-    options: ['--limit N               how many (default 20, at most 1000)'],
-    run: async (client, args, values) => {
+    options: [
+      '--limit N               how many (default 20, at most 1000)',
+      '--follow                then print each new event as it comes, oldest first, until Ctrl-C',
+      '--interval SECONDS      how often --follow asks (default 2)',
+    ],
+    run: async (client, args, values, print) => {
       expectArguments('events', args, 0)
       const limit = values.limit ?? '20'
-      if (!/^\d+$/.test(limit)) throw new UsageError('--limit takes a whole number')
+      if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > MAX_EVENTS) {
+        throw new UsageError(`--limit takes a whole number from 1 to ${MAX_EVENTS}`)
+      }
+      if (values.follow) return follow(client, Number(limit), seconds(values.interval, 2), values, print)
       const reply = (await callAdmin(client, 'GET', `/events?limit=${limit}`)) as { events: AuditLine[] }
       if (values.json) return { output: json(reply), exitCode: EXIT_OK }
       return { output: eventsTable(reply.events), exitCode: EXIT_OK }
@@ -156,6 +183,90 @@ export const COMMANDS: Record<string, Command> = {
       return { output: replicasTable(reply), exitCode }
     },
   },
+}
+
+/** The admin API's own cap on GET /events?limit. */
+const MAX_EVENTS = 1000
+
+/** A --interval value in milliseconds. */
+function seconds(value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback * 1000
+  const number = Number(value)
+  if (!/^\d+(\.\d+)?$/.test(value) || number < 0.1 || number > 3600) {
+    throw new UsageError(`--interval takes a number of seconds from 0.1 to 3600, got "${value}"`)
+  }
+  return number * 1000
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/**
+ * events --follow: the last `limit` events, then each new one as it comes, oldest first as a log reads. Polls GET
+ * /events (the stream is for later); an event is new when it was not in the previous answer, so two events in the
+ * same millisecond are both printed. More than FOLLOW_WINDOW events between two polls: the window widens once.
+ */
+async function follow(
+  client: AdminClientOptions,
+  limit: number,
+  interval: number,
+  values: CommandValues,
+  print: Print,
+): Promise<never> {
+  const recent = async (count: number) =>
+    ((await callAdmin(client, 'GET', `/events?limit=${count}`)) as { events: AuditLine[] }).events
+  let seen: Set<string> | undefined
+  return everyInterval(interval, print, async () => {
+    let events = await recent(seen ? FOLLOW_WINDOW : limit)
+    if (
+      seen &&
+      events.length === FOLLOW_WINDOW &&
+      !events.some((event) => seen!.has(JSON.stringify(event)))
+    ) {
+      events = await recent(MAX_EVENTS)
+    }
+    const fresh = events.filter((event) => !seen?.has(JSON.stringify(event))).reverse()
+    if (fresh.length > 0) {
+      const text = values.json
+        ? `${fresh.map((event) => JSON.stringify(event)).join('\n')}\n`
+        : eventsTable(fresh, seen === undefined)
+      print(text)
+    } else if (!seen && !values.json) {
+      print('no events yet\n')
+    }
+    seen = new Set(events.map((event) => JSON.stringify(event)))
+  })
+}
+
+/**
+ * Runs `step` now and every `interval` ms until the process is stopped. A failure after a first success (the admin
+ * API restarting, say) is printed once and tried again; a first failure ends the command like any call's.
+ */
+async function everyInterval(interval: number, print: Print, step: () => Promise<void>): Promise<never> {
+  let succeeded = false
+  let failing: string | undefined
+  for (;;) {
+    try {
+      await step()
+      if (failing !== undefined) print(`${new Date().toISOString()} the admin API answers again\n`)
+      succeeded = true
+      failing = undefined
+    } catch (error) {
+      if (!succeeded || !(error instanceof AdminCallError)) throw error
+      const line = `${error.message} (${error.code})`
+      if (line !== failing) print(`${new Date().toISOString()} ${line}; trying again\n`)
+      failing = line
+    }
+    await sleep(interval)
+  }
+}
+
+const FOLLOW_WINDOW = 100
+
+/** The 412 hint names the admin API's field; on the command line it is the flag. */
+export function forTheCommandLine(message: string): string {
+  return message.replace('pass "force": true', 'use --force')
 }
 
 export function commandHelp(name: string): string {
@@ -204,7 +315,12 @@ interface StateLine {
     id: string
     appliedGeneration: number | null
     store?: { reachable: boolean; staleSeconds: number | null; restoredFrom?: string }
-    rolloutStep?: { waitingFor: string | null } | null
+    rolloutStep?: { endsAt: string; figures: string; waitingFor: string | null } | null
+    health?: Record<Color, UpstreamLine[]>
+    drain?: Record<Color, { requests: number; websockets: number }> & {
+      draining: { color: string; since: string; closesAt: string | null; drainedAt: string | null } | null
+    }
+    watching?: { color: string; generation: number; until: string } | null
   }
   wait?: {
     complete: boolean
@@ -215,6 +331,14 @@ interface StateLine {
     /** The replicas that stopped heartbeating (absent from older proxies). */
     missing?: { id: string; lastSeen: string }[]
   }
+}
+
+interface UpstreamLine {
+  url: string
+  available: boolean
+  condition: string
+  ejectedUntil: string | null
+  lastCheck: { up: boolean; detail: string } | null
 }
 
 function show(value: unknown, values: CommandValues): CommandResult {
@@ -233,26 +357,76 @@ function show(value: unknown, values: CommandValues): CommandResult {
     `updated     ${state.updatedAt} by ${state.updatedBy}`,
     `reason      ${state.reason}`,
   ]
-  if (state.rollout) {
-    const { rollout } = state
-    const step = `step ${rollout.step + 1}/${rollout.steps.length} (${rollout.steps[rollout.step]}% to ${rollout.to})`
-    const waitingFor = state.replica?.rolloutStep?.waitingFor
-    const held = waitingFor ? `, held: too little traffic to judge (${waitingFor})` : ''
-    lines.push(
-      `rollout     ${rollout.status}, ${step}${held}${rollout.outcome ? `: ${rollout.outcome}` : ''}`,
-    )
-  }
-  if (state.replica) {
-    const store = state.replica.store
-    const copyNote = store?.restoredFrom ? ` (serving its local copy ${store.restoredFrom})` : ''
-    const storeNote =
-      store && !store.reachable
-        ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s${copyNote}`
-        : ''
-    lines.push(`replica     ${state.replica.id} applied ${state.replica.appliedGeneration}${storeNote}`)
-  }
+  if (state.rollout) lines.push(rolloutLine(state))
+  if (state.replica) lines.push(...replicaLines(state.replica))
   lines.push(...waitLines(state.wait))
   return { output: `${lines.join('\n')}\n`, exitCode }
+}
+
+function rolloutLine(state: StateLine): string {
+  const { rollout } = state
+  const step = `step ${rollout!.step + 1}/${rollout!.steps.length} (${rollout!.steps[rollout!.step]}% to ${rollout!.to})`
+  const judged = state.replica?.rolloutStep
+  const progress =
+    rollout!.status !== 'running' || !judged
+      ? ''
+      : judged.waitingFor
+        ? `, held: too little traffic to judge (${judged.waitingFor})`
+        : `, until ${judged.endsAt}: ${judged.figures}`
+  return `rollout     ${rollout!.status}, ${step}${progress}${rollout!.outcome ? `: ${rollout!.outcome}` : ''}`
+}
+
+/** What this replica sees: its upstreams, what is open on each color, the drain, the watch, its store. */
+function replicaLines(replica: NonNullable<StateLine['replica']>): string[] {
+  const lines: string[] = []
+  if (replica.health) {
+    COLORS.forEach((color, index) => {
+      lines.push(`${index === 0 ? 'upstreams' : ''}`.padEnd(12) + upstreamsLine(color, replica))
+    })
+  }
+  const draining = replica.drain?.draining
+  if (draining) {
+    const end = draining.drainedAt
+      ? `drained at ${draining.drainedAt} (safe to scale down once nothing is watched)`
+      : draining.closesAt
+        ? `what is open is closed at ${draining.closesAt}`
+        : 'what is open is left to finish'
+    lines.push(`drain       ${draining.color} since ${draining.since}, ${end}`)
+  }
+  if (replica.watching !== undefined) {
+    const { watching } = replica
+    lines.push(
+      watching
+        ? `watching    ${watching.color} (generation ${watching.generation}) for a rollback until ${watching.until}`
+        : 'watching    nothing',
+    )
+  }
+  const store = replica.store
+  const copyNote = store?.restoredFrom ? ` (serving its local copy ${store.restoredFrom})` : ''
+  const storeNote =
+    store && !store.reachable
+      ? `, state store UNREACHABLE for ${Math.round(store.staleSeconds ?? 0)} s${copyNote}`
+      : ''
+  lines.push(`replica     ${replica.id} applied ${replica.appliedGeneration}${storeNote}`)
+  return lines
+}
+
+/** "blue  2/2 available, 3 requests 1 websocket open", naming each upstream that is not available and why. */
+function upstreamsLine(color: Color, replica: NonNullable<StateLine['replica']>): string {
+  const upstreams = replica.health?.[color] ?? []
+  const available = upstreams.filter((upstream) => upstream.available).length
+  const open = replica.drain?.[color]
+  const openNote = open ? `, open: ${open.requests} request(s), ${open.websockets} websocket(s)` : ''
+  const down = upstreams
+    .filter((upstream) => !upstream.available)
+    .map((upstream) => {
+      const why =
+        upstream.condition === 'ejected'
+          ? `ejected until ${upstream.ejectedUntil}`
+          : `failing health checks${upstream.lastCheck ? ` (${upstream.lastCheck.detail})` : ''}`
+      return `; ${upstream.url} ${why}`
+    })
+  return `${color.padEnd(6)}${available}/${upstreams.length} available${openNote}${down.join('')}`
 }
 
 function waitLines(wait: StateLine['wait']): string[] {
@@ -297,7 +471,8 @@ interface AuditLine {
   reason: string
 }
 
-function eventsTable(events: AuditLine[]): string {
+/** Without the header: the next rows of a table already begun (events --follow). */
+function eventsTable(events: AuditLine[], header = true): string {
   if (events.length === 0) return 'no events\n'
   const rows = events.map((event) => [
     event.at,
@@ -311,7 +486,8 @@ function eventsTable(events: AuditLine[]): string {
       : `${event.result}${event.generation === undefined ? '' : ` #${event.generation}`}`,
     event.reason,
   ])
-  return table(['time', 'actor', 'action', 'to', 'result', 'reason'], rows)
+  const text = table(['time', 'actor', 'action', 'to', 'result', 'reason'], rows)
+  return header ? text : text.slice(text.indexOf('\n') + 1)
 }
 
 interface ReplicaLine {

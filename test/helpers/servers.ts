@@ -28,20 +28,21 @@ export interface TestServer {
   close(): Promise<void>
 }
 
-export async function startServer(handler: RequestListener): Promise<TestServer> {
+/** `port`: to take a port again that a closed server gave up (a restart); 0, a free one. */
+export async function startServer(handler: RequestListener, port = 0): Promise<TestServer> {
   const server = createServer(handler)
   const sockets = new Set<Socket>()
   server.on('connection', (socket) => {
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
   })
-  server.listen(0, '127.0.0.1')
+  server.listen(port, '127.0.0.1')
   await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
+  const bound = (server.address() as AddressInfo).port
   return {
     server,
-    port,
-    url: `http://127.0.0.1:${port}`,
+    port: bound,
+    url: `http://127.0.0.1:${bound}`,
     close: async () => {
       for (const socket of sockets) socket.destroy()
       await new Promise((resolve) => server.close(resolve))

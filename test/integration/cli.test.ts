@@ -99,6 +99,10 @@ describe('bluegreen CLI against a running proxy', () => {
           'generation {2}0',
           'updated {5}\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z by bluegreen',
           'reason {6}initial state',
+          // What GET /state says under `replica`, without jq: health, what is open, the watch.
+          'upstreams {3}blue  1/1 available, open: 0 request\\(s\\), 0 websocket\\(s\\)',
+          ' {12}green 1/1 available, open: 0 request\\(s\\), 0 websocket\\(s\\)',
+          'watching {4}nothing',
           `replica {5}${id} applied 0\n$`,
         ].join('\n'),
       ),
@@ -163,7 +167,9 @@ describe('bluegreen CLI against a running proxy', () => {
       ['weights', 2],
     ])
 
-    expectRefused(badLimit, 'BG_BAD_REQUEST')
+    // Bad usage, caught before the admin API is asked.
+    expect(badLimit.code).toBe(2)
+    expect(badLimit.stderr).toBe('bluegreen: --limit takes a whole number from 1 to 1000\n')
     expect(usage.code).toBe(2)
   })
 

@@ -427,8 +427,9 @@ describe('lifecycle', () => {
       ])
       expect(noToken.code).toBe(1)
       expectOneLineReason(noToken.stderr, /Bearer.*\(BG_UNAUTHORIZED\)/)
-      expect(badSum.code).toBe(1)
-      expectOneLineReason(badSum.stderr, /sum to 100.*\(BG_INVALID_WEIGHTS\)/)
+      // Weights that do not add up are bad usage, caught before the admin API is asked.
+      expect(badSum.code).toBe(2)
+      expectOneLineReason(badSum.stderr, /weights must add up to 100 \(60 \+ 50 = 110\)/)
       expect(stale.code).toBe(1)
       expectOneLineReason(stale.stderr, /\(BG_GENERATION_CONFLICT\)/)
       const forced = await runCli([
