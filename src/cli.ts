@@ -33,6 +33,13 @@ function fail(message: string, code: number): never {
   process.exit(code)
 }
 
+/** The code goes at the end of the message's first line: "invalid configuration, 2 problem(s) (BG_CONFIG_INVALID):". */
+function withCode(message: string, code: string): string {
+  const [first = '', ...rest] = message.split('\n')
+  const line = first.endsWith(':') ? `${first.slice(0, -1)} (${code}):` : `${first} (${code})`
+  return [line, ...rest].join('\n')
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -236,7 +243,7 @@ main(process.argv.slice(2)).catch((error: unknown) => {
   if (error instanceof BlueGreenError) {
     // A code met on the command line names its exit code (a bad config: 2, usage); any other failed.
     const entry: CodeEntry = ErrorCodes[error.code]
-    fail(error.message, entry.exit ?? EXIT_FAILED)
+    fail(withCode(error.message, error.code), entry.exit ?? EXIT_FAILED)
   }
   const code = (error as { code?: string }).code
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {

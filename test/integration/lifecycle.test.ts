@@ -191,20 +191,38 @@ describe('lifecycle', () => {
       ]) {
         expect(result.stderr).toMatch(new RegExp(`^  ${path.replace(/[.[\]]/g, '\\$&')}: .+$`, 'm'))
       }
-      expect(result.stderr).toMatch(/8 problem\(s\)/)
+      expect(result.stderr).toMatch(
+        /^bluegreen: invalid configuration, 8 problem\(s\) \(BG_CONFIG_INVALID\):\n/,
+      )
       expect(result.stderr).toMatch(/did you mean "token"/)
       expect(result.stderr).toMatch(/BLUEGREEN_TEST_SURELY_UNSET is not set/)
       expect(result.stderr).not.toMatch(/\n\s+at /)
       expect(result.stdout).toBe('')
     })
 
-    it('exits 1 with a one-line reason when the listen port is taken', async () => {
+    it('exits 1 naming the listener and address when a port is taken, having written nothing to disk', async () => {
       const taken = await startServer((_req, res) => res.end())
       try {
-        const file = await config({ listen: `127.0.0.1:${taken.port}` })
-        const result = await runCli(['serve', '--config', file])
-        expect(result.code).toBe(1)
-        expect(result.stderr).toMatch(new RegExp(`^bluegreen: .*EADDRINUSE.*${taken.port}\n$`))
+        for (const listener of ['proxy', 'admin'] as const) {
+          const statePath = join(dir.path, `never-written-${listener}.json`)
+          const address = `127.0.0.1:${taken.port}`
+          const file = await config(
+            listener === 'proxy' ? { listen: address } : { admin: { listen: address } },
+            statePath,
+          )
+          const result = await runCli(['serve', '--config', file])
+          expect(result.code, listener).toBe(1)
+          expectOneLineReason(
+            result.stderr,
+            new RegExp(
+              `^bluegreen: the ${listener} listener cannot listen on ${address}: .*\\(EADDRINUSE\\)\n$`,
+            ),
+          )
+          // No state file, lock or audit trail left behind by a proxy that never served.
+          for (const path of [statePath, `${statePath}.lock`, `${statePath}.events.jsonl`]) {
+            expect(existsSync(path), path).toBe(false)
+          }
+        }
       } finally {
         await taken.close()
       }
@@ -219,9 +237,14 @@ describe('lifecycle', () => {
         runCli(['serve'], { env: { BLUEGREEN_CONFIG: missing } }),
       ])
       expect(result.code).toBe(2)
-      expectOneLineReason(result.stderr, /cannot read config file .*does-not-exist\.yaml.*ENOENT/)
+      expectOneLineReason(
+        result.stderr,
+        /cannot read config file .*does-not-exist\.yaml.*ENOENT.* \(BG_CONFIG_UNREADABLE\)\n$/,
+      )
       expect(parsed.code).toBe(2)
-      expect(parsed.stderr).toMatch(/^bluegreen: cannot parse config file .*broken\.json:1:\d+/)
+      expect(parsed.stderr).toMatch(
+        /^bluegreen: cannot parse config file .*broken\.json:1:\d+.*\(BG_CONFIG_UNREADABLE\)/,
+      )
       expect(parsed.stderr).not.toMatch(/\n\s+at /)
       expect(viaEnv.code).toBe(2)
       expectOneLineReason(viaEnv.stderr, /cannot read config file/)
