@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import {
   Agent,
   type IncomingHttpHeaders,
@@ -252,6 +253,31 @@ describe('lifecycle', () => {
   })
 
   describe('state across processes', () => {
+    it("resolves a relative state.path against the config file's directory, not the current one", async () => {
+      const configDir = await tempDir('bluegreen-config-dir-')
+      const elsewhere = await tempDir('bluegreen-cwd-')
+      try {
+        const file = await writeConfig(configDir.path, {
+          listen: '127.0.0.1:0',
+          admin: { listen: '127.0.0.1:0' },
+          pools: { blue: { upstreams: [blue.server.url] }, green: { upstreams: [green.url] } },
+          state: { path: './relative-state.json' },
+        })
+        const child = await spawnProxy(file, {}, { cwd: elsewhere.path })
+        children.push(child)
+        const switched = await adminPost(child.admin, '/switch', { to: 'green', reason: 'relative paths' })
+        expect(switched.status).toBe(200)
+        // The state file and the audit trail beside it are in the config's directory.
+        expect(existsSync(join(configDir.path, 'relative-state.json'))).toBe(true)
+        expect(existsSync(join(configDir.path, 'relative-state.json.events.jsonl'))).toBe(true)
+        expect(await readdir(elsewhere.path)).toEqual([])
+        await child.stop()
+      } finally {
+        await configDir.remove()
+        await elsewhere.remove()
+      }
+    })
+
     it('follows a switch made by another process on the same state file, and keeps it across a restart', async () => {
       const statePath = join(dir.path, 'shared-state.json')
       const firstConfig = await config({}, statePath)
