@@ -20,6 +20,7 @@ export function createLogger(options: LogOptions): Logger {
         censor: '[redacted]',
       },
       timestamp: pino.stdTimeFunctions.isoTime,
+      serializers: { err: serializeError },
     },
     destination,
   )
@@ -28,4 +29,17 @@ export function createLogger(options: LogOptions): Logger {
 /** A logger that writes nothing, for tests and library use. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' })
+}
+
+/**
+ * An expected failure (a BG_* error: Redis unreachable, a state file locked) is a line for the operator, not a stack
+ * for a developer: its code and message only. Anything else is a bug and keeps its stack and causes.
+ */
+function serializeError(error: unknown): unknown {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code
+    if (typeof code === 'string' && code.startsWith('BG_'))
+      return { type: error.name, code, message: error.message }
+  }
+  return pino.stdSerializers.err(error as Error)
 }
