@@ -199,7 +199,7 @@ async function serve(file: string, workers: number): Promise<void> {
     import('./cluster.ts'),
     import('./cluster-worker.ts'),
   ])
-  const root = createLogger({ level: config.log.level })
+  const root = createLogger({ level: config.log.level, format: config.log.format })
   const cluster = joinCluster(root)
   if (!cluster && workers > 1) {
     const logger = root.child({ part: 'cluster' })
@@ -230,7 +230,8 @@ async function serve(file: string, workers: number): Promise<void> {
 
 async function demo(proxyPort: number, adminPort: number): Promise<void> {
   const [{ startDemo }, { createLogger }] = await Promise.all([import('./demo.ts'), import('./log.ts')])
-  const logger = createLogger({ level: 'info' })
+  // Written synchronously, so the start-up lines are out before the banner and never cut through it.
+  const logger = createLogger({ level: 'info', sync: true })
   exitOnCrash(logger)
   const running = await startDemo({ port: proxyPort, adminPort, stateDir: '.bluegreen-demo', logger })
   process.stdout.write(running.instructions)

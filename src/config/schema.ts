@@ -353,9 +353,10 @@ function buildRouting(check: Checker, field: Field): RoutingConfig {
 }
 
 function buildLog(check: Checker, field: Field): LogConfig {
-  const log = check.section(field, ['level', 'access'])
+  const log = check.section(field, ['level', 'format', 'access'])
   return {
     level: check.oneOf(log.field('level'), LOG_LEVELS, 'info'),
+    format: check.oneOf(log.field('format'), ['auto', 'json', 'pretty'], 'auto'),
     access: check.read(log.field('access'), false, parseBoolean, BOOLEAN_EXPECTED),
   }
 }

@@ -555,6 +555,13 @@ describe('lifecycle', () => {
         () => /proxy\s+(http:\/\/127\.0\.0\.1:\d+)[\s\S]*admin\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(output),
         { timeout: 15_000, message: 'the demo instructions' },
       )
+      // The banner comes in one piece, after the start-up lines, not interleaved with them.
+      await eventually(() => output.includes('Ctrl-C stops it.'), { message: 'the whole banner' })
+      const banner = output.slice(output.indexOf('bluegreen demo is running'))
+      expect(banner.slice(0, banner.indexOf('Ctrl-C stops it.'))).not.toMatch(/"level"|INFO/)
+      expect(output.indexOf('bluegreen-proxy started'), output).toBeLessThan(
+        output.indexOf('bluegreen demo is running'),
+      )
       const response = await fetch(`${proxyUrl}/hello`)
       expect(response.headers.get('x-bluegreen-color')).toBe('blue')
       expect(await response.json()).toMatchObject({ color: 'blue', path: '/hello' })

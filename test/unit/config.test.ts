@@ -112,7 +112,7 @@ describe('buildConfig', () => {
         sticky: { mode: 'cookie', cookie: 'bluegreen_color', header: 'x-user-id', cookieMaxAge: 86_400_000 },
         previewHeader: null,
       },
-      log: { level: 'info', access: false },
+      log: { level: 'info', format: 'auto', access: false },
       shutdown: { delay: 0, grace: 30_000 },
       rollback: {
         enabled: true,
