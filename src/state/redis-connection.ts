@@ -71,7 +71,12 @@ export function redisAddress(connection: Redis): string {
 /** "Redis at 127.0.0.1:6379 is unreachable (ECONNREFUSED)": what an operator is told, in the log and in answers. */
 export function unreachableMessage(connection: Redis): string {
   const reason =
-    lastFailure.get(connection) ?? (connection.status === 'ready' ? 'not answering' : 'not connected')
+    lastFailure.get(connection) ??
+    (connection.status === 'ready'
+      ? 'not answering'
+      : connection.status === 'wait'
+        ? 'not connected'
+        : 'connection lost')
   return `Redis at ${redisAddress(connection)} is unreachable (${reason})`
 }
 

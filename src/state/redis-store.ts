@@ -224,8 +224,10 @@ export class RedisStateStore implements StateStore {
     const timeout = this.#options.config.connectTimeout
     await Promise.all([connected(this.#client, timeout), connected(this.#subscriber, timeout)])
     await this.#subscriber.subscribe(this.#channel)
-    // An adopted state seeds like the initial one: written only when Redis has none or an older one.
-    const seed = this.#current ?? initialState(this.#options.initial)
+    // An adopted state seeds like the initial one: written only when Redis has none or an older one. Read before
+    // seeding: the seed's own publication can reach the subscriber (and #current) before its reply.
+    const adopted = this.#current
+    const seed = adopted ?? initialState(this.#options.initial)
     const seeded = await this.#client.bluegreenSeed(
       this.#key,
       String(seed.generation),
@@ -233,7 +235,7 @@ export class RedisStateStore implements StateStore {
       '',
       this.#channel,
     )
-    if (seeded === 1 && this.#current) {
+    if (seeded === 1 && adopted) {
       this.#logger.warn(
         { key: this.#key, generation: seed.generation },
         'Redis had no state or an older one; put back the state this replica served from its local copy',
