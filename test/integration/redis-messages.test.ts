@@ -1,6 +1,8 @@
 // What an operator reads while Redis is down: one plain line naming the Redis and the reason, in the log once per
 // outage and once when it is back, and the same words from the admin API and the CLI; never ioredis's internals.
 
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { adminPost } from '../helpers/admin.ts'
 import { killRunningClis, runCli } from '../helpers/cli.ts'
@@ -11,6 +13,7 @@ import {
   echoUpstream,
   freePort,
   spawnProxy,
+  startServer,
   type TestServer,
   tempDir,
   writeConfig,
@@ -124,6 +127,37 @@ describe('messages while Redis is down', () => {
     expect(loud(output, /no routing state/), JSON.stringify(loud(output, /./))).toHaveLength(1)
     expect(output).not.toMatch(/not connected within \d+ ms: not connected/)
     expect(output).not.toMatch(/Stream isn't writeable/)
+  })
+
+  it('a replica whose admin port is taken exits 1 without writing its local copy of the state', async () => {
+    const port = await freePort()
+    redis = await startRedis({ port })
+    blue ??= await echoUpstream('blue')
+    green ??= await echoUpstream('green')
+    dir ??= await tempDir('bluegreen-redis-messages-')
+    const taken = await startServer((_req, res) => res.end())
+    try {
+      const copy = join(dir.path, `last-state-${port}.json`)
+      const file = await writeConfig(
+        dir.path,
+        {
+          listen: '127.0.0.1:0',
+          admin: { listen: `127.0.0.1:${taken.port}` },
+          pools: { blue: { upstreams: [blue.url] }, green: { upstreams: [green.url] } },
+          state: {
+            store: 'redis',
+            redis: { url: redis.url, key: `bluegreen:taken-${port}`, lastStateFile: copy },
+          },
+        },
+        `taken-${port}.json`,
+      )
+      const result = await runCli(['serve', '--config', file])
+      expect(result.code).toBe(1)
+      expect(result.stderr).toContain(`the admin listener cannot listen on 127.0.0.1:${taken.port}`)
+      expect(existsSync(copy)).toBe(false)
+    } finally {
+      await taken.close()
+    }
   })
 
   it('logs a Redis outage during a watched change once, not a warning with a stack every evaluation', async () => {
