@@ -114,12 +114,15 @@ async function start(context: Context): Promise<App> {
     logApplied(logger, state, previous)
   })
   core.store.subscribe(core.table.apply)
+  // Both listeners bind before the state loads: a port in use must fail the start-up before anything (the state
+  // file and its lock, the audit trail, Redis's local copy) is written to disk. Until the state has loaded, the
+  // proxy answers 503 and /readyz fails, as with a state store that answers late.
+  const proxyAddress = addressOf(await proxy.listen())
+  const adminAddress = addressOf(await admin.listen())
   await loader.start()
   // A sibling's change is applied like one from the store: only if it supersedes the state applied.
   cluster?.attach({ apply: core.table.apply, registry: core.metrics.registry })
   core.health.start()
-  const proxyAddress = addressOf(await proxy.listen())
-  const adminAddress = addressOf(await admin.listen())
   logger.info(
     {
       replica: context.replicaId,

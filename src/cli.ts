@@ -64,6 +64,13 @@ function helpFor(command: string): string {
   throw unknownCommand(command, KNOWN_COMMANDS)
 }
 
+/** The code goes at the end of the message's first line: "invalid configuration, 2 problem(s) (BG_CONFIG_INVALID):". */
+function withCode(message: string, code: string): string {
+  const [first = '', ...rest] = message.split('\n')
+  const line = first.endsWith(':') ? `${first.slice(0, -1)} (${code}):` : `${first} (${code})`
+  return [line, ...rest].join('\n')
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandLine(argv)
   const [command, ...args] = positionals
@@ -200,7 +207,7 @@ async function serve(file: string, workers: number): Promise<void> {
     import('./cluster.ts'),
     import('./cluster-worker.ts'),
   ])
-  const root = createLogger({ level: config.log.level })
+  const root = createLogger({ level: config.log.level, format: config.log.format })
   const cluster = joinCluster(root)
   if (!cluster && workers > 1) {
     const logger = root.child({ part: 'cluster' })
@@ -239,7 +246,8 @@ async function check(file: string): Promise<void> {
 
 async function demo(proxyPort: number, adminPort: number): Promise<void> {
   const [{ startDemo }, { createLogger }] = await Promise.all([import('./demo.ts'), import('./log.ts')])
-  const logger = createLogger({ level: 'info' })
+  // Written synchronously, so the start-up lines are out before the banner and never cut through it.
+  const logger = createLogger({ level: 'info', sync: true })
   exitOnCrash(logger)
   const running = await startDemo({ port: proxyPort, adminPort, stateDir: '.bluegreen-demo', logger })
   process.stdout.write(running.instructions)
@@ -253,7 +261,7 @@ main(process.argv.slice(2)).catch((error: unknown) => {
   if (error instanceof BlueGreenError) {
     // A code met on the command line names its exit code (a bad config: 2, usage); any other failed.
     const entry: CodeEntry = ErrorCodes[error.code]
-    fail(error.message, entry.exit ?? EXIT_FAILED)
+    fail(withCode(error.message, error.code), entry.exit ?? EXIT_FAILED)
   }
   const code = (error as { code?: string }).code
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {

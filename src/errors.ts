@@ -187,3 +187,28 @@ export function asUnavailable(error: unknown, context: string): BlueGreenError {
   wrapped.cause = error
   return wrapped
 }
+
+/**
+ * A listener that cannot bind, naming which one and where: Node's own "listen EADDRINUSE: address already in use
+ * 127.0.0.1:8080" does not say whether the proxy or the admin API failed. Keeps the system error's code.
+ */
+export class ListenError extends Error {
+  readonly code: string | undefined
+
+  constructor(listener: 'proxy' | 'admin', host: string, port: number, cause: NodeJS.ErrnoException) {
+    const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
+    const reason =
+      cause.code === 'EADDRINUSE'
+        ? 'the address is already in use'
+        : cause.code === 'EACCES'
+          ? 'permission denied (ports below 1024 need privileges)'
+          : cause.code === 'EADDRNOTAVAIL'
+            ? 'no network interface has this address'
+            : cause.message
+    super(`the ${listener} listener cannot listen on ${address}: ${reason} (${cause.code ?? 'error'})`, {
+      cause,
+    })
+    this.name = 'ListenError'
+    this.code = cause.code
+  }
+}

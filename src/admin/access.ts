@@ -50,12 +50,11 @@ export class AdminGuard {
     const { allowedHosts } = this.#options
     if (allowedHosts === null) return
     const host = hostName(req.headers.host)
-    if (host === undefined || !allowedHosts.includes(host)) {
-      throw new BlueGreenError(
-        'BG_FORBIDDEN',
-        `the admin API does not answer to host ${JSON.stringify(req.headers.host ?? '')}; see admin.allowedHosts`,
-      )
-    }
+    if (host === undefined) throw forbiddenHost(req)
+    if (allowedHosts.includes(host)) return
+    // The local CLI names the address it dials (127.0.0.1:PORT), whatever the list says. A loopback name from a
+    // loopback peer is no rebinding: a rebound browser page sends the attacker's name, never "localhost".
+    if (!(LOOPBACK_HOSTS.has(host) && isLoopbackPeer(req.socket.remoteAddress))) throw forbiddenHost(req)
   }
 
   /** A mutating call: refuses cross-site browsers and wrong tokens; returns the token's name, if tokens are set. */
@@ -122,6 +121,21 @@ export class AdminGuard {
     // A bounded map: the oldest entry goes first (a Map iterates in insertion order).
     if (this.#failures.size > MAX_TRACKED) this.#failures.delete(this.#failures.keys().next().value!)
   }
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1'])
+
+function isLoopbackPeer(address: string | undefined): boolean {
+  if (address === undefined) return false
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address
+  return v4 === '::1' || v4.startsWith('127.')
+}
+
+function forbiddenHost(req: IncomingMessage): BlueGreenError {
+  return new BlueGreenError(
+    'BG_FORBIDDEN',
+    `the admin API does not answer to host ${JSON.stringify(req.headers.host ?? '')}; see admin.allowedHosts`,
+  )
 }
 
 /** The host name of a Host header, lower-cased, without its port: "[::1]:9090" -> "::1". */

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import type { AuditTrail, ChangeAction } from '../audit/audit.ts'
 import type { Color } from '../colors.ts'
 import type { AdminConfig, PoolConfig } from '../config/types.ts'
-import { BlueGreenError } from '../errors.ts'
+import { BlueGreenError, ListenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
@@ -112,9 +112,10 @@ export class AdminServer {
   listen(): Promise<AddressInfo> {
     const { host, port } = this.#options.config.listen
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject)
+      const failed = (error: NodeJS.ErrnoException) => reject(new ListenError('admin', host, port, error))
+      this.server.once('error', failed)
       this.server.listen(port, host, () => {
-        this.server.off('error', reject)
+        this.server.off('error', failed)
         resolve(this.server.address() as AddressInfo)
       })
     })

@@ -26,6 +26,8 @@ export interface StateLoaderOptions {
 export class StateLoader {
   readonly #options: StateLoaderOptions
   #retry: NodeJS.Timeout | undefined
+  /** The first failure is logged; the retries after it (one a second) only at debug level. */
+  #failures = 0
 
   constructor(options: StateLoaderOptions) {
     this.#options = options
@@ -49,8 +51,9 @@ export class StateLoader {
     } catch (error) {
       if (loadBeforeListening || closing()) throw error
       if (!this.#options.hasState()) await this.#options.restoreLastState?.()
-      logger.error(
-        { err: error, retryInMs: RETRY_LOAD_MS },
+      this.#failures++
+      logger[this.#failures === 1 ? 'error' : 'debug'](
+        { err: error, retryInMs: RETRY_LOAD_MS, attempts: this.#failures },
         this.#options.hasState()
           ? 'the state store does not answer: serving a stale state until it does'
           : 'no routing state yet: not ready until the state store answers',

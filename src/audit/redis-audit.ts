@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis'
+import { onRedis } from '../state/redis-connection.ts'
 import type { AuditEvent, AuditTrail } from './audit.ts'
 
 /**
@@ -18,11 +19,15 @@ export class RedisAuditTrail implements AuditTrail {
   }
 
   async record(event: AuditEvent): Promise<void> {
-    await this.#client.xadd(this.#key, 'MAXLEN', String(this.#keep), '*', 'event', JSON.stringify(event))
+    await onRedis(this.#client, () =>
+      this.#client.xadd(this.#key, 'MAXLEN', String(this.#keep), '*', 'event', JSON.stringify(event)),
+    )
   }
 
   async recent(limit: number): Promise<AuditEvent[]> {
-    const entries = await this.#client.xrevrange(this.#key, '+', '-', 'COUNT', limit)
+    const entries = await onRedis(this.#client, () =>
+      this.#client.xrevrange(this.#key, '+', '-', 'COUNT', limit),
+    )
     const events: AuditEvent[] = []
     for (const [, fields] of entries) {
       const index = fields.indexOf('event')

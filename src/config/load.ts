@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { extname } from 'node:path'
+import { dirname, extname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import { BlueGreenError } from '../errors.ts'
 import { buildConfig } from './schema.ts'
@@ -10,10 +10,11 @@ export { parseDuration, parseListen } from './validate.ts'
 /**
  * Reads, parses and validates a config file: JSON when it ends in .json, YAML otherwise (YAML is a superset).
  * Throws BG_CONFIG_UNREADABLE when the file cannot be read or parsed, a ConfigError (BG_CONFIG_INVALID) when it
- * parses but has problems, ${VAR} references to unset variables among them.
+ * parses but has problems, ${VAR} references to unset variables among them. Relative file paths in it are
+ * relative to the file's own directory.
  */
 export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
-  return buildConfig(await readConfigFile(file), env)
+  return buildConfig(await readConfigFile(file), env, { baseDir: dirname(resolve(file)) })
 }
 
 /** The file's parsed content, before substitution and validation. */

@@ -71,11 +71,21 @@ const ipOrCidr = (value: unknown) => (typeof value === 'string' && isIpOrCidr(va
 const redisUrl = (value: unknown) =>
   typeof value === 'string' && /^rediss?:$/.test(URL.parse(value)?.protocol ?? '') ? value : undefined
 
+export interface BuildOptions {
+  /**
+   * What relative file paths (state.path, tlsCaFile, lastStateFile) are relative to: the config file's directory
+   * (loadConfig passes it), so a config means the same files whichever directory the proxy is started from.
+   * Without a file, the current directory.
+   */
+  baseDir?: string
+}
+
 /**
  * Validates the parsed config file (after ${VAR} substitution from `env`) and returns it frozen with every default
  * filled in. Throws a ConfigError listing every problem at once.
  */
-export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
+export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: BuildOptions = {}): Config {
+  const baseDir = options.baseDir ?? process.cwd()
   const check = new Checker()
   const substituted = substituteEnv(raw, env, '', check)
   const keys = [
@@ -97,7 +107,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv): Config {
     listen: check.read(root.field('listen'), { host: '0.0.0.0', port: 8080 }, parseListen, LISTEN_EXPECTED),
     admin: buildAdmin(check, root.field('admin')),
     pools: buildPools(check, root.field('pools')),
-    state: buildState(check, root.field('state')),
+    state: buildState(check, root.field('state'), baseDir),
     proxy: buildProxy(check, root.field('proxy')),
     routing: buildRouting(check, root.field('routing')),
     log: buildLog(check, root.field('log')),
@@ -179,7 +189,7 @@ function upstreamProblem(value: unknown, url: URL | null): string | undefined {
   return undefined
 }
 
-function buildState(check: Checker, field: Field): StateConfig {
+function buildState(check: Checker, field: Field, baseDir: string): StateConfig {
   const state = check.section(field, ['store', 'path', 'redis', 'initial', 'maxStaleness'])
   const store = check.oneOf(state.field('store'), ['file', 'redis'], 'file')
   const redisField = state.field('redis')
@@ -187,15 +197,15 @@ function buildState(check: Checker, field: Field): StateConfig {
   const path = check.read(state.field('path'), './bluegreen-state.json', nonEmptyString, 'a file path')
   const built: StateConfig = {
     store,
-    path: resolve(process.cwd(), path),
+    path: resolve(baseDir, path),
     initial: check.oneOf(state.field('initial'), COLORS, 'blue'),
     maxStaleness: check.read(state.field('maxStaleness'), 0, ...durationIn(0, MAX_TIMER_MS)),
   }
-  if (redisField.value !== undefined) built.redis = buildRedis(check, redisField)
+  if (redisField.value !== undefined) built.redis = buildRedis(check, redisField, baseDir)
   return built
 }
 
-function buildRedis(check: Checker, field: Field): RedisConfig {
+function buildRedis(check: Checker, field: Field, baseDir: string): RedisConfig {
   const redis = check.section(field, [
     'url',
     'key',
@@ -220,7 +230,7 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
     pollInterval: duration('pollInterval', 5_000),
     heartbeatInterval: duration('heartbeatInterval', 1_000),
     forgetMissingAfter: duration('forgetMissingAfter', 600_000),
-    lastStateFile: lastStateFile(check, redis.field('lastStateFile')),
+    lastStateFile: lastStateFile(check, redis.field('lastStateFile'), baseDir),
   }
   // Missing means silent for more than three heartbeats: a replica forgotten sooner would never be seen missing.
   if (built.forgetMissingAfter <= built.heartbeatInterval * 3) {
@@ -232,7 +242,7 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
   const sentinelPassword = check.read(redis.field('sentinelPassword'), undefined, anyString, 'a string')
   if (sentinelPassword) built.sentinelPassword = sentinelPassword
   const tlsCaFile = check.read(redis.field('tlsCaFile'), undefined, nonEmptyString, 'a file path')
-  if (tlsCaFile !== undefined) built.tlsCaFile = resolve(process.cwd(), tlsCaFile)
+  if (tlsCaFile !== undefined) built.tlsCaFile = resolve(baseDir, tlsCaFile)
   const sentinelsField = redis.field('sentinels')
   const items = check.list(sentinelsField, 'sentinel addresses ("host:port" or {host, port})')
   if (items?.length === 0) check.report(sentinelsField.path, 'expected at least one sentinel address')
@@ -249,14 +259,14 @@ function buildRedis(check: Checker, field: Field): RedisConfig {
  */
 export const LAST_STATE_FILE = '/var/lib/bluegreen/last-state.json'
 
-function lastStateFile(check: Checker, field: Field): string | null {
+function lastStateFile(check: Checker, field: Field, baseDir: string): string | null {
   const file = check.read(
     field,
     LAST_STATE_FILE as string | false,
     (value) => (value === false ? false : nonEmptyString(value)),
     'a file path, or false to keep no local copy',
   )
-  return file === false ? null : resolve(process.cwd(), file)
+  return file === false ? null : resolve(baseDir, file)
 }
 
 function buildSentinel(check: Checker, field: Field): { host: string; port: number } {
@@ -343,9 +353,10 @@ function buildRouting(check: Checker, field: Field): RoutingConfig {
 }
 
 function buildLog(check: Checker, field: Field): LogConfig {
-  const log = check.section(field, ['level', 'access'])
+  const log = check.section(field, ['level', 'format', 'access'])
   return {
     level: check.oneOf(log.field('level'), LOG_LEVELS, 'info'),
+    format: check.oneOf(log.field('format'), ['auto', 'json', 'pretty'], 'auto'),
     access: check.read(log.field('access'), false, parseBoolean, BOOLEAN_EXPECTED),
   }
 }

@@ -167,6 +167,8 @@ export interface AdminConfig {
 
 export interface LogConfig {
   level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** auto: readable lines on a terminal, JSON otherwise. */
+  format: 'auto' | 'json' | 'pretty'
   access: boolean
 }
 

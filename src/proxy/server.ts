@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { type Color, isColor } from '../colors.ts'
 import type { Config } from '../config/types.ts'
-import { type AnsweredCode, statusOf } from '../errors.ts'
+import { type AnsweredCode, ListenError, statusOf } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import {
   chooseColor,
@@ -143,9 +143,10 @@ export class ProxyListener {
   listen(): Promise<AddressInfo> {
     const { host, port } = this.#options.config.listen
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject)
+      const failed = (error: NodeJS.ErrnoException) => reject(new ListenError('proxy', host, port, error))
+      this.server.once('error', failed)
       this.server.listen(port, host, () => {
-        this.server.off('error', reject)
+        this.server.off('error', failed)
         resolve(this.server.address() as AddressInfo)
       })
     })

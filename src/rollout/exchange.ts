@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { Color } from '../colors.ts'
 import { addFigures, emptyFigures, type WindowFigures } from '../metrics/windows.ts'
+import { onRedis } from '../state/redis-connection.ts'
 
 /**
  * How replicas combine their window figures for a decision. With Redis every replica publishes its own figures for
@@ -55,11 +56,9 @@ export class RedisExchange implements WindowExchange {
   async combine(generation: number, color: Color, local: WindowFigures): Promise<WindowFigures> {
     const now = Date.now()
     const mine: Published = { generation, color, at: now, figures: local }
-    const [, entries] = (await this.#client
-      .multi()
-      .hset(this.#key, this.#replicaId, JSON.stringify(mine))
-      .hgetall(this.#key)
-      .exec()) as [[Error | null, unknown], [Error | null, Record<string, string>]]
+    const [, entries] = (await onRedis(this.#client, () =>
+      this.#client.multi().hset(this.#key, this.#replicaId, JSON.stringify(mine)).hgetall(this.#key).exec(),
+    )) as [[Error | null, unknown], [Error | null, Record<string, string>]]
     const total = emptyFigures()
     const stale: string[] = []
     for (const [replica, text] of Object.entries(entries[1] ?? {})) {

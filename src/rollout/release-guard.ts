@@ -64,6 +64,8 @@ export class ReleaseGuard {
   #watch: Watch | undefined
   #step: RolloutStepStatus | undefined
   #busy = false
+  /** The last evaluation failed (see #failedToEvaluate). */
+  #failing = false
 
   constructor(options: ReleaseGuardOptions) {
     this.#options = options
@@ -114,11 +116,28 @@ export class ReleaseGuard {
       if (!state) return
       if (state.rollout?.status === 'running') await this.#driveRollout(state, state.rollout)
       else if (this.#options.config.enabled) await this.#guardWatch(state)
+      this.#evaluated()
     } catch (error) {
-      this.#options.logger.warn({ err: error }, 'release guard could not evaluate')
+      this.#failedToEvaluate(error)
     } finally {
       this.#busy = false
     }
+  }
+
+  /**
+   * A store outage fails every evaluation (each second or so): say so once, and once when evaluating works again;
+   * the store says why in its own line.
+   */
+  #failedToEvaluate(error: unknown): void {
+    const level = this.#failing ? 'debug' : 'warn'
+    this.#failing = true
+    this.#options.logger[level]({ err: error }, 'release guard could not evaluate')
+  }
+
+  #evaluated(): void {
+    if (!this.#failing) return
+    this.#failing = false
+    this.#options.logger.info('release guard evaluating again')
   }
 
   async #guardWatch(state: State): Promise<void> {

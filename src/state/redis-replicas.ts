@@ -7,6 +7,7 @@
 import { hostname } from 'node:os'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.ts'
+import { onRedis } from './redis-connection.ts'
 import type { ForgetResult, ReplicaInfo, ReplicaListing, ReplicaRegistry, WaitResult } from './store.ts'
 
 // KEYS[1] the registry hash. ARGV: replica id, its JSON, ack channel ('' for a plain heartbeat), ack message.
@@ -135,7 +136,9 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
   }
 
   async list(): Promise<ReplicaListing> {
-    const reply = await this.#client.bluegreenReplicas(this.#key, String(this.#options.forgetMissingAfter))
+    const reply = await onRedis(this.#client, () =>
+      this.#client.bluegreenReplicas(this.#key, String(this.#options.forgetMissingAfter)),
+    )
     const now = Number(reply[0])
     const live: ReplicaInfo[] = []
     const silent: ReplicaInfo[] = []
@@ -201,7 +204,9 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
   }
 
   async forget(id: string): Promise<ForgetResult> {
-    const [outcome, entry] = await this.#client.bluegreenForget(this.#key, id, String(this.#liveFor))
+    const [outcome, entry] = await onRedis(this.#client, () =>
+      this.#client.bluegreenForget(this.#key, id, String(this.#liveFor)),
+    )
     const replica = entry === undefined ? undefined : parseEntry(entry)?.replica
     if (outcome === 0 || !replica) return { result: 'unknown' }
     return { result: outcome === 1 ? 'forgotten' : 'live', replica }

@@ -8,7 +8,7 @@ import type { Color } from '../colors.ts'
 import type { RedisConfig } from '../config/types.ts'
 import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import { createRedis } from './redis-connection.ts'
+import { createRedis, plainRedisError, redisAddress, unreachableMessage } from './redis-connection.ts'
 import { CHANGE, READ, type ScriptedRedis, SEED } from './redis-scripts.ts'
 import {
   checkedChange,
@@ -54,6 +54,8 @@ export class RedisStateStore implements StateStore {
   #closed = false
   #pollTimer: NodeJS.Timeout | undefined
   #reachable = false
+  /** An outage has been logged and its end has not (see #unreachable). */
+  #outage = false
   #lastSyncAt: number | undefined
   #lastInvalid: string | undefined
   /** The local file the state served came from, until Redis answers (see adopt). */
@@ -92,7 +94,11 @@ export class RedisStateStore implements StateStore {
     if (this.#closed) return Promise.reject(unavailable('the Redis state store is closed'))
     this.#starting ??= this.#load().catch((error: unknown) => {
       this.#starting = undefined
-      throw asUnavailable(error, `cannot load the state from Redis (${this.#where()})`)
+      throw this.#failure(
+        error,
+        'cannot load the state',
+        `cannot load the state from Redis (${this.#where()})`,
+      )
     })
     return this.#starting
   }
@@ -154,7 +160,11 @@ export class RedisStateStore implements StateStore {
       )
     } catch (error) {
       this.#unreachable(error)
-      throw asUnavailable(error, `Redis (${this.#where()}) did not take the change; it was not made`)
+      throw this.#failure(
+        error,
+        'the change was not made',
+        `Redis (${this.#where()}) did not take the change; it was not made`,
+      )
     }
     this.#synced()
     const [outcome, detail] = reply
@@ -186,7 +196,11 @@ export class RedisStateStore implements StateStore {
     try {
       stored = await this.#client.hmget(this.#key, 'state', 'previous')
     } catch (error) {
-      throw asUnavailable(error, `cannot read the previous state from Redis (${this.#where()})`)
+      throw this.#failure(
+        error,
+        'cannot read the previous state',
+        `cannot read the previous state from Redis (${this.#where()})`,
+      )
     }
     const [state, previous] = stored.map((text) => (text ? this.#parse(text) : undefined))
     const current = state ?? this.#current
@@ -210,8 +224,10 @@ export class RedisStateStore implements StateStore {
     const timeout = this.#options.config.connectTimeout
     await Promise.all([connected(this.#client, timeout), connected(this.#subscriber, timeout)])
     await this.#subscriber.subscribe(this.#channel)
-    // An adopted state seeds like the initial one: written only when Redis has none or an older one.
-    const seed = this.#current ?? initialState(this.#options.initial)
+    // An adopted state seeds like the initial one: written only when Redis has none or an older one. Read before
+    // seeding: the seed's own publication can reach the subscriber (and #current) before its reply.
+    const adopted = this.#current
+    const seed = adopted ?? initialState(this.#options.initial)
     const seeded = await this.#client.bluegreenSeed(
       this.#key,
       String(seed.generation),
@@ -219,7 +235,7 @@ export class RedisStateStore implements StateStore {
       '',
       this.#channel,
     )
-    if (seeded === 1 && this.#current) {
+    if (seeded === 1 && adopted) {
       this.#logger.warn(
         { key: this.#key, generation: seed.generation },
         'Redis had no state or an older one; put back the state this replica served from its local copy',
@@ -361,30 +377,41 @@ export class RedisStateStore implements StateStore {
   }
 
   #synced(): void {
-    if (!this.#reachable && this.#started)
-      this.#logger.info({ redis: this.#where() }, 'Redis reachable again')
+    if (this.#outage)
+      this.#logger.info({ redis: this.#where() }, `Redis at ${redisAddress(this.#client)} is reachable again`)
+    this.#outage = false
     this.#reachable = true
     this.#lastSyncAt = Date.now()
   }
 
+  /** Logged once per outage, with the reason the connection gives (ECONNREFUSED...), not once per failed command. */
   #unreachable(error: unknown): void {
-    if (this.#reachable) {
-      this.#logger.error(
-        { err: error, redis: this.#where(), generation: this.#current?.generation },
-        'Redis unreachable; serving the last applied state',
-      )
-    }
     this.#reachable = false
+    if (this.#outage || this.#closed) {
+      this.#logger.debug({ err: error }, 'Redis still unreachable')
+      return
+    }
+    this.#outage = true
+    this.#logger.error(
+      { redis: this.#where(), generation: this.#current?.generation },
+      `${unreachableMessage(this.#client)}${this.#current ? '; serving the last applied state' : ''}`,
+    )
+  }
+
+  /** A failed command: while Redis is unreachable, says so plainly; otherwise what failed, in context. */
+  #failure(error: unknown, plainContext: string, context: string): BlueGreenError {
+    const plain = plainRedisError(this.#client, error)
+    if (plain !== error && plain instanceof BlueGreenError)
+      return unavailable(`${plainContext}: ${plain.message}`)
+    return asUnavailable(error, context)
   }
 
   #watchConnection(connection: Redis, role: string): void {
-    connection.on('error', (error: Error) => {
-      if (this.#reachable || !this.#started)
-        this.#logger.debug({ err: error, role }, 'Redis connection error')
-      this.#unreachable(error)
-    })
+    connection.on('error', (error: Error) => this.#unreachable(error))
+    // A closed connection is reconnected at once; only a failure to reconnect (an 'error', with its reason) or a
+    // failed command is an outage worth a line.
     connection.on('close', () => {
-      if (!this.#closed) this.#unreachable(new Error(`the ${role} connection closed`))
+      if (!this.#closed) this.#reachable = false
     })
     // ioredis stops reconnecting for good in some cases: with Sentinel, a failover announced while it is still
     // asking the sentinels for the master ends the connection ("Connection is closed."). A proxy must not stay

@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { accessSync, constants } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
-import { join } from 'node:path'
+import { delimiter, join } from 'node:path'
 import { eventually } from './eventually.ts'
 import { freePort, tempDir } from './servers.ts'
 
@@ -21,6 +22,21 @@ export interface RedisProcess {
   /** Starts it again on the same port (empty: these servers keep nothing on disk). */
   restart(): Promise<void>
   stop(): Promise<void>
+}
+
+/**
+ * Whether an executable of that name is on PATH. redis-sentinel comes in its own Debian package, apart from
+ * redis-server: a test that needs it skips, naming what to install, instead of failing with ENOENT.
+ */
+export function onPath(command: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, command), constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  })
 }
 
 /** Answers whether something on the port replies +PONG to a PING. */

@@ -178,9 +178,14 @@ export async function writeConfig(dir: string, config: unknown, name = 'config.j
   return file
 }
 
-export async function spawnProxy(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<ChildProxy> {
+export async function spawnProxy(
+  configFile: string,
+  env: NodeJS.ProcessEnv = {},
+  options: { cwd?: string } = {},
+): Promise<ChildProxy> {
   const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
     env: { ...process.env, ...env },
+    cwd: options.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''

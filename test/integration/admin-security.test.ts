@@ -240,11 +240,22 @@ describe('admin Host and Origin checks', () => {
     expect(
       (await send(named.admin, '/state', { headers: { host: 'BlueGreen-Admin.Internal' } })).status,
     ).toBe(200)
-    for (const host of [`127.0.0.1:${port}`, 'localhost', 'evil.example']) {
+    for (const host of ['evil.example', `evil.example:${port}`, 'bluegreen-admin.internal.evil.example']) {
       const reply = await send(named.admin, '/state', { headers: { host } })
       expect(reply.status, host).toBe(403)
       expect(codeOf(reply)).toBe('BG_FORBIDDEN')
     }
+  })
+
+  it('still answers the local CLI (Host 127.0.0.1:PORT from a loopback peer) with admin.allowedHosts set', async () => {
+    const port = new URL(named.admin).port
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, 'localhost']) {
+      expect((await send(named.admin, '/state', { headers: { host } })).status, host).toBe(200)
+    }
+    const { code, stdout, stderr } = await runCli(['status', '--admin', named.admin])
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+    expect(stdout).toContain('blue')
   })
 
   it('refuses a change from a foreign Origin or a cross-site fetch with 403, changing nothing', async () => {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import {
   Agent,
   type IncomingHttpHeaders,
@@ -191,20 +192,38 @@ describe('lifecycle', () => {
       ]) {
         expect(result.stderr).toMatch(new RegExp(`^  ${path.replace(/[.[\]]/g, '\\$&')}: .+$`, 'm'))
       }
-      expect(result.stderr).toMatch(/8 problem\(s\)/)
+      expect(result.stderr).toMatch(
+        /^bluegreen: invalid configuration, 8 problem\(s\) \(BG_CONFIG_INVALID\):\n/,
+      )
       expect(result.stderr).toMatch(/did you mean "token"/)
       expect(result.stderr).toMatch(/BLUEGREEN_TEST_SURELY_UNSET is not set/)
       expect(result.stderr).not.toMatch(/\n\s+at /)
       expect(result.stdout).toBe('')
     })
 
-    it('exits 1 with a one-line reason when the listen port is taken', async () => {
+    it('exits 1 naming the listener and address when a port is taken, having written nothing to disk', async () => {
       const taken = await startServer((_req, res) => res.end())
       try {
-        const file = await config({ listen: `127.0.0.1:${taken.port}` })
-        const result = await runCli(['serve', '--config', file])
-        expect(result.code).toBe(1)
-        expect(result.stderr).toMatch(new RegExp(`^bluegreen: .*EADDRINUSE.*${taken.port}\n$`))
+        for (const listener of ['proxy', 'admin'] as const) {
+          const statePath = join(dir.path, `never-written-${listener}.json`)
+          const address = `127.0.0.1:${taken.port}`
+          const file = await config(
+            listener === 'proxy' ? { listen: address } : { admin: { listen: address } },
+            statePath,
+          )
+          const result = await runCli(['serve', '--config', file])
+          expect(result.code, listener).toBe(1)
+          expectOneLineReason(
+            result.stderr,
+            new RegExp(
+              `^bluegreen: the ${listener} listener cannot listen on ${address}: .*\\(EADDRINUSE\\)\n$`,
+            ),
+          )
+          // No state file, lock or audit trail left behind by a proxy that never served.
+          for (const path of [statePath, `${statePath}.lock`, `${statePath}.events.jsonl`]) {
+            expect(existsSync(path), path).toBe(false)
+          }
+        }
       } finally {
         await taken.close()
       }
@@ -219,9 +238,14 @@ describe('lifecycle', () => {
         runCli(['serve'], { env: { BLUEGREEN_CONFIG: missing } }),
       ])
       expect(result.code).toBe(2)
-      expectOneLineReason(result.stderr, /cannot read config file .*does-not-exist\.yaml.*ENOENT/)
+      expectOneLineReason(
+        result.stderr,
+        /cannot read config file .*does-not-exist\.yaml.*ENOENT.* \(BG_CONFIG_UNREADABLE\)\n$/,
+      )
       expect(parsed.code).toBe(2)
-      expect(parsed.stderr).toMatch(/^bluegreen: cannot parse config file .*broken\.json:1:\d+/)
+      expect(parsed.stderr).toMatch(
+        /^bluegreen: cannot parse config file .*broken\.json:1:\d+.*\(BG_CONFIG_UNREADABLE\)/,
+      )
       expect(parsed.stderr).not.toMatch(/\n\s+at /)
       expect(viaEnv.code).toBe(2)
       expectOneLineReason(viaEnv.stderr, /cannot read config file/)
@@ -229,6 +253,31 @@ describe('lifecycle', () => {
   })
 
   describe('state across processes', () => {
+    it("resolves a relative state.path against the config file's directory, not the current one", async () => {
+      const configDir = await tempDir('bluegreen-config-dir-')
+      const elsewhere = await tempDir('bluegreen-cwd-')
+      try {
+        const file = await writeConfig(configDir.path, {
+          listen: '127.0.0.1:0',
+          admin: { listen: '127.0.0.1:0' },
+          pools: { blue: { upstreams: [blue.server.url] }, green: { upstreams: [green.url] } },
+          state: { path: './relative-state.json' },
+        })
+        const child = await spawnProxy(file, {}, { cwd: elsewhere.path })
+        children.push(child)
+        const switched = await adminPost(child.admin, '/switch', { to: 'green', reason: 'relative paths' })
+        expect(switched.status).toBe(200)
+        // The state file and the audit trail beside it are in the config's directory.
+        expect(existsSync(join(configDir.path, 'relative-state.json'))).toBe(true)
+        expect(existsSync(join(configDir.path, 'relative-state.json.events.jsonl'))).toBe(true)
+        expect(await readdir(elsewhere.path)).toEqual([])
+        await child.stop()
+      } finally {
+        await configDir.remove()
+        await elsewhere.remove()
+      }
+    })
+
     it('follows a switch made by another process on the same state file, and keeps it across a restart', async () => {
       const statePath = join(dir.path, 'shared-state.json')
       const firstConfig = await config({}, statePath)
@@ -506,6 +555,13 @@ describe('lifecycle', () => {
       const [, proxyUrl, adminUrl] = await eventually(
         () => /proxy\s+(http:\/\/127\.0\.0\.1:\d+)[\s\S]*admin\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(output),
         { timeout: 15_000, message: 'the demo instructions' },
+      )
+      // The banner comes in one piece, after the start-up lines, not interleaved with them.
+      await eventually(() => output.includes('Ctrl-C stops it.'), { message: 'the whole banner' })
+      const banner = output.slice(output.indexOf('bluegreen demo is running'))
+      expect(banner.slice(0, banner.indexOf('Ctrl-C stops it.'))).not.toMatch(/"level"|INFO/)
+      expect(output.indexOf('bluegreen-proxy started'), output).toBeLessThan(
+        output.indexOf('bluegreen demo is running'),
       )
       const response = await fetch(`${proxyUrl}/hello`)
       expect(response.headers.get('x-bluegreen-color')).toBe('blue')

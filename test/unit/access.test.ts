@@ -175,6 +175,25 @@ describe('AdminGuard Host and Origin', () => {
     ).not.toThrow()
   })
 
+  it('answers loopback names from a loopback peer even when the list leaves them out (the local CLI)', () => {
+    const { guard } = guardWith({ allowedHosts: ['admin.internal'] })
+    for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '127.0.0.2']) {
+      for (const host of ['127.0.0.1:9090', 'localhost:9090', '[::1]:9090', 'localhost']) {
+        expect(() => guard.checkHost(request({ host }, address)), `${host} from ${address}`).not.toThrow()
+      }
+    }
+    // From another peer a loopback name proves nothing: only the list counts.
+    for (const host of ['127.0.0.1:9090', 'localhost']) {
+      expect(() => guard.checkHost(request({ host }, '10.0.0.1')), host).toThrow(
+        expect.objectContaining({ code: 'BG_FORBIDDEN' }),
+      )
+    }
+    // From a loopback peer a foreign name is still refused: that is what DNS rebinding looks like.
+    expect(() => guard.checkHost(request({ host: 'evil.example' }, '127.0.0.1'))).toThrow(
+      expect.objectContaining({ code: 'BG_FORBIDDEN' }),
+    )
+  })
+
   it('refuses a foreign Origin and cross-site fetches before looking at the token', () => {
     const { guard } = guardWith({ allowedOrigins: ['https://ops.example'] })
     const auth = { authorization: `Bearer ${TOKEN}` }

@@ -112,7 +112,7 @@ describe('buildConfig', () => {
         sticky: { mode: 'cookie', cookie: 'bluegreen_color', header: 'x-user-id', cookieMaxAge: 86_400_000 },
         previewHeader: null,
       },
-      log: { level: 'info', access: false },
+      log: { level: 'info', format: 'auto', access: false },
       shutdown: { delay: 0, grace: 30_000 },
       rollback: {
         enabled: true,
@@ -658,6 +658,33 @@ state:
   redis: { url: "redis://127.0.0.1:6379", key: "bluegreen:default" }   # Sentinel: sentinels + name
   initial: blue                   # used only when no state exists yet
 `
+
+  it("resolves relative file paths against the config file's directory; absolute ones stay", async () => {
+    const config = await loadConfig(
+      await file(
+        'relative.yaml',
+        [
+          'pools: { blue: { upstreams: ["http://10.0.0.1:80"] }, green: { upstreams: ["http://10.0.0.2:80"] } }',
+          'state:',
+          '  path: state/bluegreen.json',
+          '  redis: { url: "rediss://cache:6380", tlsCaFile: ../ca.pem, lastStateFile: ./last.json }',
+          '',
+        ].join('\n'),
+      ),
+      {},
+    )
+    expect(config.state.path).toBe(join(dir, 'state', 'bluegreen.json'))
+    expect(config.state.redis?.tlsCaFile).toBe(resolve(dir, '..', 'ca.pem'))
+    expect(config.state.redis?.lastStateFile).toBe(join(dir, 'last.json'))
+    const absolute = await loadConfig(
+      await file(
+        'absolute.json',
+        JSON.stringify({ ...minimal, state: { path: '/var/lib/bluegreen/s.json' } }),
+      ),
+      {},
+    )
+    expect(absolute.state.path).toBe('/var/lib/bluegreen/s.json')
+  })
 
   it("accepts the CONTRACT's example config", async () => {
     const config = await loadConfig(await file('contract.yaml', contractExample), {
