@@ -95,6 +95,27 @@ describe('the npm package, packed and installed globally into a temporary prefix
     expect(help.stderr).toBe('')
   })
 
+  it('bluegreen check validates a config from the installed package: exit 0 and a summary, or 2 and every problem', async () => {
+    const good = await writeConfig(tmp.path, {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      pools: { blue: { upstreams: ['http://127.0.0.1:1'] }, green: { upstreams: [] } },
+      state: { store: 'file', path: join(tmp.path, 'state.json') },
+    })
+    const checked = await bluegreenCommand(['check', '--config', good])
+    expect(checked.stdout).toContain('http://127.0.0.1:1')
+    expect(checked.stderr).toBe('')
+    const bad = await writeConfig(tmp.path, { listen: 'nowhere', pools: { blue: {} } }, 'bad.json')
+    const refused = await bluegreenCommand(['check', '--config', bad]).then(
+      () => undefined,
+      (error: { code: number; stderr: string }) => error,
+    )
+    expect(refused?.code).toBe(2)
+    expect(refused?.stderr).toMatch(
+      /^bluegreen: invalid configuration, \d+ problem\(s\) \(BG_CONFIG_INVALID\):\n/,
+    )
+  })
+
   it('a stack trace points into the TypeScript sources (the maps carry them)', async () => {
     const map = JSON.parse(
       await readFile(join(dirname(bluegreen), '../lib/node_modules/bluegreen-proxy/dist/cli.js.map'), 'utf8'),
