@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process'
 import { CLI } from './servers.ts'
 
 export interface CliResult {
@@ -42,4 +42,29 @@ export function runCli(
 /** For afterAll: no CLI outlives its test file. */
 export function killRunningClis(): void {
   for (const child of running) child.kill('SIGKILL')
+}
+
+/** A child process whose stdout and stderr are gathered, interleaved as they came, into one string. */
+export interface Collecting {
+  child: ChildProcess
+  output(): string
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>
+}
+
+/** Spawns `program` with its output collected (see Collecting); the caller kills it. */
+export function spawnCollecting(
+  program: string,
+  args: string[],
+  options: Omit<SpawnOptions, 'stdio'> = {},
+): Collecting {
+  const child = spawn(program, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  const append = (chunk: Buffer) => {
+    output += chunk
+  }
+  child.stdout!.on('data', append)
+  child.stderr!.on('data', append)
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+  return { child, output: () => output, exited }
 }

@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import type { ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { killRunningClis, runCli } from '../helpers/cli.ts'
+import { killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import {
   type ChildProxy,
@@ -29,20 +29,12 @@ interface Streaming {
 const streaming = new Set<ChildProcess>()
 
 function streamCli(args: string[]): Streaming {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const { child, output } = spawnCollecting(process.execPath, [CLI, ...args], {
     env: { ...process.env, BLUEGREEN_ADMIN: undefined, BLUEGREEN_ADMIN_TOKEN: undefined },
-    stdio: ['ignore', 'pipe', 'pipe'],
   })
   streaming.add(child)
-  let output = ''
-  child.stdout.on('data', (chunk) => {
-    output += chunk
-  })
-  child.stderr.on('data', (chunk) => {
-    output += chunk
-  })
   return {
-    output: () => output,
+    output,
     stop: () => {
       child.kill('SIGTERM')
       streaming.delete(child)

@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import { LAST_STATE_FILE } from '../../src/config/schema.ts'
+import { spawnCollecting } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { echoUpstream, freePort, REPO, type TestServer, tempDir } from '../helpers/servers.ts'
 
@@ -363,22 +364,13 @@ describe.skipIf(npmMissing !== undefined)(
     function startContainer(extraEnv: Record<string, string | undefined>) {
       const [entrypoint, command] = [argsOf(final, 'ENTRYPOINT')[0]!, argsOf(final, 'CMD')[0]!]
       const [program, ...args] = [...execForm(entrypoint)!, ...execForm(command)!]
-      const child = spawn(program === 'node' ? process.execPath : program!, args, {
+      const started = spawnCollecting(program === 'node' ? process.execPath : program!, args, {
         cwd: image.workdir,
         env: { PATH: process.env.PATH, HOME: tmp.path, ...env, ...containerPaths(), ...extraEnv },
-        stdio: ['ignore', 'pipe', 'pipe'],
       })
-      children.add(child)
-      let output = ''
-      child.stdout.on('data', (chunk) => {
-        output += chunk
-      })
-      child.stderr.on('data', (chunk) => {
-        output += chunk
-      })
-      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
-      void exited.then(() => children.delete(child))
-      return { child, exited, output: () => output }
+      children.add(started.child)
+      void started.exited.then(() => children.delete(started.child))
+      return started
     }
 
     /** The image's absolute paths (its config) seen from the host: inside the replayed root. */

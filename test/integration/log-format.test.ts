@@ -2,8 +2,9 @@
 // not a terminal, as here) one JSON object per line. A test cannot easily own a terminal, so `auto` on a TTY is
 // the one case left to the pretty formatter's unit test and to a person trying it.
 
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawnCollecting } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { CLI, echoUpstream, type TestServer, tempDir, writeConfig } from '../helpers/servers.ts'
 
@@ -35,21 +36,12 @@ describe('log.format', () => {
       },
       `config-${format}.json`,
     )
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', file], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const { child, output } = spawnCollecting(process.execPath, [CLI, 'serve', '--config', file])
     children.push(child)
-    let output = ''
-    child.stdout.on('data', (chunk) => {
-      output += chunk
-    })
-    child.stderr.on('data', (chunk) => {
-      output += chunk
-    })
-    await eventually(() => output.includes('bluegreen-proxy started'), { message: 'the proxy to start' })
+    await eventually(() => output().includes('bluegreen-proxy started'), { message: 'the proxy to start' })
     child.kill('SIGTERM')
     await eventually(() => child.exitCode !== null, { message: 'the proxy to exit' })
-    return output
+    return output()
   }
 
   it('pretty: readable lines, no JSON, no color codes when the output is not a terminal', async () => {

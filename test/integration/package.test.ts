@@ -1,8 +1,9 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { type ChildProcess, execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spawnCollecting } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { echoUpstream, REPO, type TestServer, tempDir, writeConfig } from '../helpers/servers.ts'
 
@@ -133,23 +134,16 @@ describe('the npm package, packed and installed globally into a temporary prefix
       pools: { blue: { upstreams: [blue.url] }, green: { upstreams: [green.url] } },
       state: { path: join(tmp.path, 'state.json') },
     })
-    const child = spawn(bluegreen, ['serve', '--config', config], {
+    const { child, output, exited } = spawnCollecting(bluegreen, ['serve', '--config', config], {
       env: { ...process.env, PATH },
-      stdio: ['ignore', 'pipe', 'pipe'],
     })
     children.add(child)
-    let output = ''
-    child.stdout.on('data', (chunk) => {
-      output += chunk
-    })
-    child.stderr.on('data', (chunk) => {
-      output += chunk
-    })
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
     const started = await eventually(
       () => {
-        if (child.exitCode !== null) throw new Error(`the proxy exited with ${child.exitCode}:\n${output}`)
-        const line = output.split('\n').find((entry) => entry.includes('bluegreen-proxy started'))
+        if (child.exitCode !== null) throw new Error(`the proxy exited with ${child.exitCode}:\n${output()}`)
+        const line = output()
+          .split('\n')
+          .find((entry) => entry.includes('bluegreen-proxy started'))
         return line ? (JSON.parse(line) as { proxy: { port: number }; admin: { port: number } }) : undefined
       },
       { timeout: 15_000, message: 'the installed proxy to start' },
