@@ -18,16 +18,17 @@ export function buildSmoke(check: Checker, field: Field): SmokeConfig {
   const smoke = check.section(field, ['checks', 'timeout', 'on'])
   const on = check.section(smoke.field('on'), ['switch', 'weights', 'rollout'])
   const items = check.list(smoke.field('checks'), 'checks') ?? []
-  const checks = items.flatMap((item) => buildCheck(check, item) ?? [])
+  const checks: SmokeCheckConfig[] = []
   const names = new Set<string>()
-  checks.forEach((built, index) => {
-    if (names.has(built.name))
-      check.report(
-        `${smoke.path ? `${smoke.path}.` : ''}checks[${index}].name`,
-        'another check has this name',
-      )
+  for (const item of items) {
+    const built = buildCheck(check, item)
+    if (!built) continue
+    // Results are reported by name, so two checks with one name could not be told apart.
+    if (built.name !== '' && names.has(built.name))
+      check.report(`${item.path}.name`, 'another check has this name')
     names.add(built.name)
-  })
+    checks.push(built)
+  }
   return {
     checks,
     timeout: check.read(smoke.field('timeout'), 5_000, ...durationIn(1, MAX_TIMER_MS)),
