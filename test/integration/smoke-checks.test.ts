@@ -43,6 +43,11 @@ async function smokeUpstream(): Promise<{ server: TestServer; behaviour: Behavio
         return
       case '/smoke/headers':
         return json(req.headers)
+      case '/smoke/echo': {
+        const chunks: Buffer[] = []
+        for await (const chunk of req) chunks.push(chunk as Buffer)
+        return json({ method: req.method, body: JSON.parse(Buffer.concat(chunks).toString()) })
+      }
       default:
         res.end('ok')
     }
@@ -60,6 +65,14 @@ const CHECKS = [
     path: '/smoke/headers',
     headers: { 'x-smoke': 'yes' },
     json: { 'x-smoke': 'yes', 'x-forwarded-proto': 'http', 'x-forwarded-for': '127.0.0.1' },
+  },
+  {
+    name: 'post',
+    method: 'POST',
+    path: '/smoke/echo',
+    headers: { 'content-type': 'application/json' },
+    body: '{"ping":{"deep":[1,2]}}',
+    json: { method: 'POST', 'body.ping': { deep: [1, 2] } },
   },
 ]
 
@@ -142,6 +155,18 @@ describe('smoke checks', () => {
     expect((await adminPost(proxy.admin, '/weights', { blue: 90, green: 10 })).status).toBe(200)
   })
 
+  it('refuses to start a rollout toward a failing green', async () => {
+    green.behaviour.jsonStatus = 'degraded'
+    const refused = await adminPost(proxy.admin, '/rollout', {
+      to: 'green',
+      steps: [10, 100],
+      stepSeconds: 60,
+    })
+    expect(refused.status).toBe(412)
+    expect(errorCode(refused)).toBe('BG_SMOKE_FAILED')
+    expect(failing((refused.body as { error: { details: Report } }).error.details)).toEqual(['json'])
+  })
+
   it('fails the JSON field, body substring and latency checks each when they should', async () => {
     const smoke = async () => {
       const reply = await adminPost<Report>(proxy.admin, '/smoke', { color: 'green' })
@@ -171,9 +196,10 @@ describe('smoke checks', () => {
     expect(slow.checks[3]!.problem).toMatch(/^took \d+ ms, more than 400 ms$/)
   })
 
-  it('sends the checks with the headers rewritten as for a proxied request', async () => {
+  it('sends the checks with their method, body and headers, rewritten as for a proxied request', async () => {
     const reply = await adminPost<Report>(proxy.admin, '/smoke', { color: 'blue' })
     expect(reply.body.checks[4]).toMatchObject({ name: 'headers', passed: true, upstream: blue.server.url })
+    expect(reply.body.checks[5]).toMatchObject({ name: 'post', passed: true, status: 200 })
   })
 
   it('POST /smoke takes a color and nothing else', async () => {
@@ -189,12 +215,12 @@ describe('smoke checks', () => {
     const passed = await runCli(['smoke', 'green', '--admin', proxy.admin])
     expect(passed.stderr).toBe('')
     expect(passed.code).toBe(0)
-    expect(passed.stdout).toMatch(/^smoke green: all 5 check\(s\) passed\n/)
+    expect(passed.stdout).toMatch(/^smoke green: all 6 check\(s\) passed\n/)
 
     green.behaviour.status = 500
     const failed = await runCli(['smoke', 'green', '--admin', proxy.admin])
     expect(failed.code).toBe(1)
-    expect(failed.stdout).toMatch(/^smoke green: 1 of 5 check\(s\) failed\n/)
+    expect(failed.stdout).toMatch(/^smoke green: 1 of 6 check\(s\) failed\n/)
     expect(failed.stdout).toMatch(/FAIL\s+status\s+500\s+\d+ ms\s+status 500, expected 200-299/)
 
     const json = await runCli(['smoke', 'green', '--json', '--admin', proxy.admin])
@@ -243,6 +269,37 @@ describe('smoke checks', () => {
     await adminPost(proxy.admin, '/smoke', { color: 'green' })
     const after = await scrapeMetrics(proxy.admin)
     expect((after.get(fail) ?? 0) - (before.get(fail) ?? 0)).toBe(1)
-    expect((after.get(pass) ?? 0) - (before.get(pass) ?? 0)).toBe(4)
+    expect((after.get(pass) ?? 0) - (before.get(pass) ?? 0)).toBe(5)
+  })
+})
+
+describe('smoke.on', () => {
+  let blue: { server: TestServer; behaviour: Behaviour }
+  let green: { server: TestServer; behaviour: Behaviour }
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    blue = await smokeUpstream()
+    green = await smokeUpstream()
+    green.behaviour.status = 500
+    proxy = await startProxy(
+      { blue: [blue.server.url], green: [green.server.url] },
+      { smoke: { checks: CHECKS.slice(0, 1), on: { switch: false } }, rollback: { enabled: false } },
+    )
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    await blue?.server.close()
+    await green?.server.close()
+  })
+
+  it('runs no checks before the changes it turns off, and still before the others', async () => {
+    const weights = await adminPost(proxy.admin, '/weights', { blue: 90, green: 10 })
+    expect(errorCode(weights)).toBe('BG_SMOKE_FAILED')
+    const switched = await adminPost(proxy.admin, '/switch', { to: 'green' })
+    expect(switched.status).toBe(200)
+    const events = (await adminGet(proxy.admin, '/events?limit=1')).body.events as Record<string, unknown>[]
+    expect(events[0]).toMatchObject({ action: 'switch', result: 'accepted' })
+    expect(events[0]).not.toHaveProperty('forcedPast')
   })
 })
