@@ -223,6 +223,7 @@ function startAdmin(
     replicas: core.backend.replicas,
     audit: core.backend.audit,
     metrics: core.metrics,
+    smoke: { config: config.smoke, preserveHost: config.proxy.preserveHost },
     replicaId: context.replicaId,
     snapshot: () => core.table.snapshot(),
     readiness: () => core.table.readiness(context.closing),

@@ -68,6 +68,11 @@ export const ErrorCodes = {
     status: 412,
     meaning: 'the pool the change would send traffic to has no healthy upstream (use force to override)',
   },
+  BG_SMOKE_FAILED: {
+    status: 412,
+    meaning:
+      'a smoke check against the color the change sends traffic to failed; details has every check (use force to override)',
+  },
   BG_STATE_UNAVAILABLE: {
     status: 503,
     meaning: 'the state store is unreachable or not loaded, so the change was not made',

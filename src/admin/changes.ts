@@ -5,11 +5,14 @@ import type { PoolConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import { probeAll } from '../health/probe.ts'
 import type { Logger } from '../log.ts'
+import type { Metrics } from '../metrics/registry.ts'
+import type { SmokeOptions } from '../proxy/smoke.ts'
 import type { Transition } from '../rollout/machine.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { State } from '../state/state.ts'
 import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { type ChangeRequest, changeRequest, givenReason } from './change-requests.ts'
+import { SmokeGate } from './smoke-gate.ts'
 
 export interface ChangeOptions {
   store: StateStore
@@ -19,6 +22,8 @@ export interface ChangeOptions {
   snapshot: () => RoutingSnapshot | undefined
   waitTimeout: number
   logger: Logger
+  metrics: Metrics
+  smoke: SmokeOptions
 }
 
 export interface ChangeResult {
@@ -30,16 +35,18 @@ export interface ChangeResult {
 
 /**
  * Every change through the admin API takes one path: check the body, make sure the pools that would get traffic
- * can serve it (412 unless forced), commit it through the store's compare-and-set, record the attempt in the
+ * can serve it and pass their smoke checks (412 unless forced), commit it through the store's compare-and-set, record the attempt in the
  * audit trail whatever its outcome, and with `wait` answer only once every live replica has applied it. A change
  * to the state already in force is decided by the store against what it holds: answered with that state,
  * `changed: false`, and nothing stored, applied or watched.
  */
 export class Changes {
   readonly #options: ChangeOptions
+  readonly smoke: SmokeGate
 
   constructor(options: ChangeOptions) {
     this.#options = options
+    this.smoke = new SmokeGate(options)
   }
 
   async run(
@@ -55,11 +62,13 @@ export class Changes {
     const from = this.#options.snapshot()?.state
     let request: ChangeRequest | undefined
     let committed: Commit
+    let forcedPast: string[] = []
     try {
       if (body instanceof Error) throw body
       if (!from) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
       request = await changeRequest(action, body, from, () => this.#previous())
       if (!request.force) await this.#requireHealthy(request.change.weights, from)
+      forcedPast = await this.smoke.require(action, request.change.weights, from.weights, request.force)
       committed = await this.#options.store.commit(
         { ...request.change, updatedBy },
         request.expectedGeneration,
@@ -72,6 +81,7 @@ export class Changes {
     this.#record(action, actor, req, from, request.change, {
       result: changed ? 'accepted' : 'unchanged',
       generation: state.generation,
+      ...(forcedPast.length > 0 ? { forcedPast } : {}),
     })
     if (!request.wait) return { state, changed }
     // Unchanged, the state asked for is the one in force: waiting for its generation says whether every replica

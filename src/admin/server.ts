@@ -6,6 +6,7 @@ import type { AdminConfig, PoolConfig } from '../config/types.ts'
 import { BlueGreenError, ListenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
+import type { SmokeOptions } from '../proxy/smoke.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Readiness } from '../routing/table.ts'
 import type { State } from '../state/state.ts'
@@ -25,6 +26,8 @@ export interface AdminOptions {
   replicas: ReplicaRegistry
   audit: AuditTrail
   metrics: Metrics
+  /** The smoke checks, run before a change and by POST /smoke. */
+  smoke: SmokeOptions
   replicaId: string
   snapshot: () => RoutingSnapshot | undefined
   readiness: () => Readiness
@@ -101,6 +104,7 @@ export class AdminServer {
       '/rollback': { POST: this.#change('rollback') },
       '/rollout': { POST: this.#change('rollout') },
       '/rollout/abort': { POST: this.#change('rollout-abort') },
+      '/smoke': { POST: this.#smoke },
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       // The CLI checks for it before a change, so a mistyped --admin (the proxy port) never reaches an application.
@@ -186,6 +190,12 @@ export class AdminServer {
       const result = await this.#changes.run(action, tokenName, req, body)
       sendJson(res, 200, this.#describeChange(result))
     }
+  }
+
+  /** Runs the smoke checks on a color now: 200 with every check's result, passed or not (the CLI exits 1 then). */
+  readonly #smoke: Handler = async (req, res) => {
+    const body = await readJsonObject(req)
+    sendJson(res, 200, await this.#changes.smoke.run(smokeColor(body)))
   }
 
   readonly #getState: Handler = (_req, res) => {
@@ -297,6 +307,23 @@ export class AdminServer {
       },
     }
   }
+}
+
+/** The color POST /smoke names: {"color":"green"} and nothing else. */
+function smokeColor(body: Record<string, unknown>): Color {
+  const unknown = Object.keys(body).filter((key) => key !== 'color')
+  if (unknown.length > 0)
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `unknown field(s): ${unknown.join(', ')}; /smoke takes "color"`,
+    )
+  if (body.color !== 'blue' && body.color !== 'green') {
+    throw new BlueGreenError(
+      'BG_UNKNOWN_COLOR',
+      `"color" must be "blue" or "green", got ${JSON.stringify(body.color ?? null)}`,
+    )
+  }
+  return body.color
 }
 
 /** The id in /replicas/ID, decoded; as sent when it is not valid percent-encoding. */

@@ -31,6 +31,8 @@ export interface AuditEvent {
   generation?: number
   /** The replica's id, for forget-replica. */
   replica?: string
+  /** The gates a forced change went past though they failed ("smoke"). */
+  forcedPast?: string[]
   /** The BG_* code, when refused. */
   code?: string
   message?: string
@@ -47,7 +49,7 @@ export interface AuditTrail {
 export const AUDIT_KEEP = 1000
 
 /** How an attempt ended, as its event says it. */
-export type Outcome = Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message'>
+export type Outcome = Pick<AuditEvent, 'result' | 'generation' | 'code' | 'message' | 'forcedPast'>
 
 /** What the caller knows of an attempt; `from` and `to` take whole states, of which the event keeps the routing. */
 export interface Attempt {

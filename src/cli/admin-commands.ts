@@ -1,4 +1,4 @@
-// The CLI commands that talk to the admin API: status, switch, weights, rollback, events, replicas.
+// The CLI commands that talk to the admin API: status, switch, weights, rollback, smoke, events, replicas.
 // Each returns what to print and the exit code; src/cli.ts does the printing and exiting.
 import { AdminCallError, type AdminClientOptions, callAdmin } from '../admin/client.ts'
 import { COLORS, type Color } from '../colors.ts'
@@ -103,6 +103,20 @@ export const COMMANDS: Record<string, Command> = {
     run: async (client, args, values) => {
       expectArguments('rollback', args, 0)
       return show(await callAdmin(client, 'POST', '/rollback', changeBody(values)), values)
+    },
+  },
+  smoke: {
+    usage: 'bluegreen smoke COLOR [--json]',
+    summary: 'run the smoke checks on blue or green now; exit 1 if one fails',
+    options: [],
+    run: async (client, args, values) => {
+      expectArguments('smoke', args, 1)
+      const [color] = args
+      if (color !== 'blue' && color !== 'green') throw new UsageError('smoke takes a color: blue or green')
+      const report = (await callAdmin(client, 'POST', '/smoke', { color })) as SmokeReply
+      const exitCode = report.passed ? EXIT_OK : EXIT_FAILED
+      if (values.json) return { output: json(report), exitCode }
+      return { output: smokeLines(report), exitCode }
     },
   },
   rollout: {
@@ -339,6 +353,28 @@ interface UpstreamLine {
   condition: string
   ejectedUntil: string | null
   lastCheck: { up: boolean; detail: string } | null
+}
+
+interface SmokeReply {
+  color: Color
+  passed: boolean
+  checks: { name: string; passed: boolean; status: number | null; durationMs: number; problem?: string }[]
+}
+
+function smokeLines(report: SmokeReply): string {
+  if (report.checks.length === 0) return `no smoke checks are configured (smoke.checks)\n`
+  const failing = report.checks.filter((check) => !check.passed).length
+  const summary = report.passed
+    ? `smoke ${report.color}: all ${report.checks.length} check(s) passed`
+    : `smoke ${report.color}: ${failing} of ${report.checks.length} check(s) failed`
+  const rows = report.checks.map((check) => [
+    check.passed ? 'pass' : 'FAIL',
+    check.name,
+    check.status === null ? '-' : String(check.status),
+    `${check.durationMs} ms`,
+    check.problem ?? '',
+  ])
+  return `${summary}\n${table(['result', 'check', 'status', 'time', 'problem'], rows)}`
 }
 
 function show(value: unknown, values: CommandValues): CommandResult {

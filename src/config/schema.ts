@@ -11,6 +11,7 @@ import {
   buildRollout,
 } from './operations-schema.ts'
 import { buildRetries } from './retries-schema.ts'
+import { buildSmoke } from './smoke-schema.ts'
 import type {
   Config,
   ListenAddress,
@@ -101,6 +102,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'rollout',
     'drain',
     'metrics',
+    'smoke',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
@@ -116,6 +118,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     rollout: buildRollout(check, root.field('rollout')),
     drain: buildDrain(check, root.field('drain')),
     metrics: buildMetrics(check, root.field('metrics')),
+    smoke: buildSmoke(check, root.field('smoke')),
   }
   checkListenersDiffer(check, config)
   if (check.problems.length > 0) throw new ConfigError(check.problems)

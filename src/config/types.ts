@@ -208,6 +208,36 @@ export interface DrainConfig {
   timeout: number
 }
 
+export interface StatusRange {
+  min: number
+  max: number
+}
+
+export interface SmokeCheckConfig {
+  name: string
+  method: string
+  /** The path and query sent, as written. */
+  path: string
+  headers: Readonly<Record<string, string>>
+  body: string | undefined
+  /** The statuses that pass: any of these ranges (a single status is a range of one). */
+  status: readonly StatusRange[]
+  /** A substring the response body must contain. */
+  bodyContains: string | undefined
+  /** Dotted paths into the JSON body and the value expected at each. */
+  json: Readonly<Record<string, unknown>> | undefined
+  /** The answer (headers and body) must arrive within this many ms. */
+  maxLatency: number | undefined
+}
+
+export interface SmokeConfig {
+  checks: readonly SmokeCheckConfig[]
+  /** Each check gives up after this long, and fails. */
+  timeout: number
+  /** Which changes run the checks first on the color that gains traffic. */
+  on: { switch: boolean; weights: boolean; rollout: boolean }
+}
+
 export interface MetricsConfig {
   enabled: boolean
 }
@@ -225,4 +255,5 @@ export interface Config {
   rollout: RolloutConfig
   drain: DrainConfig
   metrics: MetricsConfig
+  smoke: SmokeConfig
 }

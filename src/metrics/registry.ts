@@ -28,6 +28,7 @@ export class Metrics {
   readonly upstreamRetries: Counter<'color' | 'reason'>
   readonly upstreamRetriesDenied: Counter<'color' | 'reason'>
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
+  readonly smokeChecks: Counter<'color' | 'result'>
   readonly buildInfo: Gauge<'version' | 'node'>
 
   // Long, and left so: one metric definition after another, each read on its own; split up, a reader would have to
@@ -89,6 +90,12 @@ export class Metrics {
       labelNames: ['trigger'],
       // Every worker applies every change: a sum would count each one N times.
       aggregator: 'max',
+      registers,
+    })
+    this.smokeChecks = new Counter({
+      name: 'bluegreen_smoke_checks_total',
+      help: 'Smoke checks run against a color, before a change or on demand, by result (pass, fail)',
+      labelNames: ['color', 'result'],
       registers,
     })
     this.invalidState = new Counter({

@@ -51,6 +51,7 @@ describe('an admin call that fails in a way nothing expects', () => {
     admin = new AdminServer({
       config: config.admin,
       pools: config.pools,
+      smoke: { config: config.smoke, preserveHost: false },
       logger,
       store: buggy,
       replicas: new LocalReplicaRegistry('test-replica'),

@@ -30,6 +30,70 @@ function withPools(extra: Record<string, unknown>): Record<string, unknown> {
 }
 
 describe('buildConfig', () => {
+  it('reads smoke checks with their defaults, and reports every problem in them at once', () => {
+    const config = buildConfig(
+      withPools({
+        smoke: {
+          checks: [
+            { name: 'home', path: '/' },
+            {
+              name: 'api',
+              method: 'POST',
+              path: '/api?x=1',
+              status: [200, '300-399'],
+              json: { 'a.b': 1 },
+              maxLatency: '1s',
+            },
+          ],
+        },
+      }),
+      {},
+    )
+    expect(config.smoke.checks[0]).toEqual({
+      name: 'home',
+      method: 'GET',
+      path: '/',
+      headers: {},
+      body: undefined,
+      status: [{ min: 200, max: 200 }],
+      bodyContains: undefined,
+      json: undefined,
+      maxLatency: undefined,
+    })
+    expect(config.smoke.checks[1]).toMatchObject({
+      method: 'POST',
+      status: [
+        { min: 200, max: 200 },
+        { min: 300, max: 399 },
+      ],
+      json: { 'a.b': 1 },
+      maxLatency: 1000,
+    })
+
+    const problems = problemsOf(
+      withPools({
+        smoke: {
+          timeout: 'soon',
+          on: { swich: false },
+          checks: [
+            { name: 'a', path: 'no-slash', status: '299-200', methd: 'GET' },
+            { path: '/', headers: { x: 1 }, method: 'FETCH' },
+            { name: 'a', path: '/' },
+          ],
+        },
+      }),
+    )
+    expect(messageAt(problems, 'smoke.timeout')).toMatch(/^expected a duration/)
+    expect(messageAt(problems, 'smoke.on.swich')).toMatch(/did you mean "switch"/)
+    expect(messageAt(problems, 'smoke.checks[0].path')).toMatch(/a path starting with "\/"/)
+    expect(messageAt(problems, 'smoke.checks[0].status')).toMatch(/a range \("200-299"\)/)
+    expect(messageAt(problems, 'smoke.checks[0].methd')).toMatch(/did you mean "method"/)
+    expect(messageAt(problems, 'smoke.checks[1].name')).toMatch(/^required/)
+    expect(messageAt(problems, 'smoke.checks[1].headers')).toMatch(/header names to string values/)
+    expect(messageAt(problems, 'smoke.checks[1].method')).toMatch(/^expected one of: GET/)
+    expect(messageAt(problems, 'smoke.checks[2].name')).toBe('another check has this name')
+  })
+
   it('fills in every default for a minimal config', () => {
     const config = buildConfig(minimal, {})
     expect(config).toEqual({
@@ -127,6 +191,7 @@ describe('buildConfig', () => {
       rollout: { onLowTraffic: 'hold' },
       drain: { timeout: 30_000 },
       metrics: { enabled: true },
+      smoke: { checks: [], timeout: 5_000, on: { switch: true, weights: true, rollout: true } },
     })
   })
 
