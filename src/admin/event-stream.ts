@@ -1,0 +1,117 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { AuditTrail } from '../audit/audit.ts'
+
+/** One event as GET /events/stream sends it: `id:`, `event:` (the kind) and `data:` (JSON). */
+export interface LiveEvent {
+  id: number
+  kind: string
+  data: unknown
+}
+
+export interface EventStreamOptions {
+  /** How many recent events a client reconnecting with Last-Event-ID can be given. */
+  keep?: number
+  /** How often an idle stream gets a comment, so proxies and load balancers do not close it as dead. */
+  keepAliveMs?: number
+}
+
+/**
+ * This replica's live events (GET /events/stream, Server-Sent Events): what it publishes goes to every open stream
+ * at once. Ids count up per process; the last `keep` events are kept so that a client reconnecting with
+ * Last-Event-ID misses nothing, and one that would (too far behind, or its ids came from an earlier process) is
+ * told to resync instead of being left with a silent gap.
+ */
+export class EventStream {
+  readonly #keep: number
+  readonly #keepAliveMs: number
+  readonly #recent: LiveEvent[] = []
+  readonly #clients = new Set<ServerResponse>()
+  #lastId = 0
+  #keepAlive: NodeJS.Timeout | undefined
+
+  constructor({ keep = 500, keepAliveMs = 15_000 }: EventStreamOptions = {}) {
+    this.#keep = keep
+    this.#keepAliveMs = keepAliveMs
+  }
+
+  /** How many streams are open: one whose client went away is no longer counted. */
+  get clients(): number {
+    return this.#clients.size
+  }
+
+  publish(kind: string, data: unknown): void {
+    const event: LiveEvent = { id: ++this.#lastId, kind, data }
+    this.#recent.push(event)
+    if (this.#recent.length > this.#keep) this.#recent.shift()
+    const frame = frameOf(event)
+    for (const client of this.#clients) client.write(frame)
+  }
+
+  /** Answers GET /events/stream: what the client missed (Last-Event-ID), then every event as it is published. */
+  serve(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      // nginx buffers responses by default, which would hold the events back.
+      'x-accel-buffering': 'no',
+    })
+    res.write(': bluegreen live events\n\n')
+    const lastEventId = req.headers['last-event-id']
+    if (typeof lastEventId === 'string') this.#replay(res, lastEventId)
+    this.#clients.add(res)
+    this.#startKeepAlive()
+    res.on('close', () => {
+      this.#clients.delete(res)
+      if (this.#clients.size === 0) this.#stopKeepAlive()
+    })
+  }
+
+  /** Ends every open stream (the admin listener is closing). */
+  endStreams(): void {
+    for (const client of this.#clients) client.end()
+    this.#clients.clear()
+    this.#stopKeepAlive()
+  }
+
+  #replay(res: ServerResponse, lastEventId: string): void {
+    const last = /^\d+$/.test(lastEventId) ? Number(lastEventId) : Number.NaN
+    const oldest = this.#recent[0]?.id ?? this.#lastId + 1
+    // A gap (it fell more than `keep` behind) or an id this process never gave (it restarted): start again.
+    if (Number.isNaN(last) || last > this.#lastId || last + 1 < oldest) {
+      const reason = last > this.#lastId ? 'the proxy restarted' : 'events were missed'
+      const resync: LiveEvent = { id: this.#lastId, kind: 'resync', data: { lastEventId, reason } }
+      res.write(frameOf(resync))
+      return
+    }
+    for (const event of this.#recent) if (event.id > last) res.write(frameOf(event))
+  }
+
+  #startKeepAlive(): void {
+    if (this.#keepAlive) return
+    this.#keepAlive = setInterval(() => {
+      for (const client of this.#clients) client.write(': keep-alive\n\n')
+    }, this.#keepAliveMs)
+    this.#keepAlive.unref()
+  }
+
+  #stopKeepAlive(): void {
+    clearInterval(this.#keepAlive)
+    this.#keepAlive = undefined
+  }
+}
+
+/** An audit trail that also publishes every event it records as an `audit` live event. */
+export function publishingTrail(trail: AuditTrail, events: EventStream): AuditTrail {
+  return {
+    record: (event) => {
+      events.publish('audit', event)
+      return trail.record(event)
+    },
+    recent: (limit) => trail.recent(limit),
+    close: () => trail.close(),
+  }
+}
+
+function frameOf(event: LiveEvent): string {
+  return `id: ${event.id}\nevent: ${event.kind}\ndata: ${JSON.stringify(event.data)}\n\n`
+}
