@@ -100,12 +100,18 @@ export class EventStream {
   }
 }
 
-/** An audit trail that also publishes every event it records as an `audit` live event. */
+/**
+ * An audit trail that also publishes every event it records as an `audit` live event, once the trail has it: a
+ * client woken by it (events --follow) then finds it in GET /events. Published even when the store refused it.
+ */
 export function publishingTrail(trail: AuditTrail, events: EventStream): AuditTrail {
   return {
-    record: (event) => {
-      events.publish('audit', event)
-      return trail.record(event)
+    record: async (event) => {
+      try {
+        await trail.record(event)
+      } finally {
+        events.publish('audit', event)
+      }
     },
     recent: (limit) => trail.recent(limit),
     close: () => trail.close(),
