@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AuditTrail } from '../audit/audit.ts'
 
-/** One event as GET /events/stream sends it: `id:`, `event:` (the kind) and `data:` (JSON). */
+/** One event as GET /events/stream sends it: `id:` (`<process>-<count>`), `event:` (the kind), `data:` (JSON). */
 export interface LiveEvent {
-  id: number
+  id: string
+  /** The count in the id: one more per event this process publishes. */
+  count: number
   kind: string
   data: unknown
 }
@@ -13,25 +16,34 @@ export interface EventStreamOptions {
   keep?: number
   /** How often an idle stream gets a comment, so proxies and load balancers do not close it as dead. */
   keepAliveMs?: number
+  /** What names this process in the ids; random by default. */
+  processTag?: string
 }
 
 /**
  * This replica's live events (GET /events/stream, Server-Sent Events): what it publishes goes to every open stream
  * at once. Ids count up per process; the last `keep` events are kept so that a client reconnecting with
- * Last-Event-ID misses nothing, and one that would (too far behind, or its ids came from an earlier process) is
- * told to resync instead of being left with a silent gap.
+ * Last-Event-ID misses nothing, and one that would (too far behind, or its id came from another process) is told to
+ * resync instead of being left with a silent gap. The process is in the id because one count cannot be told from
+ * another: after a restart, or with --workers (which share the admin port) when the client reconnects to a sibling.
  */
 export class EventStream {
   readonly #keep: number
   readonly #keepAliveMs: number
+  readonly #processTag: string
   readonly #recent: LiveEvent[] = []
   readonly #clients = new Set<ServerResponse>()
-  #lastId = 0
+  #lastCount = 0
   #keepAlive: NodeJS.Timeout | undefined
 
-  constructor({ keep = 500, keepAliveMs = 15_000 }: EventStreamOptions = {}) {
+  constructor({
+    keep = 500,
+    keepAliveMs = 15_000,
+    processTag = randomUUID().slice(0, 8),
+  }: EventStreamOptions = {}) {
     this.#keep = keep
     this.#keepAliveMs = keepAliveMs
+    this.#processTag = processTag
   }
 
   /** How many streams are open: one whose client went away is no longer counted. */
@@ -40,7 +52,8 @@ export class EventStream {
   }
 
   publish(kind: string, data: unknown): void {
-    const event: LiveEvent = { id: ++this.#lastId, kind, data }
+    const count = ++this.#lastCount
+    const event: LiveEvent = { id: `${this.#processTag}-${count}`, count, kind, data }
     this.#recent.push(event)
     if (this.#recent.length > this.#keep) this.#recent.shift()
     const frame = frameOf(event)
@@ -74,16 +87,21 @@ export class EventStream {
   }
 
   #replay(res: ServerResponse, lastEventId: string): void {
-    const last = /^\d+$/.test(lastEventId) ? Number(lastEventId) : Number.NaN
-    const oldest = this.#recent[0]?.id ?? this.#lastId + 1
-    // A gap (it fell more than `keep` behind) or an id this process never gave (it restarted): start again.
-    if (Number.isNaN(last) || last > this.#lastId || last + 1 < oldest) {
-      const reason = last > this.#lastId ? 'the proxy restarted' : 'events were missed'
-      const resync: LiveEvent = { id: this.#lastId, kind: 'resync', data: { lastEventId, reason } }
-      res.write(frameOf(resync))
+    const prefix = `${this.#processTag}-`
+    const countText = lastEventId.startsWith(prefix) ? lastEventId.slice(prefix.length) : ''
+    const last = /^\d+$/.test(countText) ? Number(countText) : Number.NaN
+    const oldest = this.#recent[0]?.count ?? this.#lastCount + 1
+    // An id another process gave, or a gap (the client fell more than `keep` behind): it must start again.
+    if (Number.isNaN(last) || last > this.#lastCount || last + 1 < oldest) {
+      const reason =
+        Number.isNaN(last) || last > this.#lastCount
+          ? 'another proxy process gave that id (a restart, or another worker)'
+          : 'events were missed'
+      const id = `${prefix}${this.#lastCount}`
+      res.write(frameOf({ id, count: this.#lastCount, kind: 'resync', data: { lastEventId, reason } }))
       return
     }
-    for (const event of this.#recent) if (event.id > last) res.write(frameOf(event))
+    for (const event of this.#recent) if (event.count > last) res.write(frameOf(event))
   }
 
   #startKeepAlive(): void {

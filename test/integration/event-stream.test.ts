@@ -137,9 +137,11 @@ describe('GET /events/stream', () => {
     )
     expect(audited.data).toMatchObject({ actor: 'bluegreen', result: 'accepted', generation: 2 })
 
-    // Ids count up, one per event.
-    const ids = stream.frames.map((frame) => Number(frame.id))
-    expect(ids).toEqual(ids.map((_, index) => ids[0]! + index))
+    // Ids are this process's tag and a count that goes up by one per event.
+    const ids = stream.frames.map((frame) => /^([0-9a-f]{8})-(\d+)$/.exec(frame.id ?? '')!)
+    expect(new Set(ids.map((match) => match[1]))).toHaveLength(1)
+    const counts = ids.map((match) => Number(match[2]))
+    expect(counts).toEqual(counts.map((_, index) => counts[0]! + index))
 
     // A client that saw only the switch gets the rest again, in order, and nothing twice.
     const resumed = await openStream(proxy.admin, switched.id)
@@ -147,10 +149,10 @@ describe('GET /events/stream', () => {
     await eventually(() => resumed.frames.length >= after.length, { message: 'the missed events replayed' })
     expect(resumed.frames.slice(0, after.length)).toEqual(after)
 
-    // An id this process never gave (the proxy restarted since): told to resync, not left with a silent gap.
-    const stale = await openStream(proxy.admin, '999999')
+    // An id another process gave (the proxy restarted since): told to resync, not left with a silent gap.
+    const stale = await openStream(proxy.admin, '0badc0de-3')
     const resync = await find(stale, (frame) => frame.event === 'resync', 'the resync')
-    expect(resync).toMatchObject({ id: String(ids.at(-1)), data: { reason: 'the proxy restarted' } })
+    expect(resync).toMatchObject({ id: stream.frames.at(-1)!.id, data: { lastEventId: '0badc0de-3' } })
 
     // A client that goes away is no longer counted; the others are.
     const streams = async () =>

@@ -36,24 +36,33 @@ function read(url: string, lastEventId?: string): () => string {
 
 describe('EventStream', () => {
   it('replays what a client missed while it still has it, and says resync once it has not', async () => {
-    const events = new EventStream({ keep: 3 })
+    const events = new EventStream({ keep: 3, processTag: 'p1' })
     const url = await serve(events)
     for (let n = 1; n <= 5; n++) events.publish('note', { n })
     // Kept: 3, 4, 5. Last seen 2: nothing missed.
-    const resumed = read(url, '2')
-    await eventually(() => resumed().includes('id: 5\n'), { message: 'the replay' })
-    expect(resumed()).not.toContain('id: 2\n')
-    expect(resumed()).toContain('id: 3\nevent: note\ndata: {"n":3}\n\n')
+    const resumed = read(url, 'p1-2')
+    await eventually(() => resumed().includes('id: p1-5\n'), { message: 'the replay' })
+    expect(resumed()).not.toContain('id: p1-2\n')
+    expect(resumed()).toContain('id: p1-3\nevent: note\ndata: {"n":3}\n\n')
     // Last seen 1: event 2 is gone.
-    const behind = read(url, '1')
+    const behind = read(url, 'p1-1')
     await eventually(() => behind().includes('event: resync'), { message: 'the resync' })
     expect(behind()).toContain(
-      'id: 5\nevent: resync\ndata: {"lastEventId":"1","reason":"events were missed"}\n\n',
+      'id: p1-5\nevent: resync\ndata: {"lastEventId":"p1-1","reason":"events were missed"}\n\n',
     )
     expect(behind()).not.toContain('event: note')
+    // An id from another process (a restart, a sibling worker): its count means nothing here.
+    const elsewhere = read(url, 'p0-4')
+    await eventually(() => elsewhere().includes('event: resync'), {
+      message: 'the resync for another process',
+    })
+    expect(elsewhere()).toContain(
+      '"reason":"another proxy process gave that id (a restart, or another worker)"',
+    )
+    expect(elsewhere()).not.toContain('event: note')
     // Both hear what comes next.
     events.publish('note', { n: 6 })
-    await eventually(() => resumed().includes('id: 6\n') && behind().includes('id: 6\n'), {
+    await eventually(() => resumed().includes('id: p1-6\n') && behind().includes('id: p1-6\n'), {
       message: 'event 6',
     })
     events.endStreams()
