@@ -252,6 +252,7 @@ function startProxy(context: Context, core: Core, windows: SlidingWindows): Prox
     config,
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => core.table.snapshot(),
+    onDrainChange: (change) => core.events.publish('drain', change),
     ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(

@@ -117,6 +117,17 @@ describe('GET /events/stream', () => {
       (frame) => frame.event === 'audit' && (frame.data as { action: string }).action === 'switch',
       'the switch audited',
     )
+    // Blue lost its traffic with nothing open on it: its drain starts and is complete at once.
+    const drained = await find(
+      stream,
+      (frame) => frame.event === 'drain' && (frame.data as { phase: string }).phase === 'complete',
+      'blue drained',
+    )
+    expect(drained.data).toEqual({ phase: 'complete', color: 'blue', requests: 0, websockets: 0 })
+    expect(stream.frames.find((frame) => frame.event === 'drain')!.data).toMatchObject({
+      phase: 'started',
+      color: 'blue',
+    })
 
     for (let i = 0; i < 30; i++) await (await fetch(`${proxy.url}/work/${i}`)).arrayBuffer()
     const rolledBack = await find(
