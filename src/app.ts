@@ -65,7 +65,7 @@ interface Core {
   /** The backend's store as the app uses it (in a cluster, committed changes are shared with the siblings). */
   store: StateStore
   table: RoutingTable
-  /** This replica's live events (GET /events/stream): applied states and audited attempts. */
+  /** This replica's live events (GET /events/stream): applied states, audited attempts, drain steps. */
   events: EventStream
   /** The backend's audit trail, each event also published live. */
   audit: AuditTrail
