@@ -47,10 +47,40 @@ describe('bluegreen events --follow', () => {
 
   it('prints a switch made after it started as it is made, with no poll due for an hour', async () => {
     const output = follow(proxy.admin, '3600')
-    await eventually(() => output().includes('no events yet'), { message: 'the first read' })
+    await eventually(() => output().includes('no events yet'), { message: 'the first read', timeout: 15_000 })
     expect((await adminPost(proxy.admin, '/switch', { to: 'green', reason: 'live one' })).status).toBe(200)
     await eventually(() => output().includes('live one'), { message: 'the switch printed' })
     expect(output().trimEnd().split('\n').at(-1)).toMatch(/ switch +green 0\/100 +accepted #1 +live one$/)
+  })
+
+  it('opens the stream again after an admin API restart, and goes on printing', async () => {
+    const pools = { blue: [servers[0]!.url], green: [servers[1]!.url] }
+    let restarting = await startProxy(pools)
+    const port = restarting.app.adminAddress.port
+    const streams = async () =>
+      ((await (await fetch(`${restarting.admin}/state`)).json()) as { replica: { eventStreams: number } })
+        .replica.eventStreams
+    const output = follow(restarting.admin, '0.1')
+    try {
+      await eventually(() => output().includes('no events yet'), {
+        message: 'the first read',
+        timeout: 15_000,
+      })
+      await eventually(async () => (await streams()) === 1, { message: 'the stream open' })
+      await restarting.close()
+      await eventually(() => output().includes('ECONNREFUSED'), { message: 'the outage said' })
+      restarting = await startProxy(pools, { admin: { listen: `127.0.0.1:${port}` } })
+      await eventually(() => output().includes('the admin API answers again'), {
+        message: 'the return',
+      })
+      await eventually(async () => (await streams()) === 1, { message: 'the stream open again' })
+      expect(
+        (await adminPost(restarting.admin, '/switch', { to: 'green', reason: 'after restart' })).status,
+      ).toBe(200)
+      await eventually(() => output().includes('after restart'), { message: 'the switch printed' })
+    } finally {
+      await restarting.close()
+    }
   })
 
   it('polls GET /events on a proxy older than the stream (404)', async () => {
@@ -78,7 +108,7 @@ describe('bluegreen events --follow', () => {
     })
     servers.push(older)
     const output = follow(older.url, '0.1')
-    await eventually(() => output().includes('old one'), { message: 'the old event' })
+    await eventually(() => output().includes('old one'), { message: 'the old event', timeout: 15_000 })
     events.unshift({ ...events[0]!, at: '2026-01-01T00:00:01.000Z', generation: 2, reason: 'polled one' })
     await eventually(() => output().includes('polled one'), { message: 'the new event polled' })
   })
