@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
+import { EventStream, publishingTrail } from './admin/event-stream.ts'
 import { AdminServer } from './admin/server.ts'
 import { Closers } from './app/closers.ts'
 import { outcomeReporting } from './app/outcomes.ts'
 import { createStateBackend, type StateBackend } from './app/state-backend.ts'
 import { StateLoader } from './app/state-loader.ts'
+import type { AuditTrail } from './audit/audit.ts'
 import type { ClusterLink } from './cluster-worker.ts'
 import type { Color } from './colors.ts'
 import type { Config } from './config/types.ts'
@@ -63,6 +65,10 @@ interface Core {
   /** The backend's store as the app uses it (in a cluster, committed changes are shared with the siblings). */
   store: StateStore
   table: RoutingTable
+  /** This replica's live events (GET /events/stream): applied states, audited attempts, drain steps. */
+  events: EventStream
+  /** The backend's audit trail, each event also published live. */
+  audit: AuditTrail
 }
 
 /**
@@ -181,7 +187,10 @@ async function startCore(context: Context): Promise<Core> {
   })
   // An upstream in or out of service: the same state over other upstreams, so nothing is "applied" or counted.
   health.onChange(() => table.upstreamsChanged())
-  return { upstreams, metrics, health, backend, store, table }
+  const events = new EventStream()
+  table.onApplied((state, previous) => events.publish('state', liveState(state, previous)))
+  const audit = publishingTrail(backend.audit, events)
+  return { upstreams, metrics, health, backend, store, table, events, audit }
 }
 
 function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {
@@ -198,7 +207,7 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
       cluster && config.state.store === 'file'
         ? cluster.windowExchange(exchangeFreshness(config.rollback.evaluateEvery))
         : core.backend.exchange,
-    audit: core.backend.audit,
+    audit: core.audit,
     logger: logger.child({ part: 'guard' }),
     replicaId: context.replicaId,
     current: () => core.table.snapshot()?.state,
@@ -221,7 +230,7 @@ function startAdmin(
     logger: context.logger.child({ part: 'admin' }),
     store: core.store,
     replicas: core.backend.replicas,
-    audit: core.backend.audit,
+    audit: core.audit,
     metrics: core.metrics,
     smoke: { config: config.smoke, preserveHost: config.proxy.preserveHost },
     replicaId: context.replicaId,
@@ -232,6 +241,7 @@ function startAdmin(
     watchStatus: () => guard.status(),
     rolloutStepStatus: () => guard.rolloutStep(),
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
+    events: core.events,
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
@@ -243,6 +253,7 @@ function startProxy(context: Context, core: Core, windows: SlidingWindows): Prox
     config,
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => core.table.snapshot(),
+    onDrainChange: (change) => core.events.publish('drain', change),
     ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(
@@ -275,6 +286,23 @@ async function eachUpstream(
   each: (upstream: Upstream) => Promise<void>,
 ): Promise<void> {
   await Promise.all(Object.values(upstreams).flat().map(each))
+}
+
+/** A `state` live event: what this replica now routes by, and what it replaced. */
+function liveState(state: State, previous: State | undefined): unknown {
+  const { generation, active, weights, trigger, reason, updatedBy, updatedAt, rollout } = state
+  return {
+    generation,
+    from: previous
+      ? { active: previous.active, weights: previous.weights, generation: previous.generation }
+      : null,
+    to: { active, weights },
+    trigger: trigger ?? 'admin',
+    reason,
+    by: updatedBy,
+    at: updatedAt,
+    ...(rollout ? { rollout } : {}),
+  }
 }
 
 function logApplied(logger: Logger, state: State, previous: State | undefined): void {

@@ -125,3 +125,81 @@ function send(
     req.end(payload)
   })
 }
+
+/** One thing an admin event stream said: an event (id, kind, its data as sent), or a comment (a keep-alive). */
+export interface StreamFrame {
+  id?: string
+  event?: string
+  data?: string
+  comment?: string
+}
+
+export interface OpenStream {
+  /** Settles when the stream ends: the admin API closed it, or the connection broke. */
+  ended: Promise<void>
+  close(): void
+}
+
+/**
+ * Opens GET /events/stream (Server-Sent Events), resuming after `lastEventId` when given, and passes on each frame
+ * as it comes. Rejects, like callAdmin, when the stream cannot be opened: 404 from a proxy older than the stream.
+ */
+export function openEventStream(
+  options: AdminClientOptions,
+  lastEventId: string | undefined,
+  onFrame: (frame: StreamFrame) => void,
+): Promise<OpenStream> {
+  const url = new URL('/events/stream', options.url)
+  const headers: Record<string, string> = { accept: 'text/event-stream' }
+  if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
+  if (options.token) headers.authorization = `Bearer ${options.token}`
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers }, (res) => {
+      if (res.headers[ADMIN_MARK] !== '1' || res.statusCode !== 200) {
+        res.resume()
+        const status = res.statusCode ?? 0
+        const code = res.headers[ADMIN_MARK] === '1' ? `HTTP_${status}` : 'BG_NOT_ADMIN_API'
+        reject(new AdminCallError(status, code, `${options.url}: GET /events/stream answered ${status}`))
+        return
+      }
+      res.setEncoding('utf8')
+      let pending = ''
+      res.on('data', (chunk: string) => {
+        pending += chunk
+        for (let end = pending.indexOf('\n\n'); end !== -1; end = pending.indexOf('\n\n')) {
+          onFrame(frameOf(pending.slice(0, end)))
+          pending = pending.slice(end + 2)
+        }
+      })
+      const ended = new Promise<void>((done) => {
+        res.once('close', done)
+        res.once('error', () => done())
+      })
+      resolve({ ended, close: () => req.destroy() })
+    })
+    req.on('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        new AdminCallError(
+          0,
+          'BG_ADMIN_UNREACHABLE',
+          `cannot reach the admin API at ${options.url} (${error.code ?? error.message})`,
+        ),
+      ),
+    )
+    req.end()
+  })
+}
+
+function frameOf(block: string): StreamFrame {
+  const frame: StreamFrame = {}
+  for (const line of block.split('\n')) {
+    const colon = line.indexOf(':')
+    const field = colon === -1 ? line : line.slice(0, colon)
+    const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '')
+    if (field === '') frame.comment = value
+    else if (field === 'id' || field === 'event') frame[field] = value
+    else if (field === 'data') frame.data = frame.data === undefined ? value : `${frame.data}\n${value}`
+  }
+  return frame
+}

@@ -14,6 +14,7 @@ import type { ReplicaRegistry, StateStore } from '../state/store.ts'
 import { buildInfo } from '../version.ts'
 import { AdminGuard } from './access.ts'
 import { type ChangeResult, Changes } from './changes.ts'
+import type { EventStream } from './event-stream.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
 import { ADMIN_MARK } from './mark.ts'
@@ -41,6 +42,8 @@ export interface AdminOptions {
   rolloutStepStatus?: () => unknown
   /** With --workers: every worker's metrics added up, answered instead of this process's own. */
   clusterMetrics?: () => Promise<string>
+  /** This replica's live events, for GET /events/stream. */
+  events?: EventStream
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -95,6 +98,7 @@ export class AdminServer {
       '/replicas': { GET: this.#getReplicas },
       [REPLICA_ROUTE]: { DELETE: this.#forgetReplica },
       '/events': { GET: this.#getEvents },
+      ...(options.events ? { '/events/stream': { GET: options.events.serve.bind(options.events) } } : {}),
       '/metrics': { GET: this.#getMetrics },
       '/healthz': { GET: (_req, res) => sendJson(res, 200, { status: 'ok' }) },
       '/readyz': { GET: this.#getReady },
@@ -126,6 +130,7 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
+    this.#options.events?.endStreams()
     return new Promise((resolve) => {
       this.server.close(() => resolve())
       this.server.closeAllConnections()
@@ -304,6 +309,7 @@ export class AdminServer {
         health,
         watching,
         rolloutStep,
+        eventStreams: this.#options.events?.clients ?? 0,
       },
     }
   }

@@ -2,6 +2,7 @@
 // Each returns what to print and the exit code; src/cli.ts does the printing and exiting.
 import { AdminCallError, type AdminClientOptions, callAdmin } from '../admin/client.ts'
 import { COLORS, type Color } from '../colors.ts'
+import { EventWakeups } from './event-wakeups.ts'
 
 export class UsageError extends Error {}
 
@@ -61,10 +62,15 @@ export const COMMANDS: Record<string, Command> = {
       if (!values.watch) return show(await callAdmin(client, 'GET', '/state'), values)
       // Clear the screen and home the cursor on a terminal; a pipe gets frames one after the other.
       const clear = process.stdout.isTTY ? '\x1b[2J\x1b[H' : ''
-      return everyInterval(seconds(values.interval, 2), print, async () => {
-        const frame = show(await callAdmin(client, 'GET', '/state'), values).output
-        print(`${clear}${new Date().toISOString()}\n${frame}\n`)
-      })
+      const interval = seconds(values.interval, 2)
+      return everyInterval(
+        () => sleep(interval),
+        print,
+        async () => {
+          const frame = show(await callAdmin(client, 'GET', '/state'), values).output
+          print(`${clear}${new Date().toISOString()}\n${frame}\n`)
+        },
+      )
     },
   },
   switch: {
@@ -157,7 +163,7 @@ export const COMMANDS: Record<string, Command> = {
     options: [
       '--limit N               how many (default 20, at most 1000)',
       '--follow                then print each new event as it comes, oldest first, until Ctrl-C',
-      '--interval SECONDS      how often --follow asks (default 2)',
+      '--interval SECONDS      how often --follow asks a proxy without GET /events/stream (default 2)',
     ],
     run: async (client, args, values, print) => {
       expectArguments('events', args, 0)
@@ -217,9 +223,10 @@ function sleep(ms: number): Promise<void> {
 }
 
 /**
- * events --follow: the last `limit` events, then each new one as it comes, oldest first as a log reads. Polls GET
- * /events (the stream is for later); an event is new when it was not in the previous answer, so two events in the
- * same millisecond are both printed. More than FOLLOW_WINDOW events between two polls: the window widens once.
+ * events --follow: the last `limit` events, then each new one as it comes, oldest first as a log reads. Reads GET
+ * /events (the fleet's trail) whenever the event stream says something happened, or every `interval` against a
+ * proxy without the stream; an event is new when it was not in the previous answer, so two events in the same
+ * millisecond are both printed. More than FOLLOW_WINDOW events between two reads: the window widens once.
  */
 async function follow(
   client: AdminClientOptions,
@@ -231,7 +238,9 @@ async function follow(
   const recent = async (count: number) =>
     ((await callAdmin(client, 'GET', `/events?limit=${count}`)) as { events: AuditLine[] }).events
   let seen: Set<string> | undefined
-  return everyInterval(interval, print, async () => {
+  const wakeups = await EventWakeups.open(client, interval)
+  const wait = wakeups ? () => wakeups.next() : () => sleep(interval)
+  return everyInterval(wait, print, async () => {
     let events = await recent(seen ? FOLLOW_WINDOW : limit)
     if (
       seen &&
@@ -254,10 +263,14 @@ async function follow(
 }
 
 /**
- * Runs `step` now and every `interval` ms until the process is stopped. A failure after a first success (the admin
- * API restarting, say) is printed once and tried again; a first failure ends the command like any call's.
+ * Runs `step` now and again after each `wait` until the process is stopped. A failure after a first success (the
+ * admin API restarting, say) is printed once and tried again; a first failure ends the command like any call's.
  */
-async function everyInterval(interval: number, print: Print, step: () => Promise<void>): Promise<never> {
+async function everyInterval(
+  wait: () => Promise<void>,
+  print: Print,
+  step: () => Promise<void>,
+): Promise<never> {
   let succeeded = false
   let failing: string | undefined
   for (;;) {
@@ -272,7 +285,7 @@ async function everyInterval(interval: number, print: Print, step: () => Promise
       if (line !== failing) print(`${new Date().toISOString()} ${line}; trying again\n`)
       failing = line
     }
-    await sleep(interval)
+    await wait()
   }
 }
 

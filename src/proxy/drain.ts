@@ -41,11 +41,18 @@ export interface DrainStatus {
   draining: DrainRecord | null
 }
 
+/** A drain's step, for the live events: begun, given up (traffic came back), done, or cut short at the timeout. */
+export interface DrainChange extends OpenOnColor {
+  phase: 'started' | 'canceled' | 'complete' | 'timeout'
+  color: Color
+}
+
 export interface ColorDrainerOptions {
   /** Milliseconds before what is still open on a drained color is closed; 0 leaves it open. */
   timeout: number
   logger: Logger
   closeWebSockets: (color: Color) => void
+  onChange?: (change: DrainChange) => void
 }
 
 interface Drain {
@@ -113,6 +120,7 @@ export class ColorDrainer implements RequestTracker {
           { color: drain.color, ...this.#open(drain.color) },
           'drain canceled: the color gets traffic again',
         )
+        this.#changed('canceled', drain.color)
       }
     }
     if (!previous) return
@@ -158,6 +166,7 @@ export class ColorDrainer implements RequestTracker {
       { color, ...this.#open(color), timeoutMs: timeout },
       'drain started: the color has no traffic',
     )
+    this.#changed('started', color)
     this.#checkDrained()
     if (drain.drainedAt === null && timeout > 0) {
       drain.timer = setTimeout(() => this.#closeLeftovers(drain), timeout)
@@ -175,6 +184,7 @@ export class ColorDrainer implements RequestTracker {
       { color, drainMs: drain.drainedAt - drain.since },
       'drain complete: nothing is open on the color; safe to scale it down',
     )
+    this.#changed('complete', color)
   }
 
   #closeLeftovers(drain: Drain): void {
@@ -184,9 +194,14 @@ export class ColorDrainer implements RequestTracker {
       { color, ...this.#open(color), timeoutMs: this.#options.timeout },
       'drain timeout: closing the requests and WebSockets still open on the color',
     )
+    this.#changed('timeout', color)
     // A copy: an abort may check the request out before the loop is over.
     for (const request of [...this.#requests[color]]) request.abort()
     this.#options.closeWebSockets(color)
+  }
+
+  #changed(phase: DrainChange['phase'], color: Color): void {
+    this.#options.onChange?.({ phase, color, ...this.#open(color) })
   }
 
   #open(color: Color): OpenOnColor {

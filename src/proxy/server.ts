@@ -15,7 +15,7 @@ import {
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { State } from '../state/state.ts'
-import { ColorDrainer, type DrainStatus } from './drain.ts'
+import { ColorDrainer, type DrainChange, type DrainStatus } from './drain.ts'
 import {
   codingsBesidesChunked,
   cookieValue,
@@ -36,6 +36,8 @@ export interface ProxyListenerOptions {
   snapshot: () => RoutingSnapshot | undefined
   onOutcome?: (outcome: RequestOutcome) => void
   onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error, retry: RetryDecision) => void
+  /** Each step of a drain (see drain.ts), for the live events. */
+  onDrainChange?: (change: DrainChange) => void
 }
 
 /** How often Node checks clientHeader and clientRequest (see the listener's options). */
@@ -94,6 +96,7 @@ export class ProxyListener {
       timeout: config.drain.timeout,
       logger,
       closeWebSockets: (color) => this.#websockets.closeAll(color),
+      onChange: options.onDrainChange,
     })
     this.#forwardOptions = {
       colorHeader: config.proxy.colorHeader,
