@@ -44,6 +44,10 @@ export function changeRequest(
       return rolloutRequest(body, from)
     case 'rollout-abort':
       return abortRequest(body, from)
+    case 'rollout-pause':
+    case 'rollout-resume':
+    case 'rollout-promote':
+      return gateRequest(action, body, from)
     case 'rollback':
       return rollbackRequest(body, from, previous)
   }
@@ -133,6 +137,26 @@ function abortRequest(body: Record<string, unknown>, from: State): ChangeRequest
     wait,
     expectedGeneration: expectedGeneration ?? from.generation,
   }
+}
+
+/**
+ * POST /rollout/pause, /rollout/resume, /rollout/promote (`full`: straight to 100%). Each belongs to the generation
+ * read here, as an abort does: a step taken in between makes it stale (409) rather than pausing or promoting a
+ * different step. Promoting sends more traffic only to the color the rollout already sends some to: nothing to probe.
+ */
+function gateRequest(
+  action: 'rollout-pause' | 'rollout-resume' | 'rollout-promote',
+  body: Record<string, unknown>,
+  from: State,
+): ChangeRequest {
+  const promoting = action === 'rollout-promote'
+  onlyFields(body, ['reason', 'wait', 'expectedGeneration', ...(promoting ? ['full'] : [])])
+  const { given, expectedGeneration, wait } = optionsIn(body)
+  const now = Date.now()
+  const change = promoting
+    ? onRequest(from, { type: 'promote', full: optionalBoolean(body, 'full') ?? false, reason: given }, now)
+    : onRequest(from, { type: action === 'rollout-pause' ? 'pause' : 'resume', reason: given }, now)
+  return { change, force: true, wait, expectedGeneration: expectedGeneration ?? from.generation }
 }
 
 function colorIn(body: Record<string, unknown>): Color {

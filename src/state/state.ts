@@ -8,7 +8,7 @@ import { BlueGreenError } from '../errors.ts'
 export const TRIGGERS = ['admin', 'rollback', 'rollout'] as const
 export type Trigger = (typeof TRIGGERS)[number]
 
-export const ROLLOUT_STATUSES = ['running', 'completed', 'rolled-back', 'aborted'] as const
+export const ROLLOUT_STATUSES = ['running', 'paused', 'completed', 'rolled-back', 'aborted'] as const
 export type RolloutStatus = (typeof ROLLOUT_STATUSES)[number]
 
 /** A progressive shift, kept in the state itself so that it survives restarts and every replica sees it. */
@@ -24,6 +24,8 @@ export interface Rollout {
   from: { active: Color; weights: Weights }
   startedAt: string
   stepStartedAt: string
+  /** While paused (POST /rollout/pause), since when; absent in rollouts stored before pauses existed. */
+  pausedAt?: string
   /** Why it ended, once it has. */
   outcome?: string
 }
@@ -133,7 +135,7 @@ export function sameRouting(
 
 /**
  * Whether a change would leave the stored state as it is in every way that matters: the same routing, and no
- * running rollout on either side (a plain change ends a running rollout, and starting one hands the weights to the
+ * rollout in progress (running or paused) on either side (a plain change ends one, and starting one hands the weights to the
  * release guard, whatever the weights). Who asked and why do not count, and neither does the record of a rollout
  * that has ended. Such a change is not stored: a new generation that routes as the last one would become the
  * "previous" state a rollback returns to, and the rollback would change nothing.
@@ -143,11 +145,12 @@ export function changesNothing(
   stored: State,
   requested: Pick<State, 'active' | 'weights' | 'rollout'>,
 ): boolean {
-  return (
-    sameRouting(stored, requested) &&
-    stored.rollout?.status !== 'running' &&
-    requested.rollout?.status !== 'running'
-  )
+  return sameRouting(stored, requested) && !inProgress(stored.rollout) && !inProgress(requested.rollout)
+}
+
+/** Whether a rollout still moves traffic, or may once resumed: running, or paused on its way. */
+export function inProgress(rollout: Pick<Rollout, 'status'> | undefined): boolean {
+  return rollout?.status === 'running' || rollout?.status === 'paused'
 }
 
 /**
@@ -247,6 +250,9 @@ export function rolloutProblem(value: unknown): string | undefined {
   }
   if (typeof rollout.startedAt !== 'string' || typeof rollout.stepStartedAt !== 'string') {
     return 'rollout.startedAt and rollout.stepStartedAt must be times'
+  }
+  if ((rollout.status === 'paused') !== (typeof rollout.pausedAt === 'string')) {
+    return 'rollout.pausedAt must be a time while the rollout is paused, and only then'
   }
   return undefined
 }
