@@ -5,7 +5,9 @@ import { BlueGreenError } from '../errors.ts'
 import {
   inProgress,
   type Rollout,
+  type RolloutGate,
   type RolloutStatus,
+  type RolloutWaiting,
   type State,
   type StateChange,
   type Trigger,
@@ -24,6 +26,10 @@ import type { Verdict } from './judge.ts'
 //   running | paused --promote--> running at the next step, or completed at 100%  (an operator; full: to 100%)
 //   paused --(figures fail, or its color has no upstream)--> rolled-back          (the release guard)
 //   paused --abort--> aborted
+//   running --(step's time up, figures pass, the step has a gate)--> running, waiting at the gate:
+//     manual: waits for promote; autoPromoteAfterSeconds promotes it, abortIfNotApprovedWithinSeconds aborts it
+//     pause:  moves on once its seconds are over
+//   (waiting, figures that fail still roll it back; a pause stops its clocks from acting until resumed)
 //   running | completed --rollback--> rolled-back     (an operator; the release guard, watching a completed one)
 // A first step of 100% completes at once. Any other rollback, and one after an aborted or rolled-back rollout,
 // returns to the previous state, the last routing that differs.
@@ -37,9 +43,12 @@ export interface Transition extends Omit<StateChange, 'updatedBy' | 'trigger'> {
   trigger: Trigger
 }
 
+/** The gates a rollout is started with, as the rollout keeps them. */
+export type Gating = Pick<Rollout, 'gates' | 'autoPromoteAfterSeconds' | 'abortIfNotApprovedWithinSeconds'>
+
 /** What an operator asks for through the admin API, its body already checked for shape. */
 export type RolloutRequest =
-  | { type: 'start'; to: Color; steps: number[]; stepSeconds: number; reason?: string }
+  | { type: 'start'; to: Color; steps: number[]; stepSeconds: number; gating?: Gating; reason?: string }
   | { type: 'abort'; reason?: string }
   | { type: 'pause'; reason?: string }
   | { type: 'resume'; reason?: string }
@@ -155,6 +164,7 @@ function start(state: State, event: Extract<RolloutRequest, { type: 'start' }>, 
     from: { active: state.active, weights: state.weights },
     startedAt: at,
     stepStartedAt: at,
+    ...event.gating,
   }
   return atStep(state, rollout, 0, at, event.reason ?? describeStep(rollout, 0))
 }
@@ -170,16 +180,57 @@ function judgedStep(
   if (action === 'roll-back') return rollBackRollout(rollout, summary)
   // Paused, it is still rolled back on failing figures, but moves on only when resumed or promoted.
   if (rollout.status === 'paused') return { kind: 'none' }
+  // At its gate, the step's figures have passed already: only its gate's clock moves it on.
+  if (rollout.waiting) return atGate(state, rollout, rollout.waiting, now)
   if (action === 'wait') return { kind: 'none' }
   if (action === 'hold') return { kind: 'hold' }
-  const step = rollout.step + 1
   const judged = verdict === 'undecided' ? `too little traffic to judge (${summary})` : summary
-  const reason = `${describeStep(rollout, step)} after ${judged}`
+  const gate = rollout.gates?.[rollout.step]
+  if (gate) return { kind: 'change', action: 'rollout', change: waitAt(state, rollout, gate, judged, now) }
+  return nextStep(state, rollout, `after ${judged}`, now)
+}
+
+function nextStep(state: State, rollout: Rollout, why: string, now: number): Decision {
+  const step = rollout.step + 1
+  const reason = `${describeStep(rollout, step)} ${why}`
   return {
     kind: 'change',
     action: 'rollout',
     change: atStep(state, rollout, step, new Date(now).toISOString(), reason),
   }
+}
+
+/** The step's figures passed and it has a gate: it stays at its weight, waiting, and says so in the state. */
+function waitAt(state: State, rollout: Rollout, gate: RolloutGate, judged: string, now: number): Transition {
+  const since = new Date(now).toISOString()
+  const at = (seconds: number) => new Date(now + seconds * 1000).toISOString()
+  const waiting: RolloutWaiting =
+    gate.type === 'pause'
+      ? { for: 'pause', since, until: at(gate.seconds) }
+      : rollout.autoPromoteAfterSeconds !== undefined
+        ? { for: 'promote', since, until: at(rollout.autoPromoteAfterSeconds), onTimeout: 'promote' }
+        : rollout.abortIfNotApprovedWithinSeconds !== undefined
+          ? { for: 'promote', since, until: at(rollout.abortIfNotApprovedWithinSeconds), onTimeout: 'abort' }
+          : { for: 'promote', since }
+  const what = gate.type === 'pause' ? `a pause of ${gate.seconds} s` : 'promote'
+  return {
+    active: state.active,
+    weights: state.weights,
+    trigger: 'rollout',
+    reason: `${describeStep(rollout, rollout.step)} waits for ${what} after ${judged}`,
+    rollout: { ...rollout, waiting },
+  }
+}
+
+/** A step waiting at its gate: moves on (or is aborted) once the gate's time is over, if it has one. */
+function atGate(state: State, rollout: Rollout, waiting: RolloutWaiting, now: number): Decision {
+  if (waiting.until === undefined || now < Date.parse(waiting.until)) return { kind: 'none' }
+  const waited = `${(Date.parse(waiting.until) - Date.parse(waiting.since)) / 1000} s`
+  if (waiting.for === 'pause') return nextStep(state, rollout, `after a pause of ${waited}`, now)
+  if (waiting.onTimeout === 'promote')
+    return nextStep(state, rollout, `promoted automatically after ${waited}`, now)
+  const reason = `rollout to ${rollout.to} aborted at ${rollout.steps[rollout.step]}%: not promoted within ${waited}`
+  return { kind: 'change', action: 'rollout-abort', change: ended(rollout, 'aborted', 'rollout', reason) }
 }
 
 /** The rollout at `step`, which it began `at`: completed once that step is 100%. */
@@ -336,7 +387,8 @@ function rolloutInProgress(state: State): Rollout {
   return state.rollout
 }
 
+/** The rollout neither paused nor waiting at a gate: at a new step, resumed, or ended. */
 function withoutPause(rollout: Rollout): Rollout {
-  const { pausedAt: _ended, ...rest } = rollout
+  const { pausedAt: _paused, waiting: _waiting, ...rest } = rollout
   return rest
 }

@@ -3,6 +3,7 @@ import { BlueGreenError } from '../../src/errors.ts'
 import type { Verdict } from '../../src/rollout/judge.ts'
 import {
   type Decision,
+  type Gating,
   onEvaluation,
   onRequest,
   stepAction,
@@ -413,6 +414,87 @@ describe('pausing, resuming and promoting a rollout', () => {
       refusal(() => onRequest(paused, { type: 'start', to: 'green', steps: [50, 100], stepSeconds: 5 }, T0))
         .code,
     ).toBe('BG_ROLLOUT_RUNNING')
+  })
+})
+
+describe('a step with a gate', () => {
+  const gated = (gating: Gating, steps = [10, 50, 100]) => {
+    const state = blue()
+    const start = onRequest(state, { type: 'start', to: 'green', steps, stepSeconds: 30, gating }, T0)
+    return applied(state, start, T0)
+  }
+  const manual: Gating = { gates: [{ type: 'manual' }, null, null] }
+  const timeUp = T0 + 30 * SECOND
+
+  it('waits for promote once its time is up and its figures pass, saying since when', () => {
+    const running = gated(manual)
+    const wait = changeOf(judged(running, healthy, timeUp))
+    expect(wait.weights).toEqual({ blue: 90, green: 10 })
+    expect(wait.reason).toBe(
+      'rollout to green: step 1/3 (10%) waits for promote after error ratio 0.0% (0/80)',
+    )
+    expect(wait.rollout?.waiting).toEqual({ for: 'promote', since: '2026-11-26T12:00:30.000Z' })
+    const waiting = applied(running, wait, timeUp)
+    expect(judged(waiting, healthy, timeUp + 3600 * SECOND)).toEqual({ kind: 'none' })
+    expect(changeOf(judged(waiting, failing, timeUp + SECOND)).rollout?.status).toBe('rolled-back')
+    const promoted = onRequest(waiting, { type: 'promote', full: false }, timeUp + 5 * SECOND)
+    expect(promoted.rollout).toMatchObject({ step: 1, status: 'running' })
+    expect(promoted.rollout).not.toHaveProperty('waiting')
+  })
+
+  it('a pause moves on by itself once its time is over', () => {
+    const running = gated({ gates: [{ type: 'pause', seconds: 20 }, null, null] })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    expect(waiting.rollout?.waiting).toEqual({
+      for: 'pause',
+      since: '2026-11-26T12:00:30.000Z',
+      until: '2026-11-26T12:00:50.000Z',
+    })
+    expect(judged(waiting, quiet, timeUp + 19 * SECOND)).toEqual({ kind: 'none' })
+    const next = changeOf(judged(waiting, quiet, timeUp + 20 * SECOND))
+    expect(next.weights).toEqual({ blue: 50, green: 50 })
+    expect(next.reason).toBe('rollout to green: step 2/3 (50%) after a pause of 20 s')
+  })
+
+  it('autoPromoteAfterSeconds promotes a manual gate nobody promoted', () => {
+    const running = gated({ ...manual, autoPromoteAfterSeconds: 60 })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    expect(waiting.rollout?.waiting).toMatchObject({
+      until: '2026-11-26T12:01:30.000Z',
+      onTimeout: 'promote',
+    })
+    expect(judged(waiting, healthy, timeUp + 59 * SECOND)).toEqual({ kind: 'none' })
+    const decision = judged(waiting, healthy, timeUp + 60 * SECOND)
+    expect(decision).toMatchObject({ kind: 'change', action: 'rollout' })
+    expect(changeOf(decision).reason).toBe(
+      'rollout to green: step 2/3 (50%) promoted automatically after 60 s',
+    )
+  })
+
+  it('abortIfNotApprovedWithinSeconds aborts the rollout back where it started', () => {
+    const running = gated({ ...manual, abortIfNotApprovedWithinSeconds: 60 })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    const decision = judged(waiting, healthy, timeUp + 60 * SECOND)
+    expect(decision).toMatchObject({ kind: 'change', action: 'rollout-abort' })
+    const change = changeOf(decision)
+    expect(change.weights).toEqual({ blue: 100, green: 0 })
+    expect(change.rollout).toMatchObject({
+      status: 'aborted',
+      outcome: 'rollout to green aborted at 10%: not promoted within 60 s',
+    })
+    expect(change.rollout).not.toHaveProperty('waiting')
+  })
+
+  it("while paused, a gate's time running out does nothing until resumed", () => {
+    const running = gated({ ...manual, autoPromoteAfterSeconds: 60 })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    const paused = applied(waiting, onRequest(waiting, { type: 'pause' }, timeUp + SECOND), timeUp + SECOND)
+    expect(judged(paused, healthy, timeUp + 3600 * SECOND)).toEqual({ kind: 'none' })
+  })
+
+  it('without a gate, a step moves on as before', () => {
+    const running = gated({ gates: [null, { type: 'manual' }, null] })
+    expect(changeOf(judged(running, healthy, timeUp)).rollout).toMatchObject({ step: 1 })
   })
 })
 
