@@ -69,6 +69,8 @@ describe('what a change alters', () => {
     const plain = { active: 'blue' as const, weights: { blue: 90, green: 10 } }
     expect(changesNothing(canary, plain)).toBe(false)
     expect(changesNothing(at(4, plain), { ...plain, rollout: rollout('running') })).toBe(false)
+    const paused = { ...rollout('paused'), pausedAt: '2026-11-26T12:00:05Z' }
+    expect(changesNothing(at(4, { ...plain, rollout: paused }), plain)).toBe(false)
     for (const status of ['completed', 'rolled-back', 'aborted'] as const) {
       expect(changesNothing(at(4, { ...plain, rollout: rollout(status) }), plain), status).toBe(true)
     }
