@@ -30,13 +30,14 @@ import type { Verdict } from './judge.ts'
 //     manual: waits for promote; autoPromoteAfterSeconds promotes it, abortIfNotApprovedWithinSeconds aborts it
 //     pause:  moves on once its seconds are over
 //   (waiting, figures that fail still roll it back; a pause stops its clocks from acting until resumed)
-//   running | completed --rollback--> rolled-back     (an operator; the release guard, watching a completed one)
+//   running | paused | completed --rollback--> rolled-back   (an operator; the guard, watching a completed one)
 // A first step of 100% completes at once. Any other rollback, and one after an aborted or rolled-back rollout,
 // returns to the previous state, the last routing that differs.
 //
 // A step whose time is up but whose figures are too few to judge holds (rollout.onLowTraffic: hold): it stays
-// running, and the hold is not stored. A new state (a pause, a step waiting for a gate) is one more status in
-// ROLLOUT_STATUSES, one more case in `onRequest` or `onEvaluation`, and one more line above (as 'paused' is).
+// running, and the hold is not stored; a wait at a gate is stored (Rollout.waiting), so that its timeout is acted on
+// once across the fleet and a restart keeps it. A new state is one more status in ROLLOUT_STATUSES (as 'paused'),
+// one more case in `onRequest` or `onEvaluation`, and one more line above.
 
 /** A change to commit: the store fills in the generation and time, the caller who made it (`updatedBy`). */
 export interface Transition extends Omit<StateChange, 'updatedBy' | 'trigger'> {
