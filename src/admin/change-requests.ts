@@ -1,8 +1,9 @@
 import type { ChangeAction } from '../audit/audit.ts'
 import { activeFor, allTo, type Color, isColor, type Weights, weightsProblem } from '../colors.ts'
+import { parseDuration } from '../config/validate.ts'
 import { BlueGreenError } from '../errors.ts'
-import { onRequest, type Transition, undoesRollout } from '../rollout/machine.ts'
-import { type State, stepsProblem } from '../state/state.ts'
+import { type Gating, onRequest, type Transition, undoesRollout } from '../rollout/machine.ts'
+import { type RolloutGate, type State, stepsProblem } from '../state/state.ts'
 import { onlyFields, optionalBoolean, optionalGeneration, optionalString } from './http.ts'
 
 // What each change endpoint's body asks for: its fields checked, then the change it means. Rollout transitions
@@ -44,6 +45,10 @@ export function changeRequest(
       return rolloutRequest(body, from)
     case 'rollout-abort':
       return abortRequest(body, from)
+    case 'rollout-pause':
+    case 'rollout-resume':
+    case 'rollout-promote':
+      return gateRequest(action, body, from)
     case 'rollback':
       return rollbackRequest(body, from, previous)
   }
@@ -100,11 +105,16 @@ function weightsRequest(body: Record<string, unknown>, from: State): ChangeReque
 
 /** POST /rollout: the first step now; the release guard takes it from there (src/rollout/release-guard.ts). */
 function rolloutRequest(body: Record<string, unknown>, from: State): ChangeRequest {
-  onlyFields(body, ['to', 'steps', 'stepSeconds', ...COMMON_FIELDS])
+  onlyFields(body, [
+    'to',
+    'steps',
+    'stepSeconds',
+    'autoPromoteAfter',
+    'abortIfNotApprovedWithin',
+    ...COMMON_FIELDS,
+  ])
   const to = colorIn(body)
-  const problem = stepsProblem(body.steps)
-  if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem)
-  const steps = body.steps as number[]
+  const { steps, gating } = stepsAndGates(body)
   const { stepSeconds } = body
   if (
     typeof stepSeconds !== 'number' ||
@@ -118,8 +128,88 @@ function rolloutRequest(body: Record<string, unknown>, from: State): ChangeReque
     )
   }
   const { given, ...rest } = optionsIn(body)
-  const change = onRequest(from, { type: 'start', to, steps, stepSeconds, reason: given }, Date.now())
+  const change = onRequest(from, { type: 'start', to, steps, stepSeconds, gating, reason: given }, Date.now())
   return { change, ...rest }
+}
+
+/**
+ * A rollout's steps, each a weight or `{"weight": 50, "gate": "manual"}` / `{"weight": 50, "pause": "30s"}`, and the
+ * manual gates' timeouts (`autoPromoteAfter` or `abortIfNotApprovedWithin`, durations, not both).
+ */
+function stepsAndGates(body: Record<string, unknown>): { steps: number[]; gating: Gating | undefined } {
+  if (!Array.isArray(body.steps)) throw new BlueGreenError('BG_BAD_REQUEST', stepsProblem(body.steps)!)
+  const given = body.steps.map((step: unknown, index: number) => stepIn(step, index))
+  const weights = given.map((step) => step.weight)
+  const problem = stepsProblem(weights)
+  if (problem) throw new BlueGreenError('BG_BAD_REQUEST', problem)
+  const steps = weights as number[]
+  const gates = given.map((step) => step.gate)
+  if (gates.at(-1) !== null)
+    throw new BlueGreenError('BG_BAD_REQUEST', 'the last step (100%) completes the rollout: it takes no gate')
+  const promote = secondsIn(body, 'autoPromoteAfter')
+  const abort = secondsIn(body, 'abortIfNotApprovedWithin')
+  if (promote !== undefined && abort !== undefined) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      'autoPromoteAfter and abortIfNotApprovedWithin exclude each other: a manual gate times out one way',
+    )
+  }
+  const manual = gates.some((gate) => gate?.type === 'manual')
+  if ((promote !== undefined || abort !== undefined) && !manual) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      'autoPromoteAfter and abortIfNotApprovedWithin apply to manual gates, and no step has one',
+    )
+  }
+  if (!gates.some((gate) => gate !== null)) return { steps, gating: undefined }
+  return {
+    steps,
+    gating: {
+      gates,
+      ...(promote === undefined ? {} : { autoPromoteAfterSeconds: promote }),
+      ...(abort === undefined ? {} : { abortIfNotApprovedWithinSeconds: abort }),
+    },
+  }
+}
+
+function stepIn(step: unknown, index: number): { weight: unknown; gate: RolloutGate | null } {
+  if (typeof step !== 'object' || step === null) return { weight: step, gate: null }
+  const fields = step as Record<string, unknown>
+  const where = `steps[${index}]`
+  const unknown = Object.keys(fields).filter((key) => !['weight', 'gate', 'pause'].includes(key))
+  if (unknown.length > 0 || (fields.gate !== undefined) === (fields.pause !== undefined)) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `${where} must be a weight, {"weight": N, "gate": "manual"} or {"weight": N, "pause": "30s"}`,
+    )
+  }
+  if (fields.pause !== undefined)
+    return {
+      weight: fields.weight,
+      gate: { type: 'pause', seconds: secondsOf(fields.pause, `${where}.pause`) },
+    }
+  if (fields.gate !== 'manual')
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `${where}.gate must be "manual", got ${JSON.stringify(fields.gate)}`,
+    )
+  return { weight: fields.weight, gate: { type: 'manual' } }
+}
+
+function secondsIn(body: Record<string, unknown>, field: string): number | undefined {
+  return body[field] === undefined ? undefined : secondsOf(body[field], field)
+}
+
+/** A duration an operator gives ("30s", "10m", "1h"), in whole seconds from 1 s to a day. */
+function secondsOf(value: unknown, where: string): number {
+  const ms = typeof value === 'string' ? parseDuration(value) : undefined
+  if (ms === undefined || ms % 1000 !== 0 || ms < 1000 || ms > 86_400_000) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `${where} must be a whole number of seconds from 1 s to 24 h, such as "30s", "10m" or "1h"; got ${JSON.stringify(value)}`,
+    )
+  }
+  return ms / 1000
 }
 
 /** POST /rollout/abort: back to where the running rollout started. */
@@ -133,6 +223,26 @@ function abortRequest(body: Record<string, unknown>, from: State): ChangeRequest
     wait,
     expectedGeneration: expectedGeneration ?? from.generation,
   }
+}
+
+/**
+ * POST /rollout/pause, /rollout/resume, /rollout/promote (`full`: straight to 100%). Each belongs to the generation
+ * read here, as an abort does: a step taken in between makes it stale (409) rather than pausing or promoting a
+ * different step. Promoting sends more traffic only to the color the rollout already sends some to: nothing to probe.
+ */
+function gateRequest(
+  action: 'rollout-pause' | 'rollout-resume' | 'rollout-promote',
+  body: Record<string, unknown>,
+  from: State,
+): ChangeRequest {
+  const promoting = action === 'rollout-promote'
+  onlyFields(body, ['reason', 'wait', 'expectedGeneration', ...(promoting ? ['full'] : [])])
+  const { given, expectedGeneration, wait } = optionsIn(body)
+  const now = Date.now()
+  const change = promoting
+    ? onRequest(from, { type: 'promote', full: optionalBoolean(body, 'full') ?? false, reason: given }, now)
+    : onRequest(from, { type: action === 'rollout-pause' ? 'pause' : 'resume', reason: given }, now)
+  return { change, force: true, wait, expectedGeneration: expectedGeneration ?? from.generation }
 }
 
 function colorIn(body: Record<string, unknown>): Color {

@@ -74,6 +74,9 @@ const ACTIONS: Record<string, ChangeAction> = {
   '/rollback': 'rollback',
   '/rollout': 'rollout',
   '/rollout/abort': 'rollout-abort',
+  '/rollout/pause': 'rollout-pause',
+  '/rollout/resume': 'rollout-resume',
+  '/rollout/promote': 'rollout-promote',
 }
 
 /**
@@ -109,6 +112,9 @@ export class AdminServer {
       '/rollout': { POST: this.#change('rollout') },
       '/rollout/abort': { POST: this.#change('rollout-abort') },
       '/smoke': { POST: this.#smoke },
+      '/rollout/pause': { POST: this.#change('rollout-pause') },
+      '/rollout/resume': { POST: this.#change('rollout-resume') },
+      '/rollout/promote': { POST: this.#change('rollout-promote') },
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       // The CLI checks for it before a change, so a mistyped --admin (the proxy port) never reaches an application.

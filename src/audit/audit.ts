@@ -6,7 +6,16 @@ import type { Logger } from '../log.ts'
  * What an attempt tried to do: a change through the admin API or the release guard (an automatic rollback is a
  * `rollback`, a rollout's step a `rollout`), or forgetting a missing replica.
  */
-export type Action = 'switch' | 'weights' | 'rollback' | 'rollout' | 'rollout-abort' | 'forget-replica'
+export type Action =
+  | 'switch'
+  | 'weights'
+  | 'rollback'
+  | 'rollout'
+  | 'rollout-abort'
+  | 'rollout-pause'
+  | 'rollout-resume'
+  | 'rollout-promote'
+  | 'forget-replica'
 
 /** The actions that change the routing state. */
 export type ChangeAction = Exclude<Action, 'forget-replica'>

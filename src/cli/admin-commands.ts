@@ -15,6 +15,7 @@ export const EXIT_WAIT_INCOMPLETE = 3
 export interface CommandValues {
   json?: boolean
   force?: boolean
+  full?: boolean
   wait?: boolean
   reason?: string
   'expected-generation'?: string
@@ -127,22 +128,33 @@ export const COMMANDS: Record<string, Command> = {
   },
   rollout: {
     usage:
-      'bluegreen rollout COLOR --steps 10,25,50,100 --step-seconds 30 [--force] [--reason TEXT] | rollout abort',
-    summary: 'shift traffic step by step, checked before each step; "rollout abort" goes back',
+      'bluegreen rollout COLOR --steps 10,25,50,100 --step-seconds 30 [--force] [--reason TEXT] | rollout pause | resume | promote [--full] | abort | status [--watch]',
+    summary: 'shift traffic step by step, checked before each step; pause, resume, promote or abort it',
     options: [
       '--steps LIST            the weights COLOR goes through, ending at 100 (default 10,25,50,100)',
       '--step-seconds N        how long each step lasts before the next (default 60)',
+      '--full                  promote: straight to 100%',
+      '--watch                 status: redraw it every --interval seconds until Ctrl-C',
       ...CHANGE_OPTIONS,
     ],
-    run: async (client, args, values) => {
-      if (args[0] === 'abort') {
-        expectArguments('rollout abort', args.slice(1), 0)
-        return show(await callAdmin(client, 'POST', '/rollout/abort', changeBody(values)), values)
+    run: async (client, args, values, print) => {
+      const [verb] = args
+      if (verb === 'status') {
+        expectArguments('rollout status', args.slice(1), 0)
+        return rolloutStatus(client, values, print)
+      }
+      if (verb === 'abort' || verb === 'pause' || verb === 'resume' || verb === 'promote') {
+        expectArguments(`rollout ${verb}`, args.slice(1), 0)
+        if (values.full && verb !== 'promote') throw new UsageError('--full goes with rollout promote')
+        const body = { ...changeBody(values), ...(values.full ? { full: true } : {}) }
+        return show(await callAdmin(client, 'POST', `/rollout/${verb}`, body), values)
       }
       expectArguments('rollout', args, 1)
       const [to] = args
       if (to !== 'blue' && to !== 'green')
-        throw new UsageError('rollout takes a color (blue or green), or "abort"')
+        throw new UsageError(
+          'rollout takes a color (blue or green), or pause, resume, promote, abort or status',
+        )
       const stepsText = values.steps ?? '10,25,50,100'
       if (!/^\d{1,3}(,\d{1,3})*$/.test(stepsText))
         throw new UsageError('--steps takes whole numbers separated by commas, e.g. 10,25,50,100')
@@ -203,6 +215,24 @@ export const COMMANDS: Record<string, Command> = {
       return { output: replicasTable(reply), exitCode }
     },
   },
+}
+
+/** bluegreen rollout status: the rollout and what it waits for, once or every --interval. */
+async function rolloutStatus(client: AdminClientOptions, values: CommandValues, print: Print) {
+  const once = async (): Promise<CommandResult> => {
+    const state = (await callAdmin(client, 'GET', '/state')) as StateLine
+    if (values.json) return { output: json(state.rollout ?? null), exitCode: EXIT_OK }
+    return { output: `${state.rollout ? rolloutLine(state) : 'rollout     none'}\n`, exitCode: EXIT_OK }
+  }
+  if (!values.watch) return once()
+  const interval = seconds(values.interval, 2)
+  return everyInterval(
+    () => sleep(interval),
+    print,
+    async () => {
+      print(`${new Date().toISOString()}\n${(await once()).output}\n`)
+    },
+  )
 }
 
 /** The admin API's own cap on GET /events?limit. */
@@ -329,7 +359,15 @@ function changeBody(values: CommandValues): Record<string, unknown> {
 }
 
 interface StateLine {
-  rollout?: { to: string; steps: number[]; step: number; status: string; outcome?: string }
+  rollout?: {
+    to: string
+    steps: number[]
+    step: number
+    status: string
+    outcome?: string
+    pausedAt?: string
+    waiting?: { for: string; since: string; until?: string; onTimeout?: string }
+  }
   active: string
   weights: { blue: number; green: number }
   generation: number
@@ -416,13 +454,29 @@ function rolloutLine(state: StateLine): string {
   const { rollout } = state
   const step = `step ${rollout!.step + 1}/${rollout!.steps.length} (${rollout!.steps[rollout!.step]}% to ${rollout!.to})`
   const judged = state.replica?.rolloutStep
-  const progress =
-    rollout!.status !== 'running' || !judged
+  const progress = rollout!.waiting
+    ? `, ${waitingWords(rollout!.waiting)}`
+    : rollout!.status !== 'running' || !judged
       ? ''
       : judged.waitingFor
         ? `, held: too little traffic to judge (${judged.waitingFor})`
         : `, until ${judged.endsAt}: ${judged.figures}`
-  return `rollout     ${rollout!.status}, ${step}${progress}${rollout!.outcome ? `: ${rollout!.outcome}` : ''}`
+  const status = rollout!.pausedAt ? `paused since ${rollout!.pausedAt}` : rollout!.status
+  return `rollout     ${status}, ${step}${progress}${rollout!.outcome ? `: ${rollout!.outcome}` : ''}`
+}
+
+/** "waiting for promote since T (promoted automatically at U)" */
+function waitingWords(waiting: NonNullable<NonNullable<StateLine['rollout']>['waiting']>): string {
+  const what = waiting.for === 'promote' ? 'promote' : 'a pause to end'
+  const end =
+    waiting.until === undefined
+      ? ''
+      : waiting.for === 'pause'
+        ? ` (until ${waiting.until})`
+        : waiting.onTimeout === 'abort'
+          ? ` (aborted at ${waiting.until} if not promoted)`
+          : ` (promoted automatically at ${waiting.until})`
+  return `waiting for ${what} since ${waiting.since}${end}`
 }
 
 /** What this replica sees: its upstreams, what is open on each color, the drain, the watch, its store. */

@@ -10,6 +10,7 @@ export const OPTIONS = {
   token: { type: 'string' },
   json: { type: 'boolean' },
   force: { type: 'boolean' },
+  full: { type: 'boolean' },
   wait: { type: 'boolean' },
   reason: { type: 'string' },
   'expected-generation': { type: 'string' },

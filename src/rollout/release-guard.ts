@@ -4,7 +4,7 @@ import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
-import type { Rollout, State } from '../state/state.ts'
+import { inProgress, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
 import { judge, outageOver } from './judge.ts'
@@ -50,7 +50,7 @@ export interface RolloutStepStatus {
  *   ratio or p99 passes the thresholds over at least `minRequests`, the change is rolled back;
  * - a running progressive rollout moves to its next step when the step's time is up and the thresholds hold
  *   (a step too quiet to judge holds, unless `rollout.onLowTraffic` is proceed), and is rolled back to where it
- *   started when they do not;
+ *   started when they do not; a paused one does not move on, but is still rolled back;
  * - either is rolled back at once, traffic or not, when the color it sends traffic to has had no available upstream
  *   for `rollback.unavailableFor`: every request to it would get the proxy's own 503.
  * Every replica evaluates the figures pooled across replicas and acts through the store's compare-and-set on the
@@ -114,7 +114,7 @@ export class ReleaseGuard {
     try {
       const state = this.#options.current()
       if (!state) return
-      if (state.rollout?.status === 'running') await this.#driveRollout(state, state.rollout)
+      if (state.rollout && inProgress(state.rollout)) await this.#driveRollout(state, state.rollout)
       else if (this.#options.config.enabled) await this.#guardWatch(state)
       this.#evaluated()
     } catch (error) {

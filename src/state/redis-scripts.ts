@@ -14,7 +14,7 @@ import type { Redis } from 'ioredis'
 // restart without persistence, a failover to a lagging replica) can never hand out a generation already used; for
 // the same reason a Redis behind this replica is written to even by a change that alters nothing.
 // "Alters nothing" and the state kept as replaced follow changesNothing and replacedState in state.ts: the same
-// active color and weights, and no running rollout on either side; keep the two in step.
+// active color and weights, and no rollout in progress (running or paused) on either side; keep the two in step.
 export const CHANGE = `
 local time = redis.call('TIME')
 if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[5]) then return {-3} end
@@ -33,7 +33,7 @@ local function routing(state)
   return tostring(state.active) .. ' ' .. tostring(state.weights.blue) .. ' ' .. tostring(state.weights.green)
 end
 local function running(state)
-  return type(state.rollout) == 'table' and state.rollout.status == 'running'
+  return type(state.rollout) == 'table' and (state.rollout.status == 'running' or state.rollout.status == 'paused')
 end
 local sameRouting = routing(decoded) == routing(wanted)
 if sameRouting and generation >= base and not running(decoded) and not running(wanted) then

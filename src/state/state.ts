@@ -8,8 +8,22 @@ import { BlueGreenError } from '../errors.ts'
 export const TRIGGERS = ['admin', 'rollback', 'rollout'] as const
 export type Trigger = (typeof TRIGGERS)[number]
 
-export const ROLLOUT_STATUSES = ['running', 'completed', 'rolled-back', 'aborted'] as const
+export const ROLLOUT_STATUSES = ['running', 'paused', 'completed', 'rolled-back', 'aborted'] as const
 export type RolloutStatus = (typeof ROLLOUT_STATUSES)[number]
+
+/**
+ * What a step waits for once its time is up and its figures pass, before the next step: `manual` a promote
+ * (POST /rollout/promote), `pause` a further `seconds`.
+ */
+export type RolloutGate = { type: 'manual' } | { type: 'pause'; seconds: number }
+
+/** What a running rollout waits for at a gate, since when, and until when if its gate ends by itself (doing `onTimeout`). */
+export interface RolloutWaiting {
+  for: 'promote' | 'pause'
+  since: string
+  until?: string
+  onTimeout?: 'promote' | 'abort'
+}
 
 /** A progressive shift, kept in the state itself so that it survives restarts and every replica sees it. */
 export interface Rollout {
@@ -24,6 +38,16 @@ export interface Rollout {
   from: { active: Color; weights: Weights }
   startedAt: string
   stepStartedAt: string
+  /** While paused (POST /rollout/pause), since when; absent in rollouts stored before pauses existed. */
+  pausedAt?: string
+  /** A gate (or null) for each step, when any step has one; never on the last step. */
+  gates?: (RolloutGate | null)[]
+  /** A manual gate promotes itself after this long (Argo's autoPromotionSeconds). */
+  autoPromoteAfterSeconds?: number
+  /** A manual gate not promoted within this long aborts the rollout (CodeDeploy's actionOnTimeout: STOP). */
+  abortIfNotApprovedWithinSeconds?: number
+  /** What the running step waits for at its gate, once there. */
+  waiting?: RolloutWaiting
   /** Why it ended, once it has. */
   outcome?: string
 }
@@ -133,7 +157,7 @@ export function sameRouting(
 
 /**
  * Whether a change would leave the stored state as it is in every way that matters: the same routing, and no
- * running rollout on either side (a plain change ends a running rollout, and starting one hands the weights to the
+ * rollout in progress (running or paused) on either side (a plain change ends one, and starting one hands the weights to the
  * release guard, whatever the weights). Who asked and why do not count, and neither does the record of a rollout
  * that has ended. Such a change is not stored: a new generation that routes as the last one would become the
  * "previous" state a rollback returns to, and the rollback would change nothing.
@@ -143,11 +167,12 @@ export function changesNothing(
   stored: State,
   requested: Pick<State, 'active' | 'weights' | 'rollout'>,
 ): boolean {
-  return (
-    sameRouting(stored, requested) &&
-    stored.rollout?.status !== 'running' &&
-    requested.rollout?.status !== 'running'
-  )
+  return sameRouting(stored, requested) && !inProgress(stored.rollout) && !inProgress(requested.rollout)
+}
+
+/** Whether a rollout still moves traffic, or may once resumed: running, or paused on its way. */
+export function inProgress(rollout: Pick<Rollout, 'status'> | undefined): boolean {
+  return rollout?.status === 'running' || rollout?.status === 'paused'
 }
 
 /**
@@ -248,5 +273,52 @@ export function rolloutProblem(value: unknown): string | undefined {
   if (typeof rollout.startedAt !== 'string' || typeof rollout.stepStartedAt !== 'string') {
     return 'rollout.startedAt and rollout.stepStartedAt must be times'
   }
+  if ((rollout.status === 'paused') !== (typeof rollout.pausedAt === 'string')) {
+    return 'rollout.pausedAt must be a time while the rollout is paused, and only then'
+  }
+  return gatingProblem(rollout, count)
+}
+
+const positiveSeconds = (value: unknown) => typeof value === 'number' && Number.isFinite(value) && value > 0
+
+/** The gates, their timeouts and what the rollout waits for: all absent in rollouts stored before gates existed. */
+function gatingProblem(rollout: Record<string, unknown>, count: number): string | undefined {
+  const { gates, autoPromoteAfterSeconds: promote, abortIfNotApprovedWithinSeconds: abort, waiting } = rollout
+  if (gates !== undefined) {
+    if (!Array.isArray(gates) || gates.length !== count || gates[count - 1] !== null)
+      return 'rollout.gates must hold a gate or null for each step, null for the last'
+    if (!gates.every((gate) => gate === null || gateProblem(gate) === undefined))
+      return 'rollout.gates must each be null, {type: "manual"} or {type: "pause", seconds}'
+  }
+  if (promote !== undefined && !positiveSeconds(promote))
+    return 'rollout.autoPromoteAfterSeconds must be a positive number'
+  if (abort !== undefined && !positiveSeconds(abort))
+    return 'rollout.abortIfNotApprovedWithinSeconds must be a positive number'
+  if (promote !== undefined && abort !== undefined)
+    return 'rollout.autoPromoteAfterSeconds and rollout.abortIfNotApprovedWithinSeconds exclude each other'
+  if (waiting === undefined) return undefined
+  const wait = waiting as Record<string, unknown> | null
+  if (
+    typeof wait !== 'object' ||
+    wait === null ||
+    (wait.for !== 'promote' && wait.for !== 'pause') ||
+    typeof wait.since !== 'string' ||
+    (wait.until !== undefined && typeof wait.until !== 'string') ||
+    (wait.onTimeout !== undefined && wait.onTimeout !== 'promote' && wait.onTimeout !== 'abort')
+  ) {
+    return 'rollout.waiting must be {for: "promote" | "pause", since, until?, onTimeout?}'
+  }
+  if (rollout.status !== 'running' && rollout.status !== 'paused')
+    return 'rollout.waiting is only for a running or paused rollout'
   return undefined
+}
+
+/** What is wrong with one step's gate, if anything. */
+export function gateProblem(value: unknown): string | undefined {
+  const gate = value as Record<string, unknown> | null
+  if (typeof gate !== 'object' || gate === null) return 'a gate must be an object'
+  if (gate.type === 'manual' && Object.keys(gate).length === 1) return undefined
+  if (gate.type === 'pause' && positiveSeconds(gate.seconds) && Object.keys(gate).length === 2)
+    return undefined
+  return 'a gate must be {type: "manual"} or {type: "pause", seconds}'
 }

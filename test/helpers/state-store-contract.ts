@@ -228,6 +228,12 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       const completed = await store.commit({ ...toGreen, rollout: done })
       expect(completed.changed).toBe(true)
       expect(await store.commit(toGreen)).toEqual({ state: completed.state, changed: false })
+      // A paused rollout is still on its way: a plain change at its weights ends it, so it is stored.
+      const paused = { ...rollout, status: 'paused' as const, pausedAt: '2026-11-26T12:00:05Z' }
+      expect((await store.commit({ ...canary, rollout: paused })).state).toMatchObject({ rollout: paused })
+      const afterPause = await store.commit(split)
+      expect(afterPause.changed).toBe(true)
+      expect(afterPause.state.rollout).toBeUndefined()
     })
 
     it('previous() is the last state whose routing differs from the one in force', async () => {

@@ -3,6 +3,7 @@ import { BlueGreenError } from '../../src/errors.ts'
 import type { Verdict } from '../../src/rollout/judge.ts'
 import {
   type Decision,
+  type Gating,
   onEvaluation,
   onRequest,
   stepAction,
@@ -299,10 +300,201 @@ describe('aborting a rollout', () => {
   })
 
   it('is refused with no rollout running', () => {
-    const expected = { code: 'BG_NO_ROLLOUT', status: 409, message: 'there is no rollout running to abort' }
+    const expected = {
+      code: 'BG_NO_ROLLOUT',
+      status: 409,
+      message: 'there is no rollout running or paused to abort',
+    }
     expect(refusal(() => onRequest(blue(), { type: 'abort' }, T0))).toEqual(expected)
     const completed = startOn(blue(), [100])
     expect(refusal(() => onRequest(completed, { type: 'abort' }, T0))).toEqual(expected)
+  })
+})
+
+describe('pausing, resuming and promoting a rollout', () => {
+  const pausedOn = (state: State, now = T0 + 5 * SECOND) =>
+    applied(state, onRequest(state, { type: 'pause' }, now), now)
+
+  it('pauses at the weights in force, saying since when', () => {
+    const running = startOn(blue())
+    const pause = onRequest(running, { type: 'pause' }, T0 + 5 * SECOND)
+    expect(pause).toEqual({
+      active: 'blue',
+      weights: { blue: 90, green: 10 },
+      trigger: 'rollout',
+      reason: 'rollout to green: step 1/4 (10%) paused',
+      rollout: { ...running.rollout, status: 'paused', pausedAt: '2026-11-26T12:00:05.000Z' },
+    })
+  })
+
+  it('does not move on while paused, however long, but is still rolled back on failing figures', () => {
+    const paused = pausedOn(startOn(blue()))
+    const late = T0 + 3600 * SECOND
+    expect(judged(paused, healthy, late)).toEqual({ kind: 'none' })
+    expect(judged(paused, quiet, late, 'proceed')).toEqual({ kind: 'none' })
+    const rolledBack = changeOf(judged(paused, failing, late))
+    expect(rolledBack.weights).toEqual({ blue: 100, green: 0 })
+    expect(rolledBack.rollout).toMatchObject({ status: 'rolled-back' })
+    expect(rolledBack.rollout).not.toHaveProperty('pausedAt')
+    const outage = changeOf(onEvaluation(paused, { type: 'failing', why: 'green had no upstream' }, late))
+    expect(outage.rollout?.status).toBe('rolled-back')
+    expect(undoesRollout(paused)).toBe(true)
+  })
+
+  it('resumes at the same step, its time starting again', () => {
+    const paused = pausedOn(startOn(blue()))
+    const at = T0 + 60 * SECOND
+    const resumed = onRequest(paused, { type: 'resume', reason: 'looks fine' }, at)
+    expect(resumed.weights).toEqual({ blue: 90, green: 10 })
+    expect(resumed.reason).toBe('looks fine')
+    expect(resumed.rollout).toEqual({
+      ...paused.rollout,
+      status: 'running',
+      pausedAt: undefined,
+      stepStartedAt: new Date(at).toISOString(),
+    })
+    expect(resumed.rollout).not.toHaveProperty('pausedAt')
+    expect(judged(applied(paused, resumed, at), healthy, at + 29 * SECOND)).toEqual({ kind: 'none' })
+  })
+
+  it('promotes to the next step now, running or paused, and resumes a paused one', () => {
+    const running = startOn(blue())
+    const promoted = onRequest(running, { type: 'promote', full: false }, T0 + SECOND)
+    expect(promoted.weights).toEqual({ blue: 75, green: 25 })
+    expect(promoted.reason).toBe('rollout to green: step 2/4 (25%) promoted by hand')
+    expect(promoted.rollout).toMatchObject({
+      step: 1,
+      status: 'running',
+      stepStartedAt: '2026-11-26T12:00:01.000Z',
+    })
+    const fromPause = onRequest(pausedOn(running), { type: 'promote', full: false }, T0 + 9 * SECOND)
+    expect(fromPause.rollout).toMatchObject({ step: 1, status: 'running' })
+    expect(fromPause.rollout).not.toHaveProperty('pausedAt')
+  })
+
+  it('promotes straight to 100% with full, completing the rollout', () => {
+    const paused = pausedOn(startOn(blue()))
+    const full = onRequest(paused, { type: 'promote', full: true }, T0 + 9 * SECOND)
+    expect(full.active).toBe('green')
+    expect(full.weights).toEqual({ blue: 0, green: 100 })
+    expect(full.rollout).toMatchObject({
+      step: 3,
+      status: 'completed',
+      outcome: 'completed: all traffic on green',
+    })
+    const last = startOn(blue(), [50, 100])
+    expect(onRequest(last, { type: 'promote', full: false }, T0).rollout?.status).toBe('completed')
+  })
+
+  it('aborts a paused rollout back to where it started', () => {
+    const aborted = onRequest(pausedOn(startOn(blue())), { type: 'abort' }, T0 + 9 * SECOND)
+    expect(aborted.weights).toEqual({ blue: 100, green: 0 })
+    expect(aborted.rollout).toMatchObject({ status: 'aborted' })
+    expect(aborted.rollout).not.toHaveProperty('pausedAt')
+  })
+
+  it('refuses each where it does not apply, saying what there is', () => {
+    const paused = pausedOn(startOn(blue()))
+    expect(refusal(() => onRequest(paused, { type: 'pause' }, T0))).toEqual({
+      code: 'BG_NO_ROLLOUT',
+      status: 409,
+      message: 'there is no rollout running to pause (the last one, to green, is paused)',
+    })
+    expect(refusal(() => onRequest(startOn(blue()), { type: 'resume' }, T0)).message).toBe(
+      'there is no paused rollout to resume (the last one, to green, is running)',
+    )
+    expect(refusal(() => onRequest(blue(), { type: 'promote', full: true }, T0)).message).toBe(
+      'there is no rollout running or paused to promote',
+    )
+    const completed = startOn(blue(), [100])
+    expect(refusal(() => onRequest(completed, { type: 'promote', full: false }, T0)).code).toBe(
+      'BG_NO_ROLLOUT',
+    )
+    expect(
+      refusal(() => onRequest(paused, { type: 'start', to: 'green', steps: [50, 100], stepSeconds: 5 }, T0))
+        .code,
+    ).toBe('BG_ROLLOUT_RUNNING')
+  })
+})
+
+describe('a step with a gate', () => {
+  const gated = (gating: Gating, steps = [10, 50, 100]) => {
+    const state = blue()
+    const start = onRequest(state, { type: 'start', to: 'green', steps, stepSeconds: 30, gating }, T0)
+    return applied(state, start, T0)
+  }
+  const manual: Gating = { gates: [{ type: 'manual' }, null, null] }
+  const timeUp = T0 + 30 * SECOND
+
+  it('waits for promote once its time is up and its figures pass, saying since when', () => {
+    const running = gated(manual)
+    const wait = changeOf(judged(running, healthy, timeUp))
+    expect(wait.weights).toEqual({ blue: 90, green: 10 })
+    expect(wait.reason).toBe(
+      'rollout to green: step 1/3 (10%) waits for promote after error ratio 0.0% (0/80)',
+    )
+    expect(wait.rollout?.waiting).toEqual({ for: 'promote', since: '2026-11-26T12:00:30.000Z' })
+    const waiting = applied(running, wait, timeUp)
+    expect(judged(waiting, healthy, timeUp + 3600 * SECOND)).toEqual({ kind: 'none' })
+    expect(changeOf(judged(waiting, failing, timeUp + SECOND)).rollout?.status).toBe('rolled-back')
+    const promoted = onRequest(waiting, { type: 'promote', full: false }, timeUp + 5 * SECOND)
+    expect(promoted.rollout).toMatchObject({ step: 1, status: 'running' })
+    expect(promoted.rollout).not.toHaveProperty('waiting')
+  })
+
+  it('a pause moves on by itself once its time is over', () => {
+    const running = gated({ gates: [{ type: 'pause', seconds: 20 }, null, null] })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    expect(waiting.rollout?.waiting).toEqual({
+      for: 'pause',
+      since: '2026-11-26T12:00:30.000Z',
+      until: '2026-11-26T12:00:50.000Z',
+    })
+    expect(judged(waiting, quiet, timeUp + 19 * SECOND)).toEqual({ kind: 'none' })
+    const next = changeOf(judged(waiting, quiet, timeUp + 20 * SECOND))
+    expect(next.weights).toEqual({ blue: 50, green: 50 })
+    expect(next.reason).toBe('rollout to green: step 2/3 (50%) after a pause of 20 s')
+  })
+
+  it('autoPromoteAfterSeconds promotes a manual gate nobody promoted', () => {
+    const running = gated({ ...manual, autoPromoteAfterSeconds: 60 })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    expect(waiting.rollout?.waiting).toMatchObject({
+      until: '2026-11-26T12:01:30.000Z',
+      onTimeout: 'promote',
+    })
+    expect(judged(waiting, healthy, timeUp + 59 * SECOND)).toEqual({ kind: 'none' })
+    const decision = judged(waiting, healthy, timeUp + 60 * SECOND)
+    expect(decision).toMatchObject({ kind: 'change', action: 'rollout' })
+    expect(changeOf(decision).reason).toBe(
+      'rollout to green: step 2/3 (50%) promoted automatically after 60 s',
+    )
+  })
+
+  it('abortIfNotApprovedWithinSeconds aborts the rollout back where it started', () => {
+    const running = gated({ ...manual, abortIfNotApprovedWithinSeconds: 60 })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    const decision = judged(waiting, healthy, timeUp + 60 * SECOND)
+    expect(decision).toMatchObject({ kind: 'change', action: 'rollout-abort' })
+    const change = changeOf(decision)
+    expect(change.weights).toEqual({ blue: 100, green: 0 })
+    expect(change.rollout).toMatchObject({
+      status: 'aborted',
+      outcome: 'rollout to green aborted at 10%: not promoted within 60 s',
+    })
+    expect(change.rollout).not.toHaveProperty('waiting')
+  })
+
+  it("while paused, a gate's time running out does nothing until resumed", () => {
+    const running = gated({ ...manual, autoPromoteAfterSeconds: 60 })
+    const waiting = applied(running, changeOf(judged(running, healthy, timeUp)), timeUp)
+    const paused = applied(waiting, onRequest(waiting, { type: 'pause' }, timeUp + SECOND), timeUp + SECOND)
+    expect(judged(paused, healthy, timeUp + 3600 * SECOND)).toEqual({ kind: 'none' })
+  })
+
+  it('without a gate, a step moves on as before', () => {
+    const running = gated({ gates: [null, { type: 'manual' }, null] })
+    expect(changeOf(judged(running, healthy, timeUp)).rollout).toMatchObject({ step: 1 })
   })
 })
 

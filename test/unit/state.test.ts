@@ -8,6 +8,7 @@ import {
   type Rollout,
   replacedState,
   rollbackTarget,
+  rolloutProblem,
   type State,
   supersedes,
 } from '../../src/state/state.ts'
@@ -68,6 +69,8 @@ describe('what a change alters', () => {
     const plain = { active: 'blue' as const, weights: { blue: 90, green: 10 } }
     expect(changesNothing(canary, plain)).toBe(false)
     expect(changesNothing(at(4, plain), { ...plain, rollout: rollout('running') })).toBe(false)
+    const paused = { ...rollout('paused'), pausedAt: '2026-11-26T12:00:05Z' }
+    expect(changesNothing(at(4, { ...plain, rollout: paused }), plain)).toBe(false)
     for (const status of ['completed', 'rolled-back', 'aborted'] as const) {
       expect(changesNothing(at(4, { ...plain, rollout: rollout(status) }), plain), status).toBe(true)
     }
@@ -147,5 +150,51 @@ describe('checkedChange and checkedGeneration', () => {
         expect.objectContaining({ code: 'BG_BAD_REQUEST', status: 400 }),
       )
     }
+  })
+})
+
+describe('rolloutProblem: pauses and gates', () => {
+  // As the previous version stored it: no pausedAt, gates, timeouts or waiting.
+  const stored: Rollout = {
+    to: 'green',
+    steps: [10, 50, 100],
+    stepSeconds: 30,
+    step: 0,
+    status: 'running',
+    from: { active: 'blue', weights: { blue: 100, green: 0 } },
+    startedAt: '2026-11-26T12:00:00.000Z',
+    stepStartedAt: '2026-11-26T12:00:00.000Z',
+  }
+  const since = '2026-11-26T12:00:30.000Z'
+
+  it('reads a rollout stored before pauses and gates existed, and one with them', () => {
+    expect(rolloutProblem(stored)).toBeUndefined()
+    expect(rolloutProblem({ ...stored, status: 'paused', pausedAt: since })).toBeUndefined()
+    const gated = {
+      ...stored,
+      gates: [{ type: 'manual' }, { type: 'pause', seconds: 20 }, null],
+      autoPromoteAfterSeconds: 60,
+      waiting: { for: 'promote', since, until: '2026-11-26T12:01:30.000Z', onTimeout: 'promote' },
+    }
+    expect(rolloutProblem(gated)).toBeUndefined()
+  })
+
+  it('refuses a pause without its time, gates that do not fit the steps, both timeouts, a stray wait', () => {
+    expect(rolloutProblem({ ...stored, status: 'paused' })).toMatch(/pausedAt must be a time/)
+    expect(rolloutProblem({ ...stored, pausedAt: since })).toMatch(/pausedAt must be a time/)
+    expect(rolloutProblem({ ...stored, gates: [null, null] })).toMatch(/a gate or null for each step/)
+    expect(rolloutProblem({ ...stored, gates: [null, { type: 'manual' }, { type: 'manual' }] })).toMatch(
+      /null for the last/,
+    )
+    expect(rolloutProblem({ ...stored, gates: [{ type: 'pause' }, null, null] })).toMatch(/must each be null/)
+    expect(
+      rolloutProblem({ ...stored, autoPromoteAfterSeconds: 5, abortIfNotApprovedWithinSeconds: 5 }),
+    ).toMatch(/exclude each other/)
+    expect(rolloutProblem({ ...stored, waiting: { for: 'approval', since } })).toMatch(
+      /rollout.waiting must be/,
+    )
+    expect(rolloutProblem({ ...stored, status: 'completed', waiting: { for: 'pause', since } })).toMatch(
+      /only for a running or paused rollout/,
+    )
   })
 })
