@@ -10,6 +10,7 @@ import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { readStateFile, type StateDocument, type StateFileRead, writeStateFile } from './atomic-file.ts'
 import { FileLock, processAlive } from './file-lock.ts'
+import { DEFAULT_KEEP_FOR_MS, nextStandby } from './standby.ts'
 import {
   changesNothing,
   checkedChange,
@@ -30,6 +31,8 @@ export interface FileStateStoreOptions {
   logger: Logger
   /** How often (ms) to stat the file in case fs.watch missed a change. Default 1000. */
   pollInterval?: number
+  /** How long (ms) a color that lost all its traffic stays on standby (standby.keepFor). Default 24 h. */
+  standbyKeepFor?: number
 }
 
 const WATCH_DEBOUNCE_MS = 15
@@ -42,6 +45,7 @@ export class FileStateStore implements StateStore {
   readonly #initial: Color
   readonly #logger: Logger
   readonly #pollInterval: number
+  readonly #standbyKeepFor: number
   readonly #listeners = new Set<StateListener>()
   #current: State | undefined
   #previous: State | undefined
@@ -73,6 +77,7 @@ export class FileStateStore implements StateStore {
     this.#directory = path.dirname(this.#path)
     this.#fileName = path.basename(this.#path)
     this.#initial = options.initial
+    this.#standbyKeepFor = options.standbyKeepFor ?? DEFAULT_KEEP_FOR_MS
     this.#logger = options.logger
     this.#pollInterval = pollInterval
   }
@@ -138,8 +143,12 @@ export class FileStateStore implements StateStore {
         // Never behind what this process has applied, even if someone wrote an older generation by hand.
         const generation = Math.max(stored.generation, applied.generation) + 1
         const storedPrevious = read.kind === 'valid' ? read.document.previous : this.#previous
+        const now = new Date()
+        const updatedAt = now.toISOString()
+        const keepUntil = new Date(now.getTime() + this.#standbyKeepFor).toISOString()
+        const standby = nextStandby(stored, requested, updatedAt, keepUntil)
         const document: StateDocument = {
-          state: freezeState({ ...requested, generation, updatedAt: new Date().toISOString() }),
+          state: freezeState({ ...requested, generation, updatedAt, ...(standby ? { standby } : {}) }),
           previous: replacedState(requested, stored, storedPrevious) ?? null,
         }
         await lock.confirm()

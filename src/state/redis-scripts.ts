@@ -4,7 +4,8 @@
 import type { Redis } from 'ioredis'
 
 // KEYS[1] the state hash. ARGV: expected generation or '', the new state's JSON without its generation, channel,
-// the generation this replica has applied, and a deadline in Redis's clock (ms).
+// the generation this replica has applied, a deadline in Redis's clock (ms), and when a standby this change starts
+// ends (ISO time).
 // Returns {1, state} on success, {2, stored state} when the change would leave the stored state as it is (nothing
 // written or published), {0, generation} on a stale expectation, {-1} when there is no state, {-2, why}
 // when the stored state is unreadable (the change is refused rather than burying the evidence), {-3} past the
@@ -40,7 +41,22 @@ if sameRouting and generation >= base and not running(decoded) and not running(w
   return {2, stored}
 end
 local next = base + 1
-local state = '{"generation":' .. next .. ',' .. string.sub(ARGV[2], 2)
+-- The standby record, as nextStandby in standby.ts decides it: keep the two in step.
+local function weight(state, color)
+  if type(state.weights) ~= 'table' then return 0 end
+  return tonumber(state.weights[color]) or 0
+end
+local standby = decoded.standby
+if type(standby) ~= 'table' then standby = nil end
+for _, color in ipairs({'blue', 'green'}) do
+  if weight(decoded, color) > 0 and weight(wanted, color) == 0 then
+    standby = {color = color, since = wanted.updatedAt, keepUntil = ARGV[6]}
+  end
+end
+if standby and weight(wanted, standby.color) > 0 then standby = nil end
+local body = ARGV[2]
+if standby then body = string.sub(body, 1, -2) .. ',"standby":' .. cjson.encode(standby) .. '}' end
+local state = '{"generation":' .. next .. ',' .. string.sub(body, 2)
 local previous = stored
 if sameRouting then previous = redis.call('HGET', KEYS[1], 'previous') end
 redis.call('HSET', KEYS[1], 'state', state, 'generation', next)
@@ -81,6 +97,7 @@ export interface ScriptedRedis extends Redis {
     channel: string,
     floor: string,
     deadline: string,
+    keepUntil: string,
   ): Promise<[number, string?]>
   bluegreenRead(key: string): Promise<string[]>
   bluegreenSeed(

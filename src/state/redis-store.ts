@@ -10,6 +10,7 @@ import { asUnavailable, BlueGreenError, unavailable } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { createRedis, plainRedisError, redisAddress, unreachableMessage } from './redis-connection.ts'
 import { CHANGE, READ, type ScriptedRedis, SEED } from './redis-scripts.ts'
+import { DEFAULT_KEEP_FOR_MS } from './standby.ts'
 import {
   checkedChange,
   checkedGeneration,
@@ -31,6 +32,8 @@ export interface RedisStateStoreOptions {
   replicaId: string
   /** Called for every invalid state found in Redis (it is ignored; the last good state stays). */
   onInvalidState?: (problem: string) => void
+  /** How long (ms) a color that lost all its traffic stays on standby (standby.keepFor). Default 24 h. */
+  standbyKeepFor?: number
 }
 
 /** How soon a connection ioredis gave up on is started again. */
@@ -136,10 +139,12 @@ export class RedisStateStore implements StateStore {
     }
     const requested = checkedChange(change)
     checkedGeneration(expectedGeneration)
+    const now = new Date()
+    const keepUntil = new Date(now.getTime() + (this.#options.standbyKeepFor ?? DEFAULT_KEEP_FOR_MS))
     const body = JSON.stringify({
       active: requested.active,
       weights: requested.weights,
-      updatedAt: new Date().toISOString(),
+      updatedAt: now.toISOString(),
       updatedBy: requested.updatedBy,
       reason: requested.reason,
       trigger: requested.trigger,
@@ -157,6 +162,7 @@ export class RedisStateStore implements StateStore {
         this.#channel,
         String(this.#current?.generation ?? 0),
         String(deadline),
+        keepUntil.toISOString(),
       )
     } catch (error) {
       this.#unreachable(error)

@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util'
 import { allTo, type Color, isColor, isValidWeight, type Weights, weightsProblem } from '../colors.ts'
 import { BlueGreenError } from '../errors.ts'
+import { type Standby, standbyProblem } from './standby.ts'
 
 // The routing state as every store keeps it and the admin API returns it (see CONTRACT.md).
 
@@ -64,6 +65,11 @@ export interface State {
   trigger?: Trigger
   /** The progressive rollout this state belongs to, if any. */
   rollout?: Rollout
+  /**
+   * The color the last change took all traffic from, kept for `standby.keepFor` (see standby.ts). Set by the store
+   * under its compare-and-set, never by a caller.
+   */
+  standby?: Standby
 }
 
 /** What a caller asks a store to change; the store fills in generation and updatedAt. */
@@ -110,6 +116,10 @@ export function stateProblem(value: unknown): string | undefined {
   if (typeof state.reason !== 'string') return 'reason must be a string'
   if (state.trigger !== undefined && !TRIGGERS.includes(state.trigger as Trigger)) {
     return `trigger must be one of ${TRIGGERS.join(', ')}`
+  }
+  if (state.standby !== undefined && state.standby !== null) {
+    const standby = standbyProblem(state.standby)
+    if (standby) return standby
   }
   if (state.rollout !== undefined) return rolloutProblem(state.rollout)
   return undefined

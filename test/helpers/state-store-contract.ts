@@ -356,6 +356,29 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       expect(await restarted.change(toBlue, 2)).toMatchObject({ generation: 3 })
     })
 
+    it('a change taking all traffic from a color puts it on standby, kept by every change until it gets traffic again', async () => {
+      const { store, peer } = await startedPair()
+      const switched = await store.change(toGreen)
+      // The default keepFor: 24 h from the change.
+      expect(switched.standby).toEqual({
+        color: 'blue',
+        since: switched.updatedAt,
+        keepUntil: new Date(Date.parse(switched.updatedAt) + 24 * 3600_000).toISOString(),
+      })
+      await eventually(() => expect(peer.current()).toEqual(switched))
+      // A change that alters nothing, or a rollout record, does not move it.
+      const again = await peer.commit({ ...toGreen, reason: 'again' })
+      expect(again.state.standby).toEqual(switched.standby)
+      await store.close()
+      const restarted = await fixture!.makePeer()
+      expect((await restarted.start()).standby).toEqual(switched.standby)
+      // Traffic back to the color ends its standby; the switch takes green's, which starts green's.
+      const canary = await restarted.change(split)
+      expect(canary.standby).toBeUndefined()
+      const back = await restarted.change(toBlue)
+      expect(back.standby).toMatchObject({ color: 'green', since: back.updatedAt })
+    })
+
     it('invalid content written into the backing state is ignored and the last good state stays', async (context) => {
       if (!fixture!.corrupt) return context.skip()
       const { store } = fixture!
