@@ -14,12 +14,15 @@ import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
+import type { DrainStatus } from './proxy/drain.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/release-guard.ts'
+import { StandbyWatch } from './rollout/standby-watch.ts'
 import type { RoutingSnapshot } from './routing/snapshot.ts'
 import { RoutingTable } from './routing/table.ts'
 import { createUpstreams, type Upstream } from './routing/upstream.ts'
+import type { ReplicaDrain } from './state/standby.ts'
 import type { State } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
 
@@ -109,7 +112,8 @@ async function start(context: Context): Promise<App> {
     logger,
   })
   closers.add('state loader', () => loader.stop())
-  const admin = startAdmin(context, core, guard, () => proxy.drainStatus())
+  const standby = startStandbyWatch(context, core)
+  const admin = startAdmin(context, core, guard, standby, () => proxy.drainStatus())
   const proxy = startProxy(context, core, windows)
   core.table.onApplied((state, previous) => {
     core.metrics.applied(state, previous)
@@ -117,6 +121,8 @@ async function start(context: Context): Promise<App> {
     // The first state drains nothing.
     if (previous) proxy.stateApplied(previous, state)
     core.backend.replicas.report(state.generation)
+    if (!previous) core.backend.replicas.reportDrain(replicaDrain(proxy.drainStatus()))
+    standby.stateApplied(previous, state)
     logApplied(logger, state, previous)
   })
   core.store.subscribe(core.table.apply)
@@ -217,10 +223,25 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
   return { windows, guard }
 }
 
+/** The standby's fleet view and its live events; the registry is read as often as replicas heartbeat. */
+function startStandbyWatch(context: Context, core: Core): StandbyWatch {
+  const { config, logger, closers } = context
+  const watch = new StandbyWatch({
+    replicas: core.backend.replicas,
+    current: () => core.table.snapshot()?.state,
+    publish: (kind, data) => core.events.publish(kind, data),
+    pollMs: config.state.redis?.heartbeatInterval ?? 1000,
+    logger: logger.child({ part: 'standby' }),
+  })
+  closers.add('standby watch', () => watch.close())
+  return watch
+}
+
 function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
+  standby: StandbyWatch,
   drainStatus: () => unknown,
 ): AdminServer {
   const { config, cluster } = context
@@ -240,6 +261,7 @@ function startAdmin(
     healthStatus: () => core.health.status(),
     watchStatus: () => guard.status(),
     rolloutStepStatus: () => guard.rolloutStep(),
+    standbyStatus: () => standby.view(),
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
   })
@@ -253,7 +275,11 @@ function startProxy(context: Context, core: Core, windows: SlidingWindows): Prox
     config,
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => core.table.snapshot(),
-    onDrainChange: (change) => core.events.publish('drain', change),
+    onDrainChange: (change) => {
+      core.events.publish('drain', change)
+      // The fleet's standby view is every replica's drain put together.
+      core.backend.replicas.reportDrain(replicaDrain(proxy.drainStatus()))
+    },
     ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(
@@ -286,6 +312,12 @@ async function eachUpstream(
   each: (upstream: Upstream) => Promise<void>,
 ): Promise<void> {
   await Promise.all(Object.values(upstreams).flat().map(each))
+}
+
+/** What the registry shares of this replica's drain. */
+function replicaDrain(status: DrainStatus): ReplicaDrain {
+  const { draining } = status
+  return draining ? { color: draining.color, since: draining.since, drainedAt: draining.drainedAt } : null
 }
 
 /** A `state` live event: what this replica now routes by, and what it replaced. */

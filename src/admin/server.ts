@@ -9,6 +9,7 @@ import type { Metrics } from '../metrics/registry.ts'
 import type { SmokeOptions } from '../proxy/smoke.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Readiness } from '../routing/table.ts'
+import type { StandbyView } from '../state/standby.ts'
 import type { State } from '../state/state.ts'
 import type { ReplicaRegistry, StateStore } from '../state/store.ts'
 import { buildInfo } from '../version.ts'
@@ -40,6 +41,8 @@ export interface AdminOptions {
   watchStatus?: () => unknown
   /** How the release guard judges the running rollout's step, and what a held step waits for. */
   rolloutStepStatus?: () => unknown
+  /** The fleet view of the color on standby, or null when none is. */
+  standbyStatus?: () => Promise<StandbyView | null>
   /** With --workers: every worker's metrics added up, answered instead of this process's own. */
   clusterMetrics?: () => Promise<string>
   /** This replica's live events, for GET /events/stream. */
@@ -199,7 +202,7 @@ export class AdminServer {
       // A body that cannot be read still counts as an attempt, so it is passed on to be audited as refused.
       const body = await readJsonObject(req).catch((error: unknown) => error as Error)
       const result = await this.#changes.run(action, tokenName, req, body)
-      sendJson(res, 200, this.#describeChange(result))
+      sendJson(res, 200, await this.#describeChange(result))
     }
   }
 
@@ -209,10 +212,10 @@ export class AdminServer {
     sendJson(res, 200, await this.#changes.smoke.run(smokeColor(body)))
   }
 
-  readonly #getState: Handler = (_req, res) => {
+  readonly #getState: Handler = async (_req, res) => {
     const state = this.#options.snapshot()?.state
     if (!state) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
-    sendJson(res, 200, this.#describe(state))
+    sendJson(res, 200, await this.#describe(state))
   }
 
   readonly #getReady: Handler = (_req, res) => {
@@ -234,6 +237,7 @@ export class AdminServer {
       generation: this.#options.snapshot()?.state.generation ?? null,
       replicas: listing.live,
       missing: listing.missing,
+      standby: (await this.#options.standbyStatus?.()) ?? null,
     })
   }
 
@@ -268,8 +272,8 @@ export class AdminServer {
     res.end(body)
   }
 
-  #describeChange(result: ChangeResult): unknown {
-    const described = { ...(this.#describe(result.state) as object), changed: result.changed }
+  async #describeChange(result: ChangeResult): Promise<unknown> {
+    const described = { ...((await this.#describe(result.state)) as object), changed: result.changed }
     if (!result.wait) return described
     const { complete, pending, replicas, missing } = result.wait
     const late = new Set(pending.map((replica) => replica.id))
@@ -278,7 +282,7 @@ export class AdminServer {
     return { ...described, wait: { complete, pending, replicas: replicas.length, applied, missing } }
   }
 
-  #describe(state: State): unknown {
+  async #describe(state: State): Promise<unknown> {
     const applied = this.#options.snapshot()?.state.generation ?? null
     const status = this.#options.store.status?.()
     // stale: what this replica serves is not confirmed by its store right now (it does not answer, or the state
@@ -296,6 +300,9 @@ export class AdminServer {
     const health = this.#options.healthStatus?.()
     const watching = this.#options.watchStatus?.() ?? null
     const rolloutStep = this.#options.rolloutStepStatus?.() ?? null
+    // The view is of the state this replica serves; a change answered before it applied it has the record only.
+    const applying = this.#options.snapshot()?.state.generation === state.generation
+    const standby = applying ? ((await this.#options.standbyStatus?.()) ?? null) : null
     // The contract's order first, then what was added to it.
     const { active, weights, generation, updatedAt, updatedBy, reason, trigger, rollout } = state
     return {
@@ -307,6 +314,7 @@ export class AdminServer {
       reason,
       trigger: trigger ?? 'admin',
       ...(rollout ? { rollout } : {}),
+      standby,
       replica: {
         id: this.#options.replicaId,
         appliedGeneration: applied,

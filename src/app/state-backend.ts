@@ -44,7 +44,12 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   const { config, logger, replicaId, closers } = options
   const { state } = config
   if (state.store === 'redis' && state.redis) return createRedisBackend(options, state.redis)
-  const store = new FileStateStore({ path: state.path, initial: state.initial, logger })
+  const store = new FileStateStore({
+    path: state.path,
+    initial: state.initial,
+    logger,
+    standbyKeepFor: config.standby.keepFor,
+  })
   closers.add('state store', () => store.close())
   const replicas = new LocalReplicaRegistry(replicaId)
   closers.add('replica registry', () => replicas.close())
@@ -82,6 +87,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     logger,
     replicaId,
     onInvalidState,
+    standbyKeepFor: config.standby.keepFor,
   })
   closers.add('state store', () => store.close())
   const replicas = new RedisReplicaRegistry({

@@ -5,6 +5,7 @@ import type {
   OutlierConfig,
   RollbackConfig,
   RolloutConfig,
+  StandbyConfig,
 } from './types.ts'
 import { type Checker, durationIn, type Field, integerIn, MAX_TIMER_MS, parseBoolean } from './validate.ts'
 
@@ -12,6 +13,7 @@ import { type Checker, durationIn, type Field, integerIn, MAX_TIMER_MS, parseBoo
 // draining, metrics. Defaults suit most HTTP services; README's "Health, rollback and draining" explains them.
 
 const BOOLEAN = 'true or false'
+const DAY_MS = 24 * 60 * 60 * 1000
 
 export function buildHealthCheck(check: Checker, field: Field): HealthCheckConfig {
   const health = check.section(field, [
@@ -95,6 +97,14 @@ export function buildRollout(check: Checker, field: Field): RolloutConfig {
 export function buildDrain(check: Checker, field: Field): DrainConfig {
   const drain = check.section(field, ['timeout'])
   return { timeout: check.read(drain.field('timeout'), 30_000, ...durationIn(0, MAX_TIMER_MS)) }
+}
+
+/** standby.keepFor: 24 h by default (the seed keeps the old color 24 to 48 h); at most a year. */
+export function buildStandby(check: Checker, field: Field): StandbyConfig {
+  const standby = check.section(field, ['keepFor'])
+  return {
+    keepFor: check.read(standby.field('keepFor'), DAY_MS, ...durationIn(1_000, 366 * DAY_MS)),
+  }
 }
 
 export function buildMetrics(check: Checker, field: Field): MetricsConfig {

@@ -9,6 +9,7 @@ import {
   buildOutlier,
   buildRollback,
   buildRollout,
+  buildStandby,
 } from './operations-schema.ts'
 import { buildRetries } from './retries-schema.ts'
 import { buildSmoke } from './smoke-schema.ts'
@@ -103,6 +104,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'drain',
     'metrics',
     'smoke',
+    'standby',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
@@ -119,6 +121,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     drain: buildDrain(check, root.field('drain')),
     metrics: buildMetrics(check, root.field('metrics')),
     smoke: buildSmoke(check, root.field('smoke')),
+    standby: buildStandby(check, root.field('standby')),
   }
   checkListenersDiffer(check, config)
   if (check.problems.length > 0) throw new ConfigError(check.problems)

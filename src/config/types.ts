@@ -238,6 +238,11 @@ export interface SmokeConfig {
   on: { switch: boolean; weights: boolean; rollout: boolean }
 }
 
+export interface StandbyConfig {
+  /** How long (ms) the color a change took all traffic from stays on standby, the instant rollback target. */
+  keepFor: number
+}
+
 export interface MetricsConfig {
   enabled: boolean
 }
@@ -256,4 +261,5 @@ export interface Config {
   drain: DrainConfig
   metrics: MetricsConfig
   smoke: SmokeConfig
+  standby: StandbyConfig
 }

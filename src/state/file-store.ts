@@ -146,7 +146,7 @@ export class FileStateStore implements StateStore {
         const now = new Date()
         const updatedAt = now.toISOString()
         const keepUntil = new Date(now.getTime() + this.#standbyKeepFor).toISOString()
-        const standby = nextStandby(stored, requested, updatedAt, keepUntil)
+        const standby = nextStandby(stored, { ...requested, generation }, updatedAt, keepUntil)
         const document: StateDocument = {
           state: freezeState({ ...requested, generation, updatedAt, ...(standby ? { standby } : {}) }),
           previous: replacedState(requested, stored, storedPrevious) ?? null,

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os'
+import type { ReplicaDrain } from './standby.ts'
 import type { ForgetResult, ReplicaInfo, ReplicaListing, ReplicaRegistry, WaitResult } from './store.ts'
 
 /** The file store's registry: one host, and this process is the one replica it knows of. */
@@ -6,6 +7,7 @@ export class LocalReplicaRegistry implements ReplicaRegistry {
   readonly #id: string
   #generation = -1
   #lastSeen = new Date().toISOString()
+  #drain: ReplicaDrain | undefined
 
   constructor(id: string) {
     this.#id = id
@@ -14,6 +16,10 @@ export class LocalReplicaRegistry implements ReplicaRegistry {
   report(generation: number): void {
     this.#generation = generation
     this.#lastSeen = new Date().toISOString()
+  }
+
+  reportDrain(drain: ReplicaDrain): void {
+    this.#drain = drain
   }
 
   async list(): Promise<ReplicaListing> {
@@ -40,6 +46,7 @@ export class LocalReplicaRegistry implements ReplicaRegistry {
       pid: process.pid,
       generation: this.#generation,
       lastSeen: this.#lastSeen,
+      ...(this.#drain === undefined ? {} : { drain: this.#drain }),
     }
   }
 }

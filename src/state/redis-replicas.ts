@@ -8,6 +8,7 @@ import { hostname } from 'node:os'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.ts'
 import { onRedis } from './redis-connection.ts'
+import type { ReplicaDrain } from './standby.ts'
 import type { ForgetResult, ReplicaInfo, ReplicaListing, ReplicaRegistry, WaitResult } from './store.ts'
 
 // KEYS[1] the registry hash. ARGV: replica id, its JSON, ack channel ('' for a plain heartbeat), ack message.
@@ -91,6 +92,7 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
   readonly #waiters = new Set<(ack: Acknowledgement) => void>()
   readonly #timer: NodeJS.Timeout
   #generation = -1
+  #drain: ReplicaDrain | undefined
 
   constructor(options: RedisReplicaRegistryOptions) {
     this.#options = options
@@ -133,6 +135,11 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
       appliedAt: performance.timeOrigin + performance.now(),
     }
     this.#beat(ack)
+  }
+
+  reportDrain(drain: ReplicaDrain): void {
+    this.#drain = drain
+    this.#beat(undefined)
   }
 
   async list(): Promise<ReplicaListing> {
@@ -228,6 +235,7 @@ export class RedisReplicaRegistry implements ReplicaRegistry {
       host: this.#host,
       pid: process.pid,
       generation: this.#generation,
+      ...(this.#drain === undefined ? {} : { drain: this.#drain }),
     })
     this.#client
       .bluegreenHeartbeat(

@@ -50,7 +50,7 @@ local standby = decoded.standby
 if type(standby) ~= 'table' then standby = nil end
 for _, color in ipairs({'blue', 'green'}) do
   if weight(decoded, color) > 0 and weight(wanted, color) == 0 then
-    standby = {color = color, since = wanted.updatedAt, keepUntil = ARGV[6]}
+    standby = {color = color, since = wanted.updatedAt, keepUntil = ARGV[6], generation = next}
   end
 end
 if standby and weight(wanted, standby.color) > 0 then standby = nil end

@@ -14,18 +14,18 @@ export interface Standby {
   color: Color
   since: string
   keepUntil: string
+  /** The generation that started it: a replica that has not applied it yet still sends the color traffic. */
+  generation: number
 }
 
-/** What a replica says about the drain of the color that last lost its traffic there (see proxy/drain.ts). */
-export interface ReplicaDrain {
-  /** Requests and WebSockets open per color on this replica right now. */
-  open: Record<Color, number>
-  /** The color that last lost all its traffic on this replica and its drain; null when none has since it started. */
-  draining: { color: Color; since: string; drainedAt: string | null } | null
-}
+/**
+ * What a replica says about the drain of the color that last lost all its traffic there (see proxy/drain.ts); null
+ * when no color has since it started.
+ */
+export type ReplicaDrain = { color: Color; since: string; drainedAt: string | null } | null
 
 /** The fleet view of the standby color, as GET /state and GET /replicas give it. */
-export interface StandbyView extends Standby {
+export interface StandbyView extends Omit<Standby, 'generation'> {
   /** Drained on every live replica. */
   drained: boolean
   /** When the last live replica drained it, once all have. */
@@ -44,13 +44,15 @@ export type StandbyPhase = 'started' | 'drained' | 'over'
  */
 export function nextStandby(
   stored: { weights: Weights; standby?: Standby },
-  next: { weights: Weights },
+  next: { weights: Weights; generation: number },
   now: string,
   keepUntil: string,
 ): Standby | undefined {
   let standby = stored.standby
   for (const color of COLORS) {
-    if (stored.weights[color] > 0 && next.weights[color] === 0) standby = { color, since: now, keepUntil }
+    if (stored.weights[color] > 0 && next.weights[color] === 0) {
+      standby = { color, since: now, keepUntil, generation: next.generation }
+    }
   }
   if (standby && next.weights[standby.color] > 0) return undefined
   return standby
@@ -69,43 +71,45 @@ export function standbyProblem(value: unknown): string | undefined {
     !isColor(standby.color) ||
     typeof standby.since !== 'string' ||
     typeof standby.keepUntil !== 'string' ||
-    Number.isNaN(Date.parse(standby.keepUntil))
+    Number.isNaN(Date.parse(standby.keepUntil)) ||
+    !Number.isSafeInteger(standby.generation)
   ) {
-    return 'standby must be {color, since, keepUntil}'
+    return 'standby must be {color, since, keepUntil, generation}'
   }
   return undefined
 }
 
 /**
- * Whether one replica has drained `color`: its drain of that color is complete, or it has not drained any color
- * since it started (a replica started after the switch never sent the color traffic) and nothing is open on it. A
- * replica that says nothing of its drain (a version before standby) counts as not drained.
+ * Whether one replica has drained the standby color: it has applied the change that took the color's traffic, and
+ * its drain of the color is complete, or it has drained no color since it started (a replica started after the
+ * change never sent the color traffic). One that says nothing of its drain (a version before standby) has not.
  */
 export function drainedOn(
-  drain: ReplicaDrain | undefined,
-  color: Color,
+  replica: { generation: number; drain?: ReplicaDrain },
+  standby: Standby,
 ): { drained: boolean; drainedAt?: string } {
-  if (!drain) return { drained: false }
-  if (drain.draining?.color === color) {
-    const { drainedAt } = drain.draining
-    return drainedAt === null ? { drained: false } : { drained: true, drainedAt }
-  }
-  return { drained: drain.open[color] === 0 }
+  const { drain } = replica
+  if (drain === undefined || replica.generation < standby.generation) return { drained: false }
+  if (drain?.color !== standby.color) return { drained: true }
+  return drain.drainedAt === null ? { drained: false } : { drained: true, drainedAt: drain.drainedAt }
 }
 
 /** The fleet view of a standby, from the live replicas' drains, at `now` (ms since the epoch). */
 export function standbyView(
   standby: Standby,
-  live: readonly { id: string; drain?: ReplicaDrain }[],
+  live: readonly { id: string; generation: number; drain?: ReplicaDrain }[],
   now: number,
 ): StandbyView {
-  const replicas = live.map((replica) => ({ id: replica.id, ...drainedOn(replica.drain, standby.color) }))
+  const replicas = live.map((replica) => ({ id: replica.id, ...drainedOn(replica, standby) }))
   const drained = replicas.length > 0 && replicas.every((replica) => replica.drained)
   // A replica started after the switch has no drain time of its own: the latest of the others' is the fleet's.
   const times = replicas.flatMap((replica) => (replica.drainedAt === undefined ? [] : [replica.drainedAt]))
-  const drainedAt = drained && times.length > 0 ? times.reduce((a, b) => (b > a ? b : a)) : undefined
+  const drainedAt = drained && times.length > 0 ? [...times].sort().at(-1) : undefined
+  const { color, since, keepUntil } = standby
   return {
-    ...standby,
+    color,
+    since,
+    keepUntil,
     drained,
     ...(drainedAt === undefined ? {} : { drainedAt }),
     replicas,

@@ -1,3 +1,4 @@
+import type { ReplicaDrain } from './standby.ts'
 import type { State, StateChange } from './state.ts'
 
 export type StateListener = (state: State) => void
@@ -69,6 +70,8 @@ export interface ReplicaInfo {
   generation: number
   /** When it last reported itself (ISO time). */
   lastSeen: string
+  /** The drain of the color that last lost its traffic there; absent from versions before standby. */
+  drain?: ReplicaDrain
 }
 
 export interface WaitResult {
@@ -107,6 +110,8 @@ export type ForgetResult =
 export interface ReplicaRegistry {
   /** Says this replica has applied `generation`, at once (waiters are woken) and then with every heartbeat. */
   report(generation: number): void
+  /** Says how this replica's drain stands (standby's fleet view), at once and then with every heartbeat. */
+  reportDrain(drain: ReplicaDrain): void
   list(): Promise<ReplicaListing>
   /**
    * Resolves when every live replica has applied `generation` and none is missing, or at the timeout with the

@@ -364,6 +364,7 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
         color: 'blue',
         since: switched.updatedAt,
         keepUntil: new Date(Date.parse(switched.updatedAt) + 24 * 3600_000).toISOString(),
+        generation: 1,
       })
       await eventually(() => expect(peer.current()).toEqual(switched))
       // A change that alters nothing, or a rollout record, does not move it.
@@ -376,7 +377,11 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       const canary = await restarted.change(split)
       expect(canary.standby).toBeUndefined()
       const back = await restarted.change(toBlue)
-      expect(back.standby).toMatchObject({ color: 'green', since: back.updatedAt })
+      expect(back.standby).toMatchObject({
+        color: 'green',
+        since: back.updatedAt,
+        generation: back.generation,
+      })
     })
 
     it('invalid content written into the backing state is ignored and the last good state stays', async (context) => {
