@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import { EventStream, publishingTrail } from './admin/event-stream.ts'
 import { AdminServer } from './admin/server.ts'
+import { SmokeGate } from './admin/smoke-gate.ts'
 import { Closers } from './app/closers.ts'
 import { outcomeReporting } from './app/outcomes.ts'
 import { createStateBackend, type StateBackend } from './app/state-backend.ts'
@@ -72,6 +73,8 @@ interface Core {
   events: EventStream
   /** The backend's audit trail, each event also published live. */
   audit: AuditTrail
+  /** The smoke checks, for the release guard before a rollout's step (the admin API has its own gate). */
+  smoke: SmokeGate
 }
 
 /**
@@ -196,7 +199,13 @@ async function startCore(context: Context): Promise<Core> {
   const events = new EventStream()
   table.onApplied((state, previous) => events.publish('state', liveState(state, previous)))
   const audit = publishingTrail(backend.audit, events)
-  return { upstreams, metrics, health, backend, store, table, events, audit }
+  const smoke = new SmokeGate({
+    smoke: { config: config.smoke, preserveHost: config.proxy.preserveHost },
+    metrics,
+    snapshot: () => table.snapshot(),
+    publish: (kind, data) => events.publish(kind, data),
+  })
+  return { upstreams, metrics, health, backend, store, table, events, audit, smoke }
 }
 
 function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {
@@ -218,6 +227,10 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
     replicaId: context.replicaId,
     current: () => core.table.snapshot()?.state,
     unavailableSince: (color) => core.health.unavailableSince(color),
+    smoke:
+      config.smoke.checks.length > 0 && config.smoke.on.rolloutStep
+        ? (color) => core.smoke.run(color, 'rollout-step')
+        : undefined,
   })
   closers.add('release guard', () => guard.close())
   return { windows, guard }

@@ -14,7 +14,10 @@ export interface ChangeRequest {
   /** What to commit; without a rollout for a plain change, which ends any rollout. */
   change: Transition
   expectedGeneration: number | undefined
+  /** Past the health probe, and the smoke checks unless `forceSmoke` says otherwise. */
   force: boolean
+  /** Past the smoke checks, when that differs from `force` (a promote probes nothing, but runs them). */
+  forceSmoke?: boolean
   wait: boolean
 }
 
@@ -228,7 +231,8 @@ function abortRequest(body: Record<string, unknown>, from: State): ChangeRequest
 /**
  * POST /rollout/pause, /rollout/resume, /rollout/promote (`full`: straight to 100%). Each belongs to the generation
  * read here, as an abort does: a step taken in between makes it stale (409) rather than pausing or promoting a
- * different step. Promoting sends more traffic only to the color the rollout already sends some to: nothing to probe.
+ * different step. Promoting sends more traffic only to the color the rollout already sends some to: nothing to probe (its smoke
+ * checks run, though, unless `force`).
  */
 function gateRequest(
   action: 'rollout-pause' | 'rollout-resume' | 'rollout-promote',
@@ -236,13 +240,20 @@ function gateRequest(
   from: State,
 ): ChangeRequest {
   const promoting = action === 'rollout-promote'
-  onlyFields(body, ['reason', 'wait', 'expectedGeneration', ...(promoting ? ['full'] : [])])
+  onlyFields(body, ['reason', 'wait', 'expectedGeneration', ...(promoting ? ['full', 'force'] : [])])
   const { given, expectedGeneration, wait } = optionsIn(body)
   const now = Date.now()
   const change = promoting
     ? onRequest(from, { type: 'promote', full: optionalBoolean(body, 'full') ?? false, reason: given }, now)
     : onRequest(from, { type: action === 'rollout-pause' ? 'pause' : 'resume', reason: given }, now)
-  return { change, force: true, wait, expectedGeneration: expectedGeneration ?? from.generation }
+  return {
+    change,
+    force: true,
+    // A promote sends the rollout's color more traffic: its smoke checks run (smoke.on.promote) unless forced.
+    ...(promoting ? { forceSmoke: optionalBoolean(body, 'force') ?? false } : {}),
+    wait,
+    expectedGeneration: expectedGeneration ?? from.generation,
+  }
 }
 
 function colorIn(body: Record<string, unknown>): Color {

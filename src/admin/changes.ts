@@ -12,7 +12,7 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { State } from '../state/state.ts'
 import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { type ChangeRequest, changeRequest, givenReason } from './change-requests.ts'
-import { SmokeGate } from './smoke-gate.ts'
+import { SmokeGate, type SmokeGateOptions } from './smoke-gate.ts'
 
 export interface ChangeOptions {
   store: StateStore
@@ -24,6 +24,8 @@ export interface ChangeOptions {
   logger: Logger
   metrics: Metrics
   smoke: SmokeOptions
+  /** Publishes each smoke run as a `smoke` live event. */
+  publish?: SmokeGateOptions['publish']
 }
 
 export interface ChangeResult {
@@ -68,7 +70,8 @@ export class Changes {
       if (!from) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
       request = await changeRequest(action, body, from, () => this.#previous())
       if (!request.force) await this.#requireHealthy(request.change.weights, from)
-      forcedPast = await this.smoke.require(action, request.change.weights, from.weights, request.force)
+      const forceSmoke = request.forceSmoke ?? request.force
+      forcedPast = await this.smoke.require(action, request.change.weights, from, forceSmoke)
       committed = await this.#options.store.commit(
         { ...request.change, updatedBy },
         request.expectedGeneration,

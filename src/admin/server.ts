@@ -97,7 +97,11 @@ export class AdminServer {
   constructor(options: AdminOptions) {
     this.#options = options
     this.#guard = new AdminGuard({ ...options.config, logger: options.logger })
-    this.#changes = new Changes({ ...options, waitTimeout: options.config.waitTimeout })
+    this.#changes = new Changes({
+      ...options,
+      waitTimeout: options.config.waitTimeout,
+      publish: options.events ? (kind, data) => options.events!.publish(kind, data) : undefined,
+    })
     this.#forgetting = new ReplicaForgetting(options)
     this.#routes = {
       '/state': { GET: this.#getState },

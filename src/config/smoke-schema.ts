@@ -16,7 +16,7 @@ const STATUS_EXPECTED = 'a status (200), a list of them ([200, 204]) or a range 
 
 export function buildSmoke(check: Checker, field: Field): SmokeConfig {
   const smoke = check.section(field, ['checks', 'timeout', 'on'])
-  const on = check.section(smoke.field('on'), ['switch', 'weights', 'rollout'])
+  const on = check.section(smoke.field('on'), ['switch', 'weights', 'rollout', 'rolloutStep', 'promote'])
   const items = check.list(smoke.field('checks'), 'checks') ?? []
   const checks: SmokeCheckConfig[] = []
   const names = new Set<string>()
@@ -36,6 +36,8 @@ export function buildSmoke(check: Checker, field: Field): SmokeConfig {
       switch: check.read(on.field('switch'), true, parseBoolean, BOOLEAN),
       weights: check.read(on.field('weights'), true, parseBoolean, BOOLEAN),
       rollout: check.read(on.field('rollout'), true, parseBoolean, BOOLEAN),
+      rolloutStep: check.read(on.field('rolloutStep'), true, parseBoolean, BOOLEAN),
+      promote: check.read(on.field('promote'), true, parseBoolean, BOOLEAN),
     },
   }
 }

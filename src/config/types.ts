@@ -234,8 +234,11 @@ export interface SmokeConfig {
   checks: readonly SmokeCheckConfig[]
   /** Each check gives up after this long, and fails. */
   timeout: number
-  /** Which changes run the checks first on the color that gains traffic. */
-  on: { switch: boolean; weights: boolean; rollout: boolean }
+  /**
+   * Which changes run the checks first on the color that gains traffic: a switch, new weights, a rollout's start,
+   * each later step of a rollout (the release guard holds the step while they fail), a promote.
+   */
+  on: { switch: boolean; weights: boolean; rollout: boolean; rolloutStep: boolean; promote: boolean }
 }
 
 export interface StandbyConfig {

@@ -4,6 +4,7 @@ import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
+import type { SmokeReport } from '../proxy/smoke.ts'
 import { inProgress, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
@@ -23,6 +24,18 @@ export interface ReleaseGuardOptions {
   current: () => State | undefined
   /** Since when this replica has seen no available upstream for the color (UpstreamHealth.unavailableSince). */
   unavailableSince: (color: Color) => number | undefined
+  /** Runs the smoke checks on a color before a rollout's next step (smoke.on.rolloutStep); none when undefined. */
+  smoke?: (color: Color) => Promise<SmokeReport>
+}
+
+/** How soon a step held by failing smoke checks runs them again. */
+export const SMOKE_RETRY_MS = 5_000
+
+/** A rollout step held because its color failed its smoke checks: on which generation, and what failed. */
+interface SmokeHold {
+  generation: number
+  retryAt: number
+  failing: string
 }
 
 /** The color a change sent more traffic to, watched for `rollback.watch` from the moment it was applied. */
@@ -63,6 +76,7 @@ export class ReleaseGuard {
   readonly #timer: NodeJS.Timeout
   #watch: Watch | undefined
   #step: RolloutStepStatus | undefined
+  #smokeHold: SmokeHold | undefined
   #busy = false
   /** The last evaluation failed (see #failedToEvaluate). */
   #failing = false
@@ -174,7 +188,49 @@ export class ReleaseGuard {
     const { onLowTraffic } = this.#options.rollout
     const decision = onEvaluation(state, { type: 'step-judged', verdict, onLowTraffic }, Date.now())
     this.#noteStep(state.generation, stepEndsAt(rollout), verdict.summary, decision.kind === 'hold')
+    if (decision.kind === 'change' && (await this.#heldBySmoke(state, rollout, decision))) return
     await this.#act(state, decision)
+  }
+
+  /**
+   * Before a step that gives the rollout's color more traffic (the time was up, a pause ended, an automatic
+   * promote), its smoke checks run; failing, the step holds at its weight and they run again every
+   * SMOKE_RETRY_MS, the hold audited once as a refused `rollout` and shown in GET /state's rolloutStep. The
+   * rollout can still be rolled back, aborted, or promoted by an operator (with `force` past the checks).
+   */
+  async #heldBySmoke(
+    state: State,
+    rollout: Rollout,
+    decision: Extract<Decision, { kind: 'change' }>,
+  ): Promise<boolean> {
+    const { smoke, logger } = this.#options
+    if (!smoke || decision.change.weights[rollout.to] <= state.weights[rollout.to]) return false
+    const hold = this.#smokeHold
+    const sameStep = hold?.generation === state.generation
+    if (sameStep && Date.now() < hold.retryAt) return this.#showHold(hold)
+    const report = await smoke(rollout.to)
+    if (report.passed) {
+      this.#smokeHold = undefined
+      return false
+    }
+    const failed = report.checks.filter((check) => !check.passed)
+    const failing = `smoke checks passing on ${rollout.to} (${failed.length} of ${report.checks.length} failing: ${failed.map((check) => `${check.name}: ${check.problem}`).join('; ')})`
+    this.#smokeHold = { generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
+    if (!sameStep) {
+      logger.warn({ generation: state.generation, color: rollout.to }, `rollout step held: ${failing}`)
+      const error = new BlueGreenError(
+        'BG_SMOKE_FAILED',
+        `the rollout's next step waits for ${failing}`,
+        report,
+      )
+      this.#record(state, decision.change, decision.action, refusal(error))
+    }
+    return this.#showHold(this.#smokeHold)
+  }
+
+  #showHold(hold: SmokeHold): true {
+    if (this.#step?.generation === hold.generation) this.#step = { ...this.#step, waitingFor: hold.failing }
+    return true
   }
 
   /** The reason to roll back when the color has had no available upstream for too long; undefined otherwise. */

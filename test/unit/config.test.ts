@@ -191,8 +191,23 @@ describe('buildConfig', () => {
       rollout: { onLowTraffic: 'hold' },
       drain: { timeout: 30_000 },
       metrics: { enabled: true },
-      smoke: { checks: [], timeout: 5_000, on: { switch: true, weights: true, rollout: true } },
+      smoke: {
+        checks: [],
+        timeout: 5_000,
+        on: { switch: true, weights: true, rollout: true, rolloutStep: true, promote: true },
+      },
+      standby: { keepFor: 24 * 3600_000 },
     })
+  })
+
+  it('reads standby.keepFor as a duration, and refuses what is not one', () => {
+    expect(buildConfig({ ...minimal, standby: { keepFor: '48h' } }, {}).standby.keepFor).toBe(48 * 3600_000)
+    const problems = problemsOf({ ...minimal, standby: { keepFor: 'soon', keepFour: 1 } })
+    expect(messageAt(problems, 'standby.keepFor')).toMatch(/^expected a duration of at least 1000ms/)
+    expect(messageAt(problems, 'standby.keepFour')).toMatch(/did you mean "keepFor"/)
+    expect(messageAt(problemsOf({ ...minimal, standby: { keepFor: '500ms' } }), 'standby.keepFor')).toMatch(
+      /at least 1000ms/,
+    )
   })
 
   it('returns a deeply frozen config', () => {
