@@ -55,8 +55,8 @@ export const COMMANDS: Record<string, Command> = {
     usage: 'bluegreen status [--json] [--watch [--interval SECONDS]]',
     summary: 'the routing state, upstream health, drain, watch and rollout, as this replica sees them',
     options: [
-      '--watch                 redraw it every --interval seconds until Ctrl-C',
-      '--interval SECONDS      how often --watch redraws (default 2)',
+      '--watch                 redraw it on every live event (GET /events/stream), and every --interval seconds',
+      '--interval SECONDS      how often --watch redraws without an event (default 2)',
     ],
     run: async (client, args, values, print) => {
       expectArguments('status', args, 0)
@@ -64,8 +64,11 @@ export const COMMANDS: Record<string, Command> = {
       // Clear the screen and home the cursor on a terminal; a pipe gets frames one after the other.
       const clear = process.stdout.isTTY ? '\x1b[2J\x1b[H' : ''
       const interval = seconds(values.interval, 2)
+      // A change, a drain or a standby phase redraws at once; the interval catches what other replicas report
+      // (their drains) without an event here.
+      const wakeups = await EventWakeups.open(client, interval)
       return everyInterval(
-        () => sleep(interval),
+        wakeups ? () => Promise.race([wakeups.next(), sleep(interval)]) : () => sleep(interval),
         print,
         async () => {
           const frame = show(await callAdmin(client, 'GET', '/state'), values).output
@@ -387,6 +390,16 @@ interface StateLine {
     }
     watching?: { color: string; generation: number; until: string } | null
   }
+  /** The color on standby, fleet-wide (absent from older proxies). */
+  standby?: {
+    color: string
+    since: string
+    keepUntil: string
+    drained: boolean
+    drainedAt?: string
+    replicas: { id: string; drained: boolean }[]
+    safeToScaleDown: boolean
+  } | null
   wait?: {
     complete: boolean
     pending: { id: string; generation: number }[]
@@ -445,6 +458,7 @@ function show(value: unknown, values: CommandValues): CommandResult {
     `reason      ${state.reason}`,
   ]
   if (state.rollout) lines.push(rolloutLine(state))
+  if (state.standby) lines.push(standbyLine(state.standby))
   if (state.replica) lines.push(...replicaLines(state.replica))
   lines.push(...waitLines(state.wait))
   return { output: `${lines.join('\n')}\n`, exitCode }
@@ -463,6 +477,15 @@ function rolloutLine(state: StateLine): string {
         : `, until ${judged.endsAt}: ${judged.figures}`
   const status = rollout!.pausedAt ? `paused since ${rollout!.pausedAt}` : rollout!.status
   return `rollout     ${status}, ${step}${progress}${rollout!.outcome ? `: ${rollout!.outcome}` : ''}`
+}
+
+/** "standby     blue since S, kept until K (over), drained on 3 of 3 replicas at D, safeToScaleDown yes" */
+function standbyLine(standby: NonNullable<StateLine['standby']>): string {
+  const over = Date.now() >= Date.parse(standby.keepUntil) ? ' (over)' : ''
+  const drained = standby.replicas.filter((replica) => replica.drained).length
+  const at = standby.drainedAt ? ` at ${standby.drainedAt}` : ''
+  const safe = standby.safeToScaleDown ? 'yes' : 'no'
+  return `standby     ${standby.color} since ${standby.since}, kept until ${standby.keepUntil}${over}, drained on ${drained} of ${standby.replicas.length} replica(s)${at}, safeToScaleDown ${safe}`
 }
 
 /** "waiting for promote since T (promoted automatically at U)" */

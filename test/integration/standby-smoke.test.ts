@@ -1,8 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { adminGet, adminPost, errorCode } from '../helpers/admin.ts'
+import { killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { followEvents, type LiveEvents } from '../helpers/live-events.ts'
-import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
+import { CLI, startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
 // Smoke checks where standby ends and where a rollout moves on: a switch back to a color whose standby is over
 // must pass them again, and a rollout's later step waits for them. A real proxy, real upstreams whose smoke
@@ -36,10 +37,12 @@ async function audited(admin: string): Promise<Audited[]> {
   return (await adminGet<{ events: Audited[] }>(admin, '/events?limit=100')).body.events
 }
 
-describe('smoke checks at the end of standby and before a rollout step', () => {
+describe('smoke checks at the end of standby and before a rollout step, and the standby in the CLI', () => {
   const upstreams: SmokeUpstream[] = []
   let proxy: TestProxy | undefined
   let events: LiveEvents | undefined
+
+  afterAll(() => killRunningClis())
 
   afterEach(async () => {
     events?.close()
@@ -156,5 +159,38 @@ describe('smoke checks at the end of standby and before a rollout step', () => {
       timeout: 10_000,
       message: 'the rollout to move on once the smoke check passes',
     })
+  })
+
+  it('bluegreen status shows the standby line; status --watch redraws it on the live stream', async () => {
+    const { admin } = await setUp({ standby: { keepFor: '1s' } })
+    const cli = ['--admin', admin]
+    expect((await runCli(['status', ...cli])).stdout).not.toMatch(/^standby/m)
+    // An hour between polls: only the live stream can make it redraw.
+    const watch = spawnCollecting(
+      process.execPath,
+      [CLI, 'status', '--watch', '--interval', '3600', ...cli],
+      {
+        env: { ...process.env, BLUEGREEN_ADMIN: undefined, BLUEGREEN_ADMIN_TOKEN: undefined },
+      },
+    )
+    try {
+      await eventually(() => /^active {6}blue$/m.test(watch.output()), { message: 'the first frame' })
+      expect((await adminPost(admin, '/switch', { to: 'green' })).status).toBe(200)
+      const line =
+        /^standby {5}blue since \S+Z, kept until \S+Z, drained on 1 of 1 replica\(s\) at \S+Z, safeToScaleDown no$/m
+      await eventually(() => line.test(watch.output()), {
+        timeout: 8_000,
+        message: `a frame with the standby; got ${watch.output()}`,
+      })
+      // keepFor over: the `over` event redraws it, safe now.
+      await eventually(() => /^standby .* \(over\), .*, safeToScaleDown yes$/m.test(watch.output()), {
+        timeout: 8_000,
+        message: `a frame saying safeToScaleDown yes; got ${watch.output()}`,
+      })
+    } finally {
+      watch.child.kill('SIGTERM')
+    }
+    const once = await runCli(['status', ...cli])
+    expect(once.stdout).toMatch(/^standby {5}blue since .*safeToScaleDown yes$/m)
   })
 })
