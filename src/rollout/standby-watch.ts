@@ -9,6 +9,8 @@ import {
 import type { State } from '../state/state.ts'
 import type { ReplicaRegistry } from '../state/store.ts'
 
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** The `standby` live event's data. */
 export interface StandbyEvent {
   phase: StandbyPhase
@@ -109,7 +111,12 @@ export class StandbyWatch {
       seen.over = true
       this.#publish('over', seen.standby, view.safeToScaleDown)
     }
-    if (!seen.drained || !seen.over) this.#schedule(this.#options.pollMs)
+    if (!seen.drained) this.#schedule(this.#options.pollMs)
+    // Drained everywhere: nothing to look at until keepFor is over (a timer holds at most about 24.8 days).
+    else if (!seen.over) {
+      const untilOver = Date.parse(seen.standby.keepUntil) - Date.now()
+      this.#schedule(Math.min(Math.max(untilOver, 0) + 10, MAX_TIMER_MS))
+    }
   }
 
   #schedule(delay: number): void {
