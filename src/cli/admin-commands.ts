@@ -383,7 +383,12 @@ interface StateLine {
     id: string
     appliedGeneration: number | null
     store?: { reachable: boolean; staleSeconds: number | null; restoredFrom?: string }
-    rolloutStep?: { endsAt: string; figures: string; waitingFor: string | null } | null
+    rolloutStep?: {
+      endsAt: string
+      figures: string
+      waitingFor: string | null
+      heldBy?: 'traffic' | 'smoke'
+    } | null
     health?: Record<Color, UpstreamLine[]>
     drain?: Record<Color, { requests: number; websockets: number }> & {
       draining: { color: string; since: string; closesAt: string | null; drainedAt: string | null } | null
@@ -472,9 +477,11 @@ function rolloutLine(state: StateLine): string {
     ? `, ${waitingWords(rollout!.waiting)}`
     : rollout!.status !== 'running' || !judged
       ? ''
-      : judged.waitingFor
-        ? `, held: too little traffic to judge (${judged.waitingFor})`
-        : `, until ${judged.endsAt}: ${judged.figures}`
+      : judged.heldBy === 'smoke'
+        ? `, held: waiting for ${judged.waitingFor}`
+        : judged.waitingFor
+          ? `, held: too little traffic to judge (${judged.waitingFor})`
+          : `, until ${judged.endsAt}: ${judged.figures}`
   const status = rollout!.pausedAt ? `paused since ${rollout!.pausedAt}` : rollout!.status
   return `rollout     ${status}, ${step}${progress}${rollout!.outcome ? `: ${rollout!.outcome}` : ''}`
 }

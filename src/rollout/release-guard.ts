@@ -53,8 +53,13 @@ export interface RolloutStepStatus {
   endsAt: string
   /** The step's figures in words: "12 of 50 requests" while too few to judge. */
   figures: string
-  /** While the step is held past its time for want of traffic, what it waits for ("12 of 50 requests"); else null. */
+  /**
+   * While the step is held past its time, what it waits for: traffic ("12 of 50 requests") or its smoke checks
+   * ("smoke checks passing on green (...)"); else null.
+   */
   waitingFor: string | null
+  /** Why the step is held, while it is: too little traffic to judge, or failing smoke checks. */
+  heldBy?: 'traffic' | 'smoke'
 }
 
 /**
@@ -229,7 +234,8 @@ export class ReleaseGuard {
   }
 
   #showHold(hold: SmokeHold): true {
-    if (this.#step?.generation === hold.generation) this.#step = { ...this.#step, waitingFor: hold.failing }
+    if (this.#step?.generation === hold.generation)
+      this.#step = { ...this.#step, waitingFor: hold.failing, heldBy: 'smoke' }
     return true
   }
 
@@ -249,6 +255,7 @@ export class ReleaseGuard {
       endsAt: new Date(stepEnd).toISOString(),
       figures,
       waitingFor: holding ? figures : null,
+      ...(holding ? { heldBy: 'traffic' as const } : {}),
     }
     if (holding && !wasHolding) {
       this.#options.logger.info(

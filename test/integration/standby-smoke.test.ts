@@ -129,7 +129,7 @@ describe('smoke checks at the end of standby and before a rollout step, and the 
     interface Held {
       generation: number
       weights: { green: number }
-      replica: { rolloutStep: { waitingFor: string | null } | null }
+      replica: { rolloutStep: { waitingFor: string | null; heldBy?: string } | null }
     }
     const held = await eventually(
       async () => {
@@ -139,7 +139,12 @@ describe('smoke checks at the end of standby and before a rollout step, and the 
       { timeout: 8_000, message: 'the step to be held by its smoke check' },
     )
     expect(held.weights.green).toBe(10)
+    expect(held.replica.rolloutStep?.heldBy).toBe('smoke')
     expect(held.replica.rolloutStep?.waitingFor).toMatch(/smoke page: .*503/)
+    const status = await runCli(['status', '--admin', admin])
+    expect(status.stdout).toMatch(
+      /^rollout {5}running, step 1\/2 \(10% to green\), held: waiting for smoke checks passing on green \(1 of 1 failing: smoke page: .*503.*\)$/m,
+    )
     expect(
       await events!.next('smoke', (data) => data.trigger === 'rollout-step' && data.passed === false),
     ).toMatchObject({ color: 'green', checks: [{ name: 'smoke page', passed: false }] })
