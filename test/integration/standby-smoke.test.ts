@@ -63,16 +63,18 @@ describe('smoke checks at the end of standby and before a rollout step, and the 
   async function standbyOver(admin: string): Promise<void> {
     const { body } = await adminGet<{ standby: { keepUntil: string } }>(admin, '/state')
     await eventually(() => Date.now() > Date.parse(body.standby.keepUntil) + 50, {
-      timeout: 5_000,
+      timeout: 10_000,
       message: 'keepFor to be over',
     })
   }
 
-  it('a switch back after standby is refused while the old color fails its smoke check, allowed once fixed', async () => {
+  it('a switch back after standby is refused while the old color fails its smoke check, allowed once fixed', {
+    timeout: 40_000,
+  }, async () => {
     // No smoke check on ordinary switches: only the end of standby asks for them here.
     const { blue, admin } = await setUp({
       smoke: smoke({ switch: false, weights: false, rollout: false }),
-      standby: { keepFor: '1s' },
+      standby: { keepFor: '3s' },
     })
     expect((await adminPost(admin, '/switch', { to: 'green' })).status).toBe(200)
     blue.smokeStatus = 500
@@ -116,7 +118,9 @@ describe('smoke checks at the end of standby and before a rollout step, and the 
     expect(allowed.body).toMatchObject({ active: 'blue', standby: { color: 'green' } })
   })
 
-  it("a rollout's later step is held while its smoke check fails, and moves on once it passes", async () => {
+  it("a rollout's later step is held while its smoke check fails, and moves on once it passes", {
+    timeout: 40_000,
+  }, async () => {
     const { green, admin } = await setUp({
       smoke: smoke({ rollout: true, rolloutStep: true, promote: true }),
       rollout: { onLowTraffic: 'proceed' },
@@ -160,14 +164,19 @@ describe('smoke checks at the end of standby and before a rollout step, and the 
     })
 
     green.smokeStatus = 200
-    await eventually(async () => (await adminGet<Held>(admin, '/state')).body.weights.green === 100, {
-      timeout: 10_000,
-      message: 'the rollout to move on once the smoke check passes',
-    })
+    const completed = await eventually(
+      async () => {
+        const { body } = await adminGet<Held & { standby: { color: string } | null }>(admin, '/state')
+        return body.weights.green === 100 ? body : undefined
+      },
+      { timeout: 10_000, message: 'the rollout to move on once the smoke check passes' },
+    )
+    // The rollout's last step took blue's last traffic: blue is on standby, as after a switch.
+    expect(completed.standby).toMatchObject({ color: 'blue' })
   })
 
   it('bluegreen status shows the standby line; status --watch redraws it on the live stream', async () => {
-    const { admin } = await setUp({ standby: { keepFor: '1s' } })
+    const { admin } = await setUp({ standby: { keepFor: '3s' } })
     const cli = ['--admin', admin]
     expect((await runCli(['status', ...cli])).stdout).not.toMatch(/^standby/m)
     // An hour between polls: only the live stream can make it redraw.

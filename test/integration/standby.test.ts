@@ -131,6 +131,12 @@ describe('standby, then retire, across three replicas', () => {
     expect(safe).toMatchObject({ color: 'blue', drained: true, safeToScaleDown: true })
     expect(safe!.replicas.every((replica) => replica.drained)).toBe(true)
     expect(Date.parse(safe!.drainedAt!)).toBeGreaterThanOrEqual(Date.parse(safe!.since))
+    // Each phase once on this replica, in the order it saw them.
+    expect(events.of<StandbyEvent>('standby').map((event) => event.phase)).toEqual([
+      'started',
+      'over',
+      'drained',
+    ])
 
     // A replica restarted keeps the standby (it is in the shared state), and counts as drained: it never sent blue
     // traffic.
