@@ -73,7 +73,7 @@ interface Core {
   events: EventStream
   /** The backend's audit trail, each event also published live. */
   audit: AuditTrail
-  /** The smoke checks, for the release guard before a rollout's step (the admin API has its own gate). */
+  /** The smoke checks: before a change (the admin API), before a rollout's step (the release guard), on demand. */
   smoke: SmokeGate
 }
 
@@ -267,6 +267,7 @@ function startAdmin(
     audit: core.audit,
     metrics: core.metrics,
     smoke: { config: config.smoke, preserveHost: config.proxy.preserveHost },
+    smokeGate: core.smoke,
     replicaId: context.replicaId,
     snapshot: () => core.table.snapshot(),
     readiness: () => core.table.readiness(context.closing),

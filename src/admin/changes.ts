@@ -26,6 +26,8 @@ export interface ChangeOptions {
   smoke: SmokeOptions
   /** Publishes each smoke run as a `smoke` live event. */
   publish?: SmokeGateOptions['publish']
+  /** The app's smoke gate, shared with the release guard; one is built from `smoke` when absent. */
+  smokeGate?: SmokeGate
 }
 
 export interface ChangeResult {
@@ -48,7 +50,7 @@ export class Changes {
 
   constructor(options: ChangeOptions) {
     this.#options = options
-    this.smoke = new SmokeGate(options)
+    this.smoke = options.smokeGate ?? new SmokeGate(options)
   }
 
   async run(

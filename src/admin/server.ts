@@ -19,6 +19,7 @@ import type { EventStream } from './event-stream.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
 import { ADMIN_MARK } from './mark.ts'
+import type { SmokeGate } from './smoke-gate.ts'
 
 export interface AdminOptions {
   config: AdminConfig
@@ -30,6 +31,8 @@ export interface AdminOptions {
   metrics: Metrics
   /** The smoke checks, run before a change and by POST /smoke. */
   smoke: SmokeOptions
+  /** The app's smoke gate over them, shared with the release guard; one is built from `smoke` when absent. */
+  smokeGate?: SmokeGate
   replicaId: string
   snapshot: () => RoutingSnapshot | undefined
   readiness: () => Readiness
