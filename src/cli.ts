@@ -184,7 +184,12 @@ const SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']
  */
 function reloadOnHangup(logger: Logger, reload: (() => Promise<unknown>) | undefined): void {
   process.on('SIGHUP', () => {
-    if (!reload) return void logger.debug({ signal: 'SIGHUP' }, 'signal left to the primary')
+    if (!reload) {
+      return void logger.info(
+        { signal: 'SIGHUP' },
+        'SIGHUP left to the primary: send it to the primary to reload every worker',
+      )
+    }
     logger.info({ signal: 'SIGHUP' }, 'signal received: reloading the config')
     reload().catch((error: unknown) => logger.error({ err: error }, 'config reload failed'))
   })

@@ -239,10 +239,26 @@ describe('reloading the config of bluegreen serve', () => {
     await write({ admin: { listen: '127.0.0.1:0', token: 'new-token' } })
   })
 
+  it('applies new upstream timeouts to the next request (the upstream connection pools are made anew)', async () => {
+    const slowAnswer = async () => {
+      const answer = await fetch(`${proxy.url}/slow`)
+      return { status: answer.status, text: await answer.text() }
+    }
+    await write({ proxy: { timeouts: { header: '300ms' }, retries: { max: 0 } } })
+    const answer = await reload('new-token')
+    expect(answer.body.changed).toEqual(['proxy.retries.max', 'proxy.timeouts.header'])
+    const timedOut = await slowAnswer()
+    expect(timedOut.status).toBe(504)
+    expect(timedOut.text).toContain('BG_UPSTREAM_TIMEOUT')
+    config = { ...config, proxy: undefined }
+    await write({})
+    expect((await reload('new-token')).body.result).toBe('applied')
+  })
+
   it('counts every reload by result in bluegreen_config_reloads_total', async () => {
     const metrics = await scrapeMetrics(proxy.admin)
-    // applied: the drain test, SIGHUP, the token rotation, the CLI; one more each way above.
-    expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(4)
+    // applied: the drain test, SIGHUP, the token rotation, the CLI, the timeouts twice; one more each way above.
+    expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(6)
     expect(metrics.get('bluegreen_config_reloads_total{result="invalid"}')).toBe(2)
     expect(metrics.get('bluegreen_config_reloads_total{result="refused"}')).toBe(2)
     expect(metrics.get('bluegreen_config_reloads_total{result="unchanged"}')).toBe(2)
