@@ -27,7 +27,7 @@ const EVERY_MS = 500
 
 export async function reload(): Promise<Record<string, unknown>> {
   const [proxyPort, adminPort, ...upstreamPorts] = await Promise.all(
-    Array.from({ length: 5 }, () => freePort()),
+    Array.from({ length: 6 }, () => freePort()),
   )
   const upstreams = await Promise.all(upstreamPorts.map((port) => startUpstream(port)))
   const urls = upstreamPorts.map((port) => `http://127.0.0.1:${port}`)
@@ -66,7 +66,11 @@ export async function reload(): Promise<Record<string, unknown>> {
         await write([urls[0]!, urls[i % 2 === 0 ? 3 : 1]!])
         const answer = await fetch(`${admin}/reload`, { method: 'POST' })
         const outcome = (await answer.json()) as { result?: string }
-        if (answer.status !== 200 || outcome.result !== 'applied') failedReloads++
+        if (answer.status !== 200 || outcome.result !== 'applied') {
+          failedReloads++
+          if (failedReloads === 1)
+            console.error(`a reload failed: ${answer.status} ${JSON.stringify(outcome)}`)
+        }
         reloadTimes.push(performance.now() - started)
         await sleep(Math.max(0, EVERY_MS - (performance.now() - started)))
       }
