@@ -276,6 +276,8 @@ async function demo(proxyPort: number, adminPort: number): Promise<void> {
   const running = await startDemo({ port: proxyPort, adminPort, stateDir: '.bluegreen-demo', logger })
   process.stdout.write(running.instructions)
   onSignals(logger, () => running.close())
+  // No file to re-read: the reload says so (and the demo keeps running, where Node's default would end it).
+  reloadOnHangup(logger, () => running.app.reload(HANGUP))
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

@@ -10,7 +10,6 @@ import {
   type ChildProxy,
   CLI,
   spawnProxy,
-  startProxy,
   startServer,
   type TestServer,
   tempDir,
@@ -283,18 +282,30 @@ describe('reloading the config of bluegreen serve', () => {
   })
 })
 
-describe('a proxy started without a config file (bluegreen demo)', () => {
-  it('refuses a reload clearly: there is nothing to re-read', async () => {
-    const upstream = await startServer((_req, res) => res.end('ok'))
-    const proxy = await startProxy({ blue: [upstream.url], green: [upstream.url] })
+describe('bluegreen demo, which has no config file', () => {
+  it('refuses POST /reload and SIGHUP clearly, and keeps serving', async () => {
+    const dir = await tempDir('bluegreen-reload-demo-')
+    const demo = spawnCollecting(process.execPath, [CLI, 'demo', '--port', '0', '--admin-port', '0'], {
+      cwd: dir.path,
+    })
     try {
-      const answer = await callAdmin<ReloadError>(proxy.admin, '/reload', { method: 'POST', body: {} })
+      const admin = await eventually(() => /admin {3}(http:\/\/\S+)/.exec(demo.output())?.[1], {
+        timeout: 15_000,
+        message: 'the demo to start',
+      })
+      const answer = await callAdmin<ReloadError>(admin, '/reload', { method: 'POST', body: {} })
       expect(answer.status).toBe(422)
       expect(errorCode(answer)).toBe('BG_RELOAD_REFUSED')
       expect(answer.body.error.message).toContain('started without a config file')
+      demo.child.kill('SIGHUP')
+      await eventually(() => /"by":"signal:SIGHUP".*config reload refused/.test(demo.output()), {
+        message: 'the SIGHUP reload to be refused',
+      })
+      expect((await adminGet(admin, '/healthz')).status).toBe(200)
     } finally {
-      await proxy.close()
-      await upstream.close()
+      demo.child.kill('SIGKILL')
+      await demo.exited
+      await dir.remove()
     }
   })
 })
