@@ -140,6 +140,7 @@ async function start(context: Context): Promise<App> {
     audit: core.audit,
     events: core.events,
     snapshot: () => core.table.snapshot(),
+    closing: () => context.closing,
     logger: logger.child({ part: 'reload' }),
   })
   core.table.onApplied((state, previous) => {

@@ -108,7 +108,7 @@ export const ErrorCodes = {
   BG_RELOAD_REFUSED: {
     status: 422,
     meaning:
-      'a reload was refused: the new config changes keys that need a restart (named), or there is no config file to re-read',
+      'a reload was refused: the new config changes keys that need a restart (named), there is no config file to re-read, or the proxy is shutting down',
   },
   BG_RELOAD_FAILED: {
     status: 500,

@@ -77,6 +77,8 @@ export interface ConfigReloaderOptions {
   audit: AuditTrail
   events: EventStream
   snapshot: () => RoutingSnapshot | undefined
+  /** Shutdown has begun: the parts a reload would change are closing, so it is refused. */
+  closing: () => boolean
   logger: Logger
 }
 
@@ -95,7 +97,11 @@ export class ConfigReloader {
   /** Re-reads the file and applies it whole, or not at all; answers how it ended (it never throws for bad input). */
   reload(trigger: ReloadTrigger): Promise<ReloadOutcome> {
     const run = async () => {
-      const outcome = this.#options.viaPrimary ? await this.#options.viaPrimary() : await this.#reloadHere()
+      const outcome = this.#options.closing()
+        ? shuttingDown(this.#options.file)
+        : this.#options.viaPrimary
+          ? await this.#options.viaPrimary()
+          : await this.#reloadHere()
       this.record(outcome, trigger)
       return outcome
     }
@@ -106,6 +112,7 @@ export class ConfigReloader {
 
   /** Applies a config already validated and planned (here, or by the primary): each section whose keys changed. */
   apply(next: Config): string[] {
+    if (this.#options.closing()) throw new Error('this process is shutting down')
     const changed = changedKeys(this.#options.running(), next)
     const touches = (patterns: readonly string[]) =>
       changed.some((key) => patterns.some((pattern) => keyMatches(pattern, key)))
@@ -167,5 +174,15 @@ export class ConfigReloader {
       changed,
       message: `applied: ${changed.join(', ')}`,
     }
+  }
+}
+
+function shuttingDown(file: string | undefined): ReloadOutcome {
+  return {
+    result: 'refused',
+    file: file ?? null,
+    changed: [],
+    code: 'BG_RELOAD_REFUSED',
+    message: 'the proxy is shutting down: a reload is not applied',
   }
 }
