@@ -128,8 +128,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   reload: {
     usage: 'bluegreen reload [--json]',
-    summary:
-      'the proxy re-reads its config file and applies it whole, or refuses it (exit 1) and keeps running as it was',
+    summary: 'the proxy re-reads its config file and applies it whole, or refuses it all (exit 1)',
     options: [],
     run: async (client, args, values) => {
       expectArguments('reload', args, 0)
