@@ -5,6 +5,7 @@ import { memory } from './memory.ts'
 import { metricsCost } from './metrics-cost.ts'
 import { peers } from './peers.ts'
 import { propagation } from './propagation.ts'
+import { reload } from './reload.ts'
 import { rollback } from './rollback.ts'
 import { switching } from './switching.ts'
 import { throughput } from './throughput.ts'
@@ -23,6 +24,7 @@ await latency()
 await switching()
 await propagation()
 await rollback()
+await reload()
 await metricsCost()
 await memory()
 await workers()

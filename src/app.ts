@@ -5,11 +5,12 @@ import { AdminServer } from './admin/server.ts'
 import { SmokeGate } from './admin/smoke-gate.ts'
 import { Closers } from './app/closers.ts'
 import { outcomeReporting } from './app/outcomes.ts'
+import { ConfigReloader, type ReloadTrigger } from './app/reload.ts'
 import { createStateBackend, type StateBackend } from './app/state-backend.ts'
 import { StateLoader } from './app/state-loader.ts'
 import type { AuditTrail } from './audit/audit.ts'
 import type { ClusterLink } from './cluster-worker.ts'
-import type { Color } from './colors.ts'
+import type { ReloadOutcome } from './config/changes.ts'
 import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
@@ -22,7 +23,7 @@ import { ReleaseGuard } from './rollout/release-guard.ts'
 import { StandbyWatch } from './rollout/standby-watch.ts'
 import type { RoutingSnapshot } from './routing/snapshot.ts'
 import { RoutingTable } from './routing/table.ts'
-import { createUpstreams, type Upstream } from './routing/upstream.ts'
+import { UpstreamPools } from './routing/upstream-pools.ts'
 import type { ReplicaDrain } from './state/standby.ts'
 import type { State } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
@@ -34,6 +35,11 @@ export interface App {
   readonly adminAddress: Address
   /** The routing snapshot requests are served from right now; undefined until the state has loaded. */
   snapshot(): RoutingSnapshot | undefined
+  /**
+   * Re-reads the config file and applies it whole or not at all (SIGHUP, POST /reload); answers how it ended and
+   * never throws for a bad file.
+   */
+  reload(trigger: ReloadTrigger): Promise<ReloadOutcome>
   /** Graceful shutdown, in the reverse order of start-up. Safe to call more than once. */
   close(): Promise<void>
 }
@@ -41,6 +47,8 @@ export interface App {
 export interface AppOptions {
   /** Set in a `serve --workers N` worker: how changes and metrics reach the other workers. */
   cluster?: ClusterLink
+  /** The config file the app was started from, re-read by a reload; none for `bluegreen demo`. */
+  configFile?: string
 }
 
 export interface Address {
@@ -50,7 +58,9 @@ export interface Address {
 
 /** What every step of the start-up reads. */
 interface Context {
+  /** The running config: a reload replaces it. */
   config: Config
+  configFile: string | undefined
   logger: Logger
   cluster: ClusterLink | undefined
   replicaId: string
@@ -62,7 +72,7 @@ interface Context {
 
 /** The parts the others are built on: upstreams, their health, the state store, and the routing table. */
 interface Core {
-  upstreams: Record<Color, Upstream[]>
+  upstreams: UpstreamPools
   metrics: Metrics
   health: UpstreamHealth
   backend: StateBackend
@@ -88,6 +98,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
     config,
     logger,
     cluster: options.cluster,
+    configFile: options.configFile,
     replicaId: `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
     closers: new Closers(logger),
     closing: false,
@@ -116,8 +127,30 @@ async function start(context: Context): Promise<App> {
   })
   closers.add('state loader', () => loader.stop())
   const standby = startStandbyWatch(context, core)
-  const admin = startAdmin(context, core, guard, standby, () => proxy.drainStatus())
+  const admin = startAdmin(
+    context,
+    core,
+    guard,
+    standby,
+    () => proxy.drainStatus(),
+    (trigger) => reloader.reload(trigger),
+  )
   const proxy = startProxy(context, core, windows)
+  const reloader = new ConfigReloader({
+    file: context.configFile,
+    running: () => context.config,
+    setRunning: (next) => {
+      context.config = next
+    },
+    targets: { upstreams: core.upstreams, health: core.health, table: core.table, proxy, admin, guard },
+    viaPrimary: cluster ? () => cluster.requestReload() : undefined,
+    metrics: core.metrics,
+    audit: core.audit,
+    events: core.events,
+    snapshot: () => core.table.snapshot(),
+    closing: () => context.closing,
+    logger: logger.child({ part: 'reload' }),
+  })
   core.table.onApplied((state, previous) => {
     core.metrics.applied(state, previous)
     guard.stateApplied(previous, state)
@@ -136,7 +169,12 @@ async function start(context: Context): Promise<App> {
   const adminAddress = addressOf(await admin.listen())
   await loader.start()
   // A sibling's change is applied like one from the store: only if it supersedes the state applied.
-  cluster?.attach({ apply: core.table.apply, registry: core.metrics.registry })
+  cluster?.attach({
+    apply: core.table.apply,
+    registry: core.metrics.registry,
+    applyConfig: (next) => reloader.apply(next),
+    recordReload: (outcome, trigger) => reloader.record(outcome, trigger),
+  })
   core.health.start()
   logger.info(
     {
@@ -154,6 +192,7 @@ async function start(context: Context): Promise<App> {
     proxyAddress,
     adminAddress,
     snapshot: () => core.table.snapshot(),
+    reload: (trigger) => reloader.reload(trigger),
     close: () => {
       closed ??= close(context)
       return closed
@@ -163,16 +202,21 @@ async function start(context: Context): Promise<App> {
 
 async function startCore(context: Context): Promise<Core> {
   const { config, logger, cluster, closers, replicaId } = context
-  const upstreams = createUpstreams(config.pools, config.proxy.timeouts)
+  const upstreams = new UpstreamPools(config.pools, config.proxy.timeouts, (upstream) =>
+    logger.info(
+      { color: upstream.color, upstream: upstream.url },
+      'removed upstream drained: its connections are closed',
+    ),
+  )
   closers.add(
     'upstream connection pools',
-    () => eachUpstream(upstreams, (upstream) => upstream.close()),
-    () => eachUpstream(upstreams, (upstream) => upstream.destroy()),
+    () => upstreams.close(),
+    () => upstreams.destroy(),
   )
   // Read at scrape time, once the store below exists.
   const metrics = new Metrics(() => store.status?.())
   const health = new UpstreamHealth({
-    upstreams,
+    upstreams: upstreams.current,
     pools: config.pools,
     logger: logger.child({ part: 'health' }),
     metrics,
@@ -188,7 +232,7 @@ async function startCore(context: Context): Promise<Core> {
   // In a cluster, a change this worker commits reaches its siblings before the change is answered.
   const store = cluster ? cluster.shareChanges(backend.store) : backend.store
   const table = new RoutingTable({
-    upstreams,
+    upstreams: upstreams.current,
     balance: { blue: config.pools.blue.balance, green: config.pools.green.balance },
     isAvailable: (upstream) => health.isAvailable(upstream),
     storeStatus: () => store.status?.(),
@@ -256,6 +300,7 @@ function startAdmin(
   guard: ReleaseGuard,
   standby: StandbyWatch,
   drainStatus: () => unknown,
+  reload: (trigger: ReloadTrigger) => Promise<ReloadOutcome>,
 ): AdminServer {
   const { config, cluster } = context
   const admin = new AdminServer({
@@ -278,6 +323,7 @@ function startAdmin(
     standbyStatus: () => standby.view(),
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
+    reload,
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
@@ -299,8 +345,9 @@ function startProxy(context: Context, core: Core, windows: SlidingWindows): Prox
   context.closers.add(
     'proxy listener',
     async () => {
-      logger.info({ ...proxy.active, graceMs: config.shutdown.grace }, 'shutting down: draining')
-      await proxy.drain(config.shutdown.grace)
+      const { grace } = context.config.shutdown
+      logger.info({ ...proxy.active, graceMs: grace }, 'shutting down: draining')
+      await proxy.drain(grace)
     },
     // Nothing has been served that deserves to finish.
     () => void proxy.server.close(),
@@ -319,13 +366,6 @@ async function close(context: Context): Promise<void> {
 
 function addressOf(bound: { address: string; port: number }): Address {
   return { host: bound.address, port: bound.port }
-}
-
-async function eachUpstream(
-  upstreams: Record<Color, Upstream[]>,
-  each: (upstream: Upstream) => Promise<void>,
-): Promise<void> {
-  await Promise.all(Object.values(upstreams).flat().map(each))
 }
 
 /** What the registry shares of this replica's drain. */

@@ -11,6 +11,7 @@ import {
   UsageError,
 } from './cli/admin-commands.ts'
 import { parseCommandLine, unknownCommand } from './cli/arguments.ts'
+import type { Config } from './config/types.ts'
 import { BlueGreenError, type CodeEntry, ErrorCodes } from './errors.ts'
 import type { Logger } from './log.ts'
 import { buildInfo } from './version.ts'
@@ -177,16 +178,30 @@ function onSignals(logger: Logger, close: () => Promise<void>, signals: NodeJS.S
 const SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']
 
 /**
- * SIGHUP is how systemd's ExecReload and every nginx or HAProxy habit ask for a reload, which the proxy does not
- * have yet. Node's default for it ends the process at once (exit 129) with no drain, so it is logged and ignored.
+ * SIGHUP re-reads the config file and applies it whole or not at all, as systemd's ExecReload and every nginx or
+ * HAProxy habit expect; how it went is logged (and audited, counted, published) by the reload itself. A cluster
+ * worker leaves it to its primary, which reloads every worker: a terminal's hang-up reaches the whole group.
  */
-function ignoreHangup(logger: Logger): void {
-  process.on('SIGHUP', () =>
-    logger.warn(
-      { signal: 'SIGHUP' },
-      'SIGHUP ignored: there is no reload yet; restart the proxy (SIGTERM drains) to apply a new config',
-    ),
-  )
+function reloadOnHangup(logger: Logger, reload: (() => Promise<unknown>) | undefined): void {
+  process.on('SIGHUP', () => {
+    if (!reload) {
+      return void logger.info(
+        { signal: 'SIGHUP' },
+        'SIGHUP left to the primary: send it to the primary to reload every worker',
+      )
+    }
+    logger.info({ signal: 'SIGHUP' }, 'signal received: reloading the config')
+    reload().catch((error: unknown) => logger.error({ err: error }, 'config reload failed'))
+  })
+}
+
+/** Who the audit trail says reloaded on SIGHUP. */
+const HANGUP = { actor: 'signal:SIGHUP', address: 'local' }
+
+/** A worker forked after a reload runs the config its siblings run (the primary passes it on), not the file's. */
+function runningConfig(variable: string, freeze: <T>(value: T) => T): Config | undefined {
+  const passed = process.env[variable]
+  return passed === undefined ? undefined : freeze(JSON.parse(passed) as Config)
 }
 
 function exitOnCrash(logger: Logger): void {
@@ -199,14 +214,21 @@ function exitOnCrash(logger: Logger): void {
 }
 
 async function serve(file: string, workers: number): Promise<void> {
-  const { loadConfig } = await import('./config/load.ts')
-  // Validated here in the primary as well, so a bad config is one error and exit 2, not N failing workers.
-  const config = await loadConfig(file)
-  const [{ createLogger }, { startPrimary }, { joinCluster }] = await Promise.all([
+  const [
+    { loadConfig },
+    { deepFreeze: freeze },
+    { createLogger },
+    { startPrimary, RUNNING_CONFIG_ENV: passed },
+    { joinCluster },
+  ] = await Promise.all([
+    import('./config/load.ts'),
+    import('./config/validate.ts'),
     import('./log.ts'),
     import('./cluster.ts'),
     import('./cluster-worker.ts'),
   ])
+  // Validated here in the primary as well, so a bad config is one error and exit 2, not N failing workers.
+  const config = runningConfig(passed, freeze) ?? (await loadConfig(file))
   const root = createLogger({ level: config.log.level, format: config.log.format })
   const cluster = joinCluster(root)
   if (!cluster && workers > 1) {
@@ -218,9 +240,11 @@ async function serve(file: string, workers: number): Promise<void> {
       // Node's own variable still chooses, for measuring one against the other.
       schedulingPolicy: process.env.NODE_CLUSTER_SCHED_POLICY === 'none' ? 'none' : 'rr',
       stopTimeout: config.shutdown.delay + config.shutdown.grace + 10_000,
+      configFile: file,
+      config,
     })
     for (const signal of SIGNALS) process.on(signal, () => primary.stop(signal))
-    ignoreHangup(logger)
+    reloadOnHangup(logger, () => primary.reload(HANGUP))
     const code = await primary.exited
     logger.flush()
     process.exit(code)
@@ -229,9 +253,9 @@ async function serve(file: string, workers: number): Promise<void> {
   exitOnCrash(logger)
   const { startApp } = await import('./app.ts')
   // Listening for signals from the start: a worker told to stop while starting finishes starting, then drains.
-  const starting = startApp(config, logger, { cluster })
+  const starting = startApp(config, logger, { cluster, configFile: file })
   onSignals(logger, async () => (await starting).close(), cluster ? ['SIGTERM'] : SIGNALS)
-  ignoreHangup(logger)
+  reloadOnHangup(logger, cluster ? undefined : async () => (await starting).reload(HANGUP))
   await starting
   cluster?.started()
 }
@@ -252,6 +276,8 @@ async function demo(proxyPort: number, adminPort: number): Promise<void> {
   const running = await startDemo({ port: proxyPort, adminPort, stateDir: '.bluegreen-demo', logger })
   process.stdout.write(running.instructions)
   onSignals(logger, () => running.close())
+  // No file to re-read: the reload says so (and the demo keeps running, where Node's default would end it).
+  reloadOnHangup(logger, () => running.app.reload(HANGUP))
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

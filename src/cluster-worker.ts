@@ -4,8 +4,18 @@
 
 import cluster, { type Worker } from 'node:cluster'
 import type { Registry } from 'prom-client'
-import { isMessage, METRICS_TIMEOUT_MS, type Message, SHARE_TIMEOUT_MS } from './cluster.ts'
+import type { ReloadTrigger } from './app/reload.ts'
+import {
+  isMessage,
+  METRICS_TIMEOUT_MS,
+  type Message,
+  RELOAD_TIMEOUT_MS,
+  SHARE_TIMEOUT_MS,
+} from './cluster.ts'
 import type { Color } from './colors.ts'
+import type { ReloadOutcome } from './config/changes.ts'
+import type { Config } from './config/types.ts'
+import { deepFreeze } from './config/validate.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
@@ -23,8 +33,13 @@ export interface ClusterLink {
    * resolves once they have all applied it, so the very next request to any worker is routed by it.
    */
   shareChanges(store: StateStore): StateStore
-  /** The app's side: `apply` takes the siblings' states (it ignores generations it has), `registry` its metrics. */
-  attach(hooks: { apply: (state: State) => void; registry: Registry }): void
+  /**
+   * The app's side: `apply` takes the siblings' states (it ignores generations it has), `registry` its metrics,
+   * `applyConfig` a reload the primary has validated, `recordReload` one this worker is to log, audit and count.
+   */
+  attach(hooks: Hooks): void
+  /** POST /reload on this worker: the primary validates the file once and every worker applies it. */
+  requestReload(): Promise<ReloadOutcome>
   /** Says the app has bound its listeners. */
   started(): void
   /** The metrics of every worker, added up by the primary. */
@@ -40,6 +55,8 @@ export interface ClusterLink {
 interface Hooks {
   apply: (state: State) => void
   registry: Registry
+  applyConfig: (config: Config) => void
+  recordReload: (outcome: ReloadOutcome, trigger: ReloadTrigger) => void
 }
 
 /** A sibling's latest figures, stamped when they arrived. */
@@ -102,6 +119,14 @@ class WorkerLink implements ClusterLink {
     this.#pending = undefined
   }
 
+  async requestReload(): Promise<ReloadOutcome> {
+    const answer = await this.#ask<Extract<Message, { type: 'bluegreen:reload-result' }>>(
+      { type: 'bluegreen:reload', id: this.#nextId++ },
+      RELOAD_TIMEOUT_MS + 5_000,
+    )
+    return answer.outcome
+  }
+
   started(): void {
     this.#worker.send({ type: 'bluegreen:started' })
   }
@@ -142,7 +167,14 @@ class WorkerLink implements ClusterLink {
           this.#siblingFigures.set(message.from, { generation, color, figures, at: Date.now() })
         }
         return
+      case 'bluegreen:reload-apply':
+        this.#applyConfig(message.id, message.config)
+        return
+      case 'bluegreen:reload-record':
+        this.#hooks?.recordReload(message.outcome, message.trigger)
+        return
       case 'bluegreen:state-shared':
+      case 'bluegreen:reload-result':
       case 'bluegreen:metrics-sum': {
         const resolve = this.#waiting.get(message.id)
         this.#waiting.delete(message.id)
@@ -158,6 +190,18 @@ class WorkerLink implements ClusterLink {
     else if (!this.#pending || state.generation > this.#pending.generation) this.#pending = state
     // Unwired, it loads the state itself; either way it will not route by anything older.
     if (id !== undefined) this.#worker.send({ type: 'bluegreen:state-applied', id })
+  }
+
+  #applyConfig(id: number, config: Config): void {
+    let error: string | undefined
+    try {
+      if (!this.#hooks) throw new Error('this worker is still starting')
+      this.#hooks.applyConfig(deepFreeze(config))
+    } catch (failure) {
+      this.#logger.error({ err: failure }, 'could not apply a reloaded config')
+      error = (failure as Error).message ?? String(failure)
+    }
+    this.#worker.send({ type: 'bluegreen:reload-applied', id, ...(error === undefined ? {} : { error }) })
   }
 
   #sendMetrics(id: number): void {

@@ -6,7 +6,10 @@
 
 import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry } from 'prom-client'
+import { prepareReload, type ReloadTrigger } from './app/reload.ts'
 import type { Color } from './colors.ts'
+import type { ReloadOutcome } from './config/changes.ts'
+import type { Config } from './config/types.ts'
 import type { Logger } from './log.ts'
 import type { WindowFigures } from './metrics/windows.ts'
 import type { State } from './state/state.ts'
@@ -32,6 +35,14 @@ export type Message =
    * (with `from`), so each worker's release guard judges all the traffic, not its own share of it.
    */
   | { type: 'bluegreen:windows'; generation: number; color: Color; figures: WindowFigures; from?: number }
+  /** Worker -> primary: POST /reload came to it; the primary reloads every worker and answers `reload-result`. */
+  | { type: 'bluegreen:reload'; id: number }
+  | { type: 'bluegreen:reload-result'; id: number; outcome: ReloadOutcome }
+  /** Primary -> every worker: a config validated and planned once, to apply; each answers `reload-applied`. */
+  | { type: 'bluegreen:reload-apply'; id: number; config: Config }
+  | { type: 'bluegreen:reload-applied'; id: number; error?: string }
+  /** Primary -> one worker: record a reload no worker asked for (SIGHUP) in the log, audit trail and metrics. */
+  | { type: 'bluegreen:reload-record'; outcome: ReloadOutcome; trigger: ReloadTrigger }
 
 /** How long a committing worker waits for its siblings to apply a change before answering anyway. */
 export const SHARE_TIMEOUT_MS = 2_000
@@ -42,6 +53,10 @@ const RESTART_FIRST_MS = 100
 const RESTART_MAX_MS = 10_000
 /** A worker that ran this long before dying was healthy: the next restart is quick again. */
 const STABLE_MS = 10_000
+/** How long the primary waits for every worker to apply a reload before answering which did not. */
+export const RELOAD_TIMEOUT_MS = 10_000
+/** Set in the environment of a worker forked after a reload: the running config, which the file may no longer be. */
+export const RUNNING_CONFIG_ENV = 'BLUEGREEN_RUNNING_CONFIG'
 
 export function isMessage(value: unknown): value is Message {
   const type = (value as { type?: unknown } | null)?.type
@@ -60,6 +75,9 @@ export interface PrimaryOptions {
   schedulingPolicy: 'rr' | 'none'
   /** How long the workers get to drain after stop() before they are killed (ms). */
   stopTimeout: number
+  /** The file the config was read from, re-read by a reload, and the config the workers started with. */
+  configFile: string
+  config: Config
 }
 
 export interface Primary {
@@ -67,6 +85,16 @@ export interface Primary {
   readonly exited: Promise<number>
   /** The first call passes SIGTERM to every worker (a graceful drain); a second kills them. */
   stop(reason: string): void
+  /** Re-reads the config file, validates it once and has every worker apply it (SIGHUP). */
+  reload(trigger: ReloadTrigger): Promise<ReloadOutcome>
+}
+
+/** A reload sent to the workers, waiting for each to say it applied it. */
+interface Rollout {
+  waiting: Set<Worker>
+  applied: number[]
+  failed: { worker: number; error: string }[]
+  done: () => void
 }
 
 /** A committed state sent to the siblings, waiting for each to say it has applied it. */
@@ -108,6 +136,11 @@ class ClusterPrimary implements Primary {
   readonly #shares = new Map<number, Share>()
   readonly #gathers = new Map<number, Gather>()
   readonly #restartTimers = new Set<NodeJS.Timeout>()
+  readonly #reloads = new Map<number, Rollout>()
+  /** The config the workers run: a reload replaces it once the workers have it. */
+  #config: Config
+  #reloaded = false
+  #reloadQueue: Promise<unknown> = Promise.resolve()
   #nextId = 0
   /**
    * The newest state any worker committed, for a worker that starts after it (its own read of the store may have
@@ -132,6 +165,7 @@ class ClusterPrimary implements Primary {
     }
     this.#options = options
     this.#logger = options.logger
+    this.#config = options.config
     this.exited = new Promise<number>((resolve) => {
       this.#exit = resolve
     })
@@ -173,7 +207,113 @@ class ClusterPrimary implements Primary {
   }
 
   #fork(): void {
-    this.#live.set(cluster.fork(), Date.now())
+    // After a reload, the file may say something else by now (or be broken): a new worker runs what the others do.
+    const env = this.#reloaded ? { [RUNNING_CONFIG_ENV]: JSON.stringify(this.#config) } : undefined
+    this.#live.set(cluster.fork(env), Date.now())
+  }
+
+  /** A reload no worker asked for (SIGHUP): one worker records it, so it is counted and audited once. */
+  async reload(trigger: ReloadTrigger): Promise<ReloadOutcome> {
+    const outcome = await this.#queued(trigger)
+    const recorder = [...this.#listening]
+      .filter((worker) => worker.isConnected())
+      .sort((a, b) => a.id - b.id)[0]
+    if (recorder) send(recorder, { type: 'bluegreen:reload-record', outcome, trigger })
+    return outcome
+  }
+
+  /** One reload at a time, whoever asked. */
+  #queued(trigger: ReloadTrigger): Promise<ReloadOutcome> {
+    const run = () => this.#reload(trigger)
+    const result = this.#reloadQueue.then(run, run)
+    this.#reloadQueue = result.catch(() => {})
+    return result
+  }
+
+  async #reload(trigger: ReloadTrigger): Promise<ReloadOutcome> {
+    const prepared = await prepareReload(this.#options.configFile, this.#config)
+    if ('outcome' in prepared) {
+      this.#logger.warn(
+        { result: prepared.outcome.result, problems: prepared.outcome.problems, by: trigger.actor },
+        `config reload ${prepared.outcome.result}: ${prepared.outcome.message}`,
+      )
+      return prepared.outcome
+    }
+    const { next, changed } = prepared
+    const workers = await this.#applyEverywhere(next)
+    this.#config = next
+    this.#reloaded = true
+    const file = this.#options.configFile
+    if (workers.failed.length > 0) {
+      const names = workers.failed.map((failure) => `worker ${failure.worker}: ${failure.error}`).join('; ')
+      this.#logger.error({ changed, workers }, 'config reload: not every worker applied it')
+      return {
+        result: 'applied',
+        file,
+        changed,
+        workers,
+        code: 'BG_RELOAD_FAILED',
+        message: `applied by workers ${workers.applied.join(', ') || 'none'}, not by ${names}`,
+      }
+    }
+    this.#logger.info(
+      { changed, workers: workers.applied, by: trigger.actor },
+      'config reloaded by every worker',
+    )
+    return { result: 'applied', file, changed, workers, message: `applied: ${changed.join(', ')}` }
+  }
+
+  /** Sends the new config to every worker and waits until each has applied it, or RELOAD_TIMEOUT_MS. */
+  #applyEverywhere(config: Config): Promise<NonNullable<ReloadOutcome['workers']>> {
+    const id = this.#nextId++
+    const targets = [...this.#listening].filter((worker) => worker.isConnected())
+    return new Promise((resolve) => {
+      const rollout: Rollout = {
+        waiting: new Set(targets),
+        applied: [],
+        failed: [],
+        done: () => {
+          clearTimeout(timer)
+          this.#reloads.delete(id)
+          for (const worker of rollout.waiting) {
+            rollout.failed.push({ worker: worker.id, error: `did not answer within ${RELOAD_TIMEOUT_MS} ms` })
+          }
+          resolve({ applied: rollout.applied.sort((a, b) => a - b), failed: rollout.failed })
+        },
+      }
+      const timer = setTimeout(() => rollout.done(), RELOAD_TIMEOUT_MS)
+      this.#reloads.set(id, rollout)
+      for (const worker of targets) send(worker, { type: 'bluegreen:reload-apply', id, config })
+      if (targets.length === 0) rollout.done()
+    })
+  }
+
+  #reloadApplied(worker: Worker, message: Extract<Message, { type: 'bluegreen:reload-applied' }>): void {
+    const rollout = this.#reloads.get(message.id)
+    if (!rollout?.waiting.delete(worker)) return
+    if (message.error === undefined) rollout.applied.push(worker.id)
+    else rollout.failed.push({ worker: worker.id, error: message.error })
+    if (rollout.waiting.size === 0) rollout.done()
+  }
+
+  /** A worker's POST /reload: reloads every worker, then answers it (it records the reload). */
+  #reloadFor(worker: Worker, id: number): void {
+    const actor = `worker ${worker.id}`
+    this.#queued({ actor, address: 'cluster' }).then(
+      (outcome) => send(worker, { type: 'bluegreen:reload-result', id, outcome }),
+      (error: unknown) => {
+        this.#logger.error({ err: error }, 'config reload failed')
+        const message = `the reload failed: ${(error as Error).message}`
+        const outcome: ReloadOutcome = {
+          result: 'refused',
+          file: this.#options.configFile,
+          changed: [],
+          code: 'BG_RELOAD_FAILED',
+          message,
+        }
+        send(worker, { type: 'bluegreen:reload-result', id, outcome })
+      },
+    )
   }
 
   readonly #onMessage = (worker: Worker, message: unknown): void => {
@@ -198,6 +338,12 @@ class ClusterPrimary implements Primary {
         return
       case 'bluegreen:metrics-response':
         this.#gathered(worker, message)
+        return
+      case 'bluegreen:reload':
+        this.#reloadFor(worker, message.id)
+        return
+      case 'bluegreen:reload-applied':
+        this.#reloadApplied(worker, message)
         return
       case 'bluegreen:windows':
         for (const sibling of this.#listening) {
@@ -245,6 +391,12 @@ class ClusterPrimary implements Primary {
         this.#shares.delete(id)
         clearTimeout(share.timer)
       } else if (share.waiting.delete(worker) && share.waiting.size === 0) this.#finishShare(id)
+    }
+    for (const rollout of this.#reloads.values()) {
+      if (rollout.waiting.delete(worker)) {
+        rollout.failed.push({ worker: worker.id, error: 'exited before applying it' })
+        if (rollout.waiting.size === 0) rollout.done()
+      }
     }
     for (const [id, gather] of this.#gathers) {
       if (gather.requester === worker) {

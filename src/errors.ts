@@ -11,7 +11,7 @@ export interface CodeEntry {
 }
 
 export const ErrorCodes = {
-  // A config reload over HTTP would answer these 400; today they are met at start-up, as exit code 2.
+  // Met at start-up (exit code 2) and by a reload (POST /reload answers 400, and bluegreen reload exits 1).
   BG_CONFIG_INVALID: {
     status: 400,
     exit: 2,
@@ -104,6 +104,15 @@ export const ErrorCodes = {
     exit: 1,
     meaning:
       'what answered at --admin is not a bluegreen admin API (its answers lack the x-bluegreen-admin mark), or it sent something other than JSON',
+  },
+  BG_RELOAD_REFUSED: {
+    status: 422,
+    meaning:
+      'a reload was refused: the new config changes keys that need a restart (named), there is no config file to re-read, or the proxy is shutting down',
+  },
+  BG_RELOAD_FAILED: {
+    status: 500,
+    meaning: 'with --workers, a worker failed to apply a reload or did not answer in time (named)',
   },
   BG_SHUTTING_DOWN: { status: 503, meaning: 'the proxy is shutting down and takes no new requests' },
   BG_METRICS_UNAVAILABLE: {

@@ -1,7 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { AuditTrail, ChangeAction } from '../audit/audit.ts'
+import { type AuditTrail, type ChangeAction, recordAttempt, refusal } from '../audit/audit.ts'
 import type { Color } from '../colors.ts'
+import type { ReloadOutcome } from '../config/changes.ts'
 import type { AdminConfig, PoolConfig } from '../config/types.ts'
 import { BlueGreenError, ListenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -50,6 +51,8 @@ export interface AdminOptions {
   clusterMetrics?: () => Promise<string>
   /** This replica's live events, for GET /events/stream. */
   events?: EventStream
+  /** POST /reload: re-reads the config file and applies it whole or not at all (it records the attempt itself). */
+  reload?: (trigger: { actor: string; address: string }) => Promise<ReloadOutcome>
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -91,9 +94,9 @@ const ACTIONS: Record<string, ChangeAction> = {
  */
 export class AdminServer {
   readonly server: Server
-  readonly #options: AdminOptions
-  readonly #guard: AdminGuard
-  readonly #changes: Changes
+  #options: AdminOptions
+  #guard: AdminGuard
+  #changes: Changes
   readonly #forgetting: ReplicaForgetting
   readonly #routes: Record<string, Route>
 
@@ -125,12 +128,24 @@ export class AdminServer {
       '/rollout/pause': { POST: this.#change('rollout-pause') },
       '/rollout/resume': { POST: this.#change('rollout-resume') },
       '/rollout/promote': { POST: this.#change('rollout-promote') },
+      ...(options.reload ? { '/reload': { POST: this.#reload } } : {}),
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       // The CLI checks for it before a change, so a mistyped --admin (the proxy port) never reaches an application.
       res.setHeader(ADMIN_MARK, '1')
       this.#handle(req, res).catch((error: unknown) => this.#fail(res, error))
     })
+  }
+
+  /**
+   * A reload's admin settings (tokens, allowed hosts and origins, the wait), pools and smoke checks, for the next
+   * call on: a rotated token is refused from then on and its successor accepted. Calls under way finish as begun.
+   */
+  reconfigure(settings: Pick<AdminOptions, 'config' | 'pools' | 'smoke'>): void {
+    this.#options = { ...this.#options, ...settings }
+    const options = this.#options
+    this.#guard = new AdminGuard({ ...options.config, logger: options.logger })
+    this.#changes = new Changes({ ...options, waitTimeout: options.config.waitTimeout })
   }
 
   listen(): Promise<AddressInfo> {
@@ -181,6 +196,7 @@ export class AdminServer {
       if (error instanceof BlueGreenError) {
         if (action) this.#changes.refused(action, req, error)
         else if (forgetting) this.#forgetting.refused(replicaIdIn(path), req, error)
+        else if (req.method === 'POST' && path === '/reload') this.#reloadRefused(req, error)
       }
       throw error
     }
@@ -211,6 +227,38 @@ export class AdminServer {
       const result = await this.#changes.run(action, tokenName, req, body)
       sendJson(res, 200, await this.#describeChange(result))
     }
+  }
+
+  /**
+   * POST /reload: 200 with what changed (or that nothing did); a file with problems 400 and every problem, a change
+   * that needs a restart 422 naming the keys; the running config is untouched by either.
+   */
+  readonly #reload: Handler = async (req, res, tokenName) => {
+    const body = await readJsonObject(req)
+    if (Object.keys(body).length > 0) {
+      throw new BlueGreenError('BG_BAD_REQUEST', '/reload takes no fields: it re-reads the config file')
+    }
+    const address = req.socket.remoteAddress ?? 'unknown'
+    const actor = tokenName === undefined ? address : `token:${tokenName}`
+    const outcome = await this.#options.reload!({ actor, address })
+    if (outcome.code === undefined) return sendJson(res, 200, outcome)
+    // The error's code and message are the outcome's; its details are the rest (the problems, the keys, the workers).
+    const { code, message, ...details } = outcome
+    throw new BlueGreenError(code, message, details)
+  }
+
+  /** A reload refused at the door (Host, Origin, token) is an attempt all the same, and goes on the record. */
+  #reloadRefused(req: IncomingMessage, error: BlueGreenError): void {
+    const address = req.socket.remoteAddress ?? 'unknown'
+    recordAttempt(this.#options.audit, this.#options.logger, {
+      actor: address,
+      address,
+      action: 'reload',
+      from: this.#options.snapshot()?.state,
+      to: undefined,
+      reason: 'reload',
+      outcome: refusal(error),
+    })
   }
 
   /** Runs the smoke checks on a color now: 200 with every check's result, passed or not (the CLI exits 1 then). */

@@ -16,9 +16,10 @@ export type Action =
   | 'rollout-resume'
   | 'rollout-promote'
   | 'forget-replica'
+  | 'reload'
 
 /** The actions that change the routing state. */
-export type ChangeAction = Exclude<Action, 'forget-replica'>
+export type ChangeAction = Exclude<Action, 'forget-replica' | 'reload'>
 
 /**
  * One attempt to change the routing (or to forget a missing replica), accepted, unchanged (it asked for the state
@@ -40,6 +41,8 @@ export interface AuditEvent {
   generation?: number
   /** The replica's id, for forget-replica. */
   replica?: string
+  /** The config keys a reload changed (or would have: refused), for reload. */
+  keys?: string[]
   /** The gates a forced change went past though they failed ("smoke"). */
   forcedPast?: string[]
   /** The BG_* code, when refused. */
@@ -71,6 +74,7 @@ export interface Attempt {
   to: { active: Color; weights: Weights } | undefined
   reason: string
   replica?: string
+  keys?: string[]
   outcome: Outcome
 }
 
@@ -84,7 +88,7 @@ export function recordAttempt(
   attempt: Attempt,
   { logged = true }: { logged?: boolean } = {},
 ): void {
-  const { from, to, replica, outcome } = attempt
+  const { from, to, replica, keys, outcome } = attempt
   const event: AuditEvent = {
     at: new Date().toISOString(),
     actor: attempt.actor,
@@ -94,6 +98,7 @@ export function recordAttempt(
     to: to ? { active: to.active, weights: to.weights } : null,
     reason: attempt.reason,
     ...(replica === undefined ? {} : { replica }),
+    ...(keys === undefined ? {} : { keys }),
     ...outcome,
   }
   if (logged && event.result === 'refused') logger.warn({ audit: event }, `${event.action} refused`)

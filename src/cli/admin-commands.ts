@@ -1,4 +1,4 @@
-// The CLI commands that talk to the admin API: status, switch, weights, rollback, smoke, events, replicas.
+// The CLI commands that talk to the admin API: status, switch, weights, rollback, smoke, reload, events, replicas.
 // Each returns what to print and the exit code; src/cli.ts does the printing and exiting.
 import { AdminCallError, type AdminClientOptions, callAdmin } from '../admin/client.ts'
 import { COLORS, type Color } from '../colors.ts'
@@ -127,6 +127,22 @@ export const COMMANDS: Record<string, Command> = {
       const exitCode = report.passed ? EXIT_OK : EXIT_FAILED
       if (values.json) return { output: json(report), exitCode }
       return { output: smokeLines(report), exitCode }
+    },
+  },
+  reload: {
+    usage: 'bluegreen reload [--json]',
+    summary: 'the proxy re-reads its config file and applies it whole, or refuses it all (exit 1)',
+    options: [],
+    run: async (client, args, values) => {
+      expectArguments('reload', args, 0)
+      const outcome = (await callAdmin(client, 'POST', '/reload', {})) as ReloadReply
+      if (values.json) return { output: json(outcome), exitCode: EXIT_OK }
+      const workers = outcome.workers ? ` (workers ${outcome.workers.applied.join(', ')})` : ''
+      const output =
+        outcome.result === 'unchanged'
+          ? `${outcome.file}: nothing changed\n`
+          : `${outcome.file}: reloaded${workers}; changed ${outcome.changed.join(', ')}\n`
+      return { output, exitCode: EXIT_OK }
     },
   },
   rollout: {
@@ -670,4 +686,12 @@ function table(header: string[], rows: string[][]): string {
 
 function json(value: unknown): string {
   return `${JSON.stringify(value, null, 2)}\n`
+}
+
+/** POST /reload's answer (src/config/changes.ts ReloadOutcome; refusals come back as errors). */
+interface ReloadReply {
+  result: 'applied' | 'unchanged'
+  file: string
+  changed: string[]
+  workers?: { applied: number[] }
 }

@@ -55,6 +55,12 @@ export class CheckVerdict {
   }
 }
 
+function startingVerdict(config: HealthCheckConfig, unhealthy: boolean): CheckVerdict {
+  const verdict = new CheckVerdict(config.healthyThreshold, config.unhealthyThreshold)
+  verdict.healthy = !unhealthy
+  return verdict
+}
+
 /** Spread checks a little, so many upstreams (and replicas) do not probe in lockstep. */
 const JITTER = 0.1
 
@@ -83,7 +89,13 @@ export class ActiveChecks {
   #started = false
   #closed = false
 
-  constructor(upstreams: readonly Upstream[], config: HealthCheckConfig, onVerdict: VerdictListener) {
+  /** `unhealthy` names upstreams that start unhealthy: a reload keeps the verdict of an upstream it keeps. */
+  constructor(
+    upstreams: readonly Upstream[],
+    config: HealthCheckConfig,
+    onVerdict: VerdictListener,
+    unhealthy: (upstream: Upstream) => boolean = () => false,
+  ) {
     this.enabled = config.enabled && upstreams.length > 0
     this.#config = config
     this.#onVerdict = onVerdict
@@ -91,7 +103,7 @@ export class ActiveChecks {
       ? upstreams.map((upstream, index) => ({
           index,
           upstream,
-          verdict: new CheckVerdict(config.healthyThreshold, config.unhealthyThreshold),
+          verdict: startingVerdict(config, unhealthy(upstream)),
           client: new Client(upstream.origin, {
             pipelining: 1,
             connect: { timeout: config.timeout },

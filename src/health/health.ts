@@ -1,4 +1,5 @@
 import { COLORS, type Color } from '../colors.ts'
+import { sameValue } from '../config/changes.ts'
 import type { PoolConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
@@ -40,6 +41,8 @@ export interface UpstreamHealthOptions {
 /** What health tracks of one color's pool: its checks, its outlier detector and its upstreams' standing. */
 interface PoolHealth {
   readonly color: Color
+  /** The pool's settings it was built from. */
+  readonly config: PoolConfig
   readonly checks: ActiveChecks
   readonly outlier: OutlierDetector
   /** In the pool's order: the index the checks and the detector use. */
@@ -74,40 +77,97 @@ export class UpstreamHealth {
   #notifyQueued = false
   #closed: Promise<void> | undefined
 
+  readonly #metrics: Metrics | undefined
+  #started = false
+
   constructor(options: UpstreamHealthOptions) {
     this.#logger = options.logger
-    const pool = (color: Color): PoolHealth => {
-      const upstreams = options.upstreams[color]
-      const config = options.pools[color]
-      const built: PoolHealth = {
-        color,
-        checks: new ActiveChecks(upstreams, config.healthCheck, (index, _healthy, why) =>
-          this.#update(built.members[index]!, why),
-        ),
-        outlier: new OutlierDetector(config.outlier, upstreams.length),
-        members: [],
-        byUrl: new Map(),
-        // A pool with nothing deployed has never had an upstream to offer.
-        unavailableSince: upstreams.length === 0 ? Date.now() : undefined,
-      }
-      upstreams.forEach((upstream, index) => {
-        const tracked: Tracked = {
-          upstream,
-          index,
-          poolHealth: built,
-          available: true,
-          condition: 'healthy',
-          ejectionTimer: undefined,
-          gauge: options.metrics?.upstreamHealthy.labels(color, upstream.url),
-        }
-        tracked.gauge?.set(1)
-        built.members.push(tracked)
-        built.byUrl.set(upstream.url, tracked)
-        this.#tracked.set(upstream, tracked)
-      })
-      return built
+    this.#metrics = options.metrics
+    this.#pools = {
+      blue: this.#buildPool('blue', options.upstreams.blue, options.pools.blue),
+      green: this.#buildPool('green', options.upstreams.green, options.pools.green),
     }
-    this.#pools = { blue: pool('blue'), green: pool('green') }
+  }
+
+  /**
+   * A reload's new upstreams and pool settings. A color whose upstreams and settings are unchanged goes on as it
+   * was; another gets fresh checks and outlier detection. An upstream that stays keeps its health checks' verdict
+   * (an unhealthy one does not get traffic back until its checks pass), but an ejection ends with the reload.
+   */
+  replace(
+    upstreams: Readonly<Record<Color, readonly Upstream[]>>,
+    pools: Readonly<Record<Color, PoolConfig>>,
+  ): void {
+    if (this.#closed) return
+    for (const color of COLORS) {
+      const before = this.#pools[color]
+      const same =
+        before.config === pools[color] ||
+        (sameValue(before.config.healthCheck, pools[color].healthCheck) &&
+          sameValue(before.config.outlier, pools[color].outlier) &&
+          before.members.length === upstreams[color].length &&
+          before.members.every((member, index) => member.upstream === upstreams[color][index]))
+      if (same) continue
+      const wasUnhealthy = new Set(
+        before.members
+          .filter((member) => !before.checks.healthy(member.index))
+          .map((member) => member.upstream),
+      )
+      for (const member of before.members) {
+        clearTimeout(member.ejectionTimer)
+        this.#tracked.delete(member.upstream)
+        if (!upstreams[color].includes(member.upstream))
+          this.#metrics?.upstreamHealthy.remove(color, member.upstream.url)
+      }
+      void before.checks.close()
+      const built = this.#buildPool(color, upstreams[color], pools[color], wasUnhealthy)
+      this.#pools[color] = built
+      if (this.#started) built.checks.start()
+    }
+    this.#notify()
+  }
+
+  #buildPool(
+    color: Color,
+    upstreams: readonly Upstream[],
+    config: PoolConfig,
+    wasUnhealthy: ReadonlySet<Upstream> = new Set(),
+  ): PoolHealth {
+    const built: PoolHealth = {
+      color,
+      config,
+      checks: new ActiveChecks(
+        upstreams,
+        config.healthCheck,
+        (index, _healthy, why) => this.#update(built.members[index]!, why),
+        (upstream) => wasUnhealthy.has(upstream),
+      ),
+      outlier: new OutlierDetector(config.outlier, upstreams.length),
+      members: [],
+      byUrl: new Map(),
+      // A pool with nothing deployed has never had an upstream to offer.
+      unavailableSince: upstreams.length === 0 ? Date.now() : undefined,
+    }
+    upstreams.forEach((upstream, index) => {
+      const healthy = built.checks.healthy(index)
+      const tracked: Tracked = {
+        upstream,
+        index,
+        poolHealth: built,
+        available: healthy,
+        condition: healthy ? 'healthy' : 'unhealthy',
+        ejectionTimer: undefined,
+        gauge: this.#metrics?.upstreamHealthy.labels(color, upstream.url),
+      }
+      tracked.gauge?.set(healthy ? 1 : 0)
+      built.members.push(tracked)
+      built.byUrl.set(upstream.url, tracked)
+      this.#tracked.set(upstream, tracked)
+    })
+    if (upstreams.length > 0 && !built.members.some((member) => member.available)) {
+      built.unavailableSince = Date.now()
+    }
+    return built
   }
 
   /** Whether the upstream gets traffic. Read for every upstream each time a routing snapshot is built. */
@@ -183,6 +243,7 @@ export class UpstreamHealth {
 
   /** Starts the active checks. Every upstream counts as available until its checks say otherwise. */
   start(): void {
+    this.#started = true
     for (const color of COLORS) this.#pools[color].checks.start()
   }
 

@@ -29,6 +29,7 @@ export class Metrics {
   readonly upstreamRetriesDenied: Counter<'color' | 'reason'>
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
   readonly smokeChecks: Counter<'color' | 'result'>
+  readonly configReloads: Counter<'result'>
   readonly buildInfo: Gauge<'version' | 'node'>
 
   // Long, and left so: one metric definition after another, each read on its own; split up, a reader would have to
@@ -62,6 +63,14 @@ export class Metrics {
       aggregator: 'average',
       registers,
     })
+    this.configReloads = new Counter({
+      name: 'bluegreen_config_reloads_total',
+      help: 'Config reloads by result: applied, unchanged, invalid (the file has problems), refused (needs a restart)',
+      labelNames: ['result'],
+      registers,
+    })
+    // Every result from the first scrape, so a rate() or an alert on refusals has a series before the first one.
+    for (const result of ['applied', 'unchanged', 'invalid', 'refused']) this.configReloads.labels(result)
     collectDefaultMetrics({ register: this.registry })
     this.activeColor = new Gauge({
       name: 'bluegreen_active_color',

@@ -70,13 +70,13 @@ class RouteError {
  */
 export class ProxyListener {
   readonly server: Server
-  readonly #options: ProxyListenerOptions
-  readonly #trusted: TrustedProxies
+  #options: ProxyListenerOptions
+  #trusted: TrustedProxies
   readonly #forwardOptions: ForwardOptions
   readonly #websockets: WebSocketForwarder
   readonly #drains: ColorDrainer
-  /** The sticky cookie's Set-Cookie value for each bucket, built once. */
-  readonly #cookies: readonly string[]
+  /** The sticky cookie's Set-Cookie value for each bucket, built once per config. */
+  #cookies: readonly string[]
   #inFlight = 0
   #draining = false
   #onIdle: (() => void) | undefined
@@ -86,12 +86,7 @@ export class ProxyListener {
     const { config, logger } = options
     const { timeouts } = config.proxy
     this.#trusted = new TrustedProxies(config.proxy.trustedProxies)
-    const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
-    this.#cookies = Array.from(
-      { length: STICKY_BUCKETS },
-      (_, bucket) =>
-        `${config.routing.sticky.cookie}=${bucket}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`,
-    )
+    this.#cookies = stickyCookies(config)
     this.#drains = new ColorDrainer({
       timeout: config.drain.timeout,
       logger,
@@ -141,6 +136,21 @@ export class ProxyListener {
     )
     this.server.on('upgrade', this.#handleUpgrade)
     this.server.on('connect', this.#handleConnect)
+  }
+
+  /**
+   * A reload's settings, read from the next request on: routing, retries, trusted proxies, the Host header, and
+   * the client timeouts (Node reads them from the server at each check). Open connections stay open.
+   */
+  reconfigure(config: Config): void {
+    this.#options = { ...this.#options, config }
+    this.#trusted = new TrustedProxies(config.proxy.trustedProxies)
+    this.#cookies = stickyCookies(config)
+    this.#forwardOptions.retries = new RetryPolicy(config.proxy.retries)
+    const { clientIdle, clientHeader, clientRequest } = config.proxy.timeouts
+    this.server.keepAliveTimeout = clientIdle
+    this.server.requestTimeout = clientRequest
+    this.server.headersTimeout = clientRequest > 0 ? Math.min(clientHeader, clientRequest) : clientHeader
   }
 
   listen(): Promise<AddressInfo> {
@@ -332,4 +342,13 @@ export class ProxyListener {
       preserveHost: this.#options.config.proxy.preserveHost,
     }
   }
+}
+
+function stickyCookies(config: Config): readonly string[] {
+  const maxAge = Math.floor(config.routing.sticky.cookieMaxAge / 1000)
+  return Array.from(
+    { length: STICKY_BUCKETS },
+    (_, bucket) =>
+      `${config.routing.sticky.cookie}=${bucket}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`,
+  )
 }

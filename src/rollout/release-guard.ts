@@ -77,8 +77,8 @@ export interface RolloutStepStatus {
  * returns traffic to the state before, and its own share of users is getting 503 meanwhile.
  */
 export class ReleaseGuard {
-  readonly #options: ReleaseGuardOptions
-  readonly #timer: NodeJS.Timeout
+  #options: ReleaseGuardOptions
+  #timer: NodeJS.Timeout
   #watch: Watch | undefined
   #step: RolloutStepStatus | undefined
   #smokeHold: SmokeHold | undefined
@@ -89,6 +89,19 @@ export class ReleaseGuard {
   constructor(options: ReleaseGuardOptions) {
     this.#options = options
     this.#timer = setInterval(() => void this.#tick(), options.config.evaluateEvery)
+    this.#timer.unref()
+  }
+
+  /**
+   * A reload's rollback and rollout settings, used from the next evaluation on; a change being watched goes on
+   * being watched, judged by the new thresholds.
+   */
+  reconfigure(config: RollbackConfig, rollout: RolloutConfig): void {
+    const every = this.#options.config.evaluateEvery
+    this.#options = { ...this.#options, config, rollout }
+    if (config.evaluateEvery === every) return
+    clearInterval(this.#timer)
+    this.#timer = setInterval(() => void this.#tick(), config.evaluateEvery)
     this.#timer.unref()
   }
 

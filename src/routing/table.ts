@@ -27,7 +27,7 @@ export interface RoutingTableOptions {
  * the same state. Each is a new immutable snapshot swapped in whole.
  */
 export class RoutingTable {
-  readonly #options: RoutingTableOptions
+  #options: RoutingTableOptions
   readonly #listeners: ((state: State, previous: State | undefined) => void)[] = []
   #snapshot: RoutingSnapshot | undefined
 
@@ -57,6 +57,12 @@ export class RoutingTable {
   /** An upstream went in or out of service: the same state over other upstreams, so nothing is "applied". */
   upstreamsChanged(): void {
     if (this.#snapshot) this.#snapshot = this.#build(this.#snapshot.state)
+  }
+
+  /** A reload's upstreams and balancing: the same state over them, swapped in whole like any other snapshot. */
+  reconfigure(upstreams: RoutingTableOptions['upstreams'], balance: RoutingTableOptions['balance']): void {
+    this.#options = { ...this.#options, upstreams, balance }
+    this.upstreamsChanged()
   }
 
   /** Whether this replica should get traffic (GET /readyz), and every reason it should not. */

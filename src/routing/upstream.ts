@@ -1,5 +1,6 @@
 import { Pool } from 'undici'
 import type { Color } from '../colors.ts'
+import { sameValue } from '../config/changes.ts'
 import type { PoolConfig, TimeoutsConfig, UpstreamConfig } from '../config/types.ts'
 
 /**
@@ -22,17 +23,13 @@ export class Upstream {
     this.color = color
     this.url = config.url
     this.origin = config.origin
-    // undici's defaults suit a client, not an edge proxy: 300 s header and body timeouts, unbounded connections.
-    this.#options = {
-      connections: pool.maxConnectionsPerUpstream,
-      pipelining: 1,
-      headersTimeout: timeouts.header,
-      bodyTimeout: timeouts.body,
-      keepAliveTimeout: timeouts.upstreamIdle,
-      keepAliveMaxTimeout: timeouts.upstreamIdle,
-      connect: { timeout: timeouts.connect, noDelay: true },
-    }
+    this.#options = upstreamOptions(pool, timeouts)
     this.dispatcher = new Pool(config.origin, this.#options)
+  }
+
+  /** Whether its connections were made with these settings: a reload keeps it only then. */
+  sameOptions(options: Pool.Options): boolean {
+    return sameValue(this.#options, options)
   }
 
   /**
@@ -41,6 +38,8 @@ export class Upstream {
    * upstream that closes idle connections or dies closes them all. Made at the first retry.
    */
   get freshDispatcher(): Pool {
+    // Closed (a reload removed it and it has drained): no new pool that nothing would close.
+    if (this.dispatcher.closed) return this.dispatcher
     this.#fresh ??= new Pool(this.origin, { ...this.#options, pipelining: 0 })
     return this.#fresh
   }
@@ -51,6 +50,20 @@ export class Upstream {
 
   async destroy(): Promise<void> {
     await Promise.all([this.dispatcher.destroy(), this.#fresh?.destroy()])
+  }
+}
+
+/** The connection settings of a pool's upstreams. */
+export function upstreamOptions(pool: PoolConfig, timeouts: TimeoutsConfig): Pool.Options {
+  // undici's defaults suit a client, not an edge proxy: 300 s header and body timeouts, unbounded connections.
+  return {
+    connections: pool.maxConnectionsPerUpstream,
+    pipelining: 1,
+    headersTimeout: timeouts.header,
+    bodyTimeout: timeouts.body,
+    keepAliveTimeout: timeouts.upstreamIdle,
+    keepAliveMaxTimeout: timeouts.upstreamIdle,
+    connect: { timeout: timeouts.connect, noDelay: true },
   }
 }
 

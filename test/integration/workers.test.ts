@@ -274,7 +274,7 @@ describe('bluegreen serve --workers 2', () => {
     expect((await fresh(`${cluster.admin}/metrics`)).status).toBe(200)
   })
 
-  it('logs and ignores SIGHUP, sent to the primary or to a worker: the same workers keep serving', async () => {
+  it('reloads on SIGHUP to the primary; a worker leaves SIGHUP to the primary: the same workers keep serving', async () => {
     const before = await replicasAnswering(cluster.admin, 2)
     const hangups = () => cluster.lines().filter((line) => line.signal === 'SIGHUP')
     cluster.child.kill('SIGHUP')
@@ -284,6 +284,12 @@ describe('bluegreen serve --workers 2', () => {
     const logged = hangups()
     expect(logged.filter((line) => line.part === 'cluster')).toHaveLength(1)
     expect(new Set(logged.map((line) => line.worker).filter((worker) => worker !== undefined)).size).toBe(2)
+    // The primary's SIGHUP was a reload of a file that has not changed.
+    await eventually(
+      () =>
+        cluster.lines().some((line) => line.by === 'signal:SIGHUP' && line.msg === 'config reload unchanged'),
+      { message: 'the reload to be recorded by a worker' },
+    )
     expect(cluster.child.exitCode).toBeNull()
     for (let i = 0; i < 6; i++) expect((await fresh(`${cluster.url}/after-hup`)).status).toBe(200)
     // Not one worker restarted: the same two answer.

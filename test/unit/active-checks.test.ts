@@ -7,6 +7,7 @@ import { UpstreamHealth } from '../../src/health/health.ts'
 import { silentLogger } from '../../src/log.ts'
 import { Metrics } from '../../src/metrics/registry.ts'
 import { createUpstreams, type Upstream } from '../../src/routing/upstream.ts'
+import { UpstreamPools } from '../../src/routing/upstream-pools.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { refusedUrl, startServer, type TestServer } from '../helpers/servers.ts'
 
@@ -259,6 +260,73 @@ describe('UpstreamHealth (active)', () => {
       await Promise.all(upstreams.blue.map((upstream) => upstream.destroy()))
       await failing.server.close()
       await passing.server.close()
+    }
+  })
+})
+
+describe('UpstreamHealth.replace (a reload)', () => {
+  it('keeps an unhealthy upstream out when a reload keeps it, checks a new one, and forgets a removed one', async () => {
+    const failing = await controlled()
+    const passing = await controlled()
+    const added = await controlled()
+    const healthCheck = {
+      path: '/health',
+      interval: 100,
+      timeout: 150,
+      unhealthyThreshold: 1,
+      healthyThreshold: 3,
+    }
+    const raw = (blue: string[]) =>
+      buildConfig(
+        {
+          pools: { blue: { upstreams: blue, healthCheck }, green: { upstreams: [] } },
+          state: { path: '/tmp/unused' },
+        },
+        {},
+      )
+    const before = raw([passing.server.url, failing.server.url])
+    const pools = new UpstreamPools(before.pools, before.proxy.timeouts)
+    const metrics = new Metrics(() => undefined)
+    const health = new UpstreamHealth({
+      upstreams: pools.current,
+      pools: before.pools,
+      logger: silentLogger(),
+      metrics,
+    })
+    const series = async () =>
+      (await metrics.upstreamHealthy.get()).values
+        .map((value) => `${value.labels.upstream}=${value.value}`)
+        .sort()
+    try {
+      failing.health = 500
+      health.start()
+      const [kept, goingOut] = pools.current.blue
+      await eventually(() => !health.isAvailable(goingOut!), { message: 'the failing upstream to go out' })
+      // The failing one stays; the passing one goes; a new one comes.
+      const after = raw([failing.server.url, added.server.url])
+      pools.replace(after.pools, after.proxy.timeouts)
+      health.replace(pools.current, after.pools)
+      const [stayed, fresh] = pools.current.blue
+      expect(stayed).toBe(goingOut)
+      expect(health.isAvailable(stayed!)).toBe(false)
+      expect(health.isAvailable(fresh!)).toBe(true)
+      expect(pools.retiring).toEqual([])
+      expect(health.status().blue.map((upstream) => upstream.url)).toEqual([
+        failing.server.url,
+        added.server.url,
+      ])
+      expect(await series()).toEqual([`${added.server.url}=1`, `${failing.server.url}=0`].sort())
+      // The new pool's checks run: the failing one comes back once it passes healthyThreshold checks.
+      failing.health = 200
+      await eventually(() => health.isAvailable(stayed!), {
+        timeout: 5_000,
+        message: 'the kept upstream back',
+      })
+      expect(kept!.dispatcher.closed).toBe(true)
+    } finally {
+      await health.close()
+      await pools.destroy()
+      for (const server of [failing, passing, added]) await server.server.close()
     }
   })
 })
