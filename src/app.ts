@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import { EventStream, publishingTrail } from './admin/event-stream.ts'
+import { ReplicaWatch } from './admin/replica-watch.ts'
 import { AdminServer } from './admin/server.ts'
 import { Closers } from './app/closers.ts'
 import { outcomeReporting } from './app/outcomes.ts'
@@ -14,6 +15,7 @@ import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
+import { Notifier } from './notify/notifier.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/release-guard.ts'
@@ -98,6 +100,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
 async function start(context: Context): Promise<App> {
   const { config, logger, cluster, closers } = context
   const core = await startCore(context)
+  startNotifications(context, core)
   const { windows, guard } = startGuard(context, core)
   const loader = new StateLoader({
     store: core.store,
@@ -191,6 +194,35 @@ async function startCore(context: Context): Promise<Core> {
   table.onApplied((state, previous) => events.publish('state', liveState(state, previous)))
   const audit = publishingTrail(backend.audit, events)
   return { upstreams, metrics, health, backend, store, table, events, audit }
+}
+
+/**
+ * The replica watch (live `replica` events) and, when `notify` names targets, the notifier. Built before the parts
+ * that make changes, so it closes after them: what they do while closing is still sent, within a bound.
+ */
+function startNotifications(context: Context, core: Core): void {
+  const { config, logger, closers } = context
+  const interval = core.backend.heartbeatInterval
+  const watch = new ReplicaWatch({
+    replicas: core.backend.replicas,
+    events: core.events,
+    logger: logger.child({ part: 'replicas' }),
+    interval,
+    generation: () => core.table.snapshot()?.state.generation,
+    lagAfter: interval * 3,
+  })
+  closers.add('replica watch', () => watch.close())
+  if (config.notify.length === 0) return
+  const notifier = new Notifier({
+    targets: config.notify,
+    events: core.events,
+    audit: core.audit,
+    metrics: core.metrics,
+    logger: logger.child({ part: 'notify' }),
+    replicaId: context.replicaId,
+    claim: core.backend.claimNotification,
+  })
+  closers.add('notifier', () => notifier.close())
 }
 
 function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {

@@ -23,6 +23,13 @@ export interface StateBackend {
    * last state it applied until it can (read once). True when there was one.
    */
   restoreLastState?: () => Promise<boolean>
+  /**
+   * Claims a notification every replica observes (a replica missing, the standby over) for this one: true when no
+   * other replica has claimed `id`. With the file store this replica is the only one.
+   */
+  claimNotification: (id: string) => Promise<boolean>
+  /** How often the replica registry changes at most: its heartbeat. */
+  heartbeatInterval: number
 }
 
 export interface StateBackendOptions {
@@ -52,7 +59,15 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   closers.add('audit trail', () => audit.close())
   const exchange = new LocalExchange()
   closers.add('window exchange', () => exchange.close())
-  return { store, replicas, audit, exchange, loadBeforeListening: true }
+  return {
+    store,
+    replicas,
+    audit,
+    exchange,
+    loadBeforeListening: true,
+    claimNotification: async () => true,
+    heartbeatInterval: 1_000,
+  }
 }
 
 async function createRedisBackend(options: StateBackendOptions, redis: RedisConfig): Promise<StateBackend> {
@@ -106,7 +121,26 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     let restoring: Promise<boolean> | undefined
     restoreLastState = () => (restoring ??= restore(copy, store, logger))
   }
-  return { store, replicas, audit, exchange, loadBeforeListening: false, restoreLastState }
+  return {
+    store,
+    replicas,
+    audit,
+    exchange,
+    loadBeforeListening: false,
+    restoreLastState,
+    claimNotification: (id) => claimOnce(store, `${redis.key}:notify:${id}`, replicaId),
+    heartbeatInterval: redis.heartbeatInterval,
+  }
+}
+
+/** How long a claim is kept: longer than any replica could observe the same event and try to claim it again. */
+const CLAIM_KEEP_MS = 7 * 24 * 3600 * 1000
+
+/** SET NX: the first replica to claim the key gets it; the others find it taken. */
+async function claimOnce(store: RedisStateStore, key: string, replicaId: string): Promise<boolean> {
+  const { onRedis } = await import('../state/redis-connection.ts')
+  const reply = await onRedis(store.client, () => store.client.set(key, replicaId, 'PX', CLAIM_KEEP_MS, 'NX'))
+  return reply === 'OK'
 }
 
 async function restore(copy: LocalStateCopy, store: RedisStateStore, logger: Logger): Promise<boolean> {
