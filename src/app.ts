@@ -209,7 +209,8 @@ function startNotifications(context: Context, core: Core): void {
     logger: logger.child({ part: 'replicas' }),
     interval,
     generation: () => core.table.snapshot()?.state.generation,
-    lagAfter: interval * 3,
+    // A change reaches every replica in milliseconds: one still behind after seconds is stuck, not slow.
+    lagAfter: Math.max(interval * 3, 5_000),
   })
   closers.add('replica watch', () => watch.close())
   if (config.notify.length === 0) return
