@@ -16,6 +16,8 @@ export interface Receiver {
   received: Received[]
   /** The status it answers; change it at any time. */
   status: number
+  /** While true, requests are recorded and never answered (a receiver that hangs). */
+  hold: boolean
   /** The bodies received, parsed. */
   bodies<T = Record<string, unknown>>(): T[]
   close(): Promise<void>
@@ -29,12 +31,13 @@ export async function startReceiver(
   const receiver = {
     received: [] as Received[],
     status: options.status ?? 204,
+    hold: false,
   } as Receiver
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     receiver.received.push({ headers: req.headers, body: Buffer.concat(chunks).toString(), at: Date.now() })
-    res.writeHead(receiver.status).end()
+    if (!receiver.hold) res.writeHead(receiver.status).end()
   })
   server.on('connection', (socket) => {
     sockets.add(socket)
