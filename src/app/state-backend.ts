@@ -3,6 +3,7 @@ import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config, RedisConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
+import { claimInDirectory, claimInRedis } from '../state/claims.ts'
 import { FileStateStore } from '../state/file-store.ts'
 import type { LocalStateCopy } from '../state/local-copy.ts'
 import { LocalReplicaRegistry } from '../state/local-replicas.ts'
@@ -25,7 +26,7 @@ export interface StateBackend {
   restoreLastState?: () => Promise<boolean>
   /**
    * Claims a notification every replica observes (a replica missing, the standby over) for this one: true when no
-   * other replica has claimed `id`. With the file store this replica is the only one.
+   * other replica (with the file store, no other process on the same state file) has claimed `id`.
    */
   claimNotification: (id: string) => Promise<boolean>
   /** How often the replica registry changes at most: its heartbeat. */
@@ -65,7 +66,7 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
     audit,
     exchange,
     loadBeforeListening: true,
-    claimNotification: async () => true,
+    claimNotification: (id) => claimInDirectory(`${state.path}.claims`, id, replicaId),
     heartbeatInterval: 1_000,
   }
 }
@@ -74,12 +75,14 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
   const { config, logger, replicaId, closers, onInvalidState } = options
   const [
     { RedisStateStore },
+    { onRedis },
     { RedisReplicaRegistry },
     { RedisAuditTrail },
     { RedisExchange },
     { LocalStateCopy },
   ] = await Promise.all([
     import('../state/redis-store.ts'),
+    import('../state/redis-connection.ts'),
     import('../state/redis-replicas.ts'),
     import('../audit/redis-audit.ts'),
     import('../rollout/exchange.ts'),
@@ -128,19 +131,10 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     exchange,
     loadBeforeListening: false,
     restoreLastState,
-    claimNotification: (id) => claimOnce(store, `${redis.key}:notify:${id}`, replicaId),
+    claimNotification: (id) =>
+      onRedis(store.client, () => claimInRedis(store.client, redis.key, id, replicaId)),
     heartbeatInterval: redis.heartbeatInterval,
   }
-}
-
-/** How long a claim is kept: longer than any replica could observe the same event and try to claim it again. */
-const CLAIM_KEEP_MS = 7 * 24 * 3600 * 1000
-
-/** SET NX: the first replica to claim the key gets it; the others find it taken. */
-async function claimOnce(store: RedisStateStore, key: string, replicaId: string): Promise<boolean> {
-  const { onRedis } = await import('../state/redis-connection.ts')
-  const reply = await onRedis(store.client, () => store.client.set(key, replicaId, 'PX', CLAIM_KEEP_MS, 'NX'))
-  return reply === 'OK'
 }
 
 async function restore(copy: LocalStateCopy, store: RedisStateStore, logger: Logger): Promise<boolean> {

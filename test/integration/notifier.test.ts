@@ -6,6 +6,7 @@ import { buildConfig } from '../../src/config/schema.ts'
 import { silentLogger } from '../../src/log.ts'
 import { Metrics } from '../../src/metrics/registry.ts'
 import { Notifier } from '../../src/notify/notifier.ts'
+import { claimInDirectory } from '../../src/state/claims.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { parseMetrics } from '../helpers/metrics.ts'
 import { type Receiver, startReceiver } from '../helpers/receiver.ts'
@@ -86,5 +87,53 @@ describe('Notifier', () => {
     expect(outcome).toBe('closed')
     expect(receiver.received).toHaveLength(1)
     await audit.close()
+  })
+
+  it('sends what two processes on one state file both observe once: the standby over, claimed in a file', async () => {
+    const chat = await startReceiver()
+    try {
+      const config = buildConfig(
+        {
+          pools: { blue: { upstreams: ['http://127.0.0.1:1'] }, green: { upstreams: [] } },
+          notify: [{ name: 'chat', url: chat.url, format: 'slack', events: ['standby-over'] }],
+        },
+        {},
+      )
+      const claims = `${dir.path}/state.json.claims`
+      const processes = ['process-1', 'process-2'].map((replicaId) => {
+        const events = new EventStream()
+        const audit = new FileAuditTrail(`${dir.path}/${replicaId}.jsonl`, 100)
+        const notifier = new Notifier({
+          targets: config.notify,
+          events,
+          audit,
+          metrics: new Metrics(() => undefined),
+          logger: silentLogger(),
+          replicaId,
+          claim: (id) => claimInDirectory(claims, id, replicaId),
+        })
+        return { events, audit, notifier }
+      })
+      const over = { phase: 'over', color: 'blue', since: '2026-11-30T10:00:00.000Z', safeToScaleDown: true }
+      for (const { events } of processes) {
+        events.publish('standby', { ...over, phase: 'started' })
+        events.publish('standby', { ...over, phase: 'drained' })
+        events.publish('standby', over)
+      }
+      await eventually(() => chat.received.length > 0, { message: 'the standby-over notification' })
+      const outcomes = async () => (await Promise.all(processes.map(({ audit }) => audit.recent(10)))).flat()
+      await eventually(async () => (await outcomes()).length > 0, { message: 'its outcome to be audited' })
+      expect(await outcomes()).toHaveLength(1)
+      expect(chat.received).toHaveLength(1)
+      expect(chat.bodies<{ text: string }>()[0]!.text).toMatch(
+        /^standby over: blue .* safe to scale it down$/,
+      )
+      for (const { notifier, audit } of processes) {
+        await notifier.close()
+        await audit.close()
+      }
+    } finally {
+      await chat.close()
+    }
   })
 })
