@@ -39,7 +39,8 @@ describe('ReplicaWatch', () => {
       subscriber,
       key: KEY,
       replicaId: 'self',
-      heartbeatInterval: 100,
+      // Missing after 1.5 s without a heartbeat: the test's own 50 ms heartbeats stall on a loaded machine.
+      heartbeatInterval: 500,
       forgetMissingAfter: 60_000,
       logger: silentLogger(),
     })
@@ -97,7 +98,10 @@ describe('ReplicaWatch', () => {
     expect(seen.at(-1)).toMatchObject({ phase: 'back', was: 'lagging', id: 'other', generation: 5 })
 
     clearInterval(beating)
-    const missing = await eventually(() => phases().length === 3 && seen.at(-1), { message: 'missing' })
+    const missing = await eventually(() => phases().length === 3 && seen.at(-1), {
+      timeout: 10_000,
+      message: 'missing',
+    })
     expect(missing).toMatchObject({
       phase: 'missing',
       id: 'other',
@@ -106,7 +110,7 @@ describe('ReplicaWatch', () => {
     })
     // Told once, not at every look at the registry.
     await eventually(async () => (await registry.list()).missing.length === 1)
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await new Promise((resolve) => setTimeout(resolve, 500))
     expect(phases()).toEqual(['lagging', 'back', 'missing'])
 
     heartbeat(5)
