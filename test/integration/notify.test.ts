@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminGet, adminPost } from '../helpers/admin.ts'
+import { runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { scrapeMetrics } from '../helpers/metrics.ts'
 import { type Received, type Receiver, startReceiver } from '../helpers/receiver.ts'
@@ -173,5 +174,10 @@ describe('notifications to a receiver that is down', () => {
     )
     expect(metrics.get('bluegreen_notifications_total{target="down",result="failed"}')).toBe(1)
     expect(metrics.get('bluegreen_notifications_total{target="down",result="delivered"}')).toBe(0)
+    // `bluegreen events` names the target and the delivery's own result.
+    const listed = await runCli(['events', '--admin', rig.proxy.admin])
+    expect(listed.code, listed.stderr).toBe(0)
+    expect(listed.stdout).toMatch(/ notify +down +failed +switch to down: failed \(attempt \d+\)\n/)
+    expect(listed.stdout).toMatch(/ notify +down +retried +switch to down: retried \(attempt 1\)\n/)
   })
 })
