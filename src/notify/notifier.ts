@@ -95,6 +95,7 @@ export class Notifier {
     if (notifications.length === 0) return
     // After the publisher's turn: nothing here runs inside the change (or the request) that published the event.
     setImmediate(() => {
+      if (this.#closing) return
       for (const notification of notifications) this.#track(this.#notify(notification))
     })
   }
@@ -108,6 +109,7 @@ export class Notifier {
     const targets = this.#options.targets.filter((target) => target.events.includes(notification.event))
     if (targets.length === 0) return
     if (notification.claimed && !(await this.#claimed(notification))) return
+    if (this.#closing) return
     for (const target of targets) {
       const pending = this.#pending.get(target.name) ?? 0
       if (pending >= (this.#options.maxPending ?? 100)) {
