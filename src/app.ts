@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import { EventStream, publishingTrail } from './admin/event-stream.ts'
+import { ReplicaWatch } from './admin/replica-watch.ts'
 import { AdminServer } from './admin/server.ts'
 import { SmokeGate } from './admin/smoke-gate.ts'
 import { Closers } from './app/closers.ts'
@@ -16,6 +17,7 @@ import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
+import { Notifier } from './notify/notifier.ts'
 import type { DrainStatus } from './proxy/drain.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
@@ -115,6 +117,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
 async function start(context: Context): Promise<App> {
   const { config, logger, cluster, closers } = context
   const core = await startCore(context)
+  startNotifications(context, core)
   const { windows, guard } = startGuard(context, core)
   const loader = new StateLoader({
     store: core.store,
@@ -250,6 +253,36 @@ async function startCore(context: Context): Promise<Core> {
     publish: (kind, data) => events.publish(kind, data),
   })
   return { upstreams, metrics, health, backend, store, table, events, audit, smoke }
+}
+
+/**
+ * The replica watch (live `replica` events) and, when `notify` names targets, the notifier. Built before the parts
+ * that make changes, so it closes after them: what they do while closing is still sent, within a bound.
+ */
+function startNotifications(context: Context, core: Core): void {
+  const { config, logger, closers } = context
+  const interval = core.backend.heartbeatInterval
+  const watch = new ReplicaWatch({
+    replicas: core.backend.replicas,
+    events: core.events,
+    logger: logger.child({ part: 'replicas' }),
+    interval,
+    generation: () => core.table.snapshot()?.state.generation,
+    // A change reaches every replica in milliseconds: one still behind after seconds is stuck, not slow.
+    lagAfter: Math.max(interval * 3, 5_000),
+  })
+  closers.add('replica watch', () => watch.close())
+  if (config.notify.length === 0) return
+  const notifier = new Notifier({
+    targets: config.notify,
+    events: core.events,
+    audit: core.audit,
+    metrics: core.metrics,
+    logger: logger.child({ part: 'notify' }),
+    replicaId: context.replicaId,
+    claim: core.backend.claimNotification,
+  })
+  closers.add('notifier', () => notifier.close())
 }
 
 function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {

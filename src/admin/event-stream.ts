@@ -33,6 +33,7 @@ export class EventStream {
   readonly #processTag: string
   readonly #recent: LiveEvent[] = []
   readonly #clients = new Set<ServerResponse>()
+  readonly #listeners = new Set<(event: LiveEvent) => void>()
   #lastCount = 0
   #keepAlive: NodeJS.Timeout | undefined
 
@@ -58,6 +59,22 @@ export class EventStream {
     if (this.#recent.length > this.#keep) this.#recent.shift()
     const frame = frameOf(event)
     for (const client of this.#clients) client.write(frame)
+    for (const listener of this.#listeners) {
+      try {
+        listener(event)
+      } catch {
+        // A listener's failure is its own: the event still reaches every stream and the other listeners.
+      }
+    }
+  }
+
+  /**
+   * Calls `listener` with every event published from now on, in this process (the notifier reads what happened
+   * here). Answers how to stop.
+   */
+  subscribe(listener: (event: LiveEvent) => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
   }
 
   /** Answers GET /events/stream: what the client missed (Last-Event-ID), then every event as it is published. */

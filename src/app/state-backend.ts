@@ -3,6 +3,7 @@ import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config, RedisConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
+import { claimInDirectory, claimInRedis } from '../state/claims.ts'
 import { FileStateStore } from '../state/file-store.ts'
 import type { LocalStateCopy } from '../state/local-copy.ts'
 import { LocalReplicaRegistry } from '../state/local-replicas.ts'
@@ -23,6 +24,13 @@ export interface StateBackend {
    * last state it applied until it can (read once). True when there was one.
    */
   restoreLastState?: () => Promise<boolean>
+  /**
+   * Claims a notification every replica observes (a replica missing, the standby over) for this one: true when no
+   * other replica (with the file store, no other process on the same state file) has claimed `id`.
+   */
+  claimNotification: (id: string) => Promise<boolean>
+  /** How often the replica registry changes at most: its heartbeat. */
+  heartbeatInterval: number
 }
 
 export interface StateBackendOptions {
@@ -57,19 +65,29 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   closers.add('audit trail', () => audit.close())
   const exchange = new LocalExchange()
   closers.add('window exchange', () => exchange.close())
-  return { store, replicas, audit, exchange, loadBeforeListening: true }
+  return {
+    store,
+    replicas,
+    audit,
+    exchange,
+    loadBeforeListening: true,
+    claimNotification: (id) => claimInDirectory(`${state.path}.claims`, id, replicaId),
+    heartbeatInterval: 1_000,
+  }
 }
 
 async function createRedisBackend(options: StateBackendOptions, redis: RedisConfig): Promise<StateBackend> {
   const { config, logger, replicaId, closers, onInvalidState } = options
   const [
     { RedisStateStore },
+    { onRedis },
     { RedisReplicaRegistry },
     { RedisAuditTrail },
     { RedisExchange },
     { LocalStateCopy },
   ] = await Promise.all([
     import('../state/redis-store.ts'),
+    import('../state/redis-connection.ts'),
     import('../state/redis-replicas.ts'),
     import('../audit/redis-audit.ts'),
     import('../rollout/exchange.ts'),
@@ -112,7 +130,17 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     let restoring: Promise<boolean> | undefined
     restoreLastState = () => (restoring ??= restore(copy, store, logger))
   }
-  return { store, replicas, audit, exchange, loadBeforeListening: false, restoreLastState }
+  return {
+    store,
+    replicas,
+    audit,
+    exchange,
+    loadBeforeListening: false,
+    restoreLastState,
+    claimNotification: (id) =>
+      onRedis(store.client, () => claimInRedis(store.client, redis.key, id, replicaId)),
+    heartbeatInterval: redis.heartbeatInterval,
+  }
 }
 
 async function restore(copy: LocalStateCopy, store: RedisStateStore, logger: Logger): Promise<boolean> {

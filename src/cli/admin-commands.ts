@@ -618,6 +618,8 @@ interface AuditLine {
   generation?: number
   code?: string
   reason: string
+  /** A webhook delivery's outcome (action notify). */
+  notification?: { target: string; result: string }
 }
 
 /** Without the header: the next rows of a table already begun (events --follow). */
@@ -629,10 +631,12 @@ function eventsTable(events: AuditLine[], header = true): string {
     event.action,
     event.to
       ? `${event.to.active} ${event.to.weights.blue}/${event.to.weights.green}`
-      : (event.replica ?? '-'),
-    event.result === 'refused'
-      ? `refused ${event.code ?? ''}`
-      : `${event.result}${event.generation === undefined ? '' : ` #${event.generation}`}`,
+      : (event.notification?.target ?? event.replica ?? '-'),
+    event.notification
+      ? event.notification.result
+      : event.result === 'refused'
+        ? `refused ${event.code ?? ''}`
+        : `${event.result}${event.generation === undefined ? '' : ` #${event.generation}`}`,
     event.reason,
   ])
   const text = table(['time', 'actor', 'action', 'to', 'result', 'reason'], rows)

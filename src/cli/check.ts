@@ -1,6 +1,7 @@
 // `bluegreen check`: what a valid config will do, on one screen, before anything is started (nginx -t, caddy
 // validate). An invalid config never gets here: loading it throws, and the CLI prints every problem and exits 2.
 import { COLORS } from '../colors.ts'
+import { NOTIFY_EVENTS } from '../config/notify-schema.ts'
 import type { Config, ListenAddress, PoolConfig, StateConfig } from '../config/types.ts'
 
 export function describeConfig(config: Config, file: string): string {
@@ -15,6 +16,7 @@ export function describeConfig(config: Config, file: string): string {
     `rollout     a step with too little traffic to judge: ${config.rollout.onLowTraffic}`,
     `drain       ${config.drain.timeout === 0 ? 'left open' : `closed after ${seconds(config.drain.timeout)}`}`,
     `shutdown    delay ${seconds(config.shutdown.delay)}, grace ${seconds(config.shutdown.grace)}`,
+    ...(config.notify.length === 0 ? [] : [`notify      ${notify(config)}`]),
   ]
   return `${lines.join('\n')}\n`
 }
@@ -63,6 +65,17 @@ function rollback(config: Config): string {
     `watches a change for ${seconds(rollback.watch)}: errors > ${rollback.maxErrorRatio * 100}%${p99}` +
     ` over ${seconds(rollback.window)} (at least ${rollback.minRequests} requests)${unavailable}`
   )
+}
+
+/** Each target by name and host only: a webhook URL's path is often its secret (Slack's is). */
+function notify(config: Config): string {
+  return config.notify
+    .map((target) => {
+      const events = target.events.length === NOTIFY_EVENTS.length ? 'every event' : target.events.join(' ')
+      const signed = target.secret === undefined ? 'unsigned' : 'signed'
+      return `${target.name} (${new URL(target.url).host}, ${target.format}, ${signed}: ${events})`
+    })
+    .join('; ')
 }
 
 function seconds(ms: number): string {

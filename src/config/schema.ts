@@ -2,6 +2,7 @@ import { resolve } from 'node:path'
 import { COLORS, type Color } from '../colors.ts'
 import { ConfigError } from '../errors.ts'
 import { buildAdmin } from './admin-schema.ts'
+import { buildNotify } from './notify-schema.ts'
 import {
   buildDrain,
   buildHealthCheck,
@@ -105,6 +106,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'metrics',
     'smoke',
     'standby',
+    'notify',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
@@ -122,6 +124,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     metrics: buildMetrics(check, root.field('metrics')),
     smoke: buildSmoke(check, root.field('smoke')),
     standby: buildStandby(check, root.field('standby')),
+    notify: buildNotify(check, root.field('notify')),
   }
   checkListenersDiffer(check, config)
   if (check.problems.length > 0) throw new ConfigError(check.problems)

@@ -246,6 +246,36 @@ export interface StandbyConfig {
   keepFor: number
 }
 
+/** What happened, as a webhook target names it in `notify[].events` (README "Notifications"). */
+export type NotifyEvent =
+  | 'switch'
+  | 'rollback'
+  | 'rollout-step'
+  | 'rollout-complete'
+  | 'rollout-abort'
+  | 'rollout-paused'
+  | 'smoke-failed'
+  | 'replica-missing'
+  | 'replica-lagging'
+  | 'standby-over'
+
+export interface NotifyTargetConfig {
+  /** The metric's `target` label and what the audit trail names; the URL's host by default. */
+  name: string
+  url: string
+  events: readonly NotifyEvent[]
+  /** json: the notification as it is; slack: Slack's incoming-webhook shape, `{text, blocks}`. */
+  format: 'json' | 'slack'
+  /** The HMAC-SHA256 key the body is signed with (x-bluegreen-signature); unsigned when absent. */
+  secret: string | undefined
+  /** Each attempt gives up after this long (ms). */
+  timeout: number
+  /** Retries stop once this long (ms) has passed since the first attempt; 0 is one attempt only. */
+  retryFor: number
+  /** The wait before the first retry (ms), doubled before each next one. */
+  backoff: number
+}
+
 export interface MetricsConfig {
   enabled: boolean
 }
@@ -265,4 +295,5 @@ export interface Config {
   metrics: MetricsConfig
   smoke: SmokeConfig
   standby: StandbyConfig
+  notify: readonly NotifyTargetConfig[]
 }

@@ -30,6 +30,7 @@ export class Metrics {
   readonly upstreamHealthy: Gauge<'color' | 'upstream'>
   readonly smokeChecks: Counter<'color' | 'result'>
   readonly configReloads: Counter<'result'>
+  readonly notifications: Counter<'target' | 'result'>
   readonly buildInfo: Gauge<'version' | 'node'>
 
   // Long, and left so: one metric definition after another, each read on its own; split up, a reader would have to
@@ -105,6 +106,12 @@ export class Metrics {
       name: 'bluegreen_smoke_checks_total',
       help: 'Smoke checks run against a color, before a change or on demand, by result (pass, fail)',
       labelNames: ['color', 'result'],
+      registers,
+    })
+    this.notifications = new Counter({
+      name: 'bluegreen_notifications_total',
+      help: 'Webhook deliveries by target and result (delivered, retried, failed, dropped)',
+      labelNames: ['target', 'result'],
       registers,
     })
     this.invalidState = new Counter({

@@ -1,3 +1,4 @@
+import type { JudgedFigures } from '../audit/audit.ts'
 import type { RollbackConfig } from '../config/types.ts'
 import { errorRatio, quantile, type WindowFigures } from '../metrics/windows.ts'
 
@@ -9,6 +10,8 @@ export interface Verdict {
   verdict: 'healthy' | 'failing' | 'undecided'
   /** The figures in words, for logs, the audit trail and the state's reason ("12 of 50 requests" when undecided). */
   summary: string
+  /** The same figures as numbers, once there are enough requests to judge. */
+  figures?: JudgedFigures
 }
 
 /** A color's window against the rollback thresholds. */
@@ -24,7 +27,16 @@ export function judge(figures: WindowFigures, config: RollbackConfig): Verdict {
     `error ratio ${percent(ratio)} (${figures.errors}/${figures.requests}), p99 ${p99Text}` +
     ` (limits ${percent(config.maxErrorRatio)}, ${config.maxP99 > 0 ? `${config.maxP99} ms` : 'no p99 limit'})`
   const failing = ratio > config.maxErrorRatio || (config.maxP99 > 0 && p99 > config.maxP99)
-  return { verdict: failing ? 'failing' : 'healthy', summary }
+  const judged: JudgedFigures = {
+    requests: figures.requests,
+    errors: figures.errors,
+    errorRatio: ratio,
+    p99: Number.isFinite(p99) ? Math.round(p99) : null,
+    maxErrorRatio: config.maxErrorRatio,
+    maxP99: config.maxP99,
+    minRequests: config.minRequests,
+  }
+  return { verdict: failing ? 'failing' : 'healthy', summary, figures: judged }
 }
 
 /**

@@ -1,4 +1,11 @@
-import { type AuditTrail, type ChangeAction, type Outcome, recordAttempt, refusal } from '../audit/audit.ts'
+import {
+  type AuditTrail,
+  type ChangeAction,
+  type JudgedFigures,
+  type Outcome,
+  recordAttempt,
+  refusal,
+} from '../audit/audit.ts'
 import { COLORS, type Color } from '../colors.ts'
 import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
@@ -184,14 +191,16 @@ export class ReleaseGuard {
       return
     }
     let why = this.#outage(watch.color, watch.since)
+    let judged: JudgedFigures | undefined
     if (why === undefined) {
       const figures = await this.#combined(state.generation, watch.color, watch.since)
-      const { verdict, summary } = judge(figures, this.#options.config)
-      if (verdict !== 'failing') return
-      why = `${watch.color} ${summary} over the last ${this.#options.config.window / 1000} s`
+      const verdict = judge(figures, this.#options.config)
+      if (verdict.verdict !== 'failing') return
+      why = `${watch.color} ${verdict.summary} over the last ${this.#options.config.window / 1000} s`
+      judged = verdict.figures
     }
     const previous = undoesRollout(state) ? undefined : await this.#previous()
-    await this.#act(state, onEvaluation(state, { type: 'failing', why, previous }, Date.now()))
+    await this.#act(state, onEvaluation(state, { type: 'failing', why, previous }, Date.now()), judged)
   }
 
   async #driveRollout(state: State, rollout: Rollout): Promise<void> {
@@ -207,7 +216,8 @@ export class ReleaseGuard {
     const decision = onEvaluation(state, { type: 'step-judged', verdict, onLowTraffic }, Date.now())
     this.#noteStep(state.generation, stepEndsAt(rollout), verdict.summary, decision.kind === 'hold')
     if (decision.kind === 'change' && (await this.#heldBySmoke(state, rollout, decision))) return
-    await this.#act(state, decision)
+    // The figures go with a rollback they caused, so its audit event and notification carry them.
+    await this.#act(state, decision, verdict.verdict === 'failing' ? verdict.figures : undefined)
   }
 
   /**
@@ -289,7 +299,7 @@ export class ReleaseGuard {
   }
 
   /** One compare-and-set on the judged generation: of all replicas that reach the same decision, one makes it. */
-  async #act(state: State, decision: Decision): Promise<void> {
+  async #act(state: State, decision: Decision, figures?: JudgedFigures): Promise<void> {
     if (decision.kind !== 'change') return
     const { action, change } = decision
     const updatedBy = `${change.trigger}@${this.#options.replicaId}`
@@ -300,19 +310,25 @@ export class ReleaseGuard {
         { generation: next.generation, active: next.active, weights: next.weights, reason: change.reason },
         `${action} made`,
       )
-      this.#record(state, change, action, { result: 'accepted', generation: next.generation })
+      this.#record(state, change, action, { result: 'accepted', generation: next.generation }, figures)
     } catch (error) {
       if (error instanceof BlueGreenError && error.code === 'BG_GENERATION_CONFLICT') {
         // Another replica decided first, or an operator changed the state: either way, nothing left to do here.
         logger.debug({ generation: state.generation }, `${action} already made elsewhere`)
         return
       }
-      this.#record(state, change, action, refusal(error))
+      this.#record(state, change, action, refusal(error), figures)
       throw error
     }
   }
 
-  #record(from: State, change: Transition, action: ChangeAction, outcome: Outcome): void {
+  #record(
+    from: State,
+    change: Transition,
+    action: ChangeAction,
+    outcome: Outcome,
+    figures?: JudgedFigures,
+  ): void {
     const { audit, logger, replicaId } = this.#options
     const attempt = {
       actor: 'bluegreen',
@@ -321,6 +337,7 @@ export class ReleaseGuard {
       from,
       to: change,
       reason: change.reason,
+      ...(figures ? { figures } : {}),
     }
     // Logged above, as what it made.
     recordAttempt(audit, logger, { ...attempt, outcome }, { logged: false })

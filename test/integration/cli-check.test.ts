@@ -68,6 +68,10 @@ describe('bluegreen check --config FILE', () => {
         pools: { blue: { upstreams: [] }, green: { upstreams: ['http://10.0.1.11:8080'] } },
         state: { store: 'redis', redis: { url: 'redis://:s3cret@10.0.0.5:6379/2', key: 'bluegreen:shop' } },
         rollback: { enabled: false },
+        notify: [
+          { url: 'https://hooks.slack.com/services/T0/B0/pathsecret', format: 'slack', events: ['rollback'] },
+          { name: 'ci', url: 'http://10.0.0.9:8080/hook', secret: 'hmac-key' },
+        ],
       },
       'redis.json',
     )
@@ -79,6 +83,11 @@ describe('bluegreen check --config FILE', () => {
     expect(result.stdout).not.toContain('s3cret')
     expect(result.stdout).toContain('blue        no upstream\n')
     expect(result.stdout).toContain('rollback    automatic rollback off\n')
+    expect(result.stdout).toContain(
+      'notify      hooks.slack.com (hooks.slack.com, slack, unsigned: rollback); ci (10.0.0.9:8080, json, signed: every event)\n',
+    )
+    expect(result.stdout).not.toContain('pathsecret')
+    expect(result.stdout).not.toContain('hmac-key')
   })
 
   it('an invalid config: exit 2 and every problem, exactly as serve prints them', async () => {

@@ -197,6 +197,7 @@ describe('buildConfig', () => {
         on: { switch: true, weights: true, rollout: true, rolloutStep: true, promote: true },
       },
       standby: { keepFor: 24 * 3600_000 },
+      notify: [],
     })
   })
 
@@ -208,6 +209,87 @@ describe('buildConfig', () => {
     expect(messageAt(problemsOf({ ...minimal, standby: { keepFor: '500ms' } }), 'standby.keepFor')).toMatch(
       /at least 1000ms/,
     )
+  })
+
+  it('reads notify targets with their defaults, ${VAR} in a secret, and reports every problem with its key path', () => {
+    const config = buildConfig(
+      withPools({
+        notify: [
+          { url: 'https://hooks.example.com:8443/bluegreen', secret: '${HOOK_SECRET}' },
+          {
+            name: 'chat',
+            url: 'http://127.0.0.1:9/x',
+            events: ['rollback', 'switch'],
+            format: 'slack',
+            retryFor: '2m',
+            backoff: '1s',
+            timeout: '2s',
+          },
+        ],
+      }),
+      { HOOK_SECRET: 's3cret' },
+    )
+    expect(config.notify[0]).toEqual({
+      name: 'hooks.example.com:8443',
+      url: 'https://hooks.example.com:8443/bluegreen',
+      events: [
+        'switch',
+        'rollback',
+        'rollout-step',
+        'rollout-complete',
+        'rollout-abort',
+        'rollout-paused',
+        'smoke-failed',
+        'replica-missing',
+        'replica-lagging',
+        'standby-over',
+      ],
+      format: 'json',
+      secret: 's3cret',
+      timeout: 5_000,
+      retryFor: 60_000,
+      backoff: 500,
+    })
+    expect(config.notify[1]).toMatchObject({
+      name: 'chat',
+      events: ['rollback', 'switch'],
+      format: 'slack',
+      secret: undefined,
+      timeout: 2_000,
+      retryFor: 120_000,
+      backoff: 1_000,
+    })
+
+    const problems = problemsOf(
+      withPools({
+        notify: [
+          { url: 'ftp://example.com/x', events: ['swich'], format: 'teams', secret: '' },
+          { events: [], timeout: '2h', sekret: 'x' },
+          { url: 'https://user:pw@example.com/' },
+          { url: 'https://a.example.com/1' },
+          { url: 'https://a.example.com/2' },
+          null,
+        ],
+      }),
+    )
+    expect(messageAt(problems, 'notify[0].url')).toMatch(/an http:\/\/ or https:\/\/ URL/)
+    expect(messageAt(problems, 'notify[0].events[0]')).toMatch(/did you mean "switch"/)
+    expect(messageAt(problems, 'notify[0].format')).toMatch(/expected one of: json, slack/)
+    expect(messageAt(problems, 'notify[0].secret')).toMatch(/a non-empty string/)
+    expect(messageAt(problems, 'notify[1].url')).toMatch(/^required/)
+    expect(messageAt(problems, 'notify[1].events')).toMatch(/at least one event/)
+    expect(messageAt(problems, 'notify[1].timeout')).toMatch(/^expected a duration/)
+    expect(messageAt(problems, 'notify[1].sekret')).toMatch(/did you mean "secret"/)
+    expect(messageAt(problems, 'notify[2].url')).toMatch(/URL/)
+    expect(messageAt(problems, 'notify[4].name')).toMatch(/another target is named "a.example.com"/)
+    expect(messageAt(problems, 'notify[5]')).toMatch(/expected a target/)
+    expect(messageAt(problemsOf(withPools({ notify: { url: 'x' } })), 'notify')).toMatch(/expected a list/)
+    expect(
+      messageAt(
+        problemsOf(withPools({ notify: [{ url: 'https://x.example/', secret: '${NOPE}' }] })),
+        'notify[0].secret',
+      ),
+    ).toMatch(/NOPE/)
   })
 
   it('returns a deeply frozen config', () => {

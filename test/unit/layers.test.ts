@@ -11,7 +11,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['state/', 'audit/'],
   ['routing/', 'metrics/'],
   ['proxy/', 'rollout/', 'health/'],
-  ['admin/'],
+  ['admin/', 'notify/'],
   ['app.ts', 'app/', 'cluster.ts', 'cluster-worker.ts', 'demo.ts'],
   ['cli.ts', 'cli/'],
 ]
