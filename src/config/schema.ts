@@ -2,6 +2,7 @@ import { resolve } from 'node:path'
 import { COLORS, type Color } from '../colors.ts'
 import { ConfigError } from '../errors.ts'
 import { buildAdmin } from './admin-schema.ts'
+import { buildMirror } from './mirror-schema.ts'
 import {
   buildDrain,
   buildHealthCheck,
@@ -103,6 +104,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'drain',
     'metrics',
     'smoke',
+    'mirror',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
@@ -119,6 +121,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     drain: buildDrain(check, root.field('drain')),
     metrics: buildMetrics(check, root.field('metrics')),
     smoke: buildSmoke(check, root.field('smoke')),
+    mirror: buildMirror(check, root.field('mirror')),
   }
   checkListenersDiffer(check, config)
   if (check.problems.length > 0) throw new ConfigError(check.problems)

@@ -16,6 +16,7 @@ import {
   checkedGeneration,
   freezeState,
   initialState,
+  keepingMirror,
   replacedState,
   rollbackTarget,
   type State,
@@ -139,7 +140,11 @@ export class FileStateStore implements StateStore {
         const generation = Math.max(stored.generation, applied.generation) + 1
         const storedPrevious = read.kind === 'valid' ? read.document.previous : this.#previous
         const document: StateDocument = {
-          state: freezeState({ ...requested, generation, updatedAt: new Date().toISOString() }),
+          state: freezeState({
+            ...keepingMirror(requested, stored),
+            generation,
+            updatedAt: new Date().toISOString(),
+          }),
           previous: replacedState(requested, stored, storedPrevious) ?? null,
         }
         await lock.confirm()
