@@ -14,6 +14,7 @@ import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
+import { Mirror } from './proxy/mirror.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/release-guard.ts'
@@ -109,10 +110,12 @@ async function start(context: Context): Promise<App> {
     logger,
   })
   closers.add('state loader', () => loader.stop())
-  const admin = startAdmin(context, core, guard, () => proxy.drainStatus())
-  const proxy = startProxy(context, core, windows)
+  const mirror = startMirror(context, core)
+  const admin = startAdmin(context, core, guard, mirror, () => proxy.drainStatus())
+  const proxy = startProxy(context, core, windows, mirror)
   core.table.onApplied((state, previous) => {
     core.metrics.applied(state, previous)
+    mirror.stateApplied(state)
     guard.stateApplied(previous, state)
     // The first state drains nothing.
     if (previous) proxy.stateApplied(previous, state)
@@ -217,10 +220,22 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
   return { windows, guard }
 }
 
+/** Copies of live requests to the idle color, compared with the live answers; closed after the proxy has drained. */
+function startMirror(context: Context, core: Core): Mirror {
+  const mirror = new Mirror({
+    config: context.config.mirror,
+    logger: context.logger.child({ part: 'mirror' }),
+    count: (result) => core.metrics.mirrorRequests.labels(result).inc(),
+  })
+  context.closers.add('mirror', () => mirror.close())
+  return mirror
+}
+
 function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
+  mirror: Mirror,
   drainStatus: () => unknown,
 ): AdminServer {
   const { config, cluster } = context
@@ -242,18 +257,20 @@ function startAdmin(
     rolloutStepStatus: () => guard.rolloutStep(),
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
+    mirror,
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
 }
 
-function startProxy(context: Context, core: Core, windows: SlidingWindows): ProxyListener {
+function startProxy(context: Context, core: Core, windows: SlidingWindows, mirror: Mirror): ProxyListener {
   const { config, logger } = context
   const proxy = new ProxyListener({
     config,
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => core.table.snapshot(),
     onDrainChange: (change) => core.events.publish('drain', change),
+    mirror,
     ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(

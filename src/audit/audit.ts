@@ -15,6 +15,7 @@ export type Action =
   | 'rollout-pause'
   | 'rollout-resume'
   | 'rollout-promote'
+  | 'mirror'
   | 'forget-replica'
 
 /** The actions that change the routing state. */

@@ -4,7 +4,7 @@ import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
-import { inProgress, type Rollout, type State } from '../state/state.ts'
+import { inProgress, onlyMirrorChanged, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
 import { judge, outageOver } from './judge.ts'
@@ -75,6 +75,11 @@ export class ReleaseGuard {
 
   /** The app calls this with every state it applies. */
   stateApplied(previous: State | undefined, next: State): void {
+    // Turning the mirror on or off moves no traffic: the watch of the last change goes on, on the new generation.
+    if (previous && this.#watch && onlyMirrorChanged(previous, next)) {
+      this.#watch = { ...this.#watch, generation: next.generation }
+      return
+    }
     this.#watch = undefined
     if (!previous || next.trigger === 'rollback') return
     const gained = COLORS.find((color) => next.weights[color] > previous.weights[color])

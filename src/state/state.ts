@@ -150,6 +150,18 @@ function sameMirror(a: MirrorSetting | undefined, b: MirrorSetting): boolean {
 }
 
 /**
+ * Whether `next` differs from `previous` only in its mirror setting (POST /mirror): no switch to count, no watch or
+ * rollout step to restart.
+ */
+export function onlyMirrorChanged(previous: State, next: State): boolean {
+  return (
+    sameRouting(previous, next) &&
+    isDeepStrictEqual(previous.rollout, next.rollout) &&
+    !isDeepStrictEqual(previous.mirror, next.mirror)
+  )
+}
+
+/**
  * A change as stored: one that names no mirror setting keeps the stored state's, so a switch or a rollout's step
  * never undoes a mirror change made meanwhile. The Redis store does the same in Lua (CHANGE in redis-scripts.ts).
  */
