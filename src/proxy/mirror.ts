@@ -50,7 +50,7 @@ export class Mirror {
   readonly noise = new NoiseMemory()
   readonly agent: Agent
   readonly #options: MirrorOptions
-  readonly #windows: SlidingWindows
+  #windows: SlidingWindows
   readonly #methods: ReadonlySet<string>
   readonly #ignore: ReadonlySet<string>
   readonly #random: () => number
@@ -58,7 +58,7 @@ export class Mirror {
   readonly #dropped: Record<DropReason, number> = { inFlight: 0, bodyTooLarge: 0, liveFailed: 0 }
   readonly #routes = new Map<string, { compared: number; mismatched: number }>()
   #setting: MirrorSetting | undefined
-  /** When mirroring was last turned on or its share changed: the figures the gate reads start there. */
+  /** When mirroring was last turned on or off or its share changed: the figures the gate reads start there. */
   #since = 0
   #inFlight = 0
   #lastError: { at: string; message: string } | undefined
@@ -87,9 +87,14 @@ export class Mirror {
   stateApplied(state: State): void {
     const next = state.mirror
     const share = next?.enabled ? next.percent / 100 : 0
-    const before = this.#setting
+    // Turned on, off, or another share: the figures start again, so a fixed release is judged on its own answers.
+    if (share !== this.share) {
+      this.#since = Date.now()
+      // A new window rather than a later start in the old one: its one-second buckets would blur the edge.
+      this.#windows.close()
+      this.#windows = new SlidingWindows(this.config.window)
+    }
     this.#setting = next
-    if (share > 0 && (share !== this.share || !before?.enabled)) this.#since = Date.now()
     this.share = share
   }
 
@@ -132,7 +137,7 @@ export class Mirror {
 
   /** The window's figures for copies sent to `color`, since mirroring was last turned on or its share changed. */
   figures(color: Color): MirrorFigures & { p50Ms: number; p99Ms: number; since: number } {
-    const figures = this.#windows.figures(color, this.#since)
+    const figures = this.#windows.figures(color)
     const ratio = figures.requests === 0 ? 0 : figures.errors / figures.requests
     return {
       compared: figures.requests,
