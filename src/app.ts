@@ -307,7 +307,7 @@ async function eachUpstream(
 
 /** A `state` live event: what this replica now routes by, and what it replaced. */
 function liveState(state: State, previous: State | undefined): unknown {
-  const { generation, active, weights, trigger, reason, updatedBy, updatedAt, rollout } = state
+  const { generation, active, weights, trigger, reason, updatedBy, updatedAt, rollout, mirror } = state
   return {
     generation,
     from: previous
@@ -319,6 +319,7 @@ function liveState(state: State, previous: State | undefined): unknown {
     by: updatedBy,
     at: updatedAt,
     ...(rollout ? { rollout } : {}),
+    ...(mirror ? { mirror } : {}),
   }
 }
 
