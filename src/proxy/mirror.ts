@@ -285,6 +285,7 @@ export class MirrorCopy {
   #body: Buffer[] = []
   #bodyBytes = 0
   #live: CapturedResponse | undefined
+  #liveChunks: Buffer[] = []
   #liveBytes = 0
   #liveEnded = false
   #mirrored: CapturedResponse | Error | undefined
@@ -333,8 +334,6 @@ export class MirrorCopy {
     this.#live = { status, headers, body: EMPTY, truncated: false }
     this.#liveChunks = []
   }
-
-  #liveChunks: Buffer[] = []
 
   liveData(chunk: Buffer): void {
     const live = this.#live

@@ -259,6 +259,10 @@ describe('mirroring to the idle color', () => {
     expect(JSON.parse(put.body)).toMatchObject({ bodyLength: 600 })
     await eventually(() => greenPuts().length === 1)
     expect(greenPuts()).toEqual([{ method: 'PUT', url: '/orders', mirror: true, bodyLength: 600 }])
+    // A chunked body under the limit is copied whole too, with the length it turned out to have.
+    await send(proxy.url, '/orders', { method: 'PUT', body: Buffer.alloc(300, 'c'), chunked: true })
+    await eventually(() => greenPuts().length === 2)
+    expect(greenPuts()[1]).toEqual({ method: 'PUT', url: '/orders', mirror: true, bodyLength: 300 })
     // Over the limit, declared up front or found out while streaming: the live color gets it all, no copy is sent.
     const declared = await send(proxy.url, '/orders', { method: 'PUT', body: Buffer.alloc(5000, 'r') })
     const chunked = await send(proxy.url, '/orders', {
@@ -267,9 +271,9 @@ describe('mirroring to the idle color', () => {
       chunked: true,
     })
     expect([JSON.parse(declared.body).bodyLength, JSON.parse(chunked.body).bodyLength]).toEqual([5000, 5000])
-    const after = await settled(proxy, total(before) + 3)
+    const after = await settled(proxy, total(before) + 4)
     expect(after.dropped.bodyTooLarge - before.dropped.bodyTooLarge).toBe(2)
-    expect(greenPuts()).toHaveLength(1)
+    expect(greenPuts()).toHaveLength(2)
     expect(green.seen.some((seen) => seen.method === 'POST')).toBe(false)
   })
 
