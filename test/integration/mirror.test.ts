@@ -175,7 +175,7 @@ describe('mirroring to the idle color', () => {
           maxBodyBytes: 1000,
           timeout: '400ms',
           compare: { noiseSampleRate: 0 },
-          gate: { minCompared: 5, maxMismatchRatio: 0.2, on: { switch: true } },
+          gate: { minCompared: 5, maxMismatchRatio: 0.2, on: { switch: true, weights: true, rollout: true } },
         },
       },
     )
@@ -321,6 +321,12 @@ describe('mirroring to the idle color', () => {
     expect(details.mismatched).toBeGreaterThan(0)
     expect(details.top[0]).toMatchObject({ path: '/users', field: '$.user' })
     expect(refused.body.error.message).toMatch(/answered differently/)
+    // A weight change toward green and a rollout's first step are gated alike; one away from green is not.
+    expect(errorCode(await adminPost(proxy.admin, '/weights', { blue: 90, green: 10 }))).toBe(
+      'BG_MIRROR_MISMATCH',
+    )
+    const rollout = { to: 'green', steps: [10, 100], stepSeconds: 60 }
+    expect(errorCode(await adminPost(proxy.admin, '/rollout', rollout))).toBe('BG_MIRROR_MISMATCH')
 
     const forced = await adminPost(proxy.admin, '/switch', { to: 'green', force: true })
     expect(forced.status).toBe(200)
@@ -350,6 +356,16 @@ describe('mirroring to the idle color', () => {
     // Now blue is idle: the copies go to it.
     expect((await send(proxy.url, '/who')).color).toBe('green')
     await eventually(() => blue.seen.some((seen) => seen.url === '/who' && seen.mirror))
+    // A mirror change moves no traffic: no switch is counted, and the watch of the switch goes on.
+    const switches = async () =>
+      (await scrapeMetrics(proxy.admin)).get('bluegreen_switches_total{trigger="admin"}')
+    const counted = await switches()
+    const share = await adminPost<{ generation: number }>(proxy.admin, '/mirror', { percent: 50 })
+    type Watching = { replica: { watching: { color: string; generation: number } | null } }
+    const watching = (await adminGet<Watching>(proxy.admin, '/state')).body.replica.watching
+    expect(watching).toMatchObject({ color: 'green', generation: share.body.generation })
+    expect(await switches()).toBe(counted)
+    await adminPost(proxy.admin, '/mirror', { percent: 100 })
     expect((await adminPost(proxy.admin, '/rollback', {})).status).toBe(200)
   })
 
