@@ -3,6 +3,7 @@ import { cpus, loadavg } from 'node:os'
 import { latency } from './latency.ts'
 import { memory } from './memory.ts'
 import { metricsCost } from './metrics-cost.ts'
+import { mirror } from './mirror.ts'
 import { peers } from './peers.ts'
 import { propagation } from './propagation.ts'
 import { reload } from './reload.ts'
@@ -26,6 +27,7 @@ await propagation()
 await rollback()
 await reload()
 await metricsCost()
+await mirror()
 await memory()
 await workers()
 process.exit(0)

@@ -19,6 +19,7 @@ import { Metrics } from './metrics/registry.ts'
 import { SlidingWindows } from './metrics/windows.ts'
 import { Notifier } from './notify/notifier.ts'
 import type { DrainStatus } from './proxy/drain.ts'
+import { Mirror } from './proxy/mirror.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
 import { ReleaseGuard } from './rollout/release-guard.ts'
@@ -130,15 +131,17 @@ async function start(context: Context): Promise<App> {
   })
   closers.add('state loader', () => loader.stop())
   const standby = startStandbyWatch(context, core)
+  const mirror = startMirror(context, core)
   const admin = startAdmin(
     context,
     core,
     guard,
     standby,
+    mirror,
     () => proxy.drainStatus(),
     (trigger) => reloader.reload(trigger),
   )
-  const proxy = startProxy(context, core, windows)
+  const proxy = startProxy(context, core, windows, mirror)
   const reloader = new ConfigReloader({
     file: context.configFile,
     running: () => context.config,
@@ -156,6 +159,7 @@ async function start(context: Context): Promise<App> {
   })
   core.table.onApplied((state, previous) => {
     core.metrics.applied(state, previous)
+    mirror.stateApplied(state)
     guard.stateApplied(previous, state)
     // The first state drains nothing.
     if (previous) proxy.stateApplied(previous, state)
@@ -327,11 +331,23 @@ function startStandbyWatch(context: Context, core: Core): StandbyWatch {
   return watch
 }
 
+/** Copies of live requests to the idle color, compared with the live answers; closed after the proxy has drained. */
+function startMirror(context: Context, core: Core): Mirror {
+  const mirror = new Mirror({
+    config: context.config.mirror,
+    logger: context.logger.child({ part: 'mirror' }),
+    count: (result) => core.metrics.mirrorRequests.labels(result).inc(),
+  })
+  context.closers.add('mirror', () => mirror.close())
+  return mirror
+}
+
 function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
   standby: StandbyWatch,
+  mirror: Mirror,
   drainStatus: () => unknown,
   reload: (trigger: ReloadTrigger) => Promise<ReloadOutcome>,
 ): AdminServer {
@@ -357,12 +373,13 @@ function startAdmin(
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
     reload,
+    mirror,
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
 }
 
-function startProxy(context: Context, core: Core, windows: SlidingWindows): ProxyListener {
+function startProxy(context: Context, core: Core, windows: SlidingWindows, mirror: Mirror): ProxyListener {
   const { config, logger } = context
   const proxy = new ProxyListener({
     config,
@@ -373,6 +390,7 @@ function startProxy(context: Context, core: Core, windows: SlidingWindows): Prox
       // The fleet's standby view is every replica's drain put together.
       core.backend.replicas.reportDrain(replicaDrain(proxy.drainStatus()))
     },
+    mirror,
     ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(
@@ -409,7 +427,7 @@ function replicaDrain(status: DrainStatus): ReplicaDrain {
 
 /** A `state` live event: what this replica now routes by, and what it replaced. */
 function liveState(state: State, previous: State | undefined): unknown {
-  const { generation, active, weights, trigger, reason, updatedBy, updatedAt, rollout } = state
+  const { generation, active, weights, trigger, reason, updatedBy, updatedAt, rollout, mirror } = state
   return {
     generation,
     from: previous
@@ -421,6 +439,7 @@ function liveState(state: State, previous: State | undefined): unknown {
     by: updatedBy,
     at: updatedAt,
     ...(rollout ? { rollout } : {}),
+    ...(mirror ? { mirror } : {}),
   }
 }
 

@@ -73,6 +73,11 @@ export const ErrorCodes = {
     meaning:
       'a smoke check against the color the change sends traffic to failed; details has every check (use force to override)',
   },
+  BG_MIRROR_MISMATCH: {
+    status: 412,
+    meaning:
+      "the mirrored traffic's answers from the color the change sends traffic to differ from the live ones too often, or too few were compared; details has the figures and the top differences (use force to override)",
+  },
   BG_STATE_UNAVAILABLE: {
     status: 503,
     meaning: 'the state store is unreachable or not loaded, so the change was not made',

@@ -38,8 +38,11 @@ export function changeRequest(
   body: Record<string, unknown>,
   from: State,
   previous: () => Promise<State | undefined>,
+  mirrorPercent = 10,
 ): ChangeRequest | Promise<ChangeRequest> {
   switch (action) {
+    case 'mirror':
+      return mirrorRequest(body, from, mirrorPercent)
     case 'switch':
       return switchRequest(body)
     case 'weights':
@@ -254,6 +257,45 @@ function gateRequest(
     wait,
     expectedGeneration: expectedGeneration ?? from.generation,
   }
+}
+
+/**
+ * POST /mirror: `{"percent": 10}` turns mirroring on at that share, `{"enabled": false}` off (the share is kept),
+ * `{"enabled": true}` on at the share it had, else `defaultPercent` (mirror.percent). The routing stays as it is
+ * and belongs to the generation read here, as for an abort: a change in between makes it stale (409).
+ */
+function mirrorRequest(body: Record<string, unknown>, from: State, defaultPercent: number): ChangeRequest {
+  onlyFields(body, ['enabled', 'percent', 'reason', 'wait', 'expectedGeneration'])
+  const enabled = optionalBoolean(body, 'enabled')
+  const { percent } = body
+  if (
+    percent !== undefined &&
+    (typeof percent !== 'number' || !Number.isInteger(percent) || percent < 1 || percent > 100)
+  ) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      `"percent" must be a whole number from 1 to 100, got ${JSON.stringify(percent)}`,
+    )
+  }
+  if (enabled === undefined && percent === undefined) {
+    throw new BlueGreenError(
+      'BG_BAD_REQUEST',
+      '/mirror takes "percent" (on, at that share) and/or "enabled" (true or false)',
+    )
+  }
+  const on = enabled ?? true
+  const share = (percent as number | undefined) ?? from.mirror?.percent ?? defaultPercent
+  const { given, expectedGeneration, wait } = optionsIn(body)
+  const change: Transition = {
+    active: from.active,
+    weights: from.weights,
+    ...(from.rollout ? { rollout: from.rollout } : {}),
+    mirror: { enabled: on, percent: share },
+    reason: given ?? (on ? `mirror ${share}% of requests to the idle color` : 'mirror off'),
+    trigger: 'admin',
+  }
+  // Nothing is sent more traffic: nothing to probe.
+  return { change, force: true, wait, expectedGeneration: expectedGeneration ?? from.generation }
 }
 
 function colorIn(body: Record<string, unknown>): Color {

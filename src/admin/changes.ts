@@ -12,6 +12,7 @@ import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { State } from '../state/state.ts'
 import type { Commit, ReplicaRegistry, StateStore, WaitResult } from '../state/store.ts'
 import { type ChangeRequest, changeRequest, givenReason } from './change-requests.ts'
+import type { MirrorGate } from './mirror-gate.ts'
 import { SmokeGate, type SmokeGateOptions } from './smoke-gate.ts'
 
 export interface ChangeOptions {
@@ -28,6 +29,8 @@ export interface ChangeOptions {
   publish?: SmokeGateOptions['publish']
   /** The app's smoke gate, shared with the release guard; one is built from `smoke` when absent. */
   smokeGate?: SmokeGate
+  /** The mirror's gate, when the app mirrors; its config's share is what POST /mirror turns on by default. */
+  mirrorGate?: MirrorGate
 }
 
 export interface ChangeResult {
@@ -70,10 +73,19 @@ export class Changes {
     try {
       if (body instanceof Error) throw body
       if (!from) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
-      request = await changeRequest(action, body, from, () => this.#previous())
+      request = await changeRequest(
+        action,
+        body,
+        from,
+        () => this.#previous(),
+        this.#options.mirrorGate?.percent,
+      )
       if (!request.force) await this.#requireHealthy(request.change.weights, from)
       const forceSmoke = request.forceSmoke ?? request.force
       forcedPast = await this.smoke.require(action, request.change.weights, from, forceSmoke)
+      const mirror = this.#options.mirrorGate
+      if (mirror)
+        forcedPast.push(...mirror.require(action, request.change.weights, from.weights, request.force))
       committed = await this.#options.store.commit(
         { ...request.change, updatedBy },
         request.expectedGeneration,

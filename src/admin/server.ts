@@ -7,6 +7,7 @@ import type { AdminConfig, PoolConfig } from '../config/types.ts'
 import { BlueGreenError, ListenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
+import type { Mirror } from '../proxy/mirror.ts'
 import type { SmokeOptions } from '../proxy/smoke.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Readiness } from '../routing/table.ts'
@@ -20,6 +21,7 @@ import type { EventStream } from './event-stream.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
 import { ADMIN_MARK } from './mark.ts'
+import { MirrorGate } from './mirror-gate.ts'
 import type { SmokeGate } from './smoke-gate.ts'
 
 export interface AdminOptions {
@@ -53,6 +55,8 @@ export interface AdminOptions {
   events?: EventStream
   /** POST /reload: re-reads the config file and applies it whole or not at all (it records the attempt itself). */
   reload?: (trigger: { actor: string; address: string }) => Promise<ReloadOutcome>
+  /** The mirror: GET /mirror, GET /mirror/diffs, POST /mirror's default share, and its gate before changes. */
+  mirror?: Mirror
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -86,6 +90,7 @@ const ACTIONS: Record<string, ChangeAction> = {
   '/rollout/pause': 'rollout-pause',
   '/rollout/resume': 'rollout-resume',
   '/rollout/promote': 'rollout-promote',
+  '/mirror': 'mirror',
 }
 
 /**
@@ -99,13 +104,16 @@ export class AdminServer {
   #changes: Changes
   readonly #forgetting: ReplicaForgetting
   readonly #routes: Record<string, Route>
+  readonly #mirrorGate: MirrorGate | undefined
 
   constructor(options: AdminOptions) {
     this.#options = options
     this.#guard = new AdminGuard({ ...options.config, logger: options.logger })
+    this.#mirrorGate = options.mirror && new MirrorGate({ mirror: options.mirror })
     this.#changes = new Changes({
       ...options,
       waitTimeout: options.config.waitTimeout,
+      mirrorGate: this.#mirrorGate,
       publish: options.events ? (kind, data) => options.events!.publish(kind, data) : undefined,
     })
     this.#forgetting = new ReplicaForgetting(options)
@@ -129,6 +137,8 @@ export class AdminServer {
       '/rollout/resume': { POST: this.#change('rollout-resume') },
       '/rollout/promote': { POST: this.#change('rollout-promote') },
       ...(options.reload ? { '/reload': { POST: this.#reload } } : {}),
+      '/mirror': { GET: this.#getMirror, POST: this.#change('mirror') },
+      '/mirror/diffs': { GET: this.#getMirrorDiffs },
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       // The CLI checks for it before a change, so a mistyped --admin (the proxy port) never reaches an application.
@@ -267,6 +277,27 @@ export class AdminServer {
     sendJson(res, 200, await this.#changes.smoke.run(smokeColor(body)))
   }
 
+  /** The mirror's setting and this replica's figures. */
+  readonly #getMirror: Handler = (_req, res) => {
+    sendJson(res, 200, this.#mirror().status())
+  }
+
+  readonly #getMirrorDiffs: Handler = (req, res) => {
+    const mirror = this.#mirror()
+    const raw = new URL(req.url ?? '/', 'http://admin').searchParams.get('limit')
+    const limit = raw === null ? mirror.config.diffs : Number(raw)
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new BlueGreenError('BG_BAD_REQUEST', 'limit must be a whole number from 1 up')
+    }
+    sendJson(res, 200, { diffs: mirror.diffs.latest(limit) })
+  }
+
+  #mirror(): Mirror {
+    const { mirror } = this.#options
+    if (!mirror) throw new BlueGreenError('BG_NOT_FOUND', 'this proxy does not mirror')
+    return mirror
+  }
+
   readonly #getState: Handler = async (_req, res) => {
     const state = this.#options.snapshot()?.state
     if (!state) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
@@ -359,7 +390,7 @@ export class AdminServer {
     const applying = this.#options.snapshot()?.state.generation === state.generation
     const standby = applying ? ((await this.#options.standbyStatus?.()) ?? null) : null
     // The contract's order first, then what was added to it.
-    const { active, weights, generation, updatedAt, updatedBy, reason, trigger, rollout } = state
+    const { active, weights, generation, updatedAt, updatedBy, reason, trigger, rollout, mirror } = state
     return {
       active,
       weights,
@@ -370,6 +401,7 @@ export class AdminServer {
       trigger: trigger ?? 'admin',
       ...(rollout ? { rollout } : {}),
       standby,
+      ...(mirror ? { mirror } : {}),
       replica: {
         id: this.#options.replicaId,
         appliedGeneration: applied,

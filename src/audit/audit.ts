@@ -16,6 +16,7 @@ export type Action =
   | 'rollout-pause'
   | 'rollout-resume'
   | 'rollout-promote'
+  | 'mirror'
   | 'forget-replica'
   | 'reload'
   | 'notify'

@@ -2,6 +2,7 @@ import { resolve } from 'node:path'
 import { COLORS, type Color } from '../colors.ts'
 import { ConfigError } from '../errors.ts'
 import { buildAdmin } from './admin-schema.ts'
+import { buildMirror } from './mirror-schema.ts'
 import { buildNotify } from './notify-schema.ts'
 import {
   buildDrain,
@@ -107,6 +108,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'smoke',
     'standby',
     'notify',
+    'mirror',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
@@ -125,6 +127,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     smoke: buildSmoke(check, root.field('smoke')),
     standby: buildStandby(check, root.field('standby')),
     notify: buildNotify(check, root.field('notify')),
+    mirror: buildMirror(check, root.field('mirror')),
   }
   checkListenersDiffer(check, config)
   if (check.problems.length > 0) throw new ConfigError(check.problems)

@@ -296,4 +296,40 @@ export interface Config {
   smoke: SmokeConfig
   standby: StandbyConfig
   notify: readonly NotifyTargetConfig[]
+  mirror: MirrorConfig
+}
+
+/** mirror: copies of live requests to the idle color, compared with the live answers (README "Mirroring"). */
+export interface MirrorConfig {
+  /** The share POST /mirror {"enabled": true} turns on without naming one. */
+  percent: number
+  /** Only these methods are copied: a mirrored POST has side effects. */
+  methods: string[]
+  /** Only paths starting with one of these; none: every path. */
+  pathPrefixes: string[]
+  /** Copies under way at once; beyond it a copy is dropped (and counted). */
+  maxInFlight: number
+  /** How long a copy (and a noise sample) may take, ms. */
+  timeout: number
+  /** A request body longer than this is not copied (counted as dropped). */
+  maxBodyBytes: number
+  /** How far back the mismatch ratio looks, ms. */
+  window: number
+  compare: {
+    /** Response headers compared (lower case). */
+    headers: string[]
+    /** JSON paths never counted as differences ("$.meta.time", "$.items[*].id"). */
+    ignore: string[]
+    /** The share of copies for which the live color is asked twice, to learn which fields are noise. */
+    noiseSampleRate: number
+    /** Bytes of each response body kept for comparison. */
+    maxCaptureBytes: number
+  }
+  /** How many of the latest differences GET /mirror/diffs keeps. */
+  diffs: number
+  gate: {
+    maxMismatchRatio: number
+    minCompared: number
+    on: { switch: boolean; weights: boolean; rollout: boolean }
+  }
 }

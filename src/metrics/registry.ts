@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import { COLORS, type Color } from '../colors.ts'
-import type { State } from '../state/state.ts'
+import { onlyMirrorChanged, type State } from '../state/state.ts'
 import type { StoreStatus } from '../state/store.ts'
 import { buildInfo } from '../version.ts'
 import { RequestMetrics } from './request-metrics.ts'
@@ -31,6 +31,7 @@ export class Metrics {
   readonly smokeChecks: Counter<'color' | 'result'>
   readonly configReloads: Counter<'result'>
   readonly notifications: Counter<'target' | 'result'>
+  readonly mirrorRequests: Counter<'result'>
   readonly buildInfo: Gauge<'version' | 'node'>
 
   // Long, and left so: one metric definition after another, each read on its own; split up, a reader would have to
@@ -102,6 +103,12 @@ export class Metrics {
       aggregator: 'max',
       registers,
     })
+    this.mirrorRequests = new Counter({
+      name: 'bluegreen_mirror_requests_total',
+      help: 'Requests copied to the idle color, by result: match, mismatch, error (no answer), dropped (too many in flight, body over the limit, live answer incomplete)',
+      labelNames: ['result'],
+      registers,
+    })
     this.smokeChecks = new Counter({
       name: 'bluegreen_smoke_checks_total',
       help: 'Smoke checks run against a color, before a change or on demand, by result (pass, fail)',
@@ -168,7 +175,7 @@ export class Metrics {
       this.trafficWeight.labels(color).set(state.weights[color])
     }
     this.stateGeneration.set(state.generation)
-    if (previous) this.switches.labels(triggerOf(state)).inc()
+    if (previous && !onlyMirrorChanged(previous, state)) this.switches.labels(triggerOf(state)).inc()
   }
 }
 

@@ -8,6 +8,7 @@ import type { AvailablePool, RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { DrainableRequest, RequestTracker } from './drain.ts'
 import { clientResponseHeaders } from './headers.ts'
+import type { MirrorCopy } from './mirror.ts'
 import { sendError } from './respond.ts'
 import { CONNECT_ATTEMPTS, type RetryDecision, type RetryPolicy } from './retries.ts'
 import { classifyUpstreamError, type FailureReason, isRejectedRequest } from './upstream-errors.ts'
@@ -73,6 +74,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   readonly #options: ForwardOptions
   readonly #headers: string[]
   readonly #startedAt = performance.now()
+  /** The request's copy to the other color, when it is mirrored: it is fed the live answer as it streams. */
+  readonly #copy: MirrorCopy | undefined
   /** The route's upstream, until a failed attempt is tried again on another. */
   #upstream: Upstream
   #controller: Dispatcher.DispatchController | undefined
@@ -92,8 +95,10 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     route: Route,
     headers: string[],
     options: ForwardOptions,
+    copy: MirrorCopy | undefined,
   ) {
     this.#req = req
+    this.#copy = copy
     this.#res = res
     this.#route = route
     this.#upstream = route.upstream
@@ -116,6 +121,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
       const hasBody =
         req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
       this.#body = hasBody ? requestBody(req) : null
+      this.#copy?.requestStarted(hasBody)
     }
     this.#sent = false
     this.#upstream.outstanding++
@@ -161,9 +167,11 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
       return
     }
     this.#status = statusCode
+    this.#copy?.liveStart(statusCode, headers)
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#copy?.liveData(chunk)
     if (!this.#res.write(chunk)) {
       controller.pause()
       this.#res.once('drain', this.#onClientDrain)
@@ -171,6 +179,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   }
 
   onResponseEnd(): void {
+    this.#copy?.liveEnd()
     this.#res.end()
     this.#finish(undefined, undefined)
   }
@@ -252,6 +261,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     if (this.#finished) return
     this.#finished = true
     this.#upstream.outstanding--
+    this.#copy?.liveOver()
     this.#options.onOutcome({
       color: this.#upstream.color,
       upstream: this.#upstream.url,
@@ -302,6 +312,7 @@ export function forward(
   route: Route,
   headers: string[],
   options: ForwardOptions,
+  copy?: MirrorCopy,
 ): void {
-  new ForwardHandler(req, res, route, headers, options).dispatch()
+  new ForwardHandler(req, res, route, headers, options, copy).dispatch()
 }

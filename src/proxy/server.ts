@@ -24,6 +24,7 @@ import {
   upstreamRequestHeaders,
 } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome, type Route } from './http-forward.ts'
+import type { Mirror } from './mirror.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
 import type { FailureReason } from './upstream-errors.ts'
@@ -38,6 +39,8 @@ export interface ProxyListenerOptions {
   onUpstreamFailure?: (upstream: Upstream, reason: FailureReason, error: Error, retry: RetryDecision) => void
   /** Each step of a drain (see drain.ts), for the live events. */
   onDrainChange?: (change: DrainChange) => void
+  /** Copies a share of requests to the other color while mirroring is on (mirror.ts). */
+  mirror?: Mirror
 }
 
 /** How often Node checks clientHeader and clientRequest (see the listener's options). */
@@ -235,7 +238,10 @@ export class ProxyListener {
       return
     }
     const headers = upstreamRequestHeaders(req.rawHeaders, this.#forwarding(req))
-    forward(req, res, route, headers, this.#forwardOptions)
+    const mirror = this.#options.mirror
+    // Mirroring off costs this one test.
+    const copy = mirror !== undefined && mirror.share > 0 ? mirror.select(req, route, headers) : undefined
+    forward(req, res, route, headers, this.#forwardOptions, copy)
   }
 
   /** A request body in a transfer coding besides chunked is answered 501 (see codingsBesidesChunked). */

@@ -12,7 +12,7 @@ import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
 import type { SmokeReport } from '../proxy/smoke.ts'
-import { inProgress, type Rollout, type State } from '../state/state.ts'
+import { inProgress, onlyMirrorChanged, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
 import { judge, outageOver } from './judge.ts'
@@ -114,6 +114,11 @@ export class ReleaseGuard {
 
   /** The app calls this with every state it applies. */
   stateApplied(previous: State | undefined, next: State): void {
+    // Turning the mirror on or off moves no traffic: the watch of the last change goes on, on the new generation.
+    if (previous && this.#watch && onlyMirrorChanged(previous, next)) {
+      this.#watch = { ...this.#watch, generation: next.generation }
+      return
+    }
     this.#watch = undefined
     if (!previous || next.trigger === 'rollback') return
     const gained = COLORS.find((color) => next.weights[color] > previous.weights[color])

@@ -17,6 +17,7 @@ import {
   checkedGeneration,
   freezeState,
   initialState,
+  keepingMirror,
   replacedState,
   rollbackTarget,
   type State,
@@ -148,7 +149,12 @@ export class FileStateStore implements StateStore {
         const keepUntil = new Date(now.getTime() + this.#standbyKeepFor).toISOString()
         const standby = nextStandby(stored, { ...requested, generation }, updatedAt, keepUntil)
         const document: StateDocument = {
-          state: freezeState({ ...requested, generation, updatedAt, ...(standby ? { standby } : {}) }),
+          state: freezeState({
+            ...keepingMirror(requested, stored),
+            generation,
+            updatedAt,
+            ...(standby ? { standby } : {}),
+          }),
           previous: replacedState(requested, stored, storedPrevious) ?? null,
         }
         await lock.confirm()

@@ -15,7 +15,8 @@ import type { Redis } from 'ioredis'
 // restart without persistence, a failover to a lagging replica) can never hand out a generation already used; for
 // the same reason a Redis behind this replica is written to even by a change that alters nothing.
 // "Alters nothing" and the state kept as replaced follow changesNothing and replacedState in state.ts: the same
-// active color and weights, and no rollout in progress (running or paused) on either side; keep the two in step.
+// active color and weights, and no rollout in progress (running or paused) on either side, and the mirror setting
+// asked for (if any) is the stored one; keep the two in step.
 export const CHANGE = `
 local time = redis.call('TIME')
 if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) > tonumber(ARGV[5]) then return {-3} end
@@ -36,8 +37,13 @@ end
 local function running(state)
   return type(state.rollout) == 'table' and (state.rollout.status == 'running' or state.rollout.status == 'paused')
 end
+local function sameMirror()
+  if type(wanted.mirror) ~= 'table' then return true end
+  return type(decoded.mirror) == 'table' and decoded.mirror.enabled == wanted.mirror.enabled
+    and decoded.mirror.percent == wanted.mirror.percent
+end
 local sameRouting = routing(decoded) == routing(wanted)
-if sameRouting and generation >= base and not running(decoded) and not running(wanted) then
+if sameRouting and generation >= base and not running(decoded) and not running(wanted) and sameMirror() then
   return {2, stored}
 end
 local next = base + 1
@@ -55,6 +61,11 @@ for _, color in ipairs({'blue', 'green'}) do
 end
 if standby and weight(wanted, standby.color) > 0 then standby = nil end
 local body = ARGV[2]
+-- A change that names no mirror setting keeps the stored one (keepingMirror in state.ts).
+if type(wanted.mirror) ~= 'table' and type(decoded.mirror) == 'table' then
+  body = string.sub(body, 1, -2) .. ',"mirror":{"enabled":' .. tostring(decoded.mirror.enabled == true)
+    .. ',"percent":' .. string.format('%d', decoded.mirror.percent) .. '}}'
+end
 if standby then body = string.sub(body, 1, -2) .. ',"standby":' .. cjson.encode(standby) .. '}' end
 local state = '{"generation":' .. next .. ',' .. string.sub(body, 2)
 local previous = stored

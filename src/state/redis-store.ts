@@ -149,6 +149,7 @@ export class RedisStateStore implements StateStore {
       reason: requested.reason,
       trigger: requested.trigger,
       rollout: requested.rollout,
+      mirror: requested.mirror,
     })
     // Half the command timeout for Redis to run it, the rest for the reply to come back (see CHANGE).
     const { commandTimeout } = this.#options.config

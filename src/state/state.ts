@@ -70,6 +70,15 @@ export interface State {
    * under its compare-and-set, never by a caller.
    */
   standby?: Standby
+  /** Whether live requests are copied to the idle color, and what share (POST /mirror); absent: off. */
+  mirror?: MirrorSetting
+}
+
+/** Mirroring as every replica applies it (README "Mirroring"). */
+export interface MirrorSetting {
+  enabled: boolean
+  /** Whole percent of the requests that match the mirror's filters, 1..100. */
+  percent: number
 }
 
 /** What a caller asks a store to change; the store fills in generation and updatedAt. */
@@ -80,6 +89,8 @@ export interface StateChange {
   reason: string
   trigger?: Trigger
   rollout?: Rollout
+  /** A new mirror setting; absent: the stored state's is kept, whatever else changes. */
+  mirror?: MirrorSetting
 }
 
 export function initialState(color: Color, now = new Date()): State {
@@ -121,8 +132,52 @@ export function stateProblem(value: unknown): string | undefined {
     const standby = standbyProblem(state.standby)
     if (standby) return standby
   }
+  if (state.mirror !== undefined) {
+    const mirror = mirrorProblem(state.mirror)
+    if (mirror) return mirror
+  }
   if (state.rollout !== undefined) return rolloutProblem(state.rollout)
   return undefined
+}
+
+export function mirrorProblem(value: unknown): string | undefined {
+  const mirror = value as Record<string, unknown> | null
+  if (
+    typeof mirror !== 'object' ||
+    mirror === null ||
+    typeof mirror.enabled !== 'boolean' ||
+    !Number.isInteger(mirror.percent) ||
+    (mirror.percent as number) < 1 ||
+    (mirror.percent as number) > 100
+  ) {
+    return 'mirror must be {enabled: true or false, percent: a whole number from 1 to 100}'
+  }
+  return undefined
+}
+
+function sameMirror(a: MirrorSetting | undefined, b: MirrorSetting): boolean {
+  return a !== undefined && a.enabled === b.enabled && a.percent === b.percent
+}
+
+/**
+ * Whether `next` differs from `previous` only in its mirror setting (POST /mirror): no switch to count, no watch or
+ * rollout step to restart.
+ */
+export function onlyMirrorChanged(previous: State, next: State): boolean {
+  return (
+    sameRouting(previous, next) &&
+    isDeepStrictEqual(previous.rollout, next.rollout) &&
+    !isDeepStrictEqual(previous.mirror, next.mirror)
+  )
+}
+
+/**
+ * A change as stored: one that names no mirror setting keeps the stored state's, so a switch or a rollout's step
+ * never undoes a mirror change made meanwhile. The Redis store does the same in Lua (CHANGE in redis-scripts.ts).
+ */
+export function keepingMirror<T extends { mirror?: MirrorSetting }>(requested: T, stored: State): T {
+  if (requested.mirror !== undefined || stored.mirror === undefined) return requested
+  return { ...requested, mirror: stored.mirror }
 }
 
 /**
@@ -169,15 +224,20 @@ export function sameRouting(
  * Whether a change would leave the stored state as it is in every way that matters: the same routing, and no
  * rollout in progress (running or paused) on either side (a plain change ends one, and starting one hands the weights to the
  * release guard, whatever the weights). Who asked and why do not count, and neither does the record of a rollout
- * that has ended. Such a change is not stored: a new generation that routes as the last one would become the
+ * that has ended; a change naming a mirror setting must name the stored one. Such a change is not stored: a new generation that routes as the last one would become the
  * "previous" state a rollback returns to, and the rollback would change nothing.
  * The Redis store decides the same in Lua (CHANGE in redis-scripts.ts): keep the two in step.
  */
 export function changesNothing(
   stored: State,
-  requested: Pick<State, 'active' | 'weights' | 'rollout'>,
+  requested: Pick<State, 'active' | 'weights' | 'rollout' | 'mirror'>,
 ): boolean {
-  return sameRouting(stored, requested) && !inProgress(stored.rollout) && !inProgress(requested.rollout)
+  return (
+    sameRouting(stored, requested) &&
+    !inProgress(stored.rollout) &&
+    !inProgress(requested.rollout) &&
+    (requested.mirror === undefined || sameMirror(stored.mirror, requested.mirror))
+  )
 }
 
 /** Whether a rollout still moves traffic, or may once resumed: running, or paused on its way. */
@@ -225,6 +285,8 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
   }
   const rollout = change.rollout === undefined ? undefined : rolloutProblem(change.rollout)
   if (rollout) throw new BlueGreenError('BG_BAD_REQUEST', rollout)
+  const mirror = change.mirror === undefined ? undefined : mirrorProblem(change.mirror)
+  if (mirror) throw new BlueGreenError('BG_BAD_REQUEST', mirror)
   return {
     active: change.active,
     weights: { blue: change.weights.blue, green: change.weights.green },
@@ -233,6 +295,9 @@ export function checkedChange(change: StateChange): Omit<State, 'generation' | '
     trigger: change.trigger ?? 'admin',
     // A copy, as for the weights: the stored state is frozen, and the caller's objects stay the caller's.
     ...(change.rollout === undefined ? {} : { rollout: structuredClone(change.rollout) }),
+    ...(change.mirror === undefined
+      ? {}
+      : { mirror: { enabled: change.mirror.enabled, percent: change.mirror.percent } }),
   }
 }
 

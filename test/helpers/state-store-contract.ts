@@ -236,6 +236,35 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       expect(afterPause.state.rollout).toBeUndefined()
     })
 
+    it('a mirror setting is a change of its own, kept by every later change that names none', async () => {
+      const { store, peer } = await startedPair()
+      const blue = store.current()!
+      const on = { ...toBlue, reason: 'mirror on', mirror: { enabled: true, percent: 10 } }
+      const mirrored = await store.commit(on, blue.generation)
+      expect(mirrored).toMatchObject({
+        changed: true,
+        state: { generation: 1, mirror: { enabled: true, percent: 10 } },
+      })
+      // The same setting again alters nothing; another share does.
+      expect(await peer.commit(on)).toMatchObject({ changed: false, state: { generation: 1 } })
+      const more = await peer.commit({ ...on, mirror: { enabled: true, percent: 50 } })
+      expect(more.state).toMatchObject({ generation: 2, mirror: { percent: 50 } })
+      // A switch through the other instance, which names no mirror setting, keeps the stored one.
+      await eventually(() => expect(store.current()?.generation).toBe(2))
+      const switched = await store.commit(toGreen)
+      expect(switched.state).toMatchObject({
+        generation: 3,
+        active: 'green',
+        mirror: { enabled: true, percent: 50 },
+      })
+      // A mirror change routes as before: a rollback still returns to the last routing that differed.
+      expect(await store.previous()).toMatchObject({ active: 'blue' })
+      await eventually(() => expect(peer.current()).toMatchObject({ generation: 3, mirror: { percent: 50 } }))
+      await expect(store.commit({ ...toGreen, mirror: { enabled: true, percent: 0 } })).rejects.toMatchObject(
+        { code: 'BG_BAD_REQUEST' },
+      )
+    })
+
     it('previous() is the last state whose routing differs from the one in force', async () => {
       const { store, peer } = await startedPair()
       const initial = store.current()!

@@ -30,6 +30,50 @@ function withPools(extra: Record<string, unknown>): Record<string, unknown> {
 }
 
 describe('buildConfig', () => {
+  it('reads mirror with its defaults, and reports every problem in it at once', () => {
+    const defaults = buildConfig(minimal, {}).mirror
+    expect(defaults).toMatchObject({
+      percent: 10,
+      methods: ['GET', 'HEAD'],
+      pathPrefixes: [],
+      maxInFlight: 64,
+      timeout: 2000,
+      maxBodyBytes: 65536,
+      compare: { headers: ['content-type'], ignore: [], noiseSampleRate: 0.1 },
+      gate: {
+        maxMismatchRatio: 0.01,
+        minCompared: 100,
+        on: { switch: false, weights: false, rollout: false },
+      },
+    })
+    const config = buildConfig(
+      withPools({ mirror: { methods: ['get', 'PUT'], compare: { ignore: ['meta.time', '$.items[*].id'] } } }),
+      {},
+    )
+    expect(config.mirror.methods).toEqual(['GET', 'PUT'])
+    expect(config.mirror.compare.ignore).toEqual(['$.meta.time', '$.items[*].id'])
+    const problems = problemsOf(
+      withPools({
+        mirror: {
+          percent: 0,
+          methods: ['FETCH'],
+          pathPrefixes: ['api'],
+          timeout: 'soon',
+          compare: { noiseSampleRate: 2, ignore: ['a..b'], header: [] },
+          gate: { on: { swich: true } },
+        },
+      }),
+    )
+    expect(messageAt(problems, 'mirror.percent')).toMatch(/an integer from 1 to 100/)
+    expect(messageAt(problems, 'mirror.methods[0]')).toMatch(/methods such as GET/)
+    expect(messageAt(problems, 'mirror.pathPrefixes[0]')).toMatch(/paths starting with "\/"/)
+    expect(messageAt(problems, 'mirror.timeout')).toMatch(/^expected a duration/)
+    expect(messageAt(problems, 'mirror.compare.noiseSampleRate')).toMatch(/a fraction from 0 to 1/)
+    expect(messageAt(problems, 'mirror.compare.ignore[0]')).toMatch(/JSON paths/)
+    expect(messageAt(problems, 'mirror.compare.header')).toMatch(/did you mean "headers"/)
+    expect(messageAt(problems, 'mirror.gate.on.swich')).toMatch(/did you mean "switch"/)
+  })
+
   it('reads smoke checks with their defaults, and reports every problem in them at once', () => {
     const config = buildConfig(
       withPools({
@@ -198,6 +242,22 @@ describe('buildConfig', () => {
       },
       standby: { keepFor: 24 * 3600_000 },
       notify: [],
+      mirror: {
+        percent: 10,
+        methods: ['GET', 'HEAD'],
+        pathPrefixes: [],
+        maxInFlight: 64,
+        timeout: 2_000,
+        maxBodyBytes: 65_536,
+        window: 300_000,
+        compare: { headers: ['content-type'], ignore: [], noiseSampleRate: 0.1, maxCaptureBytes: 262_144 },
+        diffs: 50,
+        gate: {
+          maxMismatchRatio: 0.01,
+          minCompared: 100,
+          on: { switch: false, weights: false, rollout: false },
+        },
+      },
     })
   })
 

@@ -9,7 +9,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'log.ts', 'log-pretty.ts', 'colors.ts', 'version.ts'],
   ['config/'],
   ['state/', 'audit/'],
-  ['routing/', 'metrics/'],
+  ['routing/', 'metrics/', 'mirror/'],
   ['proxy/', 'rollout/', 'health/'],
   ['admin/', 'notify/'],
   ['app.ts', 'app/', 'cluster.ts', 'cluster-worker.ts', 'demo.ts'],

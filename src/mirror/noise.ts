@@ -1,0 +1,54 @@
+import { fieldPattern } from './compare.ts'
+
+// Noise learned as Twitter's Diffy learns it: the live color is asked the same request twice, and whatever differs
+// between its two answers (timestamps, request ids, nonces) differs for reasons that have nothing to do with the
+// release, so it is not counted as a difference between the colors. Remembered per route (method and path).
+
+/** Routes remembered; beyond it the oldest is forgotten (a path with ids in it must not grow memory forever). */
+const MAX_ROUTES = 1000
+/** A route is always sampled until it has this many samples, so noise is known before its differences count. */
+export const FIRST_SAMPLES = 2
+
+interface RouteNoise {
+  samples: number
+  fields: Set<string>
+}
+
+export class NoiseMemory {
+  readonly #routes = new Map<string, RouteNoise>()
+
+  /** Whether this request should also be sent to the live color a second time. */
+  wantsSample(route: string, rate: number, random: number): boolean {
+    const known = this.#routes.get(route)
+    return known === undefined || known.samples < FIRST_SAMPLES || random < rate
+  }
+
+  /** What differed between two live answers to one request on this route. */
+  learn(route: string, fields: readonly string[]): void {
+    let known = this.#routes.get(route)
+    if (known === undefined) {
+      if (this.#routes.size >= MAX_ROUTES) this.#routes.delete(this.#routes.keys().next().value!)
+      known = { samples: 0, fields: new Set() }
+      this.#routes.set(route, known)
+    }
+    known.samples++
+    for (const field of fields) known.fields.add(fieldPattern(field))
+  }
+
+  /** The noise fields learned for a route (empty when none). */
+  fieldsOf(route: string): ReadonlySet<string> {
+    return this.#routes.get(route)?.fields ?? EMPTY
+  }
+
+  /** Every route with noise, for GET /mirror. */
+  summary(limit: number): { routes: number; noisy: { route: string; samples: number; fields: string[] }[] } {
+    const noisy: { route: string; samples: number; fields: string[] }[] = []
+    for (const [route, known] of this.#routes) {
+      if (known.fields.size === 0) continue
+      if (noisy.length < limit) noisy.push({ route, samples: known.samples, fields: [...known.fields] })
+    }
+    return { routes: this.#routes.size, noisy }
+  }
+}
+
+const EMPTY: ReadonlySet<string> = new Set()

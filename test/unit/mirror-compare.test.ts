@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest'
+import {
+  type CapturedResponse,
+  coveredBy,
+  differences,
+  fieldPattern,
+  MAX_FIELDS,
+} from '../../src/mirror/compare.ts'
+import { DiffLog, isSecretHeader, redactedHeaders, redactedPairs } from '../../src/mirror/diffs.ts'
+import { FIRST_SAMPLES, NoiseMemory } from '../../src/mirror/noise.ts'
+
+function answer(
+  body: unknown,
+  status = 200,
+  headers: Record<string, string> = { 'content-type': 'application/json' },
+): CapturedResponse {
+  const text = typeof body === 'string' ? body : JSON.stringify(body)
+  return { status, headers, body: Buffer.from(text), truncated: false }
+}
+
+const plain = { headers: ['content-type'], ignored: () => false }
+
+describe('differences', () => {
+  it('finds nothing between equal answers, JSON or not', () => {
+    expect(differences(answer({ a: 1 }), answer({ a: 1 }), plain)).toEqual([])
+    expect(differences(answer('hello'), answer('hello'), plain)).toEqual([])
+  })
+
+  it('names the status, each chosen header and each differing JSON path', () => {
+    const live = answer({ user: { name: 'ann', roles: ['a', 'b'] }, n: null, gone: 1 }, 200)
+    const other = answer({ user: { name: 'bob', roles: ['a', 'c', 'd'] }, n: 0, added: 2 }, 201, {
+      'content-type': 'text/plain',
+    })
+    expect(differences(live, other, plain)).toEqual([
+      'status',
+      'header:content-type',
+      '$.user.name',
+      '$.user.roles[1]',
+      '$.user.roles[2]',
+      '$.n',
+      '$.gone',
+      '$.added',
+    ])
+  })
+
+  it('compares bodies that are not both JSON byte for byte, and a truncated one too', () => {
+    expect(differences(answer('<p>a</p>'), answer('<p>b</p>'), plain)).toEqual(['body'])
+    expect(differences(answer({ a: 1 }), answer('{"a":1} '), plain)).toEqual([])
+    const cut = { ...answer({ a: 1, b: 2 }), truncated: true }
+    expect(differences(cut, answer({ b: 2, a: 1 }), plain)).toEqual(['body'])
+  })
+
+  it('leaves out ignored fields, and names at most MAX_FIELDS', () => {
+    const ignore = new Set(['$.meta', '$.items[*].id'])
+    const options = { headers: [], ignored: (field: string) => coveredBy(field, ignore) }
+    const live = answer({ meta: { time: 1 }, items: [{ id: 1, v: 1 }], v: 1 })
+    const other = answer({ meta: { time: 2 }, items: [{ id: 2, v: 1 }], v: 2 })
+    expect(differences(live, other, options)).toEqual(['$.v'])
+    const many = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`k${i}`, i]))
+    const others = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`k${i}`, -i - 1]))
+    expect(differences(answer(many), answer(others), plain)).toHaveLength(MAX_FIELDS)
+  })
+
+  it('generalises list indexes and covers a field by an ancestor', () => {
+    expect(fieldPattern('$.a[3].b[10]')).toBe('$.a[*].b[*]')
+    expect(coveredBy('$.a[3].b.c', new Set(['$.a[*].b']))).toBe(true)
+    expect(coveredBy('$.ab', new Set(['$.a']))).toBe(false)
+    expect(coveredBy('status', new Set(['$.a']))).toBe(false)
+  })
+})
+
+describe('NoiseMemory', () => {
+  it('samples a route until it has FIRST_SAMPLES, then at the rate; remembers what differed per route', () => {
+    const noise = new NoiseMemory()
+    for (let i = 0; i < FIRST_SAMPLES; i++) {
+      expect(noise.wantsSample('GET /a', 0, 0.5)).toBe(true)
+      noise.learn('GET /a', ['$.items[0].time'])
+    }
+    expect(noise.wantsSample('GET /a', 0, 0.5)).toBe(false)
+    expect(noise.wantsSample('GET /a', 0.6, 0.5)).toBe(true)
+    expect([...noise.fieldsOf('GET /a')]).toEqual(['$.items[*].time'])
+    expect(noise.fieldsOf('GET /b').size).toBe(0)
+  })
+})
+
+describe('diffs', () => {
+  it('redacts credentials and anything named like a secret', () => {
+    for (const name of [
+      'Authorization',
+      'cookie',
+      'set-cookie',
+      'x-api-key',
+      'proxy-authorization',
+      'x-session-id',
+      'X-Upstream-Token',
+    ])
+      expect(isSecretHeader(name)).toBe(true)
+    expect(isSecretHeader('content-type')).toBe(false)
+    expect(redactedHeaders({ 'set-cookie': ['a=1', 'b=2'], etag: 'x' })).toEqual({
+      'set-cookie': '[redacted]',
+      etag: 'x',
+    })
+    expect(redactedPairs(['Authorization', 'Bearer t', 'Accept', 'a', 'accept', 'b'])).toEqual({
+      authorization: '[redacted]',
+      accept: 'a, b',
+    })
+  })
+
+  it('keeps the latest N, newest first, and ranks the most frequent differences', () => {
+    const log = new DiffLog(3)
+    const diff = (path: string, fields: string[]) => ({
+      at: new Date().toISOString(),
+      method: 'GET',
+      path,
+      colors: { live: 'blue', mirror: 'green' },
+      status: { live: 200, mirror: 200 },
+      fields,
+      requestHeaders: {},
+      headers: { live: {}, mirror: {} },
+      bodies: { live: '', mirror: '', truncated: false },
+    })
+    for (const path of ['/a', '/b?x=1', '/b?x=2', '/b?x=3']) log.add(diff(path, ['$.v']))
+    expect(log.latest().map((each) => each.path)).toEqual(['/b?x=3', '/b?x=2', '/b?x=1'])
+    expect(log.top(5)).toEqual([{ method: 'GET', path: '/b', field: '$.v', count: 3 }])
+    expect(log.top(5, Date.now() + 60_000)).toEqual([])
+  })
+})
