@@ -4,7 +4,7 @@ import { EventStream, publishingTrail } from './admin/event-stream.ts'
 import { AdminServer } from './admin/server.ts'
 import { Closers } from './app/closers.ts'
 import { outcomeReporting } from './app/outcomes.ts'
-import { createStateBackend, type StateBackend } from './app/state-backend.ts'
+import { createStateBackend, SERIES_STEP_MS, type StateBackend } from './app/state-backend.ts'
 import { StateLoader } from './app/state-loader.ts'
 import type { AuditTrail } from './audit/audit.ts'
 import type { ClusterLink } from './cluster-worker.ts'
@@ -13,6 +13,7 @@ import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
+import { describeSeries, TrafficSeries } from './metrics/series.ts'
 import { SlidingWindows } from './metrics/windows.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
@@ -109,8 +110,9 @@ async function start(context: Context): Promise<App> {
     logger,
   })
   closers.add('state loader', () => loader.stop())
-  const admin = startAdmin(context, core, guard, () => proxy.drainStatus())
-  const proxy = startProxy(context, core, windows)
+  const series = startCharts(context, core)
+  const admin = startAdmin(context, core, guard, series, () => proxy.drainStatus())
+  const proxy = startProxy(context, core, windows, series)
   core.table.onApplied((state, previous) => {
     core.metrics.applied(state, previous)
     guard.stateApplied(previous, state)
@@ -217,13 +219,26 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
   return { windows, guard }
 }
 
+/** The console's charts: this replica's figures, published for the others with Redis. */
+function startCharts(context: Context, core: Core): TrafficSeries {
+  const series = new TrafficSeries(SERIES_STEP_MS, CHART_SPAN_MS)
+  context.closers.add('charts', () => series.close())
+  core.backend.series.start(() => series.snapshot())
+  return series
+}
+
+/** How far back the console's charts go. */
+const CHART_SPAN_MS = 5 * 60_000
+
 function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
+  series: TrafficSeries,
   drainStatus: () => unknown,
 ): AdminServer {
   const { config, cluster } = context
+  const { enabled, window, maxErrorRatio, maxP99, minRequests } = config.rollback
   const admin = new AdminServer({
     config: config.admin,
     pools: config.pools,
@@ -242,19 +257,35 @@ function startAdmin(
     rolloutStepStatus: () => guard.rolloutStep(),
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
+    windows: async () => {
+      const { series: pooled, replicas } = await core.backend.series.pooled(series.snapshot())
+      const described = describeSeries(pooled, {
+        stepMs: series.stepMs,
+        spanMs: series.spanMs,
+        windowMs: window,
+        now: Date.now(),
+      })
+      const thresholds = { enabled, windowSeconds: window / 1000, maxErrorRatio, maxP99, minRequests }
+      return { ...described, replicas, thresholds }
+    },
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
 }
 
-function startProxy(context: Context, core: Core, windows: SlidingWindows): ProxyListener {
+function startProxy(
+  context: Context,
+  core: Core,
+  windows: SlidingWindows,
+  series: TrafficSeries,
+): ProxyListener {
   const { config, logger } = context
   const proxy = new ProxyListener({
     config,
     logger: logger.child({ part: 'proxy' }),
     snapshot: () => core.table.snapshot(),
     onDrainChange: (change) => core.events.publish('drain', change),
-    ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
+    ...outcomeReporting({ config, logger, windows, series, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(
     'proxy listener',

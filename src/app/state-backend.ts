@@ -2,6 +2,7 @@ import type { AuditTrail } from '../audit/audit.ts'
 import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config, RedisConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
+import { LocalSeriesExchange, type SeriesExchange } from '../metrics/series-exchange.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { FileStateStore } from '../state/file-store.ts'
 import type { LocalStateCopy } from '../state/local-copy.ts'
@@ -16,6 +17,8 @@ export interface StateBackend {
   audit: AuditTrail
   /** How replicas pool their traffic figures for rollback decisions. */
   exchange: WindowExchange
+  /** How replicas pool the console's charts (GET /windows). */
+  series: SeriesExchange
   /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
   loadBeforeListening: boolean
   /**
@@ -24,6 +27,9 @@ export interface StateBackend {
    */
   restoreLastState?: () => Promise<boolean>
 }
+
+/** The console's charts: one point per 5 seconds. */
+export const SERIES_STEP_MS = 5_000
 
 export interface StateBackendOptions {
   config: Config
@@ -52,7 +58,8 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   closers.add('audit trail', () => audit.close())
   const exchange = new LocalExchange()
   closers.add('window exchange', () => exchange.close())
-  return { store, replicas, audit, exchange, loadBeforeListening: true }
+  const series = new LocalSeriesExchange()
+  return { store, replicas, audit, exchange, series, loadBeforeListening: true }
 }
 
 async function createRedisBackend(options: StateBackendOptions, redis: RedisConfig): Promise<StateBackend> {
@@ -63,12 +70,14 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     { RedisAuditTrail },
     { RedisExchange },
     { LocalStateCopy },
+    { RedisSeriesExchange },
   ] = await Promise.all([
     import('../state/redis-store.ts'),
     import('../state/redis-replicas.ts'),
     import('../audit/redis-audit.ts'),
     import('../rollout/exchange.ts'),
     import('../state/local-copy.ts'),
+    import('../metrics/series-exchange.ts'),
   ])
   // Built first so that it closes last: the store may still apply a state while it closes.
   const copy =
@@ -99,6 +108,8 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
   const freshness = exchangeFreshness(config.rollback.evaluateEvery)
   const exchange = new RedisExchange(store.client, redis.key, replicaId, freshness)
   closers.add('window exchange', () => exchange.close())
+  const series = new RedisSeriesExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
+  closers.add('chart exchange', () => series.close())
   let restoreLastState: (() => Promise<boolean>) | undefined
   if (copy) {
     store.subscribe((applied) => copy.save(applied))
@@ -106,7 +117,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     let restoring: Promise<boolean> | undefined
     restoreLastState = () => (restoring ??= restore(copy, store, logger))
   }
-  return { store, replicas, audit, exchange, loadBeforeListening: false, restoreLastState }
+  return { store, replicas, audit, exchange, series, loadBeforeListening: false, restoreLastState }
 }
 
 async function restore(copy: LocalStateCopy, store: RedisStateStore, logger: Logger): Promise<boolean> {
