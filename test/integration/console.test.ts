@@ -47,8 +47,8 @@ async function openConsole(admin: string, viewport = { width: 1280, height: 900 
   return page
 }
 
-function activeColor(page: Page): Promise<string> {
-  return page.getByRole('status', { name: 'Active color' }).innerText()
+async function activeColor(page: Page): Promise<string> {
+  return (await page.getByRole('status', { name: 'Active color' }).textContent()) ?? ''
 }
 
 /** The color that answers a request through the proxy. */
@@ -102,7 +102,7 @@ describe('the console, without a token', () => {
     const page = await openConsole(rig.proxy.admin)
     expect(await activeColor(page)).toBe('blue')
     await expect
-      .poll(() => page.locator('#generation').innerText())
+      .poll(() => page.locator('#generation').textContent())
       .toBe(String(await generation(rig.proxy.admin)))
     expect(await page.getByRole('img', { name: /weights: blue 100%, green 0%/ }).count()).toBe(1)
     expect((page as unknown as { problems: string[] }).problems).toEqual([])
@@ -156,8 +156,8 @@ describe('the console, without a token', () => {
     // ...and then the second confirms what it saw.
     await second.getByRole('dialog').getByRole('button', { name: 'Confirm' }).click()
     const alert = second.getByRole('alert')
-    await expect.poll(() => alert.innerText()).toContain('BG_GENERATION_CONFLICT')
-    expect(await alert.innerText()).toContain('409')
+    await expect.poll(() => alert.textContent()).toContain('BG_GENERATION_CONFLICT')
+    expect(await alert.textContent()).toContain('409')
     await expect.poll(() => activeColor(second)).toBe('green')
     expect(await generation(rig.proxy.admin)).toBe(afterFirst)
     expect(await servedBy(rig.proxy.url)).toBe('green')
@@ -178,14 +178,16 @@ describe('the console, without a token', () => {
         timeout: 15_000,
         message: 'the blue requests/s chart to change',
       })
-      await eventually(async () => !(await figure.innerText()).startsWith('0.00'), { timeout: 15_000 })
+      await eventually(async () => !((await figure.textContent()) ?? '0.00').startsWith('0.00'), {
+        timeout: 15_000,
+      })
     } finally {
       await traffic.stop()
     }
     // The limits are drawn (a dashed line) and written beside the charts.
     expect(await page.locator('#color-blue line.threshold').count()).toBe(2)
-    expect(await page.locator('#color-blue').innerText()).toContain('limit 5.0%')
-    expect(await page.locator('#color-blue').innerText()).toContain('limit 800 ms')
+    expect(await page.locator('#color-blue').textContent()).toContain('limit 5.0%')
+    expect(await page.locator('#color-blue').textContent()).toContain('limit 800 ms')
     await page.context().close()
   })
 
@@ -262,7 +264,7 @@ describe('the console, without a token', () => {
       await page.evaluate(() => document.querySelector('form')!.submit())
       const answer = await navigation
       expect(answer?.status()).toBe(403)
-      expect(await page.locator('body').innerText()).toContain('BG_FORBIDDEN')
+      expect(await page.locator('body').textContent()).toContain('BG_FORBIDDEN')
       await context.close()
       // Nothing changed, and the attempts that reached the API are on record as refused at the door.
       expect(await generation(rig.proxy.admin)).toBe(before)
@@ -306,8 +308,8 @@ describe('the console, with a token', () => {
     await page.getByRole('button', { name: 'Use token' }).click()
     await confirmDialog(page, 'Switch to green')
     const alert = page.getByRole('alert')
-    await expect.poll(() => alert.innerText()).toContain('BG_UNAUTHORIZED')
-    expect(await alert.innerText()).toContain('401')
+    await expect.poll(() => alert.textContent()).toContain('BG_UNAUTHORIZED')
+    expect(await alert.textContent()).toContain('401')
     expect(await generation(rig.proxy.admin)).toBe(before)
     expect(await servedBy(rig.proxy.url)).toBe('blue')
 
