@@ -2,9 +2,10 @@
 // manual gate, traffic flowing (green a little slower and failing now and then), and the page in Debian's chromium.
 //   node scripts/console-screenshot.ts            (about 40 s: the charts need some traffic history)
 //   CHROMIUM=/path/to/chrome DURATION=20 node scripts/console-screenshot.ts
+
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
@@ -19,13 +20,10 @@ function upstream(color: 'blue' | 'green', slowMs: number, failEvery: number) {
   let count = 0
   const server = createServer((_req, res) => {
     const fail = failEvery > 0 && ++count % failEvery === 0
-    setTimeout(
-      () => {
-        res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' })
-        res.end(JSON.stringify({ color }))
-      },
-      Math.random() * slowMs,
-    )
+    setTimeout(() => {
+      res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ color }))
+    }, Math.random() * slowMs)
   })
   return new Promise<{ url: string; close: () => void }>((resolve) =>
     server.listen(0, '127.0.0.1', () =>
@@ -63,7 +61,13 @@ async function post(path: string, body: unknown): Promise<void> {
 let running = true
 const traffic = (async () => {
   while (running) {
-    await Promise.all(Array.from({ length: 4 }, () => fetch(proxy).then((r) => r.arrayBuffer()).catch(() => {})))
+    await Promise.all(
+      Array.from({ length: 4 }, () =>
+        fetch(proxy)
+          .then((r) => r.arrayBuffer())
+          .catch(() => {}),
+      ),
+    )
     await new Promise((resolve) => setTimeout(resolve, 40))
   }
 })()

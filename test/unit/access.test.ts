@@ -217,7 +217,9 @@ describe('AdminGuard Host and Origin', () => {
     const { guard } = guardWith({ tokens: false })
     const own = { host: '127.0.0.1:9090', origin: 'http://127.0.0.1:9090', 'sec-fetch-site': 'same-origin' }
     expect(guard.authorize(request(own))).toBeUndefined()
-    expect(guard.authorize(request({ host: 'LOCALHOST:9090', origin: 'http://localhost:9090' }))).toBeUndefined()
+    expect(
+      guard.authorize(request({ host: 'LOCALHOST:9090', origin: 'http://localhost:9090' })),
+    ).toBeUndefined()
     const others: Record<string, string>[] = [
       { host: '127.0.0.1:9090', origin: 'http://127.0.0.1:9091' },
       { host: '127.0.0.1:9090', origin: 'http://localhost:9090' },
