@@ -331,12 +331,15 @@ function renderDrain() {
   }
   const parts = COLORS.map(
     (color) =>
-      `${color}: ${drain[color]?.requests ?? 0} requests, ${drain[color]?.websockets ?? 0} WebSockets open`,
+      `${color}: open requests ${drain[color]?.requests ?? 0}, WebSockets ${drain[color]?.websockets ?? 0}`,
   )
-  if (drain.draining)
-    parts.push(
-      `draining ${typeof drain.draining === 'object' ? JSON.stringify(drain.draining) : drain.draining}`,
-    )
+  const record = drain.draining
+  if (record && typeof record === 'object') {
+    const done = record.drainedAt
+      ? `drained at ${time(record.drainedAt)}: safe to scale it down`
+      : `draining since ${time(record.since)}${record.closesAt ? `, what is left closed at ${time(record.closesAt)}` : ''}`
+    parts.push(`${record.color} lost its traffic: ${done}`)
+  }
   byId('drain').textContent = parts.join(' · ')
 }
 
@@ -602,23 +605,19 @@ function wire() {
   })
   byId('confirm').addEventListener('close', () => {
     pending = null
+    // Confirmed or not, the slider follows the state again.
+    editingWeights = false
   })
   for (const color of COLORS) {
     byId(`switch-${color}`).addEventListener('click', () =>
-      confirmThen(
-        `Switch to ${color}?`,
-        `All traffic goes to ${color}: blue ${color === 'blue' ? 100 : 0}% / green ${color === 'green' ? 100 : 0}%.`,
-        `Switch to ${color}`,
-        (expectedGeneration) => change('/switch', { to: color, expectedGeneration }),
+      confirmThen(`Switch to ${color}?`, switchText(color), `Switch to ${color}`, (expectedGeneration) =>
+        change('/switch', { to: color, expectedGeneration }),
       ),
     )
   }
   byId('rollback').addEventListener('click', () =>
-    confirmThen(
-      'Roll back?',
-      'Traffic goes back to the routing before the last change (or to where a rollout started).',
-      'Roll back',
-      (expectedGeneration) => change('/rollback', { expectedGeneration }),
+    confirmThen('Roll back?', rollbackText(), 'Roll back', (expectedGeneration) =>
+      change('/rollback', { expectedGeneration }),
     ),
   )
   const slider = byId('green-weight')
@@ -702,6 +701,24 @@ function wire() {
     showAlert(['Token forgotten.'], true)
   })
   byId('token').value = token
+}
+
+function switchText(color) {
+  const other = color === 'blue' ? 'green' : 'blue'
+  const plan = `All traffic goes to ${color} (${color} 100% / ${other} 0%), and ${color} is watched for an automatic rollback.`
+  if (state?.weights[color] === 100 && !state.rollout?.status?.match(/running|paused/)) {
+    return `${color} already has all the traffic: nothing will change.`
+  }
+  return state?.rollout?.status?.match(/running|paused/) ? `${plan} This ends the rollout in progress.` : plan
+}
+
+function rollbackText() {
+  const rollout = state?.rollout
+  if (rollout && /running|paused/.test(rollout.status)) {
+    const { weights } = rollout.from
+    return `The rollout is rolled back: traffic goes back to where it started, blue ${weights.blue}% / green ${weights.green}%.`
+  }
+  return 'Traffic goes back to the last routing before the one in force (the state store knows which).'
 }
 
 function previewWeights() {

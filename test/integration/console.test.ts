@@ -70,7 +70,11 @@ async function confirmDialog(page: Page, button: string): Promise<void> {
 }
 
 describe('the console, without a token', () => {
-  const rig = useColorRig({ rollback: { maxErrorRatio: 0.05, maxP99: '800ms' } })
+  // A rollout step moves on without traffic to judge: the rollout test sends none.
+  const rig = useColorRig({
+    rollback: { maxErrorRatio: 0.05, maxP99: '800ms' },
+    rollout: { onLowTraffic: 'proceed' },
+  })
 
   it('is served at / with a strict CSP, and its script and stylesheet under hashed names cached for a year', async () => {
     const page = await fetch(`${rig.proxy.admin}/`, { headers: { 'accept-encoding': 'gzip' } })
@@ -188,6 +192,35 @@ describe('the console, without a token', () => {
     expect(await page.locator('#color-blue line.threshold').count()).toBe(2)
     expect(await page.locator('#color-blue').textContent()).toContain('limit 5.0%')
     expect(await page.locator('#color-blue').textContent()).toContain('limit 800 ms')
+    await page.context().close()
+  })
+
+  it('shows a rollout held at its manual gate, and "Promote" then "Confirm" moves it on', async () => {
+    const started = await callAdmin(rig.proxy.admin, '/rollout', {
+      body: { to: 'green', steps: [{ weight: 20, gate: 'manual' }, 100], stepSeconds: 1 },
+    })
+    expect(started.status, JSON.stringify(started.body)).toBe(200)
+    const page = await openConsole(rig.proxy.admin)
+    const rollout = page.locator('#rollout')
+    await expect.poll(() => rollout.textContent(), { timeout: 15_000 }).toContain('waits for Promote')
+    expect(await page.getByRole('list', { name: 'steps' }).textContent()).toContain(
+      '20%, manual gate (current)',
+    )
+    await confirmDialog(page, 'Promote')
+    await eventually(async () => (await servedBy(rig.proxy.url)) === 'green', {
+      timeout: 10_000,
+      message: 'the promoted rollout to send all traffic to green',
+    })
+    await expect.poll(() => rollout.textContent()).toContain('completed')
+    await page.context().close()
+    await callAdmin(rig.proxy.admin, '/switch', { body: { to: 'blue' } })
+  })
+
+  it('"Run smoke checks" then "Confirm" shows the result', async () => {
+    const page = await openConsole(rig.proxy.admin)
+    await page.getByLabel('Color', { exact: true }).selectOption('green')
+    await confirmDialog(page, 'Run smoke checks')
+    await expect.poll(() => page.locator('#smoke').textContent()).toContain('passed')
     await page.context().close()
   })
 
