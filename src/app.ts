@@ -14,6 +14,7 @@ import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
 import { describeSeries, TrafficSeries } from './metrics/series.ts'
+import type { SeriesExchange } from './metrics/series-exchange.ts'
 import { SlidingWindows } from './metrics/windows.ts'
 import { ProxyListener } from './proxy/server.ts'
 import { exchangeFreshness } from './rollout/exchange.ts'
@@ -110,9 +111,9 @@ async function start(context: Context): Promise<App> {
     logger,
   })
   closers.add('state loader', () => loader.stop())
-  const series = startCharts(context, core)
-  const admin = startAdmin(context, core, guard, series, () => proxy.drainStatus())
-  const proxy = startProxy(context, core, windows, series)
+  const charts = startCharts(context, core)
+  const admin = startAdmin(context, core, guard, charts, () => proxy.drainStatus())
+  const proxy = startProxy(context, core, windows, charts.series)
   core.table.onApplied((state, previous) => {
     core.metrics.applied(state, previous)
     guard.stateApplied(previous, state)
@@ -220,11 +221,24 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
 }
 
 /** The console's charts: this replica's figures, published for the others with Redis. */
-function startCharts(context: Context, core: Core): TrafficSeries {
+function startCharts(context: Context, core: Core): Charts {
   const series = new TrafficSeries(SERIES_STEP_MS, CHART_SPAN_MS)
-  context.closers.add('charts', () => series.close())
-  core.backend.series.start(() => series.snapshot())
-  return series
+  // Workers sharing a state file pool their charts through the primary; with Redis they meet in Redis.
+  const { cluster, config } = context
+  const throughPrimary = cluster && config.state.store === 'file'
+  const exchange = throughPrimary ? cluster.seriesExchange(SERIES_STEP_MS) : core.backend.series
+  exchange.start(() => series.snapshot())
+  context.closers.add('charts', async () => {
+    series.close()
+    // The backend's own exchange closes with the backend.
+    if (throughPrimary) await exchange.close()
+  })
+  return { series, exchange }
+}
+
+interface Charts {
+  series: TrafficSeries
+  exchange: SeriesExchange
 }
 
 /** How far back the console's charts go. */
@@ -234,7 +248,7 @@ function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
-  series: TrafficSeries,
+  { series, exchange }: Charts,
   drainStatus: () => unknown,
 ): AdminServer {
   const { config, cluster } = context
@@ -258,7 +272,7 @@ function startAdmin(
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
     windows: async () => {
-      const { series: pooled, replicas } = await core.backend.series.pooled(series.snapshot())
+      const { series: pooled, replicas } = await exchange.pooled(series.snapshot())
       const described = describeSeries(pooled, {
         stepMs: series.stepMs,
         spanMs: series.spanMs,

@@ -1,6 +1,6 @@
 // A `serve --workers N` worker's end of the cluster (cluster.ts is the primary's): the states this worker commits go
 // to its siblings through the primary, theirs come back to the app, /metrics asks the primary for the sum, and the
-// release guard's figures are pooled with the siblings' (file store).
+// release guard's figures and the console's charts are pooled with the siblings' (file store).
 
 import cluster, { type Worker } from 'node:cluster'
 import type { Registry } from 'prom-client'
@@ -8,6 +8,8 @@ import { isMessage, METRICS_TIMEOUT_MS, type Message, SHARE_TIMEOUT_MS } from '.
 import type { Color } from './colors.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
+import { poolSeries } from './metrics/series.ts'
+import { entryOf, type SeriesEntry, type SeriesExchange, snapshotOf } from './metrics/series-exchange.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
 import type { State } from './state/state.ts'
@@ -35,6 +37,11 @@ export interface ClusterLink {
    * fresher than `freshMs` and about the same change.
    */
   windowExchange(freshMs: number): WindowExchange
+  /**
+   * The console's charts pooled through the primary, for the file store: every `stepMs` this worker's buckets go
+   * to its siblings, and GET /windows adds up theirs that are fresh.
+   */
+  seriesExchange(stepMs: number): SeriesExchange
 }
 
 interface Hooks {
@@ -68,6 +75,8 @@ class WorkerLink implements ClusterLink {
   /** Questions put to the primary, by id, waiting for its answer. */
   readonly #waiting = new Map<number, (message: Message) => void>()
   readonly #siblingFigures = new Map<number, SiblingFigures>()
+  /** The siblings' latest chart buckets, stamped when they were taken. */
+  readonly #siblingSeries = new Map<number, SeriesEntry>()
 
   constructor(worker: Worker, logger: Logger) {
     this.workerId = worker.id
@@ -113,6 +122,27 @@ class WorkerLink implements ClusterLink {
     }
   }
 
+  seriesExchange(stepMs: number): SeriesExchange {
+    let timer: NodeJS.Timeout | undefined
+    return {
+      start: (source) => {
+        timer = setInterval(() => this.#sendSeries(source), stepMs)
+        timer.unref()
+      },
+      pooled: async (local) => {
+        const now = Date.now()
+        const snapshots = [local]
+        for (const [sibling, entry] of this.#siblingSeries) {
+          // A worker that died or stopped sending drops out after three steps.
+          if (now - entry.at > stepMs * 3) this.#siblingSeries.delete(sibling)
+          else snapshots.push(snapshotOf(entry))
+        }
+        return { series: poolSeries(snapshots), replicas: snapshots.length }
+      },
+      close: async () => clearInterval(timer),
+    }
+  }
+
   async clusterMetrics(): Promise<string> {
     const answer = await this.#ask<Extract<Message, { type: 'bluegreen:metrics-sum' }>>(
       { type: 'bluegreen:metrics', id: this.#nextId++ },
@@ -141,6 +171,9 @@ class WorkerLink implements ClusterLink {
           const { generation, color, figures } = message
           this.#siblingFigures.set(message.from, { generation, color, figures, at: Date.now() })
         }
+        return
+      case 'bluegreen:series':
+        if (message.from !== undefined) this.#siblingSeries.set(message.from, message.entry)
         return
       case 'bluegreen:state-shared':
       case 'bluegreen:metrics-sum': {
@@ -195,6 +228,16 @@ class WorkerLink implements ClusterLink {
         { err: error, generation: state.generation },
         'could not share a state with the other workers',
       )
+    }
+  }
+
+  #sendSeries(source: Parameters<SeriesExchange['start']>[0]): void {
+    // Best effort, like the window figures: the charts then show what this worker has.
+    if (!this.#worker.isConnected()) return
+    try {
+      this.#worker.send({ type: 'bluegreen:series', entry: entryOf(source(), Date.now()) })
+    } catch (error) {
+      this.#logger.debug({ err: error }, 'could not send the chart figures to the other workers')
     }
   }
 

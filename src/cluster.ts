@@ -8,6 +8,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { AggregatorRegistry } from 'prom-client'
 import type { Color } from './colors.ts'
 import type { Logger } from './log.ts'
+import type { SeriesEntry } from './metrics/series-exchange.ts'
 import type { WindowFigures } from './metrics/windows.ts'
 import type { State } from './state/state.ts'
 
@@ -32,6 +33,8 @@ export type Message =
    * (with `from`), so each worker's release guard judges all the traffic, not its own share of it.
    */
   | { type: 'bluegreen:windows'; generation: number; color: Color; figures: WindowFigures; from?: number }
+  /** Both ways: a worker's buckets for the console's charts, passed on by the primary to the others (with `from`). */
+  | { type: 'bluegreen:series'; entry: SeriesEntry; from?: number }
 
 /** How long a committing worker waits for its siblings to apply a change before answering anyway. */
 export const SHARE_TIMEOUT_MS = 2_000
@@ -200,6 +203,7 @@ class ClusterPrimary implements Primary {
         this.#gathered(worker, message)
         return
       case 'bluegreen:windows':
+      case 'bluegreen:series':
         for (const sibling of this.#listening) {
           if (sibling !== worker) send(sibling, { ...message, from: worker.id })
         }

@@ -30,7 +30,8 @@ export class LocalSeriesExchange implements SeriesExchange {
 /** A bucket as published: `[at, requests, errors, {latency bucket index: count}]`. */
 type Published = [number, number, number, Record<string, number>]
 
-interface Entry {
+/** One replica's (or worker's) buckets as they travel: compact, with when they were taken. */
+export interface SeriesEntry {
   at: number
   series: Record<string, Published[]>
 }
@@ -72,7 +73,7 @@ export class RedisSeriesExchange implements SeriesExchange {
     for (const [replica, text] of Object.entries(entries)) {
       if (replica === this.#replicaId) continue
       try {
-        const entry = JSON.parse(text) as Entry
+        const entry = JSON.parse(text) as SeriesEntry
         // Three steps without a word: stopped, or cut off from Redis; ten, and it is cleared away.
         if (now - entry.at > this.#stepMs * 10) gone.push(replica)
         if (now - entry.at > this.#stepMs * 3) continue
@@ -100,7 +101,7 @@ export class RedisSeriesExchange implements SeriesExchange {
   }
 }
 
-function entryOf(snapshot: SeriesSnapshot, at: number): Entry {
+export function entryOf(snapshot: SeriesSnapshot, at: number): SeriesEntry {
   const series: Record<string, Published[]> = {}
   for (const color of COLORS) {
     series[color] = snapshot[color].map(({ at: start, figures }) => {
@@ -114,7 +115,7 @@ function entryOf(snapshot: SeriesSnapshot, at: number): Entry {
   return { at, series }
 }
 
-function snapshotOf(entry: Entry): SeriesSnapshot {
+export function snapshotOf(entry: SeriesEntry): SeriesSnapshot {
   const snapshot: SeriesSnapshot = { blue: [], green: [] }
   for (const color of COLORS) {
     for (const [at, requests, errors, sparse] of entry.series[color] ?? []) {
