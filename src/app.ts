@@ -13,7 +13,7 @@ import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
-import { describeSeries, TrafficSeries } from './metrics/series.ts'
+import { describeSeries, type SeriesSnapshot, TrafficSeries } from './metrics/series.ts'
 import type { SeriesExchange } from './metrics/series-exchange.ts'
 import { SlidingWindows } from './metrics/windows.ts'
 import { ProxyListener } from './proxy/server.ts'
@@ -241,6 +241,13 @@ interface Charts {
   exchange: SeriesExchange
 }
 
+/** The charts' figures as GET /windows answers them: pooled, or this replica's own and why. */
+interface Pooled {
+  series: SeriesSnapshot
+  replicas: number
+  problem?: string
+}
+
 /** How far back the console's charts go. */
 const CHART_SPAN_MS = 5 * 60_000
 
@@ -272,7 +279,17 @@ function startAdmin(
     clusterMetrics: cluster ? () => cluster.clusterMetrics() : undefined,
     events: core.events,
     windows: async () => {
-      const { series: pooled, replicas } = await exchange.pooled(series.snapshot())
+      const local = series.snapshot()
+      // Without Redis the charts still show this replica's own traffic, saying that is all they show.
+      const {
+        series: pooled,
+        replicas,
+        problem,
+      }: Pooled = await exchange.pooled(local).catch((error: unknown) => ({
+        series: local,
+        replicas: 1,
+        problem: `only this replica's figures: cannot read the others' (${(error as Error).message})`,
+      }))
       const described = describeSeries(pooled, {
         stepMs: series.stepMs,
         spanMs: series.spanMs,
@@ -280,7 +297,7 @@ function startAdmin(
         now: Date.now(),
       })
       const thresholds = { enabled, windowSeconds: window / 1000, maxErrorRatio, maxP99, minRequests }
-      return { ...described, replicas, thresholds }
+      return { ...described, replicas, ...(problem ? { problem } : {}), thresholds }
     },
   })
   context.closers.add('admin listener', () => admin.close())

@@ -476,7 +476,11 @@ function renderColors() {
   const figures = windows?.colors
   const thresholds = windows?.thresholds
   if (windows) {
-    const pooled = windows.replicas > 1 ? `pooled over ${windows.replicas} replicas` : 'this replica'
+    const pooled = windows.problem
+      ? windows.problem
+      : windows.replicas > 1
+        ? `pooled over ${windows.replicas} replicas`
+        : 'this replica'
     byId('window-note').textContent =
       `(last ${windows.spanSeconds / 60} min in ${windows.stepSeconds} s steps, ${pooled}; figures over the last ${thresholds.windowSeconds} s)`
   }

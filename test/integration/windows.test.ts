@@ -139,4 +139,15 @@ describe('GET /windows with two replicas on Redis', () => {
       )
     }
   })
+
+  it("without Redis, answers this replica's own figures and says so", async () => {
+    const [first] = proxies as [TestProxy]
+    await send(first.url, 3)
+    await redis.kill()
+    const { status, body } = await callAdmin<Windows & { problem?: string }>(first.admin, '/windows')
+    expect(status).toBe(200)
+    expect(body.replicas).toBe(1)
+    expect(body.problem).toMatch(/^only this replica's figures/)
+    expect(body.colors.blue.points.reduce((sum, point) => sum + point.requests, 0)).toBe(9)
+  })
 })
