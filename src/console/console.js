@@ -112,7 +112,10 @@ function showError(error, what) {
         '. Someone else changed the state first; nothing was overwritten. The page now shows the new state.',
       )
     }
-    if (error.status === 401) parts.push('. Enter the right token in "Admin token".')
+    if (error.status === 401) {
+      parts.push('. Enter the right token in "Admin token".')
+      byId('token').focus()
+    }
     showAlert(parts)
   } else {
     showAlert([`${what} failed: ${error.message}`])
@@ -262,6 +265,7 @@ function renderState() {
     previewWeights()
   }
   renderRollout()
+  renderStore()
   renderDrain()
   renderStandby()
   renderColors()
@@ -321,6 +325,22 @@ function renderRollout() {
     lines.push(h('p', { class: 'over', text: `Paused since ${time(rollout.pausedAt)}: Resume to go on.` }))
   if (rollout.outcome) lines.push(h('p', { text: `Outcome: ${rollout.outcome}` }))
   box.replaceChildren(...lines)
+}
+
+/** Whether the replica answering serves a state its store confirms (stale: the store does not answer). */
+function renderStore() {
+  const store = state.replica?.store
+  if (!store) return
+  const synced = store.lastSyncAt ? `, last in touch ${ago(store.lastSyncAt)}` : ''
+  const restored = store.restoredFrom ? `, serving its local copy (${store.restoredFrom})` : ''
+  byId('store').replaceChildren(
+    `State store, as ${state.replica.id} sees it: `,
+    h('span', {
+      class: `badge ${store.stale ? 'bad' : 'good'}`,
+      text: store.stale ? 'stale' : store.reachable ? 'reachable' : 'unreachable',
+    }),
+    `${synced}${restored}`,
+  )
 }
 
 function renderDrain() {
