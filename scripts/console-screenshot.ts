@@ -1,6 +1,6 @@
 // Takes docs/console.png, the README's picture of the console: a demo proxy with a progressive rollout held at a
 // manual gate, traffic flowing (green a little slower and failing now and then), and the page in Debian's chromium.
-//   node scripts/console-screenshot.ts            (about 40 s: the charts need some traffic history)
+//   node scripts/console-screenshot.ts            (about a minute: the charts need some traffic history)
 //   CHROMIUM=/path/to/chrome DURATION=20 node scripts/console-screenshot.ts
 
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -13,7 +13,7 @@ import { startApp } from '../src/app.ts'
 import { buildConfig } from '../src/config/schema.ts'
 import { createLogger } from '../src/log.ts'
 
-const seconds = Number(process.env.DURATION ?? 40)
+const seconds = Number(process.env.DURATION ?? 60)
 const output = new URL('../docs/console.png', import.meta.url).pathname
 
 function upstream(color: 'blue' | 'green', slowMs: number, failEvery: number) {
