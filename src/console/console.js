@@ -690,11 +690,17 @@ function wire() {
     }
     const to = byId('rollout-to').value
     const stepSeconds = Number(byId('rollout-seconds').value)
+    const timeout = byId('gate-timeout').value
+    const after = byId('gate-timeout-after').value.trim()
+    const gating = timeout ? { [timeout]: after } : {}
+    const onTimeout = timeout
+      ? ` A manual gate not promoted within ${after} ${timeout === 'autoPromoteAfter' ? 'promotes itself' : 'aborts the rollout'}.`
+      : ''
     confirmThen(
       `Start a rollout to ${to}?`,
-      `${to} gets ${steps.map((step) => (typeof step === 'number' ? `${step}%` : `${step.weight}% (${step.gate ? 'waits for Promote' : `pause ${step.pause}`})`)).join(', then ')}, ${stepSeconds} s per step, each judged against the rollback thresholds.`,
+      `${to} gets ${steps.map((step) => (typeof step === 'number' ? `${step}%` : `${step.weight}% (${step.gate ? 'waits for Promote' : `pause ${step.pause}`})`)).join(', then ')}, ${stepSeconds} s per step, each judged against the rollback thresholds.${onTimeout}`,
       'Start rollout',
-      (expectedGeneration) => change('/rollout', { to, steps, stepSeconds, expectedGeneration }),
+      (expectedGeneration) => change('/rollout', { to, steps, stepSeconds, ...gating, expectedGeneration }),
     )
   })
   byId('smoke-form').addEventListener('submit', (event) => {

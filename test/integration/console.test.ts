@@ -202,12 +202,27 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
     await page.context().close()
   })
 
-  it('shows a rollout held at its manual gate, and "Promote" then "Confirm" moves it on', async () => {
-    const started = await callAdmin(rig.proxy.admin, '/rollout', {
-      body: { to: 'green', steps: [{ weight: 20, gate: 'manual' }, 100], stepSeconds: 1 },
-    })
-    expect(started.status, JSON.stringify(started.body)).toBe(200)
+  it('starts a rollout from its form, shows it held at its manual gate, and "Promote" then "Confirm" moves it on', async () => {
     const page = await openConsole(rig.proxy.admin)
+    await page.getByText('Start a rollout').click()
+    await page.getByLabel('To color').selectOption('green')
+    await page.getByLabel(/^Steps/).fill('20:manual, 100')
+    await page.getByLabel('Seconds per step').fill('1')
+    await page.getByLabel('A manual gate not promoted in time').selectOption('abortIfNotApprovedWithin')
+    await page.getByLabel('Gate timeout').fill('1h')
+    await confirmDialog(page, 'Start rollout')
+    const started = await eventually(
+      async () =>
+        (await callAdmin<{ rollout?: Record<string, unknown> }>(rig.proxy.admin, '/state')).body.rollout,
+      { timeout: 10_000, message: 'the rollout to start' },
+    )
+    expect(started).toMatchObject({
+      to: 'green',
+      steps: [20, 100],
+      stepSeconds: 1,
+      gates: [{ type: 'manual' }, null],
+      abortIfNotApprovedWithinSeconds: 3600,
+    })
     const rollout = page.locator('#rollout')
     await expect.poll(() => rollout.textContent(), { timeout: 15_000 }).toContain('waits for Promote')
     expect(await page.getByRole('list', { name: 'steps' }).textContent()).toContain(
