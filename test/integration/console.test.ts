@@ -11,6 +11,8 @@ import { steadyTraffic } from '../helpers/traffic.ts'
 // admin API, never through the page alone. One browser for the file; a context (a fresh profile) per test.
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
+/** expect.poll's default (1 s) is short for a page on a loaded machine. */
+const PATIENCE = { timeout: 10_000 }
 const CHROMIUM_MISSING = !existsSync(CHROMIUM)
 // vitest's skip takes no reason: the reason goes into the name that the report shows as skipped.
 const SKIPPED = CHROMIUM_MISSING
@@ -50,7 +52,7 @@ async function openConsole(admin: string, viewport = { width: 1280, height: 900 
   page.on('pageerror', (error) => problems.push(error.message))
   ;(page as unknown as { problems: string[] }).problems = problems
   await page.goto(admin)
-  await expect.poll(() => activeColor(page)).toMatch(/^(blue|green)$/)
+  await expect.poll(() => activeColor(page), PATIENCE).toMatch(/^(blue|green)$/)
   return page
 }
 
@@ -128,7 +130,7 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
       timeout: 10_000,
       message: 'the proxy to serve green',
     })
-    await expect.poll(() => activeColor(page)).toBe('green')
+    await expect.poll(() => activeColor(page), PATIENCE).toBe('green')
     await page.context().close()
     await callAdmin(rig.proxy.admin, '/switch', { body: { to: 'blue' } })
   })
@@ -167,15 +169,15 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
     // ...and then the second confirms what it saw.
     await second.getByRole('dialog').getByRole('button', { name: 'Confirm' }).click()
     const alert = second.getByRole('alert')
-    await expect.poll(() => alert.textContent()).toContain('BG_GENERATION_CONFLICT')
+    await expect.poll(() => alert.textContent(), PATIENCE).toContain('BG_GENERATION_CONFLICT')
     expect(await alert.textContent()).toContain('409')
-    await expect.poll(() => activeColor(second)).toBe('green')
+    await expect.poll(() => activeColor(second), PATIENCE).toBe('green')
     expect(await generation(rig.proxy.admin)).toBe(afterFirst)
     expect(await servedBy(rig.proxy.url)).toBe('green')
     await first.context().close()
     await second.context().close()
     await callAdmin(rig.proxy.admin, '/switch', { body: { to: 'blue' } })
-  })
+  }, 45_000)
 
   it('the charts move when traffic flows, with the rollback thresholds drawn on them', async () => {
     const page = await openConsole(rig.proxy.admin)
@@ -200,7 +202,7 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
     expect(await page.locator('#color-blue').textContent()).toContain('limit 5.0%')
     expect(await page.locator('#color-blue').textContent()).toContain('limit 800 ms')
     await page.context().close()
-  })
+  }, 45_000)
 
   it('starts a rollout from its form, shows it held at its manual gate, and "Promote" then "Confirm" moves it on', async () => {
     const page = await openConsole(rig.proxy.admin)
@@ -233,16 +235,16 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
       timeout: 10_000,
       message: 'the promoted rollout to send all traffic to green',
     })
-    await expect.poll(() => rollout.textContent()).toContain('completed')
+    await expect.poll(() => rollout.textContent(), PATIENCE).toContain('completed')
     await page.context().close()
     await callAdmin(rig.proxy.admin, '/switch', { body: { to: 'blue' } })
-  })
+  }, 45_000)
 
   it('"Run smoke checks" then "Confirm" shows the result', async () => {
     const page = await openConsole(rig.proxy.admin)
     await page.getByLabel('Color', { exact: true }).selectOption('green')
     await confirmDialog(page, 'Run smoke checks')
-    await expect.poll(() => page.locator('#smoke').textContent()).toContain('passed')
+    await expect.poll(() => page.locator('#smoke').textContent(), PATIENCE).toContain('passed')
     await page.context().close()
   })
 
@@ -363,7 +365,7 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, with a token${SKIPPED}`, () => {
     await page.getByRole('button', { name: 'Use token' }).click()
     await confirmDialog(page, 'Switch to green')
     const alert = page.getByRole('alert')
-    await expect.poll(() => alert.textContent()).toContain('BG_UNAUTHORIZED')
+    await expect.poll(() => alert.textContent(), PATIENCE).toContain('BG_UNAUTHORIZED')
     expect(await alert.textContent()).toContain('401')
     expect(await generation(rig.proxy.admin)).toBe(before)
     expect(await servedBy(rig.proxy.url)).toBe('blue')
