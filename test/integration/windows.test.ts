@@ -138,7 +138,7 @@ describe('GET /windows with two replicas on Redis', () => {
         { timeout: 15_000, interval: 250, message: 'the pooled figures of both replicas' },
       )
     }
-  })
+  }, 60_000)
 
   it("without Redis, answers this replica's own figures and says so", async () => {
     const [first] = proxies as [TestProxy]

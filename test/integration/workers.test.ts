@@ -262,7 +262,7 @@ describe('bluegreen serve --workers 2', () => {
         message: "every worker's requests in the charts",
       })
     }
-  })
+  }, 60_000)
 
   it('a switch through one worker is seen by the very next requests to every worker', async () => {
     const switched = await fresh(`${cluster.admin}/switch`, 'POST', { to: 'green' })
