@@ -2,7 +2,7 @@
 // for where Node will not strip types (under node_modules). dist/ is emptied first, so a deleted source leaves
 // nothing behind in the package.
 import { spawnSync } from 'node:child_process'
-import { rmSync, writeFileSync } from 'node:fs'
+import { cpSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 
@@ -12,6 +12,9 @@ rmSync(dist, { recursive: true, force: true })
 const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin/tsc')
 const compiled = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { stdio: 'inherit' })
 if (compiled.status !== 0) process.exit(compiled.status ?? 1)
+
+// The console's page, script and stylesheet (src/console/), served by src/admin/console.ts from beside it: as they are.
+cpSync(new URL('../src/console/', import.meta.url), new URL('console/', dist), { recursive: true })
 
 // The commit, for GET /version and `bluegreen version`, when this is a git checkout (not in a Docker build).
 const git = spawnSync('git', ['rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' })

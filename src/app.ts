@@ -7,7 +7,7 @@ import { SmokeGate } from './admin/smoke-gate.ts'
 import { Closers } from './app/closers.ts'
 import { outcomeReporting } from './app/outcomes.ts'
 import { ConfigReloader, type ReloadTrigger } from './app/reload.ts'
-import { createStateBackend, type StateBackend } from './app/state-backend.ts'
+import { createStateBackend, SERIES_STEP_MS, type StateBackend } from './app/state-backend.ts'
 import { StateLoader } from './app/state-loader.ts'
 import type { AuditTrail } from './audit/audit.ts'
 import type { ClusterLink } from './cluster-worker.ts'
@@ -16,6 +16,8 @@ import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
+import { describeSeries, type SeriesSnapshot, TrafficSeries } from './metrics/series.ts'
+import type { SeriesExchange } from './metrics/series-exchange.ts'
 import { SlidingWindows } from './metrics/windows.ts'
 import { Notifier } from './notify/notifier.ts'
 import type { DrainStatus } from './proxy/drain.ts'
@@ -132,16 +134,18 @@ async function start(context: Context): Promise<App> {
   closers.add('state loader', () => loader.stop())
   const standby = startStandbyWatch(context, core)
   const mirror = startMirror(context, core)
+  const charts = startCharts(context, core)
   const admin = startAdmin(
     context,
     core,
     guard,
     standby,
     mirror,
+    charts,
     () => proxy.drainStatus(),
     (trigger) => reloader.reload(trigger),
   )
-  const proxy = startProxy(context, core, windows, mirror)
+  const proxy = startProxy(context, core, windows, mirror, charts.series)
   const reloader = new ConfigReloader({
     file: context.configFile,
     running: () => context.config,
@@ -342,12 +346,44 @@ function startMirror(context: Context, core: Core): Mirror {
   return mirror
 }
 
+/** The console's charts: this replica's figures, published for the others with Redis. */
+function startCharts(context: Context, core: Core): Charts {
+  const series = new TrafficSeries(SERIES_STEP_MS, CHART_SPAN_MS)
+  // Workers sharing a state file pool their charts through the primary; with Redis they meet in Redis.
+  const { cluster, config } = context
+  const throughPrimary = cluster && config.state.store === 'file'
+  const exchange = throughPrimary ? cluster.seriesExchange(SERIES_STEP_MS) : core.backend.series
+  exchange.start(() => series.snapshot())
+  context.closers.add('charts', async () => {
+    series.close()
+    // The backend's own exchange closes with the backend.
+    if (throughPrimary) await exchange.close()
+  })
+  return { series, exchange }
+}
+
+interface Charts {
+  series: TrafficSeries
+  exchange: SeriesExchange
+}
+
+/** The charts' figures as GET /windows answers them: pooled, or this replica's own and why. */
+interface Pooled {
+  series: SeriesSnapshot
+  replicas: number
+  problem?: string
+}
+
+/** How far back the console's charts go. */
+const CHART_SPAN_MS = 5 * 60_000
+
 function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
   standby: StandbyWatch,
   mirror: Mirror,
+  { series, exchange }: Charts,
   drainStatus: () => unknown,
   reload: (trigger: ReloadTrigger) => Promise<ReloadOutcome>,
 ): AdminServer {
@@ -374,12 +410,41 @@ function startAdmin(
     events: core.events,
     reload,
     mirror,
+    windows: async () => {
+      // Read at each call: a reload may have changed the thresholds.
+      const { enabled, window, maxErrorRatio, maxP99, minRequests } = context.config.rollback
+      const local = series.snapshot()
+      // Without Redis the charts still show this replica's own traffic, saying that is all they show.
+      const {
+        series: pooled,
+        replicas,
+        problem,
+      }: Pooled = await exchange.pooled(local).catch((error: unknown) => ({
+        series: local,
+        replicas: 1,
+        problem: `only this replica's figures: cannot read the others' (${(error as Error).message})`,
+      }))
+      const described = describeSeries(pooled, {
+        stepMs: series.stepMs,
+        spanMs: series.spanMs,
+        windowMs: window,
+        now: Date.now(),
+      })
+      const thresholds = { enabled, windowSeconds: window / 1000, maxErrorRatio, maxP99, minRequests }
+      return { ...described, replicas, ...(problem ? { problem } : {}), thresholds }
+    },
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
 }
 
-function startProxy(context: Context, core: Core, windows: SlidingWindows, mirror: Mirror): ProxyListener {
+function startProxy(
+  context: Context,
+  core: Core,
+  windows: SlidingWindows,
+  mirror: Mirror,
+  series: TrafficSeries,
+): ProxyListener {
   const { config, logger } = context
   const proxy = new ProxyListener({
     config,
@@ -391,7 +456,7 @@ function startProxy(context: Context, core: Core, windows: SlidingWindows, mirro
       core.backend.replicas.reportDrain(replicaDrain(proxy.drainStatus()))
     },
     mirror,
-    ...outcomeReporting({ config, logger, windows, health: core.health, metrics: core.metrics }),
+    ...outcomeReporting({ config, logger, windows, series, health: core.health, metrics: core.metrics }),
   })
   context.closers.add(
     'proxy listener',

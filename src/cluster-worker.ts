@@ -1,6 +1,6 @@
 // A `serve --workers N` worker's end of the cluster (cluster.ts is the primary's): the states this worker commits go
 // to its siblings through the primary, theirs come back to the app, /metrics asks the primary for the sum, and the
-// release guard's figures are pooled with the siblings' (file store).
+// release guard's figures and the console's charts are pooled with the siblings' (file store).
 
 import cluster, { type Worker } from 'node:cluster'
 import type { Registry } from 'prom-client'
@@ -18,6 +18,8 @@ import type { Config } from './config/types.ts'
 import { deepFreeze } from './config/validate.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
+import { poolSeries } from './metrics/series.ts'
+import { entryOf, type SeriesEntry, type SeriesExchange, snapshotOf } from './metrics/series-exchange.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
 import type { State } from './state/state.ts'
@@ -50,6 +52,11 @@ export interface ClusterLink {
    * fresher than `freshMs` and about the same change.
    */
   windowExchange(freshMs: number): WindowExchange
+  /**
+   * The console's charts pooled through the primary, for the file store: every `stepMs` this worker's buckets go
+   * to its siblings, and GET /windows adds up theirs that are fresh.
+   */
+  seriesExchange(stepMs: number): SeriesExchange
 }
 
 interface Hooks {
@@ -85,6 +92,8 @@ class WorkerLink implements ClusterLink {
   /** Questions put to the primary, by id, waiting for its answer. */
   readonly #waiting = new Map<number, (message: Message) => void>()
   readonly #siblingFigures = new Map<number, SiblingFigures>()
+  /** The siblings' latest chart buckets, stamped when they were taken. */
+  readonly #siblingSeries = new Map<number, SeriesEntry>()
 
   constructor(worker: Worker, logger: Logger) {
     this.workerId = worker.id
@@ -138,6 +147,27 @@ class WorkerLink implements ClusterLink {
     }
   }
 
+  seriesExchange(stepMs: number): SeriesExchange {
+    let timer: NodeJS.Timeout | undefined
+    return {
+      start: (source) => {
+        timer = setInterval(() => this.#sendSeries(source), stepMs)
+        timer.unref()
+      },
+      pooled: async (local) => {
+        const now = Date.now()
+        const snapshots = [local]
+        for (const [sibling, entry] of this.#siblingSeries) {
+          // A worker that died or stopped sending drops out after three steps.
+          if (now - entry.at > stepMs * 3) this.#siblingSeries.delete(sibling)
+          else snapshots.push(snapshotOf(entry))
+        }
+        return { series: poolSeries(snapshots), replicas: snapshots.length }
+      },
+      close: async () => clearInterval(timer),
+    }
+  }
+
   async clusterMetrics(): Promise<string> {
     const answer = await this.#ask<Extract<Message, { type: 'bluegreen:metrics-sum' }>>(
       { type: 'bluegreen:metrics', id: this.#nextId++ },
@@ -172,6 +202,9 @@ class WorkerLink implements ClusterLink {
         return
       case 'bluegreen:reload-record':
         this.#hooks?.recordReload(message.outcome, message.trigger)
+        return
+      case 'bluegreen:series':
+        if (message.from !== undefined) this.#siblingSeries.set(message.from, message.entry)
         return
       case 'bluegreen:state-shared':
       case 'bluegreen:reload-result':
@@ -239,6 +272,16 @@ class WorkerLink implements ClusterLink {
         { err: error, generation: state.generation },
         'could not share a state with the other workers',
       )
+    }
+  }
+
+  #sendSeries(source: Parameters<SeriesExchange['start']>[0]): void {
+    // Best effort, like the window figures: the charts then show what this worker has.
+    if (!this.#worker.isConnected()) return
+    try {
+      this.#worker.send({ type: 'bluegreen:series', entry: entryOf(source(), Date.now()) })
+    } catch (error) {
+      this.#logger.debug({ err: error }, 'could not send the chart figures to the other workers')
     }
   }
 

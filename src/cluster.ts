@@ -11,6 +11,7 @@ import type { Color } from './colors.ts'
 import type { ReloadOutcome } from './config/changes.ts'
 import type { Config } from './config/types.ts'
 import type { Logger } from './log.ts'
+import type { SeriesEntry } from './metrics/series-exchange.ts'
 import type { WindowFigures } from './metrics/windows.ts'
 import type { State } from './state/state.ts'
 
@@ -43,6 +44,8 @@ export type Message =
   | { type: 'bluegreen:reload-applied'; id: number; error?: string }
   /** Primary -> one worker: record a reload no worker asked for (SIGHUP) in the log, audit trail and metrics. */
   | { type: 'bluegreen:reload-record'; outcome: ReloadOutcome; trigger: ReloadTrigger }
+  /** Both ways: a worker's buckets for the console's charts, passed on by the primary to the others (with `from`). */
+  | { type: 'bluegreen:series'; entry: SeriesEntry; from?: number }
 
 /** How long a committing worker waits for its siblings to apply a change before answering anyway. */
 export const SHARE_TIMEOUT_MS = 2_000
@@ -346,6 +349,7 @@ class ClusterPrimary implements Primary {
         this.#reloadApplied(worker, message)
         return
       case 'bluegreen:windows':
+      case 'bluegreen:series':
         for (const sibling of this.#listening) {
           if (sibling !== worker) send(sibling, { ...message, from: worker.id })
         }

@@ -64,7 +64,7 @@ export async function startDemo(options: {
     '',
     'bluegreen demo is running',
     `  proxy   ${proxy}   (blue -> 127.0.0.1:${bluePort}, green -> 127.0.0.1:${greenPort})`,
-    `  admin   ${admin}`,
+    `  admin   ${admin}   (the console: open ${admin}/ in a browser)`,
     `  state   ${config.state.path}`,
     '',
     'Try it:',

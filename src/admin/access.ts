@@ -29,7 +29,9 @@ interface Failures {
  * - the Host header must be an allowed host (a page on an attacker's domain that resolves to 127.0.0.1 sends the
  *   attacker's host name: DNS rebinding);
  * - a mutating call from a browser page of another origin is refused (CSRF): browsers send Origin and
- *   Sec-Fetch-Site on such calls, the CLI and curl send neither;
+ *   Sec-Fetch-Site on such calls, the CLI and curl send neither. The console's own page (same origin as the admin
+ *   API: its Origin names the Host the call was sent to) is allowed: that Host passed checkHost, so it is no
+ *   rebound attacker's name, and a listener answering any host must have a token, which a foreign page lacks;
  * - with tokens configured, a mutating call needs one (compared in constant time, by hash, so neither timing nor
  *   length says anything about a token), and repeated failures from one address are slowed down with 429.
  */
@@ -61,7 +63,11 @@ export class AdminGuard {
   authorize(req: IncomingMessage): string | undefined {
     const address = req.socket.remoteAddress ?? 'unknown'
     const origin = req.headers.origin
-    if (origin !== undefined && !this.#options.allowedOrigins.includes(origin)) {
+    if (
+      origin !== undefined &&
+      !this.#options.allowedOrigins.includes(origin) &&
+      !isSameOrigin(origin, req.headers.host)
+    ) {
       throw new BlueGreenError(
         'BG_FORBIDDEN',
         `calls from origin ${origin} are not allowed; see admin.allowedOrigins`,
@@ -121,6 +127,13 @@ export class AdminGuard {
     // A bounded map: the oldest entry goes first (a Map iterates in insertion order).
     if (this.#failures.size > MAX_TRACKED) this.#failures.delete(this.#failures.keys().next().value!)
   }
+}
+
+/** The Origin a page served by this very listener sends: its scheme, and the Host the call names. */
+function isSameOrigin(origin: string, host: string | undefined): boolean {
+  const url = URL.parse(origin)
+  if (!url || host === undefined || !/^https?:$/.test(url.protocol)) return false
+  return url.host === host.toLowerCase()
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1'])

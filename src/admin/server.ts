@@ -17,6 +17,7 @@ import type { ReplicaRegistry, StateStore } from '../state/store.ts'
 import { buildInfo } from '../version.ts'
 import { AdminGuard } from './access.ts'
 import { type ChangeResult, Changes } from './changes.ts'
+import { consoleRoutes } from './console.ts'
 import type { EventStream } from './event-stream.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
@@ -57,6 +58,8 @@ export interface AdminOptions {
   reload?: (trigger: { actor: string; address: string }) => Promise<ReloadOutcome>
   /** The mirror: GET /mirror, GET /mirror/diffs, POST /mirror's default share, and its gate before changes. */
   mirror?: Mirror
+  /** Per color, the charts' figures pooled across replicas, and the rollback thresholds, for GET /windows. */
+  windows?: () => Promise<unknown>
 }
 
 /** `tokenName` is the name of the token a mutating call came with, when tokens are configured. */
@@ -127,6 +130,8 @@ export class AdminServer {
       '/healthz': { GET: (_req, res) => sendJson(res, 200, { status: 'ok' }) },
       '/readyz': { GET: this.#getReady },
       '/version': { GET: (_req, res) => sendJson(res, 200, buildInfo()) },
+      '/windows': { GET: this.#getWindows },
+      ...consoleRoutes(),
       '/switch': { POST: this.#change('switch') },
       '/weights': { POST: this.#change('weights') },
       '/rollback': { POST: this.#change('rollback') },
@@ -347,6 +352,18 @@ export class AdminServer {
       throw new BlueGreenError(
         'BG_STATE_UNAVAILABLE',
         `cannot read the audit trail: ${(error as Error).message}`,
+      )
+    }
+  }
+
+  readonly #getWindows: Handler = async (_req, res) => {
+    if (!this.#options.windows) throw new BlueGreenError('BG_NOT_FOUND', 'no admin endpoint /windows')
+    try {
+      sendJson(res, 200, await this.#options.windows())
+    } catch (error) {
+      throw new BlueGreenError(
+        'BG_STATE_UNAVAILABLE',
+        `cannot pool the replicas' figures: ${(error as Error).message}`,
       )
     }
   }

@@ -2,6 +2,7 @@ import type { Config } from '../config/types.ts'
 import type { UpstreamHealth } from '../health/health.ts'
 import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
+import type { TrafficSeries } from '../metrics/series.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
 import type { RequestOutcome } from '../proxy/http-forward.ts'
 import type { ProxyListenerOptions } from '../proxy/server.ts'
@@ -10,22 +11,26 @@ export interface OutcomeParts {
   config: Config
   logger: Logger
   windows: SlidingWindows
+  /** The console's charts. */
+  series: TrafficSeries
   health: UpstreamHealth
   metrics: Metrics
 }
 
 /**
- * The one place a finished request and a failed upstream attempt are reported: the rollback windows, health
+ * The one place a finished request and a failed upstream attempt are reported: the rollback windows, the console's
+ * charts, health
  * (outlier detection), metrics, then the access log. Kept flat: they run per request.
  */
 export function outcomeReporting(
   parts: OutcomeParts,
 ): Pick<ProxyListenerOptions, 'onOutcome' | 'onUpstreamFailure'> {
-  const { config, windows, health, metrics } = parts
+  const { config, windows, series, health, metrics } = parts
   const accessLog = config.log.access ? parts.logger.child({ part: 'access' }) : undefined
   const countRequests = config.metrics.enabled
   const onOutcome = (outcome: RequestOutcome): void => {
     windows.record(outcome.color, outcome.status, outcome.durationMs)
+    series.record(outcome.color, outcome.status, outcome.durationMs)
     health.recordOutcome(outcome)
     if (countRequests) metrics.observe(outcome.color, outcome.status, outcome.durationMs / 1000)
     if (accessLog) {

@@ -2,6 +2,7 @@ import type { AuditTrail } from '../audit/audit.ts'
 import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config, RedisConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
+import { LocalSeriesExchange, type SeriesExchange } from '../metrics/series-exchange.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { claimInDirectory, claimInRedis } from '../state/claims.ts'
 import { FileStateStore } from '../state/file-store.ts'
@@ -17,6 +18,8 @@ export interface StateBackend {
   audit: AuditTrail
   /** How replicas pool their traffic figures for rollback decisions. */
   exchange: WindowExchange
+  /** How replicas pool the console's charts (GET /windows). */
+  series: SeriesExchange
   /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
   loadBeforeListening: boolean
   /**
@@ -32,6 +35,9 @@ export interface StateBackend {
   /** How often the replica registry changes at most: its heartbeat. */
   heartbeatInterval: number
 }
+
+/** The console's charts: one point per 5 seconds. */
+export const SERIES_STEP_MS = 5_000
 
 export interface StateBackendOptions {
   config: Config
@@ -65,11 +71,13 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   closers.add('audit trail', () => audit.close())
   const exchange = new LocalExchange()
   closers.add('window exchange', () => exchange.close())
+  const series = new LocalSeriesExchange()
   return {
     store,
     replicas,
     audit,
     exchange,
+    series,
     loadBeforeListening: true,
     claimNotification: (id) => claimInDirectory(`${state.path}.claims`, id, replicaId),
     heartbeatInterval: 1_000,
@@ -85,6 +93,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     { RedisAuditTrail },
     { RedisExchange },
     { LocalStateCopy },
+    { RedisSeriesExchange },
   ] = await Promise.all([
     import('../state/redis-store.ts'),
     import('../state/redis-connection.ts'),
@@ -92,6 +101,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     import('../audit/redis-audit.ts'),
     import('../rollout/exchange.ts'),
     import('../state/local-copy.ts'),
+    import('../metrics/series-exchange.ts'),
   ])
   // Built first so that it closes last: the store may still apply a state while it closes.
   const copy =
@@ -123,6 +133,8 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
   const freshness = exchangeFreshness(config.rollback.evaluateEvery)
   const exchange = new RedisExchange(store.client, redis.key, replicaId, freshness)
   closers.add('window exchange', () => exchange.close())
+  const series = new RedisSeriesExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
+  closers.add('chart exchange', () => series.close())
   let restoreLastState: (() => Promise<boolean>) | undefined
   if (copy) {
     store.subscribe((applied) => copy.save(applied))
@@ -135,6 +147,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     replicas,
     audit,
     exchange,
+    series,
     loadBeforeListening: false,
     restoreLastState,
     claimNotification: (id) =>

@@ -48,7 +48,8 @@ export function errorRatio(figures: WindowFigures): number {
   return figures.requests === 0 ? 0 : figures.errors / figures.requests
 }
 
-function bucketOf(ms: number): number {
+/** The index in LATENCY_BOUNDS_MS of the bucket a duration (ms) falls in. */
+export function bucketOf(ms: number): number {
   // Binary search over ~60 bounds: cheaper than a logarithm and exact at the edges.
   let low = 0
   let high = LATENCY_BOUNDS_MS.length - 1

@@ -236,7 +236,14 @@ describe('admin API', () => {
       )
       expect(reply.headers.get('allow')).toBe(allow)
     }
-    for (const path of ['/', '/switch/green', '/State', '/metricz']) {
+    // The console is at / (GET only); nothing else of it is an endpoint but its hashed files.
+    const consolePost = await refused(
+      () => callAdmin(rig.proxy.admin, '/', { method: 'POST' }),
+      405,
+      'BG_METHOD_NOT_ALLOWED',
+    )
+    expect(consolePost.headers.get('allow')).toBe('GET')
+    for (const path of ['/index.html', '/console/console.js', '/switch/green', '/State', '/metricz']) {
       await refused(() => adminGet(rig.proxy.admin, path), 404, 'BG_NOT_FOUND')
       await refused(() => adminPost(rig.proxy.admin, path, { to: 'green' }), 404, 'BG_NOT_FOUND')
     }

@@ -78,6 +78,9 @@ describe('the npm package, packed and installed globally into a temporary prefix
       'dist/cli.js.map',
       'dist/app.js',
       'dist/build-info.json',
+      'dist/console/index.html',
+      'dist/console/console.js',
+      'dist/console/console.css',
     ]) {
       expect(files, path).toContain(path)
     }
@@ -159,6 +162,11 @@ describe('the npm package, packed and installed globally into a temporary prefix
     expect(build.node).toBe(process.version)
     // Packed from a git checkout, the build recorded its commit.
     expect(build.commit).toMatch(/^[0-9a-f]{7,40}$/)
+    // The console's files came along: the page, and the script it names.
+    const page = await (await fetch(`http://127.0.0.1:${started.admin.port}/`)).text()
+    const script = /src="(\/console\/console\.[0-9a-f]+\.js)"/.exec(page)?.[1]
+    expect(script).toBeDefined()
+    expect((await fetch(`http://127.0.0.1:${started.admin.port}${script}`)).status).toBe(200)
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
   }, 30_000)

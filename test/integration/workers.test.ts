@@ -227,6 +227,43 @@ describe('bluegreen serve --workers 2', () => {
     }
   })
 
+  it("GET /windows on any worker adds up every worker's chart figures", async () => {
+    /** Blue's requests over the charts' whole span (5 minutes: longer than this file), and how many pooled. */
+    const charts = async () => {
+      const answer = await fresh(`${cluster.admin}/windows`)
+      expect(answer.status).toBe(200)
+      const body = JSON.parse(answer.body) as {
+        replicas: number
+        colors: { blue: { points: { requests: number }[] } }
+      }
+      return {
+        replicas: body.replicas,
+        requests: body.colors.blue.points.reduce((sum, p) => sum + p.requests, 0),
+      }
+    }
+    // Each worker publishes its buckets every 5 s: wait until both have, so the count before is the pooled one.
+    const before = await eventually(
+      async () => {
+        const first = await charts()
+        const second = await charts()
+        return first.replicas === 2 && second.replicas === 2 && first.requests === second.requests && first
+      },
+      { timeout: 15_000, interval: 250, message: 'both workers to publish their charts' },
+    )
+    const requests = 20
+    for (let i = 0; i < requests; i++) expect((await fresh(`${cluster.url}/charted`)).status).toBe(200)
+    const served = cluster.lines().filter((line) => line.part === 'access' && line.path === '/charted')
+    expect(new Set(served.map((line) => line.pid)).size).toBe(2)
+    // Asked on fresh connections (either worker may answer), the pooled count takes in both workers' share.
+    for (let i = 0; i < 3; i++) {
+      await eventually(async () => (await charts()).requests - before.requests === requests, {
+        timeout: 15_000,
+        interval: 250,
+        message: "every worker's requests in the charts",
+      })
+    }
+  }, 60_000)
+
   it('a switch through one worker is seen by the very next requests to every worker', async () => {
     const switched = await fresh(`${cluster.admin}/switch`, 'POST', { to: 'green' })
     expect(switched.status, switched.body).toBe(200)

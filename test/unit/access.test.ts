@@ -213,6 +213,27 @@ describe('AdminGuard Host and Origin', () => {
     }
   })
 
+  it("accepts the console's own origin (the Origin naming the Host the call was sent to), and no other", () => {
+    const { guard } = guardWith({ tokens: false })
+    const own = { host: '127.0.0.1:9090', origin: 'http://127.0.0.1:9090', 'sec-fetch-site': 'same-origin' }
+    expect(guard.authorize(request(own))).toBeUndefined()
+    expect(
+      guard.authorize(request({ host: 'LOCALHOST:9090', origin: 'http://localhost:9090' })),
+    ).toBeUndefined()
+    const others: Record<string, string>[] = [
+      { host: '127.0.0.1:9090', origin: 'http://127.0.0.1:9091' },
+      { host: '127.0.0.1:9090', origin: 'http://localhost:9090' },
+      { host: '127.0.0.1:9090', origin: 'ftp://127.0.0.1:9090' },
+      { host: '127.0.0.1:9090', origin: 'null' },
+      { origin: 'http://127.0.0.1:9090' },
+    ]
+    for (const headers of others) {
+      expect(() => guard.authorize(request(headers)), JSON.stringify(headers)).toThrow(
+        expect.objectContaining({ code: 'BG_FORBIDDEN', status: 403 }),
+      )
+    }
+  })
+
   it('hostName strips the port and brackets and lower-cases; anything but a host is undefined', () => {
     expect(hostName('[::1]:9090')).toBe('::1')
     expect(hostName('Admin.Internal:80')).toBe('admin.internal')
