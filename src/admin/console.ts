@@ -3,10 +3,11 @@ import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { gzipSync } from 'node:zlib'
 
-// The operator console (GET /): one HTML page, one JS module and one stylesheet from src/console/, written by hand
-// and served as they are (no build step, nothing from another origin). The script and the stylesheet are served
-// under names carrying a hash of their content, cached for a year; the page itself is never cached, so a new
-// version is picked up at the next load.
+// The operator console (GET /): one HTML page, a few JS modules and one stylesheet from src/console/, written by
+// hand and served as they are (no build step, nothing from another origin). The modules and the stylesheet are
+// served under names carrying a hash of their content, cached for a year; the page itself is never cached, so a
+// new version is picked up at the next load. A module's imports of its siblings (`from './dom.js'`) are pointed at
+// their hashed names before it is hashed itself, so a change to one module renames every module that imports it.
 
 /** Where the files are, beside this module in src/ and in dist/ alike (scripts/build.js copies them). */
 const FILES = new URL('../console/', import.meta.url)
@@ -35,23 +36,57 @@ interface Asset {
 
 type Serve = (req: IncomingMessage, res: ServerResponse) => void
 
+const JAVASCRIPT = 'text/javascript; charset=utf-8'
+
+/** `import ... from './name.js'` at the start of a line: how the console's modules import each other. */
+const SIBLING_IMPORT = /^(import\b[^'"]*?\bfrom\s*)'\.\/([a-z0-9-]+\.js)'/gm
+
 /** The console's routes for the admin server: `/` and the hashed asset names, each a GET. */
 export function consoleRoutes(): Record<string, { GET: Serve }> {
-  const script = hashed('console.js', 'text/javascript; charset=utf-8')
-  const style = hashed('console.css', 'text/css; charset=utf-8')
+  const modules = new Map<string, { path: string; asset: Asset }>()
+  const script = hashedModule('console.js', modules, [])
+  const style = hashed('console.css', readFileSync(new URL('console.css', FILES)), 'text/css; charset=utf-8')
+  // The modules the entry imports, preloaded with it rather than found one import at a time.
+  const preloads = [...modules.values()]
+    .filter((module) => module !== script)
+    .map((module) => `<link rel="modulepreload" href="${module.path}">`)
+    .join('\n')
   const html = readFileSync(new URL('index.html', FILES), 'utf8')
-    .replace('console.js', script.path)
+    .replace('"console.js"></script>', `"${script.path}"></script>${preloads ? `\n${preloads}` : ''}`)
     .replace('console.css', style.path)
   const page = asset(Buffer.from(html), 'text/html; charset=utf-8', 'no-cache')
-  return {
+  const routes: Record<string, { GET: Serve }> = {
     '/': { GET: (req, res) => send(req, res, page, true) },
-    [script.path]: { GET: (req, res) => send(req, res, script.asset, false) },
     [style.path]: { GET: (req, res) => send(req, res, style.asset, false) },
   }
+  for (const module of modules.values()) {
+    routes[module.path] = { GET: (req, res) => send(req, res, module.asset, false) }
+  }
+  return routes
 }
 
-function hashed(name: string, type: string): { path: string; asset: Asset } {
-  const body = readFileSync(new URL(name, FILES))
+/** A module, its sibling imports first (depth first), each hashed once; `trail` catches an import cycle. */
+function hashedModule(
+  name: string,
+  modules: Map<string, { path: string; asset: Asset }>,
+  trail: string[],
+): { path: string; asset: Asset } {
+  const known = modules.get(name)
+  if (known) return known
+  if (trail.includes(name))
+    throw new Error(`the console's modules import each other: ${[...trail, name].join(' -> ')}`)
+  const source = readFileSync(new URL(name, FILES), 'utf8')
+  const linked = source.replace(
+    SIBLING_IMPORT,
+    (_whole, head: string, sibling: string) =>
+      `${head}'${hashedModule(sibling, modules, [...trail, name]).path}'`,
+  )
+  const module = hashed(name, Buffer.from(linked), JAVASCRIPT)
+  modules.set(name, module)
+  return module
+}
+
+function hashed(name: string, body: Buffer, type: string): { path: string; asset: Asset } {
   const hash = createHash('sha256').update(body).digest('hex').slice(0, 12)
   const dot = name.lastIndexOf('.')
   const path = `/console/${name.slice(0, dot)}.${hash}${name.slice(dot)}`

@@ -1,15 +1,14 @@
-// The bluegreen operator console: plain DOM, no dependencies, served by the admin listener (src/admin/console.ts).
-// Reads need no token; changes send the token typed into "Admin token" as a bearer header, kept in this tab's
-// sessionStorage only (never a cookie, so no request carries it unless this script adds it). Every change is
-// confirmed in a dialog and sent with the generation the operator saw: if the state moved meanwhile, the API
-// answers 409 and the page shows the new state instead of overwriting it.
+// The bluegreen operator console: plain DOM, no dependencies, served by the admin listener (src/admin/console.ts)
+// as ES modules under hashed names. Every change is confirmed in a dialog and sent with the generation the
+// operator saw: if the state moved meanwhile, the API answers 409 and the page shows the new state instead of
+// overwriting it. The token and the API calls are in api.js, the mirror's panel in mirror.js.
 
-const TOKEN_KEY = 'bluegreen-admin-token'
+import { ApiError, api, currentToken, showAlert, showError, useToken } from './api.js'
+import { ago, byId, COLORS, colorName, h, percent, svg, time } from './dom.js'
+import { loadMirror, wireMirror } from './mirror.js'
+
 const POLL_MS = 5000
-const COLORS = ['blue', 'green']
-const SVG = 'http://www.w3.org/2000/svg'
 
-let token = sessionStorage.getItem(TOKEN_KEY) ?? ''
 /** The last GET /state answer. */
 let state = null
 /** The last GET /windows answer. */
@@ -18,109 +17,6 @@ let windows = null
 let pending = null
 /** The operator is moving the weights slider: leave it alone. */
 let editingWeights = false
-
-const byId = (id) => document.getElementById(id)
-
-/** An element with attributes (`class`, `text`, event handlers `on…`) and children. */
-function h(tag, attributes = {}, ...children) {
-  const element = document.createElement(tag)
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null || value === false) continue
-    if (name === 'text') element.textContent = String(value)
-    else if (name.startsWith('on')) element.addEventListener(name.slice(2), value)
-    else element.setAttribute(name, value === true ? '' : String(value))
-  }
-  element.append(...children.filter((child) => child !== null && child !== undefined))
-  return element
-}
-
-function svg(tag, attributes = {}) {
-  const element = document.createElementNS(SVG, tag)
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value))
-  return element
-}
-
-/** A color's name with a dot of its color before it: the name is always there, so color is never needed. */
-function colorName(color) {
-  return h('span', { class: `dot is-${color}`, text: color })
-}
-
-function time(iso) {
-  if (!iso) return '–'
-  const date = new Date(iso)
-  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleTimeString()
-}
-
-function ago(iso) {
-  if (!iso) return '–'
-  const seconds = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000))
-  return seconds < 90 ? `${seconds} s ago` : `${Math.round(seconds / 60)} min ago`
-}
-
-function percent(ratio) {
-  return `${(ratio * 100).toFixed(ratio < 0.01 && ratio > 0 ? 2 : 1)}%`
-}
-
-// --- the admin API ---
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super(body?.error?.message ?? `the admin API answered HTTP ${status}`)
-    this.status = status
-    this.code = body?.error?.code ?? `HTTP_${status}`
-  }
-}
-
-async function api(method, path, body) {
-  const headers = { accept: 'application/json' }
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  if (token && method !== 'GET') headers.authorization = `Bearer ${token}`
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    cache: 'no-store',
-    credentials: 'omit',
-  })
-  const text = await response.text()
-  let parsed = null
-  try {
-    parsed = text ? JSON.parse(text) : null
-  } catch {
-    parsed = null
-  }
-  if (!response.ok) throw new ApiError(response.status, parsed)
-  return parsed
-}
-
-function showAlert(parts, ok = false) {
-  const alert = byId('alert')
-  alert.replaceChildren(...parts)
-  alert.classList.toggle('ok', ok)
-  alert.hidden = false
-}
-
-function showError(error, what) {
-  if (error instanceof ApiError) {
-    const parts = [
-      `${what} failed: `,
-      h('code', { text: error.code }),
-      ` (HTTP ${error.status}): ${error.message}`,
-    ]
-    if (error.status === 409 && error.code === 'BG_GENERATION_CONFLICT') {
-      parts.push(
-        '. Someone else changed the state first; nothing was overwritten. The page now shows the new state.',
-      )
-    }
-    if (error.status === 401) {
-      parts.push('. Enter the right token in "Admin token".')
-      byId('token').focus()
-    }
-    showAlert(parts)
-  } else {
-    showAlert([`${what} failed: ${error.message}`])
-  }
-}
 
 // --- loading ---
 
@@ -159,7 +55,7 @@ async function loadAudit() {
 }
 
 function loadAll() {
-  return Promise.all([loadState(), loadReplicas(), loadWindows(), loadAudit()])
+  return Promise.all([loadState(), loadReplicas(), loadWindows(), loadAudit(), loadMirror()])
 }
 
 // --- live events: fetch() streaming, parsed here, so a bearer header could be sent (EventSource cannot) ---
@@ -177,6 +73,7 @@ async function follow() {
   for (;;) {
     try {
       const headers = { accept: 'text/event-stream' }
+      const token = currentToken()
       if (token) headers.authorization = `Bearer ${token}`
       if (lastEventId) headers['last-event-id'] = lastEventId
       const response = await fetch('/events/stream', { headers, cache: 'no-store', credentials: 'omit' })
@@ -206,18 +103,43 @@ async function follow() {
   }
 }
 
+/** What each kind of live event changes on the page; a kind not listed here (a newer proxy's) is ignored. */
+const RELOADS = {
+  // A switch, weights, a rollback, a rollout step, a mirror change: the state and everything drawn from it.
+  state: () => [loadState, loadReplicas, loadMirror],
+  drain: () => [loadState, loadReplicas],
+  // The standby's fleet view is part of GET /state.
+  standby: () => [loadState],
+  replica: () => [loadReplicas],
+  audit: () => [loadAudit],
+  // A reload can change the thresholds, the pools and the mirror's settings.
+  reload: () => [loadAll, loadAudit],
+  resync: () => [loadAll],
+}
+
 /** One Server-Sent Events frame; returns its id, if any. */
 function onFrame(frame) {
   let id
   let kind = 'message'
+  const data = []
   for (const line of frame.split('\n')) {
     if (line.startsWith('id:')) id = line.slice(3).trim()
     else if (line.startsWith('event:')) kind = line.slice(6).trim()
+    else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
   }
-  if (kind === 'state' || kind === 'drain') refreshSoon(loadState, loadReplicas)
-  else if (kind === 'audit') refreshSoon(loadAudit)
-  else if (kind === 'resync') refreshSoon(loadAll)
+  if (kind === 'smoke') showSmokeEvent(data.join('\n'))
+  else if (Object.hasOwn(RELOADS, kind)) refreshSoon(...RELOADS[kind]())
   return id
+}
+
+/** A run of the smoke checks anywhere on this replica (by hand, or gating a change) shows in the smoke panel. */
+function showSmokeEvent(text) {
+  try {
+    const run = JSON.parse(text)
+    if (run && typeof run === 'object' && typeof run.color === 'string') renderSmoke(run)
+  } catch {
+    // A frame that is not JSON says nothing the page can show.
+  }
 }
 
 const queued = new Set()
@@ -363,6 +285,7 @@ function renderDrain() {
   byId('drain').textContent = parts.join(' · ')
 }
 
+/** The color kept after a change took all its traffic (GET /state's fleet view), every fact in words. */
 function renderStandby() {
   const standby = state.standby
   const box = byId('standby')
@@ -370,40 +293,58 @@ function renderStandby() {
     box.replaceChildren('No standby color kept.')
     return
   }
+  const replicas = Array.isArray(standby.replicas) ? standby.replicas : []
+  const drainedOn = replicas.filter((replica) => replica.drained).length
+  const kept = Date.parse(standby.keepUntil) > Date.now()
   const safe = standby.safeToScaleDown === true
+  const notYet = [
+    kept ? `kept until ${when(standby.keepUntil)}` : '',
+    standby.drained ? '' : 'not drained everywhere',
+  ].filter(Boolean)
   const items = [
+    h('p', {}, colorName(standby.color ?? '?'), ` on standby since ${when(standby.since)}`),
     h(
-      'p',
-      {},
-      colorName(standby.color ?? '?'),
-      ` on standby since ${time(standby.since)}, kept until ${time(standby.keepUntil)}`,
-    ),
-    h(
-      'p',
-      {},
-      'Drained: ',
-      h('strong', { text: standby.drained ? `yes (${time(standby.drainedAt)})` : 'not yet' }),
-      ' · ',
-      h('span', {
-        class: `badge ${safe ? 'good' : 'warn'}`,
-        text: safe ? 'safe to scale down' : 'not safe to scale down yet',
+      'dl',
+      { class: 'facts' },
+      h('dt', { text: 'Kept until' }),
+      h('dd', { text: `${when(standby.keepUntil)}${kept ? '' : ' (over)'}` }),
+      h('dt', { text: 'Drained' }),
+      h('dd', {
+        text: `on ${drainedOn} of ${replicas.length} replica${replicas.length === 1 ? '' : 's'}${standby.drained && standby.drainedAt ? ` (all by ${time(standby.drainedAt)})` : ''}`,
       }),
+      h('dt', { text: 'Safe to scale down' }),
+      h(
+        'dd',
+        { 'data-standby': 'safe' },
+        h('span', { class: `badge ${safe ? 'good' : 'warn'}`, text: safe ? 'yes' : 'no' }),
+        safe ? '' : ` (${notYet.join('; ') || 'not yet'})`,
+      ),
     ),
   ]
-  if (Array.isArray(standby.replicas) && standby.replicas.length > 0) {
+  if (replicas.length > 0) {
     items.push(
       h(
         'ul',
-        { class: 'plain' },
-        ...standby.replicas.map((replica) =>
+        { class: 'plain', 'aria-label': 'drain per replica' },
+        ...replicas.map((replica) =>
           h('li', {
-            text: `${replica.id}: ${replica.drained ? `drained ${time(replica.drainedAt)}` : 'still draining'}`,
+            text: `${replica.id}: ${replica.drained ? `drained${replica.drainedAt ? ` ${time(replica.drainedAt)}` : ''}` : 'still draining'}`,
           }),
         ),
       ),
     )
   }
   box.replaceChildren(...items)
+}
+
+/** A time, with its date when it is not today (a standby is kept for a day by default). */
+function when(iso) {
+  if (!iso) return '–'
+  const date = new Date(iso)
+  if (Number.isNaN(date.getTime())) return String(iso)
+  return date.toDateString() === new Date().toDateString()
+    ? date.toLocaleTimeString()
+    : `${date.toLocaleDateString()} ${date.toLocaleTimeString()}`
 }
 
 function renderReplicas(listing) {
@@ -678,6 +619,14 @@ function wire() {
   )
   gate('resume', '/rollout/resume', 'The rollout goes on from its current step.')
   gate('promote', '/rollout/promote', 'The rollout moves to its next step now.')
+  byId('rollout-promote-full').addEventListener('click', () =>
+    confirmThen(
+      'Promote the rollout to 100%?',
+      `${state?.rollout?.to ?? 'The new color'} gets all the traffic now, skipping the steps and gates left.`,
+      'Promote to 100%',
+      (expectedGeneration) => change('/rollout/promote', { full: true, expectedGeneration }),
+    ),
+  )
   gate('abort', '/rollout/abort', 'Traffic goes back to where the rollout started.')
   byId('rollout-form').addEventListener('submit', (event) => {
     event.preventDefault()
@@ -719,18 +668,19 @@ function wire() {
   })
   byId('token-form').addEventListener('submit', (event) => {
     event.preventDefault()
-    token = byId('token').value.trim()
-    if (token) sessionStorage.setItem(TOKEN_KEY, token)
-    else sessionStorage.removeItem(TOKEN_KEY)
-    showAlert([token ? 'Token kept for this tab (session storage), sent with changes.' : 'No token.'], true)
+    useToken(byId('token').value.trim())
+    showAlert(
+      [currentToken() ? 'Token kept for this tab (session storage), sent with changes.' : 'No token.'],
+      true,
+    )
   })
   byId('forget-token').addEventListener('click', () => {
-    token = ''
+    useToken('')
     byId('token').value = ''
-    sessionStorage.removeItem(TOKEN_KEY)
     showAlert(['Token forgotten.'], true)
   })
-  byId('token').value = token
+  byId('token').value = currentToken()
+  wireMirror(confirmThen)
 }
 
 function switchText(color) {
@@ -785,6 +735,7 @@ function renderSmoke(result) {
         text: result.passed ? 'passed' : 'failed',
       }),
       checks.length === 0 ? ' (no smoke checks configured)' : '',
+      result.trigger ? ` · ${smokeTrigger(result)}` : '',
     ),
     h(
       'ul',
@@ -798,12 +749,25 @@ function renderSmoke(result) {
   )
 }
 
+/** Why a run of the smoke checks happened, from its live event (or POST /smoke's answer). */
+function smokeTrigger(run) {
+  const why =
+    run.trigger === 'demand'
+      ? 'run on demand'
+      : run.trigger === 'rollout-step'
+        ? "run before the rollout's next step"
+        : `run before a ${run.trigger}`
+  return `${why}${run.retired ? ", the color's standby being over" : ''}`
+}
+
 wire()
 loadAll()
 follow()
 setInterval(() => {
   loadWindows()
   loadReplicas()
+  // The mirror's figures move with traffic, which sends no event.
+  loadMirror()
   // Ages ("12 s ago") and the watch move on with the clock, events or not.
   loadState()
 }, POLL_MS)

@@ -1,7 +1,16 @@
-import { existsSync } from 'node:fs'
-import { type Browser, chromium, type Page } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { callAdmin } from '../helpers/admin.ts'
+import {
+  activeColor,
+  CHROMIUM_MISSING,
+  confirmDialog,
+  launchChromium,
+  openConsole as openOn,
+  PATIENCE,
+  SKIPPED,
+  servedBy,
+} from '../helpers/console.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { startServer, type TestServer, useColorRig } from '../helpers/servers.ts'
 import { steadyTraffic } from '../helpers/traffic.ts'
@@ -9,73 +18,26 @@ import { steadyTraffic } from '../helpers/traffic.ts'
 // The console in a real browser (Debian's chromium, driven by playwright-core, which downloads nothing), found by
 // role and accessible name as a screen reader would find it. What a click did is checked through the proxy and the
 // admin API, never through the page alone. One browser for the file; a context (a fresh profile) per test.
+// console-release.test.ts drives the mirror, the standby and "Promote to 100%".
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
-/** expect.poll's default (1 s) is short for a page on a loaded machine. */
-const PATIENCE = { timeout: 10_000 }
-const CHROMIUM_MISSING = !existsSync(CHROMIUM)
-// vitest's skip takes no reason: the reason goes into the name that the report shows as skipped.
-const SKIPPED = CHROMIUM_MISSING
-  ? ` (skipped: no browser at ${CHROMIUM}; apt-get install chromium, or set CHROMIUM to a Chrome or Chromium)`
-  : ''
 const TOKEN = 'console-test-token-0123456789'
 
 let browser: Browser
 
 beforeAll(async () => {
   if (CHROMIUM_MISSING) return
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  })
+  browser = await launchChromium()
 })
 
 afterAll(async () => {
   await browser?.close()
 })
 
-async function openConsole(admin: string, viewport = { width: 1280, height: 900 }): Promise<Page> {
-  const context = await browser.newContext({ viewport })
-  const page = await context.newPage()
-  const problems: string[] = []
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(message.text())
-  })
-  page.on('pageerror', (error) => problems.push(error.message))
-  ;(page as unknown as { problems: string[] }).problems = problems
-  await page.goto(admin)
-  await expect.poll(() => activeColor(page), PATIENCE).toMatch(/^(blue|green)$/)
-  return page
-}
-
-async function activeColor(page: Page): Promise<string> {
-  return (await page.getByRole('status', { name: 'Active color' }).textContent()) ?? ''
-}
-
-/** The color that answers a request through the proxy. */
-async function servedBy(proxy: string): Promise<string | null> {
-  const response = await fetch(proxy)
-  await response.arrayBuffer()
-  return response.headers.get('x-bluegreen-color')
-}
+const openConsole = (admin: string, viewport?: { width: number; height: number }) =>
+  openOn(browser, admin, viewport)
 
 async function generation(admin: string): Promise<number> {
   return (await callAdmin<{ generation: number }>(admin, '/state')).body.generation
-}
-
-async function confirmDialog(page: Page, button: string): Promise<void> {
-  await page.getByRole('button', { name: button }).click()
-  const dialog = page.getByRole('dialog')
-  await dialog.waitFor()
-  await dialog.getByRole('button', { name: 'Confirm' }).click()
 }
 
 describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () => {
@@ -97,12 +59,26 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
     expect(page.headers.get('content-encoding')).toBe('gzip')
     expect(page.headers.get('cache-control')).toBe('no-cache')
     const assets = [...html.matchAll(/(?:src|href)="(\/console\/[^"]+)"/g)].map((match) => match[1]!)
-    expect(assets).toHaveLength(2)
+    // The entry module, the stylesheet, and the modules the entry imports (preloaded).
+    expect(assets).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^\/console\/console\.[0-9a-f]{12}\.js$/),
+        expect.stringMatching(/^\/console\/console\.[0-9a-f]{12}\.css$/),
+        expect.stringMatching(/^\/console\/mirror\.[0-9a-f]{12}\.js$/),
+      ]),
+    )
+    const served = new Map<string, string>()
     for (const asset of assets) {
-      expect(asset).toMatch(/^\/console\/console\.[0-9a-f]{12}\.(js|css)$/)
+      expect(asset).toMatch(/^\/console\/[a-z-]+\.[0-9a-f]{12}\.(js|css)$/)
       const response = await fetch(`${rig.proxy.admin}${asset}`)
       expect(response.status).toBe(200)
       expect(response.headers.get('cache-control')).toBe('public, max-age=31536000, immutable')
+      served.set(asset, await response.text())
+    }
+    // Each module imports its siblings under their hashed names, all of them served and preloaded.
+    for (const [asset, text] of served) {
+      if (!asset.endsWith('.js')) continue
+      for (const [, imported] of text.matchAll(/\bfrom\s*'([^']+)'/g)) expect(assets).toContain(imported)
     }
     // Nothing from another origin: every URL in the page is relative, or data: for the empty favicon.
     expect(html).not.toMatch(/(?:src|href)="(?!\/|data:)/)
@@ -118,7 +94,7 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, without a token${SKIPPED}`, () =
       .poll(() => page.locator('#generation').textContent())
       .toBe(String(await generation(rig.proxy.admin)))
     expect(await page.getByRole('img', { name: /weights: blue 100%, green 0%/ }).count()).toBe(1)
-    expect((page as unknown as { problems: string[] }).problems).toEqual([])
+    expect(page.problems).toEqual([])
     await page.context().close()
   })
 
