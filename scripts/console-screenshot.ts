@@ -1,5 +1,6 @@
 // Takes docs/console.png, the README's picture of the console: a demo proxy with a progressive rollout held at a
-// manual gate, traffic flowing (green a little slower and failing now and then), and the page in Debian's chromium.
+// manual gate, traffic flowing (green a little slower and failing now and then), a share of it mirrored (green
+// answering one path differently), and the page in Debian's chromium.
 //   node scripts/console-screenshot.ts            (about a minute: the charts need some traffic history)
 //   CHROMIUM=/path/to/chrome DURATION=20 node scripts/console-screenshot.ts
 
@@ -18,11 +19,14 @@ const output = new URL('../docs/console.png', import.meta.url).pathname
 
 function upstream(color: 'blue' | 'green', slowMs: number, failEvery: number) {
   let count = 0
-  const server = createServer((_req, res) => {
+  const server = createServer((req, res) => {
     const fail = failEvery > 0 && ++count % failEvery === 0
+    // Both colors answer alike, except that green has renamed a field on /api/users (what the mirror finds).
+    const path = (req.url ?? '/').split('?')[0]
+    const user = color === 'green' && path === '/api/users' ? { displayName: 'Ann' } : { name: 'Ann' }
     setTimeout(() => {
       res.writeHead(fail ? 500 : 200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify({ color }))
+      res.end(JSON.stringify({ path, user }))
     }, Math.random() * slowMs)
   })
   return new Promise<{ url: string; close: () => void }>((resolve) =>
@@ -59,11 +63,12 @@ async function post(path: string, body: unknown): Promise<void> {
 
 // Some history on blue alone, then the rollout: 10% for a third of the time, then 30% held at a manual gate.
 let running = true
+const paths = ['/', '/api/items', '/api/users', '/api/items']
 const traffic = (async () => {
   while (running) {
     await Promise.all(
-      Array.from({ length: 4 }, () =>
-        fetch(proxy)
+      paths.map((path) =>
+        fetch(`${proxy}${path}`)
           .then((r) => r.arrayBuffer())
           .catch(() => {}),
       ),
@@ -71,6 +76,7 @@ const traffic = (async () => {
     await new Promise((resolve) => setTimeout(resolve, 40))
   }
 })()
+await post('/mirror', { percent: 20 })
 await new Promise((resolve) => setTimeout(resolve, (seconds * 1000) / 3))
 await post('/rollout', {
   to: 'green',
@@ -89,6 +95,7 @@ try {
   await page.goto(admin)
   await page.getByRole('status', { name: 'Active color' }).waitFor()
   await page.locator('[data-chart="green-requests/s"]').waitFor()
+  await page.locator('#mirror-card[data-answered="200"]').waitFor({ state: 'attached' })
   await page.waitForTimeout(1500)
   await page.screenshot({ path: output, fullPage: true })
   console.log(`wrote ${output}`)
