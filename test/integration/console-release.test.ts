@@ -213,16 +213,19 @@ describe.skipIf(CHROMIUM_MISSING)(`the console during a release${SKIPPED}`, () =
     const rollout = page.locator('#rollout')
     await expect.poll(() => rollout.textContent(), SLOW).toContain('running')
     await confirmDialog(page, 'Promote to 100%')
-    await eventually(async () => (await servedBy(rig.proxy.url)) === 'green', {
-      timeout: 10_000,
-      message: 'the promoted rollout to send all traffic to green',
-    })
-    const { body } = await adminGet<{ weights: { green: number }; rollout: { status: string } }>(
-      rig.proxy.admin,
-      '/state',
+    // At 10% some requests already go to green: wait on the state, then check every request through the proxy.
+    const promoted = await eventually(
+      async () => {
+        const { body } = await adminGet<{ weights: { green: number }; rollout: { status: string } }>(
+          rig.proxy.admin,
+          '/state',
+        )
+        return body.weights.green === 100 ? body : undefined
+      },
+      { timeout: 10_000, message: 'the promoted rollout to give green all the traffic' },
     )
-    expect(body.weights.green).toBe(100)
-    expect(body.rollout.status).toBe('completed')
+    expect(promoted.rollout.status).toBe('completed')
+    for (let request = 0; request < 20; request++) expect(await servedBy(rig.proxy.url)).toBe('green')
     await expect.poll(() => rollout.textContent(), SLOW).toContain('completed')
     // The rollout's buttons go with it.
     expect(await page.getByRole('button', { name: 'Promote to 100%' }).isVisible()).toBe(false)
