@@ -27,7 +27,7 @@ export const CONSOLE_CSP = [
   "frame-ancestors 'none'",
 ].join('; ')
 
-interface Asset {
+export interface Asset {
   type: string
   body: Buffer
   gzipped: Buffer
@@ -43,8 +43,8 @@ const SIBLING_IMPORT = /^(import\b[^'"]*?\bfrom\s*)'\.\/([a-z0-9-]+\.js)'/gm
 
 /** The console's routes for the admin server: `/` and the hashed asset names, each a GET. */
 export function consoleRoutes(): Record<string, { GET: Serve }> {
-  const modules = new Map<string, { path: string; asset: Asset }>()
-  const script = hashedModule('console.js', modules, [])
+  const modules = linkModules(FILES, 'console.js')
+  const script = modules.get('console.js')!
   const style = hashed('console.css', readFileSync(new URL('console.css', FILES)), 'text/css; charset=utf-8')
   // The modules the entry imports, preloaded with it rather than found one import at a time.
   const preloads = [...modules.values()]
@@ -65,25 +65,34 @@ export function consoleRoutes(): Record<string, { GET: Serve }> {
   return routes
 }
 
-/** A module, its sibling imports first (depth first), each hashed once; `trail` catches an import cycle. */
-function hashedModule(
-  name: string,
-  modules: Map<string, { path: string; asset: Asset }>,
-  trail: string[],
-): { path: string; asset: Asset } {
-  const known = modules.get(name)
-  if (known) return known
-  if (trail.includes(name))
-    throw new Error(`the console's modules import each other: ${[...trail, name].join(' -> ')}`)
-  const source = readFileSync(new URL(name, FILES), 'utf8')
-  const linked = source.replace(
-    SIBLING_IMPORT,
-    (_whole, head: string, sibling: string) =>
-      `${head}'${hashedModule(sibling, modules, [...trail, name]).path}'`,
-  )
-  const module = hashed(name, Buffer.from(linked), JAVASCRIPT)
-  modules.set(name, module)
-  return module
+export interface LinkedModule {
+  /** `/console/<name>.<hash>.js`, the hash over the linked text. */
+  path: string
+  asset: Asset
+}
+
+/**
+ * The entry module in `dir` and every sibling it imports, by file name, each with its sibling imports pointed at
+ * their hashed paths (depth first, so a module is hashed after what it imports). An import cycle is refused.
+ */
+export function linkModules(dir: URL, entry: string): Map<string, LinkedModule> {
+  const modules = new Map<string, LinkedModule>()
+  const link = (name: string, trail: string[]): LinkedModule => {
+    const known = modules.get(name)
+    if (known) return known
+    if (trail.includes(name))
+      throw new Error(`the console's modules import each other: ${[...trail, name].join(' -> ')}`)
+    const source = readFileSync(new URL(name, dir), 'utf8')
+    const linked = source.replace(
+      SIBLING_IMPORT,
+      (_whole, head: string, sibling: string) => `${head}'${link(sibling, [...trail, name]).path}'`,
+    )
+    const module = hashed(name, Buffer.from(linked), JAVASCRIPT)
+    modules.set(name, module)
+    return module
+  }
+  link(entry, [])
+  return modules
 }
 
 function hashed(name: string, body: Buffer, type: string): { path: string; asset: Asset } {
