@@ -297,9 +297,10 @@ function renderStandby() {
   const drainedOn = replicas.filter((replica) => replica.drained).length
   const kept = Date.parse(standby.keepUntil) > Date.now()
   const safe = standby.safeToScaleDown === true
+  // What it still waits for, in words.
   const notYet = [
     kept ? `kept until ${when(standby.keepUntil)}` : '',
-    standby.drained ? '' : 'not drained everywhere',
+    standby.drained ? '' : 'not drained on every replica yet',
   ].filter(Boolean)
   const items = [
     h('p', {}, colorName(standby.color ?? '?'), ` on standby since ${when(standby.since)}`),
@@ -317,7 +318,7 @@ function renderStandby() {
         'dd',
         { 'data-standby': 'safe' },
         h('span', { class: `badge ${safe ? 'good' : 'warn'}`, text: safe ? 'yes' : 'no' }),
-        safe ? '' : ` (${notYet.join('; ') || 'not yet'})`,
+        safe ? '' : `: ${notYet.join('; ') || 'not yet'}`,
       ),
     ),
   ]
