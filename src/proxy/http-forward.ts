@@ -112,24 +112,20 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   dispatch(): void {
     const req = this.#req
     // Made once: a request tried again has no body or never had it read (retries.ts), so one stream serves all.
-    if (this.#body === undefined) {
-      const hasBody =
-        req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-      this.#body = hasBody ? requestBody(req) : null
-    }
+    if (this.#body === undefined) this.#body = hasBody(req) ? requestBody(req) : null
     this.#sent = false
     this.#upstream.outstanding++
     const dispatcher = this.#freshConnection ? this.#upstream.freshDispatcher : this.#upstream.dispatcher
+    // undici takes servername per request (untyped); see Upstream.servername.
+    const options: Dispatcher.DispatchOptions & { servername?: string | undefined } = {
+      path: req.url ?? '/',
+      method: req.method ?? 'GET',
+      headers: this.#headers,
+      body: this.#body,
+      servername: this.#upstream.servername,
+    }
     try {
-      dispatcher.dispatch(
-        {
-          path: req.url ?? '/',
-          method: req.method ?? 'GET',
-          headers: this.#headers,
-          body: this.#body,
-        },
-        this,
-      )
+      dispatcher.dispatch(options, this)
     } catch (error) {
       this.onResponseError(undefined, error as Error)
     }
@@ -276,6 +272,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     this.#clientGone = true
     this.#controller?.abort(new ClientClosedError('client closed the connection'))
   }
+}
+
+/**
+ * Whether the request has a body to forward. An HTTP/2 request (server.ts gives its compat objects the same
+ * interface) frames its body by DATA frames, with no Content-Length needed: it has one unless its HEADERS ended
+ * the stream.
+ */
+function hasBody(req: IncomingMessage): boolean {
+  const stream = (req as { stream?: { endAfterHeaders: boolean } }).stream
+  if (stream !== undefined) return !stream.endAfterHeaders
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
 }
 
 /**

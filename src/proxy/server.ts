@@ -1,6 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  Http2ServerResponse,
+  type Http2Session,
+} from 'node:http2'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
+import type { TLSSocket } from 'node:tls'
 import { type Color, isColor } from '../colors.ts'
 import type { Config } from '../config/types.ts'
 import { type AnsweredCode, ListenError, statusOf } from '../errors.ts'
@@ -15,6 +23,7 @@ import {
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { State } from '../state/state.ts'
+import { CertificateStore } from './certificates.ts'
 import { ColorDrainer, type DrainChange, type DrainStatus } from './drain.ts'
 import {
   codingsBesidesChunked,
@@ -24,6 +33,7 @@ import {
   upstreamRequestHeaders,
 } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome, type Route } from './http-forward.ts'
+import { HttpsRedirect } from './redirect.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
 import type { FailureReason } from './upstream-errors.ts'
@@ -69,7 +79,14 @@ class RouteError {
  * anything; a switch is a new snapshot, read by the very next request on every connection.
  */
 export class ProxyListener {
-  readonly server: Server
+  /** HTTP/1.1 (http or https), or with tls.http2 on, HTTP/2 and HTTP/1.1 over TLS (ALPN). */
+  readonly server: Server | Http2SecureServer
+  /** With `tls`: the certificates, re-read on renewal; update() applies a reloaded config's. */
+  readonly certificates: CertificateStore | undefined
+  readonly #redirect: HttpsRedirect | undefined
+  /** The HTTP/2 connections and the TLS sockets open, which an HTTP/2 server does not close for a drain itself. */
+  readonly #sessions = new Set<Http2Session>()
+  readonly #sockets = new Set<TLSSocket>()
   readonly #options: ProxyListenerOptions
   readonly #trusted: TrustedProxies
   readonly #forwardOptions: ForwardOptions
@@ -123,29 +140,91 @@ export class ProxyListener {
       onClosed: (websocket) => this.#drains.websocketClosed(websocket.color),
     })
     const clientRequest = timeouts.clientRequest
-    this.server = createServer(
-      {
-        keepAliveTimeout: timeouts.clientIdle,
-        // Node requires headersTimeout <= requestTimeout whenever the latter is on.
-        headersTimeout:
-          clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
-        requestTimeout: clientRequest,
-        // Node enforces the two above only when this timer fires (30 s by default), so a slowloris client set
-        // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
-        // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
-        connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
-        shouldUpgradeCallback: isWebSocketUpgrade,
-        noDelay: true,
-      },
-      this.#handleRequest,
-    )
+    const http1 = {
+      keepAliveTimeout: timeouts.clientIdle,
+      // Node requires headersTimeout <= requestTimeout whenever the latter is on.
+      headersTimeout:
+        clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
+      requestTimeout: clientRequest,
+      // Node enforces the two above only when this timer fires (30 s by default), so a slowloris client set
+      // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
+      // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
+      connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
+      shouldUpgradeCallback: isWebSocketUpgrade,
+      noDelay: true,
+    }
+    const tls = config.tls
+    if (tls === null) {
+      this.server = createServer(http1, this.#handleRequest)
+    } else {
+      this.certificates = new CertificateStore(tls, logger)
+      const secure = { ...this.certificates.serverOptions(), ...http1 }
+      const server = tls.http2.enabled
+        ? this.#createHttp2Server(secure)
+        : createHttpsServer(secure, this.#handleRequest)
+      this.certificates.attach(server)
+      server.on('secureConnection', this.#trackSocket)
+      this.server = server
+      if (tls.redirectFrom) this.#redirect = new HttpsRedirect(tls.redirectFrom, () => this.#port)
+    }
     this.server.on('upgrade', this.#handleUpgrade)
     this.server.on('connect', this.#handleConnect)
   }
 
-  listen(): Promise<AddressInfo> {
+  /**
+   * HTTP/2 over TLS, and HTTP/1.1 for clients that do not offer h2 (ALPN), WebSockets among them. Node's compat
+   * API hands HTTP/2 streams to the same request handler as HTTP/1.1 requests, with objects of the same shape.
+   * The limits bound what one connection may hold; Node itself answers the known floods: a client that resets
+   * streams as fast as it opens them (rapid reset, CVE-2023-44487) or sends endless CONTINUATION frames gets a
+   * GOAWAY and its connection closed (see README "TLS and HTTP/2").
+   */
+  #createHttp2Server(secure: object): Http2SecureServer {
+    const { http2 } = this.#options.config.tls!
+    const { clientIdle } = this.#options.config.proxy.timeouts
+    const server = createSecureServer(
+      {
+        ...secure,
+        allowHTTP1: true,
+        settings: {
+          maxConcurrentStreams: http2.maxConcurrentStreams,
+          maxHeaderListSize: http2.maxHeaderListSize,
+        },
+        maxSessionInvalidFrames: http2.maxSessionInvalidFrames,
+        maxSessionRejectedStreams: http2.maxSessionRejectedStreams,
+      },
+      this.#handleRequest as never,
+    )
+    server.on('session', (session: Http2Session) => {
+      this.#sessions.add(session)
+      session.once('close', () => this.#sessions.delete(session))
+      session.on('error', (error) => this.#options.logger.debug({ err: error }, 'HTTP/2 session error'))
+      // An idle connection closes after clientIdle, as HTTP/1.1 keep-alive ones do; one with streams open stays.
+      let open = 0
+      session.on('stream', (stream) => {
+        open++
+        stream.once('close', () => open--)
+      })
+      session.setTimeout(clientIdle, () => {
+        if (open === 0) session.close()
+      })
+      if (this.#draining) session.close()
+    })
+    return server
+  }
+
+  readonly #trackSocket = (socket: TLSSocket): void => {
+    this.#sockets.add(socket)
+    socket.once('close', () => this.#sockets.delete(socket))
+    socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'TLS client socket error'))
+  }
+
+  get #port(): number {
+    return (this.server.address() as AddressInfo | null)?.port ?? this.#options.config.listen.port
+  }
+
+  async listen(): Promise<AddressInfo> {
     const { host, port } = this.#options.config.listen
-    return new Promise((resolve, reject) => {
+    const address = await new Promise<AddressInfo>((resolve, reject) => {
       const failed = (error: NodeJS.ErrnoException) => reject(new ListenError('proxy', host, port, error))
       this.server.once('error', failed)
       this.server.listen(port, host, () => {
@@ -153,6 +232,21 @@ export class ProxyListener {
         resolve(this.server.address() as AddressInfo)
       })
     })
+    if (this.#redirect) {
+      try {
+        await this.#redirect.listen()
+      } catch (error) {
+        this.server.close()
+        throw error
+      }
+    }
+    this.certificates?.watch()
+    return address
+  }
+
+  /** Where tls.redirectFrom listens (its real port when the config said 0), or undefined without one. */
+  get redirectAddress(): AddressInfo | undefined {
+    return (this.#redirect?.server.address() as AddressInfo | null) ?? undefined
   }
 
   /** Requests and WebSockets being served right now. */
@@ -177,8 +271,13 @@ export class ProxyListener {
   async drain(graceMs: number): Promise<void> {
     this.#draining = true
     this.#drains.close()
+    this.certificates?.unwatch()
+    const redirectClosed = this.#redirect?.close()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeIdleConnections()
+    // An HTTP/2 server with allowHTTP1 has it too (for its HTTP/1.1 connections), untyped.
+    ;(this.server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
+    // A GOAWAY: HTTP/2 clients open no new streams, and each connection closes once its streams are done.
+    for (const session of this.#sessions) session.close()
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
@@ -191,8 +290,11 @@ export class ProxyListener {
     if (this.#inFlight > 0)
       this.#options.logger.warn({ requests: this.#inFlight }, 'grace period over, closing requests')
     this.#websockets.closeAll()
-    this.server.closeAllConnections()
+    if ('closeAllConnections' in this.server) this.server.closeAllConnections()
+    for (const session of this.#sessions) session.destroy()
+    for (const socket of this.#sockets) socket.destroy()
     await closed
+    await redirectClosed
     this.#websockets.close()
   }
 
@@ -245,7 +347,17 @@ export class ProxyListener {
   }
 
   /** This is no forward proxy: a CONNECT gets a status line that says so, where Node would just drop the socket. */
-  readonly #handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
+  readonly #handleConnect = (_req: IncomingMessage, socket: Duplex | Http2ServerResponse): void => {
+    // An HTTP/2 CONNECT is a stream of its own, answered like any request.
+    if (socket instanceof Http2ServerResponse) {
+      socket.setHeader('allow', ALLOWED_METHODS)
+      sendError(
+        socket as unknown as ServerResponse,
+        'BG_METHOD_NOT_ALLOWED',
+        'CONNECT is not supported: this is a reverse proxy',
+      )
+      return
+    }
     socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'CONNECT client socket error'))
     refuseSocket(
       socket,
@@ -328,7 +440,7 @@ export class ProxyListener {
     return {
       peer,
       trusted: this.#trusted.has(peer),
-      proto: 'http',
+      proto: this.certificates ? 'https' : 'http',
       preserveHost: this.#options.config.proxy.preserveHost,
     }
   }

@@ -1,6 +1,10 @@
+import { readFileSync } from 'node:fs'
+import { Agent as HttpsAgent } from 'node:https'
+import { isIP } from 'node:net'
+import type { ConnectionOptions } from 'node:tls'
 import { Pool } from 'undici'
 import type { Color } from '../colors.ts'
-import type { PoolConfig, TimeoutsConfig, UpstreamConfig } from '../config/types.ts'
+import type { PoolConfig, TimeoutsConfig, UpstreamConfig, UpstreamTlsConfig } from '../config/types.ts'
 
 /**
  * One upstream server and its keep-alive connections (an undici Pool: its `dispatcher`). Created once at start-up
@@ -13,15 +17,25 @@ export class Upstream {
   readonly origin: string
   /** Where requests to it are dispatched: undici's pool of keep-alive connections to it. */
   readonly dispatcher: Pool
+  /**
+   * The name every request to an https:// upstream sends (SNI) and checks its certificate against. Passed with each
+   * request: undici would otherwise take it from the request's Host, which is the client's with preserveHost.
+   */
+  readonly servername: string | undefined
+  /** The TLS options of its pool (upstreamTlsOptions), for WebSockets' connections; undefined for http://. */
+  readonly tls: ConnectionOptions | undefined
   /** Requests and WebSockets in flight to this upstream. */
   outstanding = 0
   readonly #options: Pool.Options
   #fresh: Pool | undefined
+  #websocketAgent: HttpsAgent | undefined
 
   constructor(color: Color, config: UpstreamConfig, pool: PoolConfig, timeouts: TimeoutsConfig) {
     this.color = color
     this.url = config.url
     this.origin = config.origin
+    this.tls = config.origin.startsWith('https:') ? upstreamTlsOptions(pool.tls, config.origin) : undefined
+    this.servername = this.tls?.servername
     // undici's defaults suit a client, not an edge proxy: 300 s header and body timeouts, unbounded connections.
     this.#options = {
       connections: pool.maxConnectionsPerUpstream,
@@ -30,7 +44,7 @@ export class Upstream {
       bodyTimeout: timeouts.body,
       keepAliveTimeout: timeouts.upstreamIdle,
       keepAliveMaxTimeout: timeouts.upstreamIdle,
-      connect: { timeout: timeouts.connect, noDelay: true },
+      connect: { timeout: timeouts.connect, noDelay: true, ...this.tls },
     }
     this.dispatcher = new Pool(config.origin, this.#options)
   }
@@ -45,13 +59,40 @@ export class Upstream {
     return this.#fresh
   }
 
+  /** An agent that opens WebSockets' TLS connections with the pool's options (http-proxy-3 takes one). */
+  get websocketAgent(): HttpsAgent | undefined {
+    if (this.tls === undefined) return undefined
+    this.#websocketAgent ??= new HttpsAgent({ ...this.tls, keepAlive: false })
+    return this.#websocketAgent
+  }
+
   async close(): Promise<void> {
+    this.#websocketAgent?.destroy()
     await Promise.all([this.dispatcher.close(), this.#fresh?.close()])
   }
 
   async destroy(): Promise<void> {
+    this.#websocketAgent?.destroy()
     await Promise.all([this.dispatcher.destroy(), this.#fresh?.destroy()])
   }
+}
+
+/**
+ * The TLS options for connections to a pool's https:// upstream, from its `tls` config (files read now): one
+ * function, so a config reload can build them again the same way. The name sent and checked defaults to the
+ * upstream URL's host when it is a DNS name; for an IP address, set servername (else the request's Host is used).
+ */
+export function upstreamTlsOptions(config: UpstreamTlsConfig | null, origin: string): ConnectionOptions {
+  const host = new URL(origin).hostname
+  const servername = config?.servername ?? (isIP(host.replace(/^\[|\]$/g, '')) === 0 ? host : undefined)
+  const options: ConnectionOptions = { rejectUnauthorized: config?.rejectUnauthorized ?? true }
+  if (servername !== undefined) options.servername = servername
+  if (config?.ca !== undefined) options.ca = readFileSync(config.ca)
+  if (config?.cert !== undefined && config.key !== undefined) {
+    options.cert = readFileSync(config.cert)
+    options.key = readFileSync(config.key)
+  }
+  return options
 }
 
 export function createUpstreams(

@@ -98,6 +98,7 @@ describe('buildConfig', () => {
     const config = buildConfig(minimal, {})
     expect(config).toEqual({
       listen: { host: '0.0.0.0', port: 8080 },
+      tls: null,
       admin: {
         listen: { host: '127.0.0.1', port: 9090 },
         tokens: [],
@@ -109,6 +110,7 @@ describe('buildConfig', () => {
       pools: {
         blue: {
           upstreams: [{ url: 'http://127.0.0.1:3001', origin: 'http://127.0.0.1:3001' }],
+          tls: null,
           balance: 'round-robin',
           maxConnectionsPerUpstream: 128,
           healthCheck: {
@@ -128,6 +130,7 @@ describe('buildConfig', () => {
         },
         green: {
           upstreams: [],
+          tls: null,
           balance: 'round-robin',
           maxConnectionsPerUpstream: 128,
           healthCheck: {
