@@ -267,7 +267,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   readonly #onClientClose = (): void => {
     this.#options.inFlight.requestEnded(this.#upstream.color, this)
     this.#options.onResponseClose()
-    if (this.#finished || this.#res.writableFinished) return
+    // writableEnded, not writableFinished: an HTTP/2 stream the client reset reads as finished, though no
+    // response was ever ended, and its upstream request would go on holding a connection (rapid reset).
+    if (this.#finished || this.#res.writableEnded) return
     // The client went away mid-request: stop the upstream work too.
     this.#clientGone = true
     this.#controller?.abort(new ClientClosedError('client closed the connection'))

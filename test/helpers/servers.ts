@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll } from 'vitest'
 import { type App, startApp } from '../../src/app.ts'
 import { buildConfig } from '../../src/config/schema.ts'
-import { silentLogger } from '../../src/log.ts'
+import { type Logger, silentLogger } from '../../src/log.ts'
 import { eventually } from './eventually.ts'
 
 export const REPO = new URL('../..', import.meta.url).pathname
@@ -52,7 +52,12 @@ export async function startServer(handler: RequestListener, port = 0): Promise<T
 
 /** An upstream that answers with its name and echoes what it received, for routing and header tests. */
 export function echoUpstream(name: string): Promise<TestServer> {
-  return startServer(async (req: IncomingMessage, res: ServerResponse) => {
+  return startServer(echoHandler(name))
+}
+
+/** echoUpstream's request handler, for servers of other kinds (TLS, WebSockets) that echo too. */
+export function echoHandler(name: string): RequestListener {
+  return async (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const body = JSON.stringify({
@@ -65,7 +70,7 @@ export function echoUpstream(name: string): Promise<TestServer> {
     })
     res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name })
     res.end(body)
-  })
+  }
 }
 
 export function freePort(host = '127.0.0.1'): Promise<number> {
@@ -108,6 +113,7 @@ export interface TestProxy {
 export async function startProxy(
   pools: { blue: string[]; green: string[] },
   extra: Record<string, unknown> = {},
+  logger: Logger = silentLogger(),
 ): Promise<TestProxy> {
   const dir = await tempDir()
   const { state, ...rest } = extra as { state?: Record<string, unknown> }
@@ -122,7 +128,7 @@ export async function startProxy(
     },
     {},
   )
-  const app = await startApp(config, silentLogger())
+  const app = await startApp(config, logger)
   return {
     app,
     url: `http://127.0.0.1:${app.proxyAddress.port}`,
