@@ -94,7 +94,7 @@ export class ActiveChecks {
           verdict: new CheckVerdict(config.healthyThreshold, config.unhealthyThreshold),
           client: new Client(upstream.origin, {
             pipelining: 1,
-            connect: { timeout: config.timeout },
+            connect: { timeout: config.timeout, ...upstream.tls },
             headersTimeout: config.timeout,
             bodyTimeout: config.timeout,
           }),

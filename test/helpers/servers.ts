@@ -8,6 +8,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http'
+import { createServer as createHttpsServer, type ServerOptions } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -43,6 +44,29 @@ export async function startServer(handler: RequestListener, port = 0): Promise<T
     server,
     port: bound,
     url: `http://127.0.0.1:${bound}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+/** startServer over TLS: `tls` holds the certificate and key, and for mTLS the CA clients must be signed by. */
+export async function startHttpsServer(handler: RequestListener, tls: ServerOptions): Promise<TestServer> {
+  const server = createHttpsServer(tls, handler)
+  const sockets = new Set<{ destroy(): void; once(event: 'close', listener: () => void): void }>()
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  server.on('tlsClientError', () => {})
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const bound = (server.address() as AddressInfo).port
+  return {
+    server,
+    port: bound,
+    url: `https://127.0.0.1:${bound}`,
     close: async () => {
       for (const socket of sockets) socket.destroy()
       await new Promise((resolve) => server.close(resolve))
