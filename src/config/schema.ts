@@ -92,7 +92,6 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
   const substituted = substituteEnv(raw, env, '', check)
   const keys = [
     'listen',
-    'tls',
     'admin',
     'pools',
     'state',
@@ -105,6 +104,7 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'drain',
     'metrics',
     'smoke',
+    'tls',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
