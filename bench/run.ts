@@ -8,6 +8,7 @@ import { propagation } from './propagation.ts'
 import { rollback } from './rollback.ts'
 import { switching } from './switching.ts'
 import { throughput } from './throughput.ts'
+import { tlsBench } from './tls.ts'
 import { workers } from './workers.ts'
 
 console.log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'})`)
@@ -19,6 +20,7 @@ console.log(
 )
 await throughput()
 await peers()
+await tlsBench()
 await latency()
 await switching()
 await propagation()
