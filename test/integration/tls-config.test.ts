@@ -122,6 +122,35 @@ describe('TLS config', () => {
     expect(at('pools.green.tls')).toBe('applies to https:// upstreams, and this pool has none')
   })
 
+  it('bluegreen check shows the listener and pool TLS', async () => {
+    const file = await writeConfig(
+      dir.path,
+      {
+        listen: '127.0.0.1:8443',
+        tls: {
+          cert: 'leaf.pem',
+          key: 'leaf.key',
+          sni: [{ names: ['second.test'], cert: 'second.pem', key: 'second.key' }],
+          redirectFrom: ':8080',
+        },
+        pools: {
+          blue: {
+            upstreams: ['https://10.0.0.1:8443'],
+            tls: { ca: ca.cert, cert: 'leaf.pem', key: 'leaf.key' },
+          },
+          green: { upstreams: [] },
+        },
+      },
+      'check.json',
+    )
+    const result = await runCli(['check', '--config', file])
+    expect(result.code, result.stderr).toBe(0)
+    expect(result.stdout).toContain(
+      `proxy       127.0.0.1:8443 (https: h2 and HTTP/1.1, TLS 1.2+, certificate ${leaf.cert}, 1 more by SNI, redirect from 0.0.0.0:8080)\n`,
+    )
+    expect(result.stdout).toContain('TLS: own CA, client certificate)')
+  })
+
   it('bluegreen serve and check: exit 2 with the key path of a bad certificate', async () => {
     const file = await writeConfig(dir.path, {
       listen: '127.0.0.1:0',
