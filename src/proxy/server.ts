@@ -199,14 +199,18 @@ export class ProxyListener {
       session.once('close', () => this.#sessions.delete(session))
       session.on('error', (error) => this.#options.logger.debug({ err: error }, 'HTTP/2 session error'))
       // An idle connection closes after clientIdle, as HTTP/1.1 keep-alive ones do; one with streams open stays.
+      // The timer is set again when the last stream closes: one that fired during a long stream is not re-armed.
       let open = 0
       session.on('stream', (stream) => {
         open++
-        stream.once('close', () => open--)
+        stream.once('close', () => {
+          if (--open === 0 && !session.closed) session.setTimeout(clientIdle)
+        })
       })
-      session.setTimeout(clientIdle, () => {
+      session.on('timeout', () => {
         if (open === 0) session.close()
       })
+      session.setTimeout(clientIdle)
       if (this.#draining) session.close()
     })
     return server

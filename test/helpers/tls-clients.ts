@@ -30,7 +30,9 @@ export function http2Request(
   body?: string | Buffer[],
 ): Promise<Http2Answer> {
   return new Promise((resolve, reject) => {
-    const stream = session.request({ ':path': '/', ...headers }, { endStream: body === undefined })
+    // CONNECT has no :path (RFC 9113 8.5).
+    const path = headers[':method'] === 'CONNECT' ? {} : { ':path': '/' }
+    const stream = session.request({ ...path, ...headers }, { endStream: body === undefined })
     let text = ''
     let responseHeaders: IncomingHttpHeaders = {}
     stream.setEncoding('utf8')

@@ -11,6 +11,7 @@ import {
   echoUpstream,
   freePort,
   startProxy,
+  startServer,
   type TestProxy,
   type TestServer,
   tempDir,
@@ -172,6 +173,19 @@ describe('TLS and HTTP/2 on the public listener', () => {
     }
   })
 
+  it('CONNECT on HTTP/2 is answered 405, as on HTTP/1.1', async () => {
+    const session = await openHttp2(port, ca.certPem)
+    try {
+      const answer = await http2Request(session, { ':method': 'CONNECT', ':authority': 'example.com:443' })
+      expect(answer.status).toBe(405)
+      expect(answer.headers.allow).toContain('GET')
+      expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'BG_METHOD_NOT_ALLOWED' } })
+      expect((await http2Request(session)).status).toBe(200)
+    } finally {
+      session.close()
+    }
+  })
+
   it('SNI picks the certificate: an exact name, a wildcard, and the default for any other', async () => {
     expect((await peerCertificate(port, ca.certPem, 'other.test')).subject.CN).toBe('other.test')
     expect((await peerCertificate(port, ca.certPem, 'a.wild.test')).subject.CN).toBe('*.wild.test')
@@ -282,5 +296,59 @@ describe('TLS and HTTP/2 on the public listener', () => {
     const still = await peerCertificate(port, ca.certPem, 'localhost')
     expect(still.serialNumber).toBe(after.serialNumber)
     expect((await httpsGet(port, ca.certPem)).status).toBe(200)
+  })
+})
+
+describe('HTTP/2 connections: idle ones close, and a shutdown lets streams finish', () => {
+  let dir: { path: string; remove(): Promise<void> }
+  let ca: TestCa
+  let slow: TestServer
+  let proxy: TestProxy
+  let port: number
+
+  beforeAll(async () => {
+    dir = await tempDir('bluegreen-h2-close-')
+    ca = await makeCa(dir.path)
+    const leaf = await ca.issue('leaf', ['localhost', '127.0.0.1'])
+    slow = await startServer((req, res) => {
+      const delay = req.url === '/slow' ? 700 : 0
+      setTimeout(() => res.end(`done ${req.url}`), delay)
+    })
+    proxy = await startProxy(
+      { blue: [slow.url], green: [] },
+      { tls: { cert: leaf.cert, key: leaf.key }, proxy: { timeouts: { clientIdle: '300ms' } } },
+    )
+    port = proxy.app.proxyAddress.port
+  })
+
+  afterAll(async () => {
+    await proxy?.close()
+    await slow?.close()
+    await dir?.remove()
+  })
+
+  it('an HTTP/2 connection idle for clientIdle is closed; one with a stream in flight is not', async () => {
+    const session = await openHttp2(port, ca.certPem)
+    // A stream longer than clientIdle keeps the connection.
+    expect((await http2Request(session, { ':path': '/slow' })).body).toBe('done /slow')
+    await eventually(() => session.closed || session.destroyed, {
+      timeout: 10_000,
+      message: 'the idle connection to be closed',
+    })
+  })
+
+  it('at shutdown an open HTTP/2 connection gets a GOAWAY and its stream in flight finishes', async () => {
+    const session = await openHttp2(port, ca.certPem)
+    let goaway = false
+    session.once('goaway', () => {
+      goaway = true
+    })
+    const inFlight = http2Request(session, { ':path': '/slow' })
+    await eventually(() => proxy.app.snapshot() !== undefined)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const closed = proxy.app.close()
+    expect((await inFlight).body).toBe('done /slow')
+    await closed
+    expect(goaway).toBe(true)
   })
 })
