@@ -1,14 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import {
-  createSecureServer,
-  type Http2SecureServer,
-  Http2ServerResponse,
-  type Http2Session,
-} from 'node:http2'
-import { createServer as createHttpsServer } from 'node:https'
+import { type Http2SecureServer, Http2ServerResponse } from 'node:http2'
+import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { TLSSocket } from 'node:tls'
 import { type Color, isColor } from '../colors.ts'
 import type { Config } from '../config/types.ts'
 import { type AnsweredCode, ListenError, statusOf } from '../errors.ts'
@@ -36,6 +30,7 @@ import { type ForwardOptions, forward, type RequestOutcome, type Route } from '.
 import { HttpsRedirect } from './redirect.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
+import { createTlsServer, type SecureConnections } from './secure-server.ts'
 import type { FailureReason } from './upstream-errors.ts'
 import { WebSocketForwarder } from './ws-forward.ts'
 
@@ -79,14 +74,12 @@ class RouteError {
  * anything; a switch is a new snapshot, read by the very next request on every connection.
  */
 export class ProxyListener {
-  /** HTTP/1.1 (http or https), or with tls.http2 on, HTTP/2 and HTTP/1.1 over TLS (ALPN). */
-  readonly server: Server | Http2SecureServer
+  /** Plain HTTP/1.1; with `tls`, HTTP/2 and HTTP/1.1 over TLS (ALPN), or HTTPS only (tls.http2.enabled false). */
+  readonly server: Server | Http2SecureServer | HttpsServer
   /** With `tls`: the certificates, re-read on renewal; update() applies a reloaded config's. */
   readonly certificates: CertificateStore | undefined
+  readonly #secureConnections: SecureConnections | undefined
   readonly #redirect: HttpsRedirect | undefined
-  /** The HTTP/2 connections and the TLS sockets open, which an HTTP/2 server does not close for a drain itself. */
-  readonly #sessions = new Set<Http2Session>()
-  readonly #sockets = new Set<TLSSocket>()
   readonly #options: ProxyListenerOptions
   readonly #trusted: TrustedProxies
   readonly #forwardOptions: ForwardOptions
@@ -158,68 +151,20 @@ export class ProxyListener {
       this.server = createServer(http1, this.#handleRequest)
     } else {
       this.certificates = new CertificateStore(tls, logger)
-      const secure = { ...this.certificates.serverOptions(), ...http1 }
-      const server = tls.http2.enabled
-        ? this.#createHttp2Server(secure)
-        : createHttpsServer(secure, this.#handleRequest)
-      this.certificates.attach(server)
-      server.on('secureConnection', this.#trackSocket)
-      this.server = server
+      const secure = createTlsServer({
+        tls,
+        certificates: this.certificates,
+        http1,
+        clientIdle: timeouts.clientIdle,
+        logger,
+        handler: this.#handleRequest,
+      })
+      this.server = secure.server
+      this.#secureConnections = secure.connections
       if (tls.redirectFrom) this.#redirect = new HttpsRedirect(tls.redirectFrom, () => this.#port)
     }
     this.server.on('upgrade', this.#handleUpgrade)
     this.server.on('connect', this.#handleConnect)
-  }
-
-  /**
-   * HTTP/2 over TLS, and HTTP/1.1 for clients that do not offer h2 (ALPN), WebSockets among them. Node's compat
-   * API hands HTTP/2 streams to the same request handler as HTTP/1.1 requests, with objects of the same shape.
-   * The limits bound what one connection may hold; Node itself answers the known floods: a client that resets
-   * streams as fast as it opens them (rapid reset, CVE-2023-44487) or sends endless CONTINUATION frames gets a
-   * GOAWAY and its connection closed (see README "TLS and HTTP/2").
-   */
-  #createHttp2Server(secure: object): Http2SecureServer {
-    const { http2 } = this.#options.config.tls!
-    const { clientIdle } = this.#options.config.proxy.timeouts
-    const server = createSecureServer(
-      {
-        ...secure,
-        allowHTTP1: true,
-        settings: {
-          maxConcurrentStreams: http2.maxConcurrentStreams,
-          maxHeaderListSize: http2.maxHeaderListSize,
-        },
-        maxSessionInvalidFrames: http2.maxSessionInvalidFrames,
-        maxSessionRejectedStreams: http2.maxSessionRejectedStreams,
-      },
-      this.#handleRequest as never,
-    )
-    server.on('session', (session: Http2Session) => {
-      this.#sessions.add(session)
-      session.once('close', () => this.#sessions.delete(session))
-      session.on('error', (error) => this.#options.logger.debug({ err: error }, 'HTTP/2 session error'))
-      // An idle connection closes after clientIdle, as HTTP/1.1 keep-alive ones do; one with streams open stays.
-      // The timer is set again when the last stream closes: one that fired during a long stream is not re-armed.
-      let open = 0
-      session.on('stream', (stream) => {
-        open++
-        stream.once('close', () => {
-          if (--open === 0 && !session.closed) session.setTimeout(clientIdle)
-        })
-      })
-      session.on('timeout', () => {
-        if (open === 0) session.close()
-      })
-      session.setTimeout(clientIdle)
-      if (this.#draining) session.close()
-    })
-    return server
-  }
-
-  readonly #trackSocket = (socket: TLSSocket): void => {
-    this.#sockets.add(socket)
-    socket.once('close', () => this.#sockets.delete(socket))
-    socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'TLS client socket error'))
   }
 
   get #port(): number {
@@ -246,11 +191,6 @@ export class ProxyListener {
     }
     this.certificates?.watch()
     return address
-  }
-
-  /** Where tls.redirectFrom listens (its real port when the config said 0), or undefined without one. */
-  get redirectAddress(): AddressInfo | undefined {
-    return (this.#redirect?.server.address() as AddressInfo | null) ?? undefined
   }
 
   /** Requests and WebSockets being served right now. */
@@ -280,8 +220,7 @@ export class ProxyListener {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     // An HTTP/2 server with allowHTTP1 has it too (for its HTTP/1.1 connections), untyped.
     ;(this.server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
-    // A GOAWAY: HTTP/2 clients open no new streams, and each connection closes once its streams are done.
-    for (const session of this.#sessions) session.close()
+    this.#secureConnections?.goAway()
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
@@ -295,8 +234,7 @@ export class ProxyListener {
       this.#options.logger.warn({ requests: this.#inFlight }, 'grace period over, closing requests')
     this.#websockets.closeAll()
     if ('closeAllConnections' in this.server) this.server.closeAllConnections()
-    for (const session of this.#sessions) session.destroy()
-    for (const socket of this.#sockets) socket.destroy()
+    this.#secureConnections?.destroy()
     await closed
     await redirectClosed
     this.#websockets.close()
