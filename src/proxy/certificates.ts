@@ -2,6 +2,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import { createSecureContext, type SecureContext, type SecureContextOptions, type Server } from 'node:tls'
 import { pairProblem } from '../config/tls-schema.ts'
 import type { CertificateFiles, ListenerTlsConfig } from '../config/types.ts'
+import { ConfigError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 
 /** The certificates as last read: every pair's PEM text, and a context per SNI name. */
@@ -43,10 +44,19 @@ export class CertificateStore {
   #watched: string[] = []
   #settle: NodeJS.Timeout | undefined
 
-  /** Throws a CertificateProblem when a file cannot be used (the config check reads them first). */
+  /**
+   * Throws a ConfigError (exit 2) when a file cannot be used: the config check read them all already, so only a file
+   * changed since then gets here.
+   */
   constructor(config: ListenerTlsConfig, logger: Logger) {
     this.#logger = logger
-    this.#loaded = load(config)
+    try {
+      this.#loaded = load(config)
+    } catch (error) {
+      if (error instanceof CertificateProblem)
+        throw new ConfigError([{ path: 'tls', message: error.message }])
+      throw error
+    }
   }
 
   /** The options a TLS server starts with: the default certificate, the TLS floor, and the SNI callback. */

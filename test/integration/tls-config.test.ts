@@ -1,8 +1,10 @@
-import { writeFile } from 'node:fs/promises'
+import { copyFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildConfig } from '../../src/config/schema.ts'
 import { ConfigError, type ConfigProblem } from '../../src/errors.ts'
+import { silentLogger } from '../../src/log.ts'
+import { CertificateStore } from '../../src/proxy/certificates.ts'
 import { type CertificateFiles, makeCa, type TestCa } from '../helpers/certificates.ts'
 import { killRunningClis, runCli } from '../helpers/cli.ts'
 import { tempDir, writeConfig } from '../helpers/servers.ts'
@@ -120,6 +122,27 @@ describe('TLS config', () => {
     expect(at('pools.blue.tls.ca')).toMatch(/not a PEM certificate/)
     expect(at('pools.blue.tls.key')).toBe('required: a PEM private key file')
     expect(at('pools.green.tls')).toBe('applies to https:// upstreams, and this pool has none')
+  })
+
+  it('CertificateStore: a file gone since the check is a ConfigError; a broken update is refused whole', async () => {
+    const live = { cert: join(dir.path, 'store.pem'), key: join(dir.path, 'store.key') }
+    await copyFile(leaf.cert, live.cert)
+    await copyFile(leaf.key, live.key)
+    const config = buildConfig({ pools, tls: { cert: live.cert, key: live.key } }, {}, { baseDir: dir.path })
+    const store = new CertificateStore(config.tls!, silentLogger())
+    const before = store.contextFor('localhost')
+    await writeFile(live.key, 'garbage')
+    const problem = store.update()
+    expect(problem?.message).toMatch(/store\.key: not a PEM private key/)
+    expect(store.contextFor('localhost')).toBe(before)
+    // A pair from another certificate: each file fine, together not.
+    await copyFile(second.key, live.key)
+    expect(store.update()?.message).toMatch(/the key does not belong to the certificate/)
+    await copyFile(leaf.key, live.key)
+    expect(store.update()).toBeUndefined()
+    expect(store.contextFor('localhost')).not.toBe(before)
+    await rm(live.cert)
+    expect(() => new CertificateStore(config.tls!, silentLogger())).toThrow(ConfigError)
   })
 
   it('bluegreen check shows the listener and pool TLS', async () => {
