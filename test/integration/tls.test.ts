@@ -352,3 +352,44 @@ describe('HTTP/2 connections: idle ones close, and a shutdown lets streams finis
     expect(goaway).toBe(true)
   })
 })
+
+describe('tls.http2.enabled: false', () => {
+  let dir: { path: string; remove(): Promise<void> }
+  let ca: TestCa
+  let upstream: TestServer
+  let proxy: TestProxy
+
+  beforeAll(async () => {
+    dir = await tempDir('bluegreen-https-only-')
+    ca = await makeCa(dir.path)
+    const leaf = await ca.issue('leaf', ['localhost', '127.0.0.1'])
+    upstream = await echoUpstream('blue')
+    proxy = await startProxy(
+      { blue: [upstream.url], green: [] },
+      { tls: { cert: leaf.cert, key: leaf.key, http2: { enabled: false } } },
+    )
+  })
+
+  afterAll(async () => {
+    await proxy?.close()
+    await upstream?.close()
+    await dir?.remove()
+  })
+
+  it('serves HTTPS with HTTP/1.1 only: curl --http2 gets 1.1', async () => {
+    const port = proxy.app.proxyAddress.port
+    const answer = await curl([
+      '--http2',
+      '--cacert',
+      ca.cert,
+      '--resolve',
+      `localhost:${port}:127.0.0.1`,
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_version} %{http_code}',
+      `https://localhost:${port}/`,
+    ])
+    expect(answer.stdout).toBe('1.1 200')
+  })
+})
