@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { Agent as HttpsAgent } from 'node:https'
 import { isIP } from 'node:net'
-import type { ConnectionOptions } from 'node:tls'
+import { type ConnectionOptions, checkServerIdentity, type PeerCertificate } from 'node:tls'
 import { Pool } from 'undici'
 import type { Color } from '../colors.ts'
 import { sameValue } from '../config/changes.ts'
@@ -105,16 +105,33 @@ export function tlsOptionsOf(config: UpstreamConfig, pool: PoolConfig): Connecti
 }
 
 export function upstreamTlsOptions(config: UpstreamTlsConfig | null, origin: string): ConnectionOptions {
-  const host = new URL(origin).hostname
-  const servername = config?.servername ?? (isIP(host.replace(/^\[|\]$/g, '')) === 0 ? host : undefined)
+  const host = new URL(origin).hostname.replace(/^\[|\]$/g, '')
+  const address = isIP(host) !== 0
+  const servername = config?.servername ?? (address ? undefined : host)
   const options: ConnectionOptions = { rejectUnauthorized: config?.rejectUnauthorized ?? true }
   if (servername !== undefined) options.servername = servername
+  // An upstream named by its IP address, with no servername: undici sends the request's Host as the SNI name (the
+  // client's, with preserveHost), and Node would check the certificate against that name. Checked against the
+  // address instead, as nginx checks against the upstream's own name, whatever the client asked for.
+  else if (address) options.checkServerIdentity = identityCheckFor(host)
   if (config?.ca !== undefined) options.ca = readFileSync(config.ca)
   if (config?.cert !== undefined && config.key !== undefined) {
     options.cert = readFileSync(config.cert)
     options.key = readFileSync(config.key)
   }
   return options
+}
+
+const identityChecks = new Map<string, (name: string, cert: PeerCertificate) => Error | undefined>()
+
+/** One function per address, so that two option sets for the same upstream compare equal (a reload keeps it). */
+function identityCheckFor(address: string): (name: string, cert: PeerCertificate) => Error | undefined {
+  let check = identityChecks.get(address)
+  if (!check) {
+    check = (_name, cert) => checkServerIdentity(address, cert)
+    identityChecks.set(address, check)
+  }
+  return check
 }
 
 export function createUpstreams(

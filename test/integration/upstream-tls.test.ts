@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http'
+import { type IncomingMessage, request } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -131,6 +131,25 @@ describe('TLS to upstreams, per pool', () => {
         expect(websocket.response.headers['x-upstream']).toBe('private')
         websocket.socket.destroy()
       }
+    })
+
+    it("checks an IP-named upstream's certificate against its address, whatever Host the client sends", async () => {
+      // With preserveHost (the default) undici sends the client's Host as the SNI name; the certificate names the
+      // upstream's IP, not that name, and is still the upstream's. Before the fix: 502 (tls), altname invalid.
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(`${proxy.url}/`, { headers: { host: 'shop.example.com' } }, (res) => {
+          let body = ''
+          res.setEncoding('utf8')
+          res.on('data', (chunk: string) => {
+            body += chunk
+          })
+          res.once('end', () => resolve({ status: res.statusCode ?? 0, body }))
+        })
+        req.once('error', reject)
+        req.end()
+      })
+      expect(answer.status, answer.body).toBe(200)
+      expect((JSON.parse(answer.body) as Echo).name).toBe('private')
     })
 
     it('fails clearly without it: 502 naming tls, a tls reason in the metric and in the health details', async () => {
