@@ -100,7 +100,7 @@ describe('planReload', () => {
     // Turning TLS on makes another listener: a restart. A pool's TLS options reload (the upstreams are replaced).
     expect(planReload(running, withTls, RELOADABLE_KEYS).needsRestart).toEqual(['tls'])
     expect(planReload(running, poolTls, RELOADABLE_KEYS).needsRestart).toEqual([])
-    expect(planReload(running, unknown, RELOADABLE_KEYS).needsRestart).toEqual(['future.setting'])
+    expect(planReload(running, unknown, RELOADABLE_KEYS).needsRestart).toEqual(['future'])
   })
 
   it('every section names at least one key, and no key belongs to two sections', () => {
