@@ -125,6 +125,10 @@ export async function startBluegreen(
           {},
           options.quiet,
         )
+  if (config.tls) {
+    await waitForTls(port)
+    return { child, url: `https://127.0.0.1:${port}` }
+  }
   const url = `http://127.0.0.1:${port}`
   await waitForHttp(`${url}/`)
   return { child, url }
@@ -355,7 +359,8 @@ ${http}
     '-g',
     'daemon off;',
   ])
-  await waitForHttp(`http://127.0.0.1:${port}/`)
+  if (/\bssl\b/.test(http)) await waitForTls(port)
+  else await waitForHttp(`http://127.0.0.1:${port}/`)
   return child
 }
 
@@ -377,15 +382,137 @@ export async function startFastUpstream(port: number): Promise<{ child: ChildPro
   return { child: await startNginx(server, port), kind: 'nginx return 200, 1 worker' }
 }
 
-/** nginx as a reverse proxy to `upstream` ("127.0.0.1:PORT"), one worker, a keep-alive upstream pool. */
-export function startNginxProxy(port: number, upstream: string): Promise<ChildProcess> {
+/** A certificate and key (PEM files) for the servers under test to share. */
+export interface BenchCertificate {
+  cert: string
+  key: string
+}
+
+/** A self-signed EC P-256 certificate for 127.0.0.1 and localhost (openssl), in a fresh temp dir. */
+export async function makeBenchCertificate(): Promise<BenchCertificate> {
+  const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-cert-'))
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ])
+  return { cert, key }
+}
+
+/** Waits until a TLS handshake with 127.0.0.1:port succeeds (the certificate is not checked). */
+export async function waitForTls(port: number, timeoutMs = 10_000): Promise<void> {
+  const { connect } = await import('node:tls')
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const connected = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.once('error', () => resolve(false))
+    })
+    if (connected) return
+    if (Date.now() > deadline) throw new Error(`127.0.0.1:${port} did not come up with TLS`)
+    await sleep(50)
+  }
+}
+
+/**
+ * Caddy (a Go proxy, as Traefik is) as a reverse proxy to `upstream`, from a Caddyfile written now: admin API and
+ * automatic HTTPS off, no access log; with `tls`, HTTPS (h2 and HTTP/1.1) with that certificate.
+ */
+export async function startCaddyProxy(
+  port: number,
+  upstream: string,
+  tls?: BenchCertificate,
+): Promise<ChildProcess> {
+  const dir = await mkdtemp(join(tmpdir(), 'bluegreen-bench-caddy-'))
+  const site = tls
+    ? `https://127.0.0.1:${port} {\n  tls ${tls.cert} ${tls.key}\n  reverse_proxy ${upstream}\n}`
+    : `http://127.0.0.1:${port} {\n  reverse_proxy ${upstream}\n}`
+  const caddyfile = `{\n  admin off\n  auto_https off\n}\n${site}\n`
+  await writeFile(join(dir, 'Caddyfile'), caddyfile)
+  const child = startProcess(
+    'caddy',
+    ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'],
+    { XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir, HOME: dir },
+    /"level":"(info|warn)"/,
+  )
+  if (tls) await waitForTls(port)
+  else await waitForHttp(`http://127.0.0.1:${port}/`)
+  return child
+}
+
+/** h2load: HTTP/2 load with `connections` connections of `streams` concurrent streams each. */
+export async function h2loadLoad(
+  url: string,
+  seconds: number,
+  connections: number,
+  streams: number,
+): Promise<LoadResult> {
+  const args = ['-t1', `-c${connections}`, `-m${streams}`, `-D${seconds}`, url]
+  const { stdout } = await run('h2load', args, { timeout: (seconds + 30) * 1000 })
+  const rps = Number(stdout.match(/finished in [\d.]+\w+, ([\d.]+) req\/s/)?.[1] ?? Number.NaN)
+  const requests = stdout.match(
+    /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/,
+  )
+  const status = stdout.match(/status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/)
+  const toMs = (text: string | undefined): number => {
+    const match = text?.match(/([\d.]+)(us|ms|s)/)
+    if (!match) return Number.NaN
+    const value = Number(match[1])
+    return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value
+  }
+  // h2load gives min, max, mean and sd of request times, no percentiles: the mean stands in for p50.
+  const times = stdout.match(/time for request:\s+(\S+)\s+(\S+)\s+(\S+)/)
+  return {
+    requestsPerSecond: rps,
+    latencyP50Ms: toMs(times?.[3]),
+    latencyP99Ms: toMs(times?.[2]),
+    errors: requests ? Number(requests[5]) + Number(requests[6]) : Number.NaN,
+    non2xx: status ? Number(status[2]) + Number(status[3]) + Number(status[4]) : 0,
+  }
+}
+
+/**
+ * nginx as a reverse proxy to `upstream` ("127.0.0.1:PORT"), one worker, a keep-alive upstream pool; with `tls`,
+ * HTTPS with that certificate, h2 and HTTP/1.1 (ALPN).
+ */
+export function startNginxProxy(
+  port: number,
+  upstream: string,
+  tls?: BenchCertificate,
+): Promise<ChildProcess> {
+  // "listen ... http2": the nginx of Debian 12 (1.22) predates "http2 on".
+  const listen = tls
+    ? `listen 127.0.0.1:${port} ssl http2;
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;`
+    : `listen 127.0.0.1:${port};`
   const http = `  upstream backend {
     server ${upstream};
     keepalive 64;
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:${port};
+    ${listen}
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;

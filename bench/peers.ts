@@ -1,7 +1,8 @@
 // Question: how does bluegreen-proxy (every feature at its default: metrics on, default logging) compare with the
 // proxies people would otherwise run? The upstream directly (the ceiling), bluegreen, a minimal http-proxy-3 proxy,
-// @fastify/http-proxy, nginx (one worker: a per-core comparison) and the floor of bluegreen's own stack (node:http
-// into an undici Pool, nothing else), all on one fast upstream, alternated rounds (A B C D E F, A B C D E F, ...)
+// @fastify/http-proxy, nginx (one worker: a per-core comparison), Caddy (a Go proxy, as Traefik is; its TLS and
+// HTTP/2 figures are in bench/tls.ts) and the floor of bluegreen's own stack (node:http into an undici Pool,
+// nothing else), all on one fast upstream, alternated rounds (A B C D E F, A B C D E F, ...)
 // per load generator, medians and ratios from the same run. Where taskset is on PATH, the server under test has a
 // core to itself (see pin() in lib.ts).
 import type { ChildProcess } from 'node:child_process'
@@ -22,6 +23,7 @@ import {
   processTree,
   REPO,
   startBluegreen,
+  startCaddyProxy,
   startFastUpstream,
   startNginxProxy,
   startProcess,
@@ -96,6 +98,9 @@ export async function peers(): Promise<Record<string, unknown>> {
     if (await hasCommand('nginx'))
       await add('nginx', (port) => startNginxProxy(port, `127.0.0.1:${upstreamPort}`))
     else console.log('skipped: nginx not on PATH (no nginx proxy in the comparison)')
+    if (await hasCommand('caddy'))
+      await add('caddy', (port) => startCaddyProxy(port, `127.0.0.1:${upstreamPort}`))
+    else console.log('skipped: caddy not on PATH (no Caddy proxy in the comparison)')
 
     for (const tool of tools) {
       const byContender: Record<string, CpuSample[]> = {}
@@ -159,6 +164,7 @@ export async function peers(): Promise<Record<string, unknown>> {
         'vs http-proxy-3 (target 2.5x)': ratio('http-proxy-3', of),
         'vs fastify (target 1.5x)': ratio('fastify', of),
         'vs nginx per core (target 0.3x, aim 0.5x)': ratio('nginx', of),
+        'vs caddy per core': ratio('caddy', of),
         'vs undici (minimal), its own floor': ratio('undici (minimal)', of),
       })
     }

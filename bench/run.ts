@@ -10,6 +10,7 @@ import { reload } from './reload.ts'
 import { rollback } from './rollback.ts'
 import { switching } from './switching.ts'
 import { throughput } from './throughput.ts'
+import { tlsBench } from './tls.ts'
 import { workers } from './workers.ts'
 
 console.log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'})`)
@@ -21,6 +22,7 @@ console.log(
 )
 await throughput()
 await peers()
+await tlsBench()
 await latency()
 await switching()
 await propagation()

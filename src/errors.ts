@@ -214,7 +214,12 @@ export function asUnavailable(error: unknown, context: string): BlueGreenError {
 export class ListenError extends Error {
   readonly code: string | undefined
 
-  constructor(listener: 'proxy' | 'admin', host: string, port: number, cause: NodeJS.ErrnoException) {
+  constructor(
+    listener: 'proxy' | 'admin' | 'HTTPS redirect',
+    host: string,
+    port: number,
+    cause: NodeJS.ErrnoException,
+  ) {
     const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
     const reason =
       cause.code === 'EADDRINUSE'

@@ -41,6 +41,8 @@ export const RELOAD_SECTIONS: readonly ReloadSection[] = [
       'pools.*.maxConnectionsPerUpstream',
       'pools.*.healthCheck',
       'pools.*.outlier',
+      // Their TLS options (files read again): an upstream whose options change is replaced, the old one drains.
+      'pools.*.tls',
       // The upstream connection pools are made with these.
       'proxy.timeouts.connect',
       'proxy.timeouts.header',
@@ -91,6 +93,16 @@ export const RELOAD_SECTIONS: readonly ReloadSection[] = [
       'rollout',
     ],
     apply: ({ guard }, next) => guard.reconfigure(next.rollback, next.rollout),
+  },
+  {
+    // The listener's certificates: new handshakes get the new set, open connections keep theirs. The files were read
+    // and checked with the new config; one changed since then leaves the running certificates (update() logs it).
+    // Adding or removing `tls`, its HTTP/2 settings or redirectFrom changes the listener itself: a restart.
+    name: 'certificates',
+    keys: ['tls.cert', 'tls.key', 'tls.sni', 'tls.minVersion', 'tls.watchInterval'],
+    apply: ({ proxy }, next) => {
+      if (next.tls) proxy.certificates?.update(next.tls)
+    },
   },
   {
     // Read from the running config when shutdown begins: nothing to apply.

@@ -8,7 +8,7 @@ export function describeConfig(config: Config, file: string): string {
   const lines = [
     `${file}: the configuration is valid`,
     '',
-    `proxy       ${address(config.listen)}`,
+    `proxy       ${address(config.listen)}${listenerTls(config)}`,
     `admin       ${address(config.admin.listen)}, ${tokens(config)}`,
     ...COLORS.map((color) => `${color.padEnd(12)}${pool(config.pools[color])}`),
     `state       ${store(config.state)}, initial ${config.state.initial}`,
@@ -25,6 +25,18 @@ function address({ host, port }: ListenAddress): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
+function listenerTls({ tls }: Config): string {
+  if (tls === null) return ''
+  const parts = [
+    tls.http2.enabled ? 'h2 and HTTP/1.1' : 'HTTP/1.1',
+    `${tls.minVersion.replace('TLSv', 'TLS ')}+`,
+    `certificate ${tls.cert}`,
+  ]
+  if (tls.sni.length > 0) parts.push(`${tls.sni.length} more by SNI`)
+  if (tls.redirectFrom) parts.push(`redirect from ${address(tls.redirectFrom)}`)
+  return ` (https: ${parts.join(', ')})`
+}
+
 function tokens(config: Config): string {
   const names = config.admin.tokens.map((token) => token.name)
   return names.length === 0 ? 'no token asked for changes' : `token(s): ${names.join(', ')}`
@@ -35,7 +47,10 @@ function pool(pool: PoolConfig): string {
   const check = pool.healthCheck.enabled
     ? `health check ${pool.healthCheck.path} every ${seconds(pool.healthCheck.interval)}`
     : 'no active health check'
-  return `${pool.upstreams.map((upstream) => upstream.url).join(', ')} (${pool.balance}, ${check})`
+  const tls = pool.tls
+    ? `, TLS: ${pool.tls.ca ? 'own CA' : 'system CAs'}${pool.tls.cert ? ', client certificate' : ''}`
+    : ''
+  return `${pool.upstreams.map((upstream) => upstream.url).join(', ')} (${pool.balance}, ${check}${tls})`
 }
 
 function store(state: StateConfig): string {

@@ -16,7 +16,7 @@ export function changedKeys(running: Config, next: Config): string[] {
 }
 
 /** Keys the file writes as one value ("listen: 0.0.0.0:8080") that the Config holds as an object. */
-const WRITTEN_AS_ONE = new Set(['listen', 'admin.listen'])
+const WRITTEN_AS_ONE = new Set(['listen', 'admin.listen', 'tls.redirectFrom'])
 
 function compare(before: unknown, after: unknown, path: string, changed: string[]): void {
   if (isRecord(before) && isRecord(after) && !WRITTEN_AS_ONE.has(path)) {

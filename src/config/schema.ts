@@ -15,6 +15,7 @@ import {
 } from './operations-schema.ts'
 import { buildRetries } from './retries-schema.ts'
 import { buildSmoke } from './smoke-schema.ts'
+import { buildListenerTls, buildUpstreamTls } from './tls-schema.ts'
 import type {
   Config,
   ListenAddress,
@@ -77,7 +78,7 @@ const redisUrl = (value: unknown) =>
 
 export interface BuildOptions {
   /**
-   * What relative file paths (state.path, tlsCaFile, lastStateFile) are relative to: the config file's directory
+   * What relative file paths (state.path, tlsCaFile, lastStateFile, tls files) are relative to: the config file's directory
    * (loadConfig passes it), so a config means the same files whichever directory the proxy is started from.
    * Without a file, the current directory.
    */
@@ -109,12 +110,14 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
     'standby',
     'notify',
     'mirror',
+    'tls',
   ]
   const root = check.section({ path: '', value: substituted }, keys)
   const config: Config = {
     listen: check.read(root.field('listen'), { host: '0.0.0.0', port: 8080 }, parseListen, LISTEN_EXPECTED),
+    tls: buildListenerTls(check, root.field('tls'), baseDir),
     admin: buildAdmin(check, root.field('admin')),
-    pools: buildPools(check, root.field('pools')),
+    pools: buildPools(check, root.field('pools'), baseDir),
     state: buildState(check, root.field('state'), baseDir),
     proxy: buildProxy(check, root.field('proxy')),
     routing: buildRouting(check, root.field('routing')),
@@ -134,11 +137,11 @@ export function buildConfig(raw: unknown, env: NodeJS.ProcessEnv, options: Build
   return deepFreeze(config)
 }
 
-function buildPools(check: Checker, field: Field): Record<Color, PoolConfig> {
+function buildPools(check: Checker, field: Field, baseDir: string): Record<Color, PoolConfig> {
   const pools = check.section(field, COLORS, { required: true })
   const built = {
-    blue: buildPool(check, pools.field('blue'), pools.present),
-    green: buildPool(check, pools.field('green'), pools.present),
+    blue: buildPool(check, pools.field('blue'), pools.present, baseDir),
+    green: buildPool(check, pools.field('green'), pools.present, baseDir),
   }
   // A pool with no upstreams is a color with nothing deployed yet; one of the two must serve traffic.
   const empty = (pool: unknown) =>
@@ -150,10 +153,10 @@ function buildPools(check: Checker, field: Field): Record<Color, PoolConfig> {
   return built
 }
 
-function buildPool(check: Checker, field: Field, required: boolean): PoolConfig {
+function buildPool(check: Checker, field: Field, required: boolean, baseDir: string): PoolConfig {
   const pool = check.section(
     field,
-    ['upstreams', 'balance', 'maxConnectionsPerUpstream', 'healthCheck', 'outlier'],
+    ['upstreams', 'balance', 'maxConnectionsPerUpstream', 'healthCheck', 'outlier', 'tls'],
     { required },
   )
   const upstreams: UpstreamConfig[] = []
@@ -166,8 +169,14 @@ function buildPool(check: Checker, field: Field, required: boolean): PoolConfig 
     else seen.set(upstream.origin, item.path)
     upstreams.push(upstream)
   }
+  const tlsField = pool.field('tls')
+  const tls = buildUpstreamTls(check, tlsField, baseDir)
+  if (tls && upstreams.length > 0 && !upstreams.some((upstream) => upstream.origin.startsWith('https:'))) {
+    check.report(tlsField.path, 'applies to https:// upstreams, and this pool has none')
+  }
   return {
     upstreams,
+    tls,
     balance: check.oneOf(pool.field('balance'), ['round-robin', 'least-outstanding'], 'round-robin'),
     maxConnectionsPerUpstream: check.read(
       pool.field('maxConnectionsPerUpstream'),
@@ -391,5 +400,15 @@ function checkListenersDiffer(check: Checker, config: Config): void {
   if (overlap(config.admin.listen, config.listen)) {
     const { host, port } = config.listen
     check.report('admin.listen', `conflicts with listen (${host}:${port}); the admin API needs its own port`)
+  }
+  const redirectFrom = config.tls?.redirectFrom
+  if (redirectFrom && !check.hasProblem('tls.redirectFrom')) {
+    for (const [key, address] of [
+      ['listen', config.listen],
+      ['admin.listen', config.admin.listen],
+    ] as const) {
+      if (overlap(redirectFrom, address))
+        check.report('tls.redirectFrom', `conflicts with ${key} (${address.host}:${address.port})`)
+    }
   }
 }

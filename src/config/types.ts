@@ -40,8 +40,23 @@ export interface OutlierConfig {
   maxEjectedPercent: number
 }
 
+/** TLS to a pool's https:// upstreams (README "TLS and HTTP/2"). Files are absolute paths, read at start-up. */
+export interface UpstreamTlsConfig {
+  /** PEM CA certificates to trust instead of the system's; undefined: the system's. */
+  ca: string | undefined
+  /** The name sent (SNI) and checked in the upstream's certificate; undefined: the upstream URL's host. */
+  servername: string | undefined
+  /** A client certificate and its key (PEM), for upstreams that ask for one (mTLS). */
+  cert: string | undefined
+  key: string | undefined
+  /** Check the upstream's certificate (the default); false accepts any, for tests only. */
+  rejectUnauthorized: boolean
+}
+
 export interface PoolConfig {
   upstreams: readonly UpstreamConfig[]
+  /** TLS to https:// upstreams; null: Node's defaults (the system's CAs). */
+  tls: UpstreamTlsConfig | null
   balance: Balance
   /** Keep-alive connections per upstream, at most. */
   maxConnectionsPerUpstream: number
@@ -280,8 +295,45 @@ export interface MetricsConfig {
   enabled: boolean
 }
 
+/** A certificate and its private key (PEM files, absolute paths). */
+export interface CertificateFiles {
+  cert: string
+  key: string
+}
+
+/** A certificate served to clients that ask (SNI) for one of its names; "*.example.com" matches one label. */
+export interface SniCertificate extends CertificateFiles {
+  names: readonly string[]
+}
+
+/** HTTP/2 to clients over TLS, and its limits (README "TLS and HTTP/2"). */
+export interface Http2Config {
+  /** Offer h2 in ALPN (HTTP/1.1 stays for clients without it); false: HTTP/1.1 only. */
+  enabled: boolean
+  /** Streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams: number
+  /** Bytes of request headers (HPACK-decoded, 32 bytes per field added) a stream may send. */
+  maxHeaderListSize: number
+  /** Invalid frames a connection may send before it is closed. */
+  maxSessionInvalidFrames: number
+  /** Streams a connection may have refused (over the limit, reset at once) before it is closed. */
+  maxSessionRejectedStreams: number
+}
+
+/** TLS on the public listener; null: plain HTTP/1.1. */
+export interface ListenerTlsConfig extends CertificateFiles {
+  sni: readonly SniCertificate[]
+  minVersion: 'TLSv1.2' | 'TLSv1.3'
+  /** How often the certificate files are looked at for a renewal; 0: never. */
+  watchInterval: number
+  /** A plain-HTTP listener that answers every request with a 308 to the same URL over https; null: none. */
+  redirectFrom: ListenAddress | null
+  http2: Http2Config
+}
+
 export interface Config {
   listen: ListenAddress
+  tls: ListenerTlsConfig | null
   admin: AdminConfig
   pools: Readonly<Record<Color, PoolConfig>>
   state: StateConfig

@@ -106,7 +106,7 @@ export class ActiveChecks {
           verdict: startingVerdict(config, unhealthy(upstream)),
           client: new Client(upstream.origin, {
             pipelining: 1,
-            connect: { timeout: config.timeout },
+            connect: { timeout: config.timeout, ...upstream.tls },
             headersTimeout: config.timeout,
             bodyTimeout: config.timeout,
           }),

@@ -1,5 +1,6 @@
 import type { Dispatcher } from 'undici'
 import type { HealthCheckConfig } from '../config/types.ts'
+import { isTlsFailure } from '../proxy/upstream-errors.ts'
 import type { Upstream } from '../routing/upstream.ts'
 
 export interface ProbeResult {
@@ -51,6 +52,8 @@ function describeFailure(error: unknown, timeout: number): string {
   const { name, code, message } = error as { name?: unknown; code?: unknown; message?: unknown }
   // AbortSignal.timeout's reason is a DOMException whose code is the number 23: name it instead.
   if (name === 'TimeoutError') return `no answer within ${timeout} ms`
+  // A TLS failure says what the handshake found ("tls: UNABLE_TO_VERIFY_LEAF_SIGNATURE unable to verify ...").
+  if (typeof code === 'string' && isTlsFailure(code)) return `tls: ${code} ${String(message)}`
   if (typeof code === 'string') return code
   return typeof message === 'string' ? message : String(error)
 }

@@ -82,6 +82,8 @@ export interface ForwardingInfo {
 /**
  * The headers to send upstream, as a flat [name, value, ...] list built from the client's raw headers:
  * hop-by-hop headers (and every header Connection names) dropped, X-Forwarded-For/-Proto/-Host set.
+ * An HTTP/2 request's pseudo-headers (first in its list) are dropped too, its :authority becoming the Host, and
+ * its cookies, which HTTP/2 may split over several fields, are joined into one header for HTTP/1.1 (RFC 9113 8.2.3).
  */
 export function upstreamRequestHeaders(rawHeaders: readonly string[], info: ForwardingInfo): string[] {
   const connection: string[] = []
@@ -96,11 +98,26 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
   let forwardedProto: string | undefined
   let forwardedHost: string | undefined
   let host: string | undefined
+  let authority: string | undefined
+  let http2 = false
+  let cookieAt = -1
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!
     const value = rawHeaders[i + 1]!
+    if (name.charCodeAt(0) === 58 /* ":" */) {
+      http2 = true
+      if (name === ':authority') authority = value
+      continue
+    }
     const lower = name.toLowerCase()
     if (HOP_BY_HOP.has(lower) || lower === 'expect' || named?.has(lower)) continue
+    if (http2 && lower === 'cookie') {
+      if (cookieAt !== -1) {
+        out[cookieAt] = `${out[cookieAt]}; ${value}`
+        continue
+      }
+      cookieAt = out.length + 1
+    }
     if (CLIENT_ADDRESS.has(lower) && !info.trusted) continue
     if (FORWARDING.has(lower)) {
       if (!info.trusted) continue
@@ -115,6 +132,10 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
       if (!info.preserveHost) continue
     }
     out.push(name, value)
+  }
+  if (host === undefined && authority !== undefined) {
+    host = authority
+    if (info.preserveHost) out.push('host', authority)
   }
   const peer = mappedIPv4(info.peer)
   out.push(

@@ -118,24 +118,23 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
     const req = this.#req
     // Made once: a request tried again has no body or never had it read (retries.ts), so one stream serves all.
     if (this.#body === undefined) {
-      const hasBody =
-        req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
-      this.#body = hasBody ? requestBody(req) : null
-      this.#copy?.requestStarted(hasBody)
+      const withBody = hasBody(req)
+      this.#body = withBody ? requestBody(req) : null
+      this.#copy?.requestStarted(withBody)
     }
     this.#sent = false
     this.#upstream.outstanding++
     const dispatcher = this.#freshConnection ? this.#upstream.freshDispatcher : this.#upstream.dispatcher
+    // undici takes servername per request (untyped); see Upstream.servername.
+    const options: Dispatcher.DispatchOptions & { servername?: string | undefined } = {
+      path: req.url ?? '/',
+      method: req.method ?? 'GET',
+      headers: this.#headers,
+      body: this.#body,
+      servername: this.#upstream.servername,
+    }
     try {
-      dispatcher.dispatch(
-        {
-          path: req.url ?? '/',
-          method: req.method ?? 'GET',
-          headers: this.#headers,
-          body: this.#body,
-        },
-        this,
-      )
+      dispatcher.dispatch(options, this)
     } catch (error) {
       this.onResponseError(undefined, error as Error)
     }
@@ -281,11 +280,24 @@ class ForwardHandler implements Dispatcher.DispatchHandler, DrainableRequest {
   readonly #onClientClose = (): void => {
     this.#options.inFlight.requestEnded(this.#upstream.color, this)
     this.#options.onResponseClose()
-    if (this.#finished || this.#res.writableFinished) return
+    // writableEnded, not writableFinished: an HTTP/2 stream the client reset reads as finished, though no
+    // response was ever ended, and its upstream request would go on holding a connection (rapid reset).
+    if (this.#finished || this.#res.writableEnded) return
     // The client went away mid-request: stop the upstream work too.
     this.#clientGone = true
     this.#controller?.abort(new ClientClosedError('client closed the connection'))
   }
+}
+
+/**
+ * Whether the request has a body to forward. An HTTP/2 request (server.ts gives its compat objects the same
+ * interface) frames its body by DATA frames, with no Content-Length needed: it has one unless its HEADERS ended
+ * the stream.
+ */
+function hasBody(req: IncomingMessage): boolean {
+  const stream = (req as { stream?: { endAfterHeaders: boolean } }).stream
+  if (stream !== undefined) return !stream.endAfterHeaders
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0'
 }
 
 /**

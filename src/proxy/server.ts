@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { type Http2SecureServer, Http2ServerResponse } from 'node:http2'
+import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { type Color, isColor } from '../colors.ts'
@@ -15,6 +17,7 @@ import {
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { State } from '../state/state.ts'
+import { CertificateStore } from './certificates.ts'
 import { ColorDrainer, type DrainChange, type DrainStatus } from './drain.ts'
 import {
   codingsBesidesChunked,
@@ -25,8 +28,10 @@ import {
 } from './headers.ts'
 import { type ForwardOptions, forward, type RequestOutcome, type Route } from './http-forward.ts'
 import type { Mirror } from './mirror.ts'
+import { HttpsRedirect } from './redirect.ts'
 import { rawErrorResponse, refuseSocket, sendError } from './respond.ts'
 import { type RetryDecision, RetryPolicy } from './retries.ts'
+import { createTlsServer, type SecureConnections } from './secure-server.ts'
 import type { FailureReason } from './upstream-errors.ts'
 import { WebSocketForwarder } from './ws-forward.ts'
 
@@ -72,7 +77,12 @@ class RouteError {
  * anything; a switch is a new snapshot, read by the very next request on every connection.
  */
 export class ProxyListener {
-  readonly server: Server
+  /** Plain HTTP/1.1; with `tls`, HTTP/2 and HTTP/1.1 over TLS (ALPN), or HTTPS only (tls.http2.enabled false). */
+  readonly server: Server | Http2SecureServer | HttpsServer
+  /** With `tls`: the certificates, re-read on renewal; update() applies a reloaded config's. */
+  readonly certificates: CertificateStore | undefined
+  readonly #secureConnections: SecureConnections | undefined
+  readonly #redirect: HttpsRedirect | undefined
   #options: ProxyListenerOptions
   #trusted: TrustedProxies
   readonly #forwardOptions: ForwardOptions
@@ -121,22 +131,36 @@ export class ProxyListener {
       onClosed: (websocket) => this.#drains.websocketClosed(websocket.color),
     })
     const clientRequest = timeouts.clientRequest
-    this.server = createServer(
-      {
-        keepAliveTimeout: timeouts.clientIdle,
-        // Node requires headersTimeout <= requestTimeout whenever the latter is on.
-        headersTimeout:
-          clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
-        requestTimeout: clientRequest,
-        // Node enforces the two above only when this timer fires (30 s by default), so a slowloris client set
-        // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
-        // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
-        connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
-        shouldUpgradeCallback: isWebSocketUpgrade,
-        noDelay: true,
-      },
-      this.#handleRequest,
-    )
+    const http1 = {
+      keepAliveTimeout: timeouts.clientIdle,
+      // Node requires headersTimeout <= requestTimeout whenever the latter is on.
+      headersTimeout:
+        clientRequest > 0 ? Math.min(timeouts.clientHeader, clientRequest) : timeouts.clientHeader,
+      requestTimeout: clientRequest,
+      // Node enforces the two above only when this timer fires (30 s by default), so a slowloris client set
+      // to 1 s would hold its socket for up to 31 s. Each tick looks only at connections with a request under
+      // way, so a quarter second costs next to nothing and cuts a client at most that long after its limit.
+      connectionsCheckingInterval: CLIENT_TIMEOUT_CHECK_MS,
+      shouldUpgradeCallback: isWebSocketUpgrade,
+      noDelay: true,
+    }
+    const tls = config.tls
+    if (tls === null) {
+      this.server = createServer(http1, this.#handleRequest)
+    } else {
+      this.certificates = new CertificateStore(tls, logger)
+      const secure = createTlsServer({
+        tls,
+        certificates: this.certificates,
+        http1,
+        clientIdle: timeouts.clientIdle,
+        logger,
+        handler: this.#handleRequest,
+      })
+      this.server = secure.server
+      this.#secureConnections = secure.connections
+      if (tls.redirectFrom) this.#redirect = new HttpsRedirect(tls.redirectFrom, () => this.#port)
+    }
     this.server.on('upgrade', this.#handleUpgrade)
     this.server.on('connect', this.#handleConnect)
   }
@@ -151,14 +175,23 @@ export class ProxyListener {
     this.#cookies = stickyCookies(config)
     this.#forwardOptions.retries = new RetryPolicy(config.proxy.retries)
     const { clientIdle, clientHeader, clientRequest } = config.proxy.timeouts
-    this.server.keepAliveTimeout = clientIdle
-    this.server.requestTimeout = clientRequest
-    this.server.headersTimeout = clientRequest > 0 ? Math.min(clientHeader, clientRequest) : clientHeader
+    this.#secureConnections?.setClientIdle(clientIdle)
+    // An HTTP/1.1 server (plain, or HTTPS without HTTP/2) reads them here; the HTTP/2 server's HTTP/1.1 fallback
+    // keeps the ones it started with (Node gives no setter), which README's reload section says.
+    if ('keepAliveTimeout' in this.server) {
+      this.server.keepAliveTimeout = clientIdle
+      this.server.requestTimeout = clientRequest
+      this.server.headersTimeout = clientRequest > 0 ? Math.min(clientHeader, clientRequest) : clientHeader
+    }
   }
 
-  listen(): Promise<AddressInfo> {
+  get #port(): number {
+    return (this.server.address() as AddressInfo | null)?.port ?? this.#options.config.listen.port
+  }
+
+  async listen(): Promise<AddressInfo> {
     const { host, port } = this.#options.config.listen
-    return new Promise((resolve, reject) => {
+    const address = await new Promise<AddressInfo>((resolve, reject) => {
       const failed = (error: NodeJS.ErrnoException) => reject(new ListenError('proxy', host, port, error))
       this.server.once('error', failed)
       this.server.listen(port, host, () => {
@@ -166,6 +199,16 @@ export class ProxyListener {
         resolve(this.server.address() as AddressInfo)
       })
     })
+    if (this.#redirect) {
+      try {
+        await this.#redirect.listen()
+      } catch (error) {
+        this.server.close()
+        throw error
+      }
+    }
+    this.certificates?.watch()
+    return address
   }
 
   /** Requests and WebSockets being served right now. */
@@ -190,8 +233,12 @@ export class ProxyListener {
   async drain(graceMs: number): Promise<void> {
     this.#draining = true
     this.#drains.close()
+    this.certificates?.unwatch()
+    const redirectClosed = this.#redirect?.close()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeIdleConnections()
+    // An HTTP/2 server with allowHTTP1 has it too (for its HTTP/1.1 connections), untyped.
+    ;(this.server as { closeIdleConnections?: () => void }).closeIdleConnections?.()
+    this.#secureConnections?.goAway()
     if (this.#inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
@@ -204,8 +251,10 @@ export class ProxyListener {
     if (this.#inFlight > 0)
       this.#options.logger.warn({ requests: this.#inFlight }, 'grace period over, closing requests')
     this.#websockets.closeAll()
-    this.server.closeAllConnections()
+    if ('closeAllConnections' in this.server) this.server.closeAllConnections()
+    this.#secureConnections?.destroy()
     await closed
+    await redirectClosed
     this.#websockets.close()
   }
 
@@ -261,7 +310,17 @@ export class ProxyListener {
   }
 
   /** This is no forward proxy: a CONNECT gets a status line that says so, where Node would just drop the socket. */
-  readonly #handleConnect = (_req: IncomingMessage, socket: Duplex): void => {
+  readonly #handleConnect = (_req: IncomingMessage, socket: Duplex | Http2ServerResponse): void => {
+    // An HTTP/2 CONNECT is a stream of its own, answered like any request.
+    if (socket instanceof Http2ServerResponse) {
+      socket.setHeader('allow', ALLOWED_METHODS)
+      sendError(
+        socket as unknown as ServerResponse,
+        'BG_METHOD_NOT_ALLOWED',
+        'CONNECT is not supported: this is a reverse proxy',
+      )
+      return
+    }
     socket.on('error', (error) => this.#options.logger.debug({ err: error }, 'CONNECT client socket error'))
     refuseSocket(
       socket,
@@ -344,7 +403,7 @@ export class ProxyListener {
     return {
       peer,
       trusted: this.#trusted.has(peer),
-      proto: 'http',
+      proto: this.certificates ? 'https' : 'http',
       preserveHost: this.#options.config.proxy.preserveHost,
     }
   }

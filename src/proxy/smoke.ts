@@ -77,6 +77,8 @@ async function runCheck(
       headers,
       body: check.body,
       signal,
+      // The pool's TLS name, whatever Host the check sends (see Upstream.servername); untyped in undici.
+      ...({ servername: upstream.servername } as object),
     })
     status = response.statusCode
     body = await readLimited(response.body)

@@ -8,6 +8,7 @@ export type FailureReason =
   | 'body_timeout'
   | 'reset'
   | 'protocol'
+  | 'tls'
   | 'other'
 
 export interface Failure {
@@ -58,5 +59,24 @@ export function classifyUpstreamError(error: unknown): Failure {
   if (typeof code !== 'string') return OTHER
   // llhttp's parse errors (HPE_INVALID_CONSTANT, HPE_INVALID_HEADER_TOKEN, ...): the upstream sent garbage.
   if (code.startsWith('HPE_')) return PROTOCOL
-  return BY_CODE[code] ?? OTHER
+  return BY_CODE[code] ?? (isTlsFailure(code) ? TLS : OTHER)
 }
+
+/**
+ * A failed TLS handshake or certificate check: OpenSSL's alerts and errors (ERR_SSL_*: an unknown CA, a client
+ * certificate the upstream wanted), Node's (ERR_TLS_*: the name does not match) and the certificate verification
+ * results (UNABLE_TO_VERIFY_LEAF_SIGNATURE, SELF_SIGNED_CERT_IN_CHAIN, CERT_HAS_EXPIRED, ...).
+ */
+export function isTlsFailure(code: string): boolean {
+  return (
+    code.startsWith('ERR_SSL_') ||
+    code.startsWith('ERR_TLS_') ||
+    code === 'EPROTO' ||
+    CERTIFICATE_CODES.test(code)
+  )
+}
+
+const CERTIFICATE_CODES =
+  /^(?:UNABLE_TO_|CERT_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|CERT_UNTRUSTED|CERT_REJECTED)/
+
+const TLS: Failure = { reason: 'tls', code: BROKEN }

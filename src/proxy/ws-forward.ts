@@ -92,7 +92,13 @@ export class WebSocketForwarder {
       req,
       socket,
       head,
-      { target: upstream.url, connectTimeout: this.#options.connectTimeout },
+      {
+        target: upstream.url,
+        connectTimeout: this.#options.connectTimeout,
+        // An https:// upstream's pool TLS options (CA, client certificate, name) ride on its agent.
+        agent: upstream.websocketAgent,
+        secure: upstream.tls?.rejectUnauthorized ?? true,
+      },
       (error: Error) => {
         // Destroying the upstream request for a client that left is not the upstream's failure.
         if (tagged[CLIENT_GONE]) return

@@ -1,6 +1,6 @@
 import { COLORS, type Color } from '../colors.ts'
 import type { PoolConfig, TimeoutsConfig } from '../config/types.ts'
-import { Upstream, upstreamOptions } from './upstream.ts'
+import { tlsOptionsOf, Upstream, upstreamOptions } from './upstream.ts'
 
 /** What a reload did to the upstreams: which are new, and which stopped getting traffic and now drain. */
 export interface UpstreamChange {
@@ -52,11 +52,11 @@ export class UpstreamPools {
     const next = {} as Record<Color, Upstream[]>
     for (const color of COLORS) {
       const pool = pools[color]
-      const options = upstreamOptions(pool, timeouts)
       const unused = new Map(this.#current[color].map((upstream) => [upstream.url, upstream]))
       next[color] = pool.upstreams.map((config) => {
         const kept = unused.get(config.url)
-        if (kept?.sameOptions(options)) {
+        // TLS files are read again: a reload after a CA or client certificate was renewed makes new connections.
+        if (kept?.sameOptions(upstreamOptions(pool, timeouts, tlsOptionsOf(config, pool)))) {
           unused.delete(config.url)
           return kept
         }

@@ -8,13 +8,14 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http'
+import { createServer as createHttpsServer, type ServerOptions } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll } from 'vitest'
 import { type App, startApp } from '../../src/app.ts'
 import { buildConfig } from '../../src/config/schema.ts'
-import { silentLogger } from '../../src/log.ts'
+import { type Logger, silentLogger } from '../../src/log.ts'
 import { eventually } from './eventually.ts'
 
 export const REPO = new URL('../..', import.meta.url).pathname
@@ -50,9 +51,37 @@ export async function startServer(handler: RequestListener, port = 0): Promise<T
   }
 }
 
+/** startServer over TLS: `tls` holds the certificate and key, and for mTLS the CA clients must be signed by. */
+export async function startHttpsServer(handler: RequestListener, tls: ServerOptions): Promise<TestServer> {
+  const server = createHttpsServer(tls, handler)
+  const sockets = new Set<{ destroy(): void; once(event: 'close', listener: () => void): void }>()
+  server.on('connection', (socket) => {
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+  })
+  server.on('tlsClientError', () => {})
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const bound = (server.address() as AddressInfo).port
+  return {
+    server,
+    port: bound,
+    url: `https://127.0.0.1:${bound}`,
+    close: async () => {
+      for (const socket of sockets) socket.destroy()
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
 /** An upstream that answers with its name and echoes what it received, for routing and header tests. */
 export function echoUpstream(name: string): Promise<TestServer> {
-  return startServer(async (req: IncomingMessage, res: ServerResponse) => {
+  return startServer(echoHandler(name))
+}
+
+/** echoUpstream's request handler, for servers of other kinds (TLS, WebSockets) that echo too. */
+export function echoHandler(name: string): RequestListener {
+  return async (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const body = JSON.stringify({
@@ -65,7 +94,7 @@ export function echoUpstream(name: string): Promise<TestServer> {
     })
     res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name })
     res.end(body)
-  })
+  }
 }
 
 export function freePort(host = '127.0.0.1'): Promise<number> {
@@ -108,6 +137,7 @@ export interface TestProxy {
 export async function startProxy(
   pools: { blue: string[]; green: string[] },
   extra: Record<string, unknown> = {},
+  logger: Logger = silentLogger(),
 ): Promise<TestProxy> {
   const dir = await tempDir()
   const { state, ...rest } = extra as { state?: Record<string, unknown> }
@@ -122,7 +152,7 @@ export async function startProxy(
     },
     {},
   )
-  const app = await startApp(config, silentLogger())
+  const app = await startApp(config, logger)
   return {
     app,
     url: `http://127.0.0.1:${app.proxyAddress.port}`,

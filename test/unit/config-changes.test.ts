@@ -96,8 +96,11 @@ describe('planReload', () => {
       ...running,
       pools: { ...running.pools, green: { ...running.pools.green, tls: { ca: '/ca.pem' } } },
     } as unknown as Config
+    const unknown = { ...running, future: { setting: 1 } } as unknown as Config
+    // Turning TLS on makes another listener: a restart. A pool's TLS options reload (the upstreams are replaced).
     expect(planReload(running, withTls, RELOADABLE_KEYS).needsRestart).toEqual(['tls'])
-    expect(planReload(running, poolTls, RELOADABLE_KEYS).needsRestart).toEqual(['pools.green.tls'])
+    expect(planReload(running, poolTls, RELOADABLE_KEYS).needsRestart).toEqual([])
+    expect(planReload(running, unknown, RELOADABLE_KEYS).needsRestart).toEqual(['future'])
   })
 
   it('every section names at least one key, and no key belongs to two sections', () => {

@@ -142,6 +142,7 @@ describe('buildConfig', () => {
     const config = buildConfig(minimal, {})
     expect(config).toEqual({
       listen: { host: '0.0.0.0', port: 8080 },
+      tls: null,
       admin: {
         listen: { host: '127.0.0.1', port: 9090 },
         tokens: [],
@@ -153,6 +154,7 @@ describe('buildConfig', () => {
       pools: {
         blue: {
           upstreams: [{ url: 'http://127.0.0.1:3001', origin: 'http://127.0.0.1:3001' }],
+          tls: null,
           balance: 'round-robin',
           maxConnectionsPerUpstream: 128,
           healthCheck: {
@@ -172,6 +174,7 @@ describe('buildConfig', () => {
         },
         green: {
           upstreams: [],
+          tls: null,
           balance: 'round-robin',
           maxConnectionsPerUpstream: 128,
           healthCheck: {

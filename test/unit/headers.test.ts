@@ -30,6 +30,47 @@ function valuesOf(flat: readonly string[], name: string): string[] {
 }
 
 describe('upstreamRequestHeaders', () => {
+  it('HTTP/2: drops the pseudo-headers, makes :authority the Host and joins split cookies into one', () => {
+    const raw = [
+      ':method',
+      'GET',
+      ':scheme',
+      'https',
+      ':authority',
+      'shop.test',
+      ':path',
+      '/a',
+      'cookie',
+      'a=1',
+      'accept',
+      '*/*',
+      'cookie',
+      'b=2',
+    ]
+    const https = { ...untrusted, proto: 'https' }
+    expect(pairs(upstreamRequestHeaders(raw, https))).toEqual([
+      ['cookie', 'a=1; b=2'],
+      ['accept', '*/*'],
+      ['host', 'shop.test'],
+      ['x-forwarded-for', '203.0.113.7'],
+      ['x-forwarded-proto', 'https'],
+      ['x-forwarded-host', 'shop.test'],
+    ])
+    // Without preserveHost the upstream's own host is sent (by undici); X-Forwarded-Host still names the client's.
+    const own = upstreamRequestHeaders(raw, { ...https, preserveHost: false })
+    expect(valuesOf(own, 'host')).toEqual([])
+    expect(valuesOf(own, 'x-forwarded-host')).toEqual(['shop.test'])
+    // A Host the client sent as well wins over :authority, and is not sent twice.
+    expect(valuesOf(upstreamRequestHeaders([...raw, 'host', 'other.test'], https), 'host')).toEqual([
+      'other.test',
+    ])
+  })
+
+  it('HTTP/1.1: repeated Cookie headers are left as they came', () => {
+    const raw = ['Host', 'a.test', 'Cookie', 'a=1', 'Cookie', 'b=2']
+    expect(valuesOf(upstreamRequestHeaders(raw, untrusted), 'cookie')).toEqual(['a=1', 'b=2'])
+  })
+
   it('drops every hop-by-hop header and keeps end-to-end ones with their case and order', () => {
     const raw = [
       'Host',
