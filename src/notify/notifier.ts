@@ -8,6 +8,7 @@ import { type Notification, notificationsOf } from './events.ts'
 import { bodyFor, headersFor } from './message.ts'
 
 export interface NotifierOptions {
+  /** None is allowed: a reload may add some (see reconfigure). */
   targets: readonly NotifyTargetConfig[]
   /** This replica's live events: what the notifier reads. */
   events: EventStream
@@ -52,23 +53,30 @@ export class Notifier {
   readonly #underWay = new Set<Promise<void>>()
   readonly #sleepers = new Set<() => void>()
   readonly #unsubscribe: () => void
+  #targets: readonly NotifyTargetConfig[] = []
   #closing = false
 
   constructor(options: NotifierOptions) {
     this.#options = options
-    const longest = Math.max(...options.targets.map((target) => target.timeout))
-    this.#agent = new Agent({
-      connect: { timeout: Math.min(longest, 5_000) },
-      headersTimeout: longest,
-      bodyTimeout: longest,
-      keepAliveTimeout: 4_000,
-      connections: 8,
-    })
-    for (const target of options.targets) {
-      for (const result of ['delivered', 'retried', 'failed', 'dropped'])
-        options.metrics.notifications.labels(target.name, result).inc(0)
-    }
+    // Each attempt sets its target's own timeouts (and a signal that bounds the connect as well).
+    this.#agent = new Agent({ connect: { timeout: 5_000 }, keepAliveTimeout: 4_000, connections: 8 })
+    this.reconfigure(options.targets)
     this.#unsubscribe = options.events.subscribe((event) => this.#observed(event))
+  }
+
+  /**
+   * The targets from now on (a reload). An event is sent to the targets in force when it happens. A delivery
+   * pending to a target the reload changed makes its next attempts with the new settings (URL, secret, format,
+   * timeouts); one pending to a removed target ends with the attempt under way: it is not retried, and counts as
+   * dropped. Targets are told apart by name.
+   */
+  reconfigure(targets: readonly NotifyTargetConfig[]): void {
+    for (const target of targets) {
+      if (this.#targets.some((known) => known.name === target.name)) continue
+      for (const result of ['delivered', 'retried', 'failed', 'dropped'])
+        this.#options.metrics.notifications.labels(target.name, result).inc(0)
+    }
+    this.#targets = targets
   }
 
   /**
@@ -106,7 +114,7 @@ export class Notifier {
   }
 
   async #notify(notification: Notification): Promise<void> {
-    const targets = this.#options.targets.filter((target) => target.events.includes(notification.event))
+    const targets = this.#targets.filter((target) => target.events.includes(notification.event))
     if (targets.length === 0) return
     if (notification.claimed && !(await this.#claimed(notification))) return
     if (this.#closing) return
@@ -140,10 +148,11 @@ export class Notifier {
     }
   }
 
-  async #deliver(target: NotifyTargetConfig, notification: Notification): Promise<void> {
-    const body = bodyFor(target.format, notification, this.#options.replicaId)
+  async #deliver(first: NotifyTargetConfig, notification: Notification): Promise<void> {
+    let target = first
     const started = Date.now()
     for (let attempt = 1; ; attempt++) {
+      const body = bodyFor(target.format, notification, this.#options.replicaId)
       const attempted = await this.#attempt(target, notification, body)
       const status = attempted.status === undefined ? {} : { status: attempted.status }
       if (attempted.ok) {
@@ -166,6 +175,17 @@ export class Notifier {
         )
         return
       }
+      const now = this.#targets.find((known) => known.name === target.name)
+      if (now === undefined) {
+        this.#outcome(
+          target,
+          notification,
+          { result: 'dropped', attempt },
+          'its target was removed by a reload',
+        )
+        return
+      }
+      target = now
     }
   }
 
