@@ -6,6 +6,7 @@ import { adminGet, adminPost, callAdmin, errorCode } from '../helpers/admin.ts'
 import { type Collecting, killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { scrapeMetrics } from '../helpers/metrics.ts'
+import { startReceiver } from '../helpers/receiver.ts'
 import {
   type ChildProxy,
   CLI,
@@ -329,6 +330,28 @@ function fresh(url: string): Promise<{ status: number; upstream: string | undefi
   })
 }
 
+/** One POST with a JSON body on a connection of its own. */
+function freshPost(url: string, body: unknown): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = JSON.stringify(body)
+    const req = request(
+      url,
+      { method: 'POST', agent: false, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk) => {
+          text += chunk
+        })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
+      },
+    )
+    req.setTimeout(10_000, () => req.destroy(new Error(`POST ${url} timed out`)))
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
 describe('reloading bluegreen serve --workers 2', () => {
   let a: CountingUpstream
   let b: CountingUpstream
@@ -343,7 +366,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       .split('\n')
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as Record<string, unknown>)
-  const write = (blue: string[]) =>
+  const write = (blue: string[], extra: Record<string, unknown> = {}) =>
     writeConfig(
       dir.path,
       {
@@ -351,6 +374,7 @@ describe('reloading bluegreen serve --workers 2', () => {
         admin: { listen: '127.0.0.1:0' },
         pools: { blue: { upstreams: blue }, green: { upstreams: [a.url] } },
         state: { path: join(dir.path, 'state.json') },
+        ...extra,
       },
       'config.json',
     )
@@ -411,6 +435,44 @@ describe('reloading bluegreen serve --workers 2', () => {
     for (let i = 0; i < 10; i++) expect((await fresh(`${url}/`)).upstream).toBe('b')
   })
 
+  it('has every worker apply a notify target and mirror settings: each sends the switches it makes', async () => {
+    const receiver = await startReceiver()
+    try {
+      await write([b.url], {
+        notify: [{ name: 'hook', url: receiver.url, events: ['switch'] }],
+        mirror: { methods: ['GET', 'OPTIONS'] },
+      })
+      const answer = await adminPost<ReloadAnswer>(admin, '/reload', {})
+      expect(answer.body).toMatchObject({ result: 'applied', changed: ['mirror.methods', 'notify'] })
+      expect(answer.body.workers?.applied).toHaveLength(2)
+      // Each on a connection of its own, so that both workers answer and make switches.
+      for (let i = 0; i < 6; i++) {
+        const mirror = JSON.parse((await fresh(`${admin}/mirror`)).body) as { config: { methods: string[] } }
+        expect(mirror.config.methods).toEqual(['GET', 'OPTIONS'])
+      }
+      // Switches back and forth until both workers have made (and sent) one.
+      let switches = 0
+      const senders = await eventually(
+        async () => {
+          const to = switches % 2 === 0 ? 'green' : 'blue'
+          expect((await freshPost(`${admin}/switch`, { to })).status).toBe(200)
+          switches++
+          await eventually(() => receiver.received.length === switches, {
+            message: `switch ${switches} to be delivered`,
+          })
+          const replicas = new Set(receiver.bodies<{ replica: string }>().map((body) => body.replica))
+          return replicas.size === 2 && replicas
+        },
+        { timeout: 20_000, message: 'both workers to send a switch' },
+      )
+      expect(senders.size).toBe(2)
+      await write([b.url])
+      expect((await adminPost<ReloadAnswer>(admin, '/reload', {})).body.result).toBe('applied')
+    } finally {
+      await receiver.close()
+    }
+  })
+
   it('reloads every worker on SIGHUP to the primary, counted once', async () => {
     await write([a.url, b.url])
     cluster.child.kill('SIGHUP')
@@ -422,7 +484,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       { timeout: 15_000, message: 'both workers to route to a and b' },
     )
     const metrics = await scrapeMetrics(admin)
-    expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(2)
+    expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(4)
   })
 
   it('refuses in the primary a change that needs a restart: no worker applies any of it', async () => {
