@@ -311,44 +311,30 @@ describe('bluegreen demo, which has no config file', () => {
   })
 })
 
-/** One GET on a connection of its own, so that successive ones are dealt to different workers. */
-function fresh(url: string): Promise<{ status: number; upstream: string | undefined; body: string }> {
+/**
+ * One request on a connection of its own, so that successive ones are dealt to different workers: a GET, or a POST
+ * of `body` as JSON.
+ */
+function fresh(
+  url: string,
+  body?: unknown,
+): Promise<{ status: number; upstream: string | undefined; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false }, (res) => {
-      let body = ''
+    const method = body === undefined ? 'GET' : 'POST'
+    const headers = body === undefined ? {} : { 'content-type': 'application/json' }
+    const req = request(url, { method, headers, agent: false }, (res) => {
+      let text = ''
       res.setEncoding('utf8')
       res.on('data', (chunk) => {
-        body += chunk
+        text += chunk
       })
       res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, upstream: res.headers['x-upstream'] as string, body }),
+        resolve({ status: res.statusCode ?? 0, upstream: res.headers['x-upstream'] as string, body: text }),
       )
     })
-    req.setTimeout(5_000, () => req.destroy(new Error(`GET ${url} timed out`)))
+    req.setTimeout(10_000, () => req.destroy(new Error(`${method} ${url} timed out`)))
     req.on('error', reject)
-    req.end()
-  })
-}
-
-/** One POST with a JSON body on a connection of its own. */
-function freshPost(url: string, body: unknown): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const payload = JSON.stringify(body)
-    const req = request(
-      url,
-      { method: 'POST', agent: false, headers: { 'content-type': 'application/json' } },
-      (res) => {
-        let text = ''
-        res.setEncoding('utf8')
-        res.on('data', (chunk) => {
-          text += chunk
-        })
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }))
-      },
-    )
-    req.setTimeout(10_000, () => req.destroy(new Error(`POST ${url} timed out`)))
-    req.on('error', reject)
-    req.end(payload)
+    req.end(body === undefined ? undefined : JSON.stringify(body))
   })
 }
 
@@ -455,7 +441,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       const senders = await eventually(
         async () => {
           const to = switches % 2 === 0 ? 'green' : 'blue'
-          expect((await freshPost(`${admin}/switch`, { to })).status).toBe(200)
+          expect((await fresh(`${admin}/switch`, { to })).status).toBe(200)
           switches++
           await eventually(() => receiver.received.length === switches, {
             message: `switch ${switches} to be delivered`,
