@@ -1,9 +1,10 @@
 import { writeFile } from 'node:fs/promises'
-import { type IncomingMessage, request, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminGet, adminPost, callAdmin, errorCode } from '../helpers/admin.ts'
-import { type Collecting, killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
+import { killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
+import { type Cluster, fresh, spawnCluster } from '../helpers/cluster.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { scrapeMetrics } from '../helpers/metrics.ts'
 import { startReceiver } from '../helpers/receiver.ts'
@@ -311,47 +312,14 @@ describe('bluegreen demo, which has no config file', () => {
   })
 })
 
-/**
- * One request on a connection of its own, so that successive ones are dealt to different workers: a GET, or a POST
- * of `body` as JSON.
- */
-function fresh(
-  url: string,
-  body?: unknown,
-): Promise<{ status: number; upstream: string | undefined; body: string }> {
-  return new Promise((resolve, reject) => {
-    const method = body === undefined ? 'GET' : 'POST'
-    const headers = body === undefined ? {} : { 'content-type': 'application/json' }
-    const req = request(url, { method, headers, agent: false }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk) => {
-        text += chunk
-      })
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, upstream: res.headers['x-upstream'] as string, body: text }),
-      )
-    })
-    req.setTimeout(10_000, () => req.destroy(new Error(`${method} ${url} timed out`)))
-    req.on('error', reject)
-    req.end(body === undefined ? undefined : JSON.stringify(body))
-  })
-}
-
 describe('reloading bluegreen serve --workers 2', () => {
   let a: CountingUpstream
   let b: CountingUpstream
   let dir: Awaited<ReturnType<typeof tempDir>>
   let file: string
-  let cluster: Collecting
+  let cluster: Cluster
   let admin: string
   let url: string
-  const lines = () =>
-    cluster
-      .output()
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
   const write = (blue: string[], extra: Record<string, unknown> = {}) =>
     writeConfig(
       dir.path,
@@ -388,17 +356,8 @@ describe('reloading bluegreen serve --workers 2', () => {
     b = await countingUpstream('b')
     dir = await tempDir('bluegreen-reload-workers-')
     file = await write([a.url])
-    cluster = spawnCollecting(process.execPath, [CLI, 'serve', '--config', file, '--workers', '2'])
-    const started = await eventually(
-      () => {
-        const serving = lines().filter((line) => line.msg === 'worker serving').length
-        const up = lines().find((line) => line.msg === 'bluegreen-proxy started')
-        return serving >= 2 && (up as { proxy: { port: number }; admin: { port: number } })
-      },
-      { timeout: 20_000, message: 'two workers to start' },
-    )
-    admin = `http://127.0.0.1:${started.admin.port}`
-    url = `http://127.0.0.1:${started.proxy.port}`
+    cluster = await spawnCluster(file, 2)
+    ;({ admin, url } = cluster)
   })
   afterAll(async () => {
     if (cluster && cluster.child.exitCode === null) {
@@ -418,7 +377,7 @@ describe('reloading bluegreen serve --workers 2', () => {
     expect(answer.body.workers?.applied).toHaveLength(2)
     expect(answer.body.workers?.failed).toEqual([])
     for (const blue of (await blueOfEachWorker()).values()) expect(blue).toEqual([b.url])
-    for (let i = 0; i < 10; i++) expect((await fresh(`${url}/`)).upstream).toBe('b')
+    for (let i = 0; i < 10; i++) expect((await fresh(`${url}/`)).headers['x-upstream']).toBe('b')
   })
 
   it('has every worker apply a notify target and mirror settings: each sends the switches it makes', async () => {
@@ -441,7 +400,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       const senders = await eventually(
         async () => {
           const to = switches % 2 === 0 ? 'green' : 'blue'
-          expect((await fresh(`${admin}/switch`, { to })).status).toBe(200)
+          expect((await fresh(`${admin}/switch`, 'POST', { to })).status).toBe(200)
           switches++
           await eventually(() => receiver.received.length === switches, {
             message: `switch ${switches} to be delivered`,
@@ -495,7 +454,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       .replica.id.split('-')
       .at(-2)
     process.kill(Number(pid), 'SIGKILL')
-    await eventually(() => lines().filter((line) => line.msg === 'worker serving').length >= 3, {
+    await eventually(() => cluster.lines().filter((line) => line.msg === 'worker serving').length >= 3, {
       timeout: 20_000,
       message: 'the worker to be restarted',
     })
