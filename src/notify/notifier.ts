@@ -51,7 +51,8 @@ export class Notifier {
   readonly #agent: Agent
   readonly #pending = new Map<string, number>()
   readonly #underWay = new Set<Promise<void>>()
-  readonly #sleepers = new Set<() => void>()
+  /** Deliveries waiting to retry: how to wake each, by its target's name. */
+  readonly #sleepers = new Map<() => void, string>()
   readonly #unsubscribe: () => void
   #targets: readonly NotifyTargetConfig[] = []
   #closing = false
@@ -67,8 +68,8 @@ export class Notifier {
   /**
    * The targets from now on (a reload). An event is sent to the targets in force when it happens. A delivery
    * pending to a target the reload changed makes its next attempts with the new settings (URL, secret, format,
-   * timeouts); one pending to a removed target ends with the attempt under way: it is not retried, and counts as
-   * dropped. Targets are told apart by name.
+   * timeouts); one pending to a removed target is not retried: it ends at once (an attempt under way is let finish)
+   * and counts as dropped. Targets are told apart by name.
    */
   reconfigure(targets: readonly NotifyTargetConfig[]): void {
     for (const target of targets) {
@@ -77,6 +78,10 @@ export class Notifier {
         this.#options.metrics.notifications.labels(target.name, result).inc(0)
     }
     this.#targets = targets
+    // A delivery waiting to retry to a removed target ends now, not when its retry was due.
+    for (const [wake, name] of this.#sleepers) {
+      if (!targets.some((target) => target.name === name)) wake()
+    }
   }
 
   /**
@@ -86,7 +91,7 @@ export class Notifier {
   async close(): Promise<void> {
     this.#closing = true
     this.#unsubscribe()
-    for (const wake of this.#sleepers) wake()
+    for (const wake of this.#sleepers.keys()) wake()
     const within = this.#options.closeWithin ?? 2_000
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<void>((resolve) => {
@@ -165,7 +170,7 @@ export class Notifier {
       const result = retrying ? 'retried' : 'failed'
       this.#outcome(target, notification, { result, attempt, ...status }, attempted.error)
       if (!retrying) return
-      await this.#sleep(wait)
+      await this.#sleep(wait, target.name)
       if (this.#closing) {
         this.#outcome(
           target,
@@ -210,7 +215,7 @@ export class Notifier {
     }
   }
 
-  #sleep(ms: number): Promise<void> {
+  #sleep(ms: number, targetName: string): Promise<void> {
     return new Promise((resolve) => {
       const wake = () => {
         clearTimeout(timer)
@@ -218,7 +223,7 @@ export class Notifier {
         resolve()
       }
       const timer = setTimeout(wake, ms)
-      this.#sleepers.add(wake)
+      this.#sleepers.set(wake, targetName)
     })
   }
 
