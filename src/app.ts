@@ -120,7 +120,7 @@ export async function startApp(config: Config, logger: Logger, options: AppOptio
 async function start(context: Context): Promise<App> {
   const { config, logger, cluster, closers } = context
   const core = await startCore(context)
-  startNotifications(context, core)
+  const notifier = startNotifications(context, core)
   const { windows, guard } = startGuard(context, core)
   const loader = new StateLoader({
     store: core.store,
@@ -152,7 +152,17 @@ async function start(context: Context): Promise<App> {
     setRunning: (next) => {
       context.config = next
     },
-    targets: { upstreams: core.upstreams, health: core.health, table: core.table, proxy, admin, guard },
+    targets: {
+      upstreams: core.upstreams,
+      health: core.health,
+      table: core.table,
+      proxy,
+      admin,
+      guard,
+      notifier,
+      mirror,
+      keepStandbyFor: core.backend.keepStandbyFor,
+    },
     viaPrimary: cluster ? () => cluster.requestReload() : undefined,
     metrics: core.metrics,
     audit: core.audit,
@@ -264,10 +274,11 @@ async function startCore(context: Context): Promise<Core> {
 }
 
 /**
- * The replica watch (live `replica` events) and, when `notify` names targets, the notifier. Built before the parts
- * that make changes, so it closes after them: what they do while closing is still sent, within a bound.
+ * The replica watch (live `replica` events) and the notifier (it sends nothing while `notify` names no target; a
+ * reload may add some). Built before the parts that make changes, so it closes after them: what they do while
+ * closing is still sent, within a bound.
  */
-function startNotifications(context: Context, core: Core): void {
+function startNotifications(context: Context, core: Core): Notifier {
   const { config, logger, closers } = context
   const interval = core.backend.heartbeatInterval
   const watch = new ReplicaWatch({
@@ -280,7 +291,6 @@ function startNotifications(context: Context, core: Core): void {
     lagAfter: Math.max(interval * 3, 5_000),
   })
   closers.add('replica watch', () => watch.close())
-  if (config.notify.length === 0) return
   const notifier = new Notifier({
     targets: config.notify,
     events: core.events,
@@ -291,6 +301,7 @@ function startNotifications(context: Context, core: Core): void {
     claim: core.backend.claimNotification,
   })
   closers.add('notifier', () => notifier.close())
+  return notifier
 }
 
 function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {

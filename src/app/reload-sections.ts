@@ -1,6 +1,8 @@
 import type { AdminServer } from '../admin/server.ts'
 import type { Config } from '../config/types.ts'
 import type { UpstreamHealth } from '../health/health.ts'
+import type { Notifier } from '../notify/notifier.ts'
+import type { Mirror } from '../proxy/mirror.ts'
 import type { ProxyListener } from '../proxy/server.ts'
 import type { ReleaseGuard } from '../rollout/release-guard.ts'
 import type { RoutingTable } from '../routing/table.ts'
@@ -19,6 +21,10 @@ export interface ReloadTargets {
   proxy: ProxyListener
   admin: AdminServer
   guard: ReleaseGuard
+  notifier: Notifier
+  mirror: Mirror
+  /** The state store's standby.keepFor, for its changes from now on. */
+  keepStandbyFor: (ms: number) => void
 }
 
 export interface ReloadSection {
@@ -103,6 +109,24 @@ export const RELOAD_SECTIONS: readonly ReloadSection[] = [
     apply: ({ proxy }, next) => {
       if (next.tls) proxy.certificates?.update(next.tls)
     },
+  },
+  {
+    // The store stamps each change that starts a standby with keepUntil = now + keepFor (the Redis CHANGE script
+    // takes it as an argument): a standby already in force keeps its keepUntil.
+    name: 'standby',
+    keys: ['standby.keepFor'],
+    apply: ({ keepStandbyFor }, next) => keepStandbyFor(next.standby.keepFor),
+  },
+  {
+    // The list is one key: targets are matched by name inside the notifier.
+    name: 'notify',
+    keys: ['notify'],
+    apply: ({ notifier }, next) => notifier.reconfigure(next.notify),
+  },
+  {
+    name: 'mirror',
+    keys: ['mirror'],
+    apply: ({ mirror }, next) => mirror.reconfigure(next.mirror),
   },
   {
     // Read from the running config when shutdown begins: nothing to apply.

@@ -34,6 +34,8 @@ export interface StateBackend {
   claimNotification: (id: string) => Promise<boolean>
   /** How often the replica registry changes at most: its heartbeat. */
   heartbeatInterval: number
+  /** Sets standby.keepFor for the store's changes from now on (a reload). */
+  keepStandbyFor: (ms: number) => void
 }
 
 /** The console's charts: one point per 5 seconds. */
@@ -81,6 +83,7 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
     loadBeforeListening: true,
     claimNotification: (id) => claimInDirectory(`${state.path}.claims`, id, replicaId),
     heartbeatInterval: 1_000,
+    keepStandbyFor: (ms) => store.keepStandbyFor(ms),
   }
 }
 
@@ -153,6 +156,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     claimNotification: (id) =>
       onRedis(store.client, () => claimInRedis(store.client, redis.key, id, replicaId)),
     heartbeatInterval: redis.heartbeatInterval,
+    keepStandbyFor: (ms) => store.keepStandbyFor(ms),
   }
 }
 

@@ -67,11 +67,17 @@ export function bodyPreview(body: Buffer): string {
 }
 
 export class DiffLog {
-  readonly #size: number
+  #size: number
   #diffs: MirrorDiff[] = []
 
   constructor(size: number) {
     this.#size = size
+  }
+
+  /** Keeps the latest `size` from now on (a reload); the oldest beyond it are let go at once. */
+  resize(size: number): void {
+    this.#size = size
+    if (this.#diffs.length > size) this.#diffs = this.#diffs.slice(-size)
   }
 
   add(diff: MirrorDiff): void {

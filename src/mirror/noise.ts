@@ -35,6 +35,11 @@ export class NoiseMemory {
     for (const field of fields) known.fields.add(fieldPattern(field))
   }
 
+  /** Forgets every route (the comparison rules changed). */
+  clear(): void {
+    this.#routes.clear()
+  }
+
   /** The noise fields learned for a route (empty when none). */
   fieldsOf(route: string): ReadonlySet<string> {
     return this.#routes.get(route)?.fields ?? EMPTY

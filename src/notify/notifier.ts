@@ -8,6 +8,7 @@ import { type Notification, notificationsOf } from './events.ts'
 import { bodyFor, headersFor } from './message.ts'
 
 export interface NotifierOptions {
+  /** None is allowed: a reload may add some (see reconfigure). */
   targets: readonly NotifyTargetConfig[]
   /** This replica's live events: what the notifier reads. */
   events: EventStream
@@ -50,25 +51,37 @@ export class Notifier {
   readonly #agent: Agent
   readonly #pending = new Map<string, number>()
   readonly #underWay = new Set<Promise<void>>()
-  readonly #sleepers = new Set<() => void>()
+  /** Deliveries waiting to retry: how to wake each, by its target's name. */
+  readonly #sleepers = new Map<() => void, string>()
   readonly #unsubscribe: () => void
+  #targets: readonly NotifyTargetConfig[] = []
   #closing = false
 
   constructor(options: NotifierOptions) {
     this.#options = options
-    const longest = Math.max(...options.targets.map((target) => target.timeout))
-    this.#agent = new Agent({
-      connect: { timeout: Math.min(longest, 5_000) },
-      headersTimeout: longest,
-      bodyTimeout: longest,
-      keepAliveTimeout: 4_000,
-      connections: 8,
-    })
-    for (const target of options.targets) {
-      for (const result of ['delivered', 'retried', 'failed', 'dropped'])
-        options.metrics.notifications.labels(target.name, result).inc(0)
-    }
+    // Each attempt sets its target's own timeouts (and a signal that bounds the connect as well).
+    this.#agent = new Agent({ connect: { timeout: 5_000 }, keepAliveTimeout: 4_000, connections: 8 })
+    this.reconfigure(options.targets)
     this.#unsubscribe = options.events.subscribe((event) => this.#observed(event))
+  }
+
+  /**
+   * The targets from now on (a reload). An event is sent to the targets in force when it happens. A delivery
+   * pending to a target the reload changed makes its next attempts with the new settings (URL, secret, format,
+   * timeouts); one pending to a removed target is not retried: it ends at once (an attempt under way is let finish)
+   * and counts as dropped. Targets are told apart by name.
+   */
+  reconfigure(targets: readonly NotifyTargetConfig[]): void {
+    for (const target of targets) {
+      if (this.#targets.some((known) => known.name === target.name)) continue
+      for (const result of ['delivered', 'retried', 'failed', 'dropped'])
+        this.#options.metrics.notifications.labels(target.name, result).inc(0)
+    }
+    this.#targets = targets
+    // A delivery waiting to retry to a removed target ends now, not when its retry was due.
+    for (const [wake, name] of this.#sleepers) {
+      if (!targets.some((target) => target.name === name)) wake()
+    }
   }
 
   /**
@@ -78,7 +91,7 @@ export class Notifier {
   async close(): Promise<void> {
     this.#closing = true
     this.#unsubscribe()
-    for (const wake of this.#sleepers) wake()
+    for (const wake of this.#sleepers.keys()) wake()
     const within = this.#options.closeWithin ?? 2_000
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<void>((resolve) => {
@@ -106,7 +119,7 @@ export class Notifier {
   }
 
   async #notify(notification: Notification): Promise<void> {
-    const targets = this.#options.targets.filter((target) => target.events.includes(notification.event))
+    const targets = this.#targets.filter((target) => target.events.includes(notification.event))
     if (targets.length === 0) return
     if (notification.claimed && !(await this.#claimed(notification))) return
     if (this.#closing) return
@@ -140,10 +153,11 @@ export class Notifier {
     }
   }
 
-  async #deliver(target: NotifyTargetConfig, notification: Notification): Promise<void> {
-    const body = bodyFor(target.format, notification, this.#options.replicaId)
+  async #deliver(first: NotifyTargetConfig, notification: Notification): Promise<void> {
+    let target = first
     const started = Date.now()
     for (let attempt = 1; ; attempt++) {
+      const body = bodyFor(target.format, notification, this.#options.replicaId)
       const attempted = await this.#attempt(target, notification, body)
       const status = attempted.status === undefined ? {} : { status: attempted.status }
       if (attempted.ok) {
@@ -156,7 +170,7 @@ export class Notifier {
       const result = retrying ? 'retried' : 'failed'
       this.#outcome(target, notification, { result, attempt, ...status }, attempted.error)
       if (!retrying) return
-      await this.#sleep(wait)
+      await this.#sleep(wait, target.name)
       if (this.#closing) {
         this.#outcome(
           target,
@@ -166,6 +180,17 @@ export class Notifier {
         )
         return
       }
+      const now = this.#targets.find((known) => known.name === target.name)
+      if (now === undefined) {
+        this.#outcome(
+          target,
+          notification,
+          { result: 'dropped', attempt },
+          'its target was removed by a reload',
+        )
+        return
+      }
+      target = now
     }
   }
 
@@ -190,7 +215,7 @@ export class Notifier {
     }
   }
 
-  #sleep(ms: number): Promise<void> {
+  #sleep(ms: number, targetName: string): Promise<void> {
     return new Promise((resolve) => {
       const wake = () => {
         clearTimeout(timer)
@@ -198,7 +223,7 @@ export class Notifier {
         resolve()
       }
       const timer = setTimeout(wake, ms)
-      this.#sleepers.add(wake)
+      this.#sleepers.set(wake, targetName)
     })
   }
 

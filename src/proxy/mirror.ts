@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { Agent } from 'undici'
 import { type Color, otherColor } from '../colors.ts'
+import { sameValue } from '../config/changes.ts'
 import type { MirrorConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { quantile, SlidingWindows } from '../metrics/windows.ts'
@@ -45,14 +46,15 @@ const MAX_ROUTES = 1000
 export class Mirror {
   /** The share of matching requests copied right now, 0..1; 0 when off, which is all the request path tests. */
   share = 0
-  readonly config: MirrorConfig
   readonly diffs: DiffLog
   readonly noise = new NoiseMemory()
-  readonly agent: Agent
+  /** The copies' connections; a reload that changes maxInFlight or timeout replaces them (see reconfigure). */
+  agent: Agent
   readonly #options: MirrorOptions
+  #config: MirrorConfig
   #windows: SlidingWindows
-  readonly #methods: ReadonlySet<string>
-  readonly #ignore: ReadonlySet<string>
+  #methods: ReadonlySet<string>
+  #ignore: ReadonlySet<string>
   readonly #random: () => number
   readonly #counts: Record<MirrorResult, number> = { match: 0, mismatch: 0, error: 0, dropped: 0 }
   readonly #dropped: Record<DropReason, number> = { inFlight: 0, bodyTooLarge: 0, liveFailed: 0 }
@@ -66,21 +68,43 @@ export class Mirror {
   constructor(options: MirrorOptions) {
     const { config } = options
     this.#options = options
-    this.config = config
+    this.#config = config
     this.diffs = new DiffLog(config.diffs)
     this.#windows = new SlidingWindows(config.window)
     this.#methods = new Set(config.methods)
     this.#ignore = new Set(config.compare.ignore)
     this.#random = options.random ?? Math.random
-    // Its own connections and timeouts: a slow idle color ties up these, never the live pools.
-    this.agent = new Agent({
-      connections: config.maxInFlight,
-      pipelining: 1,
-      headersTimeout: config.timeout,
-      bodyTimeout: config.timeout,
-      keepAliveTimeout: 4_000,
-      connect: { timeout: config.timeout, noDelay: true },
-    })
+    this.agent = copiesAgent(config)
+  }
+
+  /** The settings in force: read at each use, so a reload applies from the next copy on. */
+  get config(): MirrorConfig {
+    return this.#config
+  }
+
+  /**
+   * New settings (a reload), from the next copy on; the share turned on stays (it is in the state). Copies under way
+   * finish as they started. Figures counted or noise learned under other comparison rules would judge the next gate
+   * by those rules: a change to `window` or `compare` starts the window's figures, the per-route figures and the
+   * learned noise again, as turning mirroring on does. Any other change keeps them, and the differences listed.
+   */
+  reconfigure(config: MirrorConfig): void {
+    const before = this.#config
+    this.#config = config
+    this.#methods = new Set(config.methods)
+    this.#ignore = new Set(config.compare.ignore)
+    this.diffs.resize(config.diffs)
+    if (config.maxInFlight !== before.maxInFlight || config.timeout !== before.timeout) {
+      const previous = this.agent
+      this.agent = copiesAgent(config)
+      // Copies under way finish on the connections they have; the old pool then closes.
+      previous.close().catch(() => {})
+    }
+    if (config.window !== before.window || !sameValue(config.compare, before.compare)) {
+      this.#startFiguresAgain()
+      this.#routes.clear()
+      this.noise.clear()
+    }
   }
 
   /** Every applied state: on, off, or another share. */
@@ -88,12 +112,7 @@ export class Mirror {
     const next = state.mirror
     const share = next?.enabled ? next.percent / 100 : 0
     // Turned on, off, or another share: the figures start again, so a fixed release is judged on its own answers.
-    if (share !== this.share) {
-      this.#since = Date.now()
-      // A new window rather than a later start in the old one: its one-second buckets would blur the edge.
-      this.#windows.close()
-      this.#windows = new SlidingWindows(this.config.window)
-    }
+    if (share !== this.share) this.#startFiguresAgain()
     this.#setting = next
     this.share = share
   }
@@ -109,12 +128,12 @@ export class Mirror {
   ): MirrorCopy | undefined {
     if (!this.#methods.has(req.method ?? 'GET')) return undefined
     const url = req.url ?? '/'
-    const prefixes = this.config.pathPrefixes
+    const prefixes = this.#config.pathPrefixes
     if (prefixes.length > 0 && !prefixes.some((prefix) => url.startsWith(prefix))) return undefined
     if (this.#random() >= this.share) return undefined
     const declared = Number(req.headers['content-length'] ?? 0)
-    if (declared > this.config.maxBodyBytes) return this.drop('bodyTooLarge')
-    if (this.#inFlight >= this.config.maxInFlight) return this.drop('inFlight')
+    if (declared > this.#config.maxBodyBytes) return this.drop('bodyTooLarge')
+    if (this.#inFlight >= this.#config.maxInFlight) return this.drop('inFlight')
     const target = otherColor(route.color)
     const upstream = chooseUpstream(route.snapshot.pools[target])
     if (upstream === undefined) {
@@ -122,7 +141,7 @@ export class Mirror {
       return undefined
     }
     const key = `${req.method} ${url.split('?')[0]}`
-    const sample = this.noise.wantsSample(key, this.config.compare.noiseSampleRate, this.#random())
+    const sample = this.noise.wantsSample(key, this.#config.compare.noiseSampleRate, this.#random())
       ? chooseUpstream(route.snapshot.pools[route.color])
       : undefined
     this.#inFlight++
@@ -163,7 +182,7 @@ export class Mirror {
       results: { ...this.#counts },
       dropped: { ...this.#dropped },
       window: {
-        seconds: this.config.window / 1000,
+        seconds: this.#config.window / 1000,
         blue: this.figures('blue'),
         green: this.figures('green'),
       },
@@ -171,13 +190,13 @@ export class Mirror {
       noise: this.noise.summary(20),
       lastError: this.#lastError ?? null,
       config: {
-        methods: this.config.methods,
-        pathPrefixes: this.config.pathPrefixes,
-        maxInFlight: this.config.maxInFlight,
-        timeoutMs: this.config.timeout,
-        maxBodyBytes: this.config.maxBodyBytes,
-        compare: this.config.compare,
-        gate: this.config.gate,
+        methods: this.#config.methods,
+        pathPrefixes: this.#config.pathPrefixes,
+        maxInFlight: this.#config.maxInFlight,
+        timeoutMs: this.#config.timeout,
+        maxBodyBytes: this.#config.maxBodyBytes,
+        compare: this.#config.compare,
+        gate: this.#config.gate,
       },
     }
   }
@@ -200,7 +219,7 @@ export class Mirror {
     sample: CapturedResponse | undefined,
     latencyMs: number,
   ): void {
-    const { compare } = this.config
+    const { compare } = this.#config
     const ignore = this.#ignore
     if (sample !== undefined) {
       const noise = differences(live, sample, {
@@ -241,6 +260,13 @@ export class Mirror {
     this.#windows.record(copy.target, 500, latencyMs)
     this.#routeFigures(copy.route, true)
     this.#failed(`${copy.method} ${copy.path} to ${copy.target}: ${error.message}`)
+  }
+
+  #startFiguresAgain(): void {
+    this.#since = Date.now()
+    // A new window rather than a later start in the old one: its one-second buckets would blur the edge.
+    this.#windows.close()
+    this.#windows = new SlidingWindows(this.#config.window)
   }
 
   #failed(message: string): void {
@@ -478,3 +504,15 @@ export class MirrorCopy {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/** The copies' own connections and timeouts: a slow idle color ties up these, never the live pools. */
+function copiesAgent(config: MirrorConfig): Agent {
+  return new Agent({
+    connections: config.maxInFlight,
+    pipelining: 1,
+    headersTimeout: config.timeout,
+    bodyTimeout: config.timeout,
+    keepAliveTimeout: 4_000,
+    connect: { timeout: config.timeout, noDelay: true },
+  })
+}

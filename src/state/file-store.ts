@@ -46,7 +46,7 @@ export class FileStateStore implements StateStore {
   readonly #initial: Color
   readonly #logger: Logger
   readonly #pollInterval: number
-  readonly #standbyKeepFor: number
+  #standbyKeepFor: number
   readonly #listeners = new Set<StateListener>()
   #current: State | undefined
   #previous: State | undefined
@@ -95,6 +95,11 @@ export class FileStateStore implements StateStore {
 
   current(): State | undefined {
     return this.#current
+  }
+
+  /** standby.keepFor for the changes from now on (a reload); a standby already in force keeps its keepUntil. */
+  keepStandbyFor(ms: number): void {
+    this.#standbyKeepFor = ms
   }
 
   async change(change: StateChange, expectedGeneration?: number): Promise<State> {

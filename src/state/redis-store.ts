@@ -51,6 +51,7 @@ export class RedisStateStore implements StateStore {
   readonly #subscriber: Redis
   readonly #listeners = new Set<StateListener>()
   readonly #logger: Logger
+  #standbyKeepFor: number
   #current: State | undefined
   #starting: Promise<State> | undefined
   #started = false
@@ -69,6 +70,7 @@ export class RedisStateStore implements StateStore {
   constructor(options: RedisStateStoreOptions) {
     this.#options = options
     this.#logger = options.logger
+    this.#standbyKeepFor = options.standbyKeepFor ?? DEFAULT_KEEP_FOR_MS
     this.#key = options.config.key
     this.#channel = changesChannel(this.#key)
     this.#client = createRedis(options.config, `bluegreen:${options.replicaId}`) as ScriptedRedis
@@ -110,6 +112,11 @@ export class RedisStateStore implements StateStore {
     return this.#current
   }
 
+  /** standby.keepFor for the changes from now on (a reload); a standby already in force keeps its keepUntil. */
+  keepStandbyFor(ms: number): void {
+    this.#standbyKeepFor = ms
+  }
+
   status(): StoreStatus {
     const status: StoreStatus = { reachable: this.#reachable, lastSyncAt: this.#lastSyncAt }
     if (this.#restoredFrom !== undefined) status.restoredFrom = this.#restoredFrom
@@ -140,7 +147,7 @@ export class RedisStateStore implements StateStore {
     const requested = checkedChange(change)
     checkedGeneration(expectedGeneration)
     const now = new Date()
-    const keepUntil = new Date(now.getTime() + (this.#options.standbyKeepFor ?? DEFAULT_KEEP_FOR_MS))
+    const keepUntil = new Date(now.getTime() + this.#standbyKeepFor)
     const body = JSON.stringify({
       active: requested.active,
       weights: requested.weights,

@@ -1,4 +1,4 @@
-import { request } from 'node:http'
+import { type IncomingMessage, request } from 'node:http'
 import { eventually } from './eventually.ts'
 
 // GET /events/stream read as `curl -N` reads it: a plain HTTP client on a real socket, frames parsed as they come.
@@ -24,17 +24,7 @@ export function followEvents(admin: string): Promise<LiveEvents> {
       `${admin}/events/stream`,
       { headers: { accept: 'text/event-stream' } },
       (response) => {
-        let text = ''
-        const frames: LiveFrame[] = []
-        response.setEncoding('utf8')
-        response.on('data', (chunk: string) => {
-          text += chunk
-          for (let end = text.indexOf('\n\n'); end !== -1; end = text.indexOf('\n\n')) {
-            const frame = parseFrame(text.slice(0, end))
-            if (frame.event !== undefined) frames.push(frame)
-            text = text.slice(end + 2)
-          }
-        })
+        const { frames } = collectFrames(response)
         response.on('error', () => {})
         const of = <T>(kind: string) =>
           frames.filter((frame) => frame.event === kind).map((frame) => frame.data as T)
@@ -54,6 +44,25 @@ export function followEvents(admin: string): Promise<LiveEvents> {
     req.on('error', reject)
     req.end()
   })
+}
+
+/**
+ * Parses the stream's frames as they arrive into `frames`; `text` is what has come of the next one. A block of
+ * comments only (the greeting, keep-alives) is no event.
+ */
+export function collectFrames(response: IncomingMessage): { frames: LiveFrame[]; text: () => string } {
+  let text = ''
+  const frames: LiveFrame[] = []
+  response.setEncoding('utf8')
+  response.on('data', (chunk: string) => {
+    text += chunk
+    for (let end = text.indexOf('\n\n'); end !== -1; end = text.indexOf('\n\n')) {
+      const frame = parseFrame(text.slice(0, end))
+      if (frame.event !== undefined) frames.push(frame)
+      text = text.slice(end + 2)
+    }
+  })
+  return { frames, text: () => text }
 }
 
 function parseFrame(block: string): LiveFrame {

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { adminGet } from './admin.ts'
 import { eventually } from './eventually.ts'
-import { type ChildProxy, spawnProxy, tempDir, writeConfig } from './servers.ts'
+import { type ChildProxy, spawnProxy, startServer, tempDir, writeConfig } from './servers.ts'
 
 export interface ReplicaOptions {
   /**
@@ -66,6 +66,56 @@ export async function startReplicas(count: number, options: ReplicaOptions): Pro
   const replicas = await Promise.all(Array.from({ length: count }, () => startReplica(options)))
   await Promise.all(replicas.map((replica) => waitReady(replica)))
   return replicas
+}
+
+/** Replicas sharing one Redis whose green release fails, and the upstreams they route to. */
+export interface FailingGreenFleet {
+  replicas: Replica[]
+  /** Closes the replicas, then the upstreams. */
+  close(): Promise<void>
+}
+
+/**
+ * Replicas on Redis (`redis`: state.redis) in front of a blue that answers 200 and a green that answers 500 to every
+ * request but its health checks, so a switch to green is rolled back. The guard needs 30 requests in its 5 s window:
+ * with three replicas each seeing 10, only the pooled figures can decide. `extra`: more config sections.
+ */
+export async function startFailingGreenFleet(
+  count: number,
+  redis: Record<string, unknown>,
+  extra: Record<string, unknown> = {},
+): Promise<FailingGreenFleet> {
+  const upstream = (color: string, status: number) =>
+    startServer((req, res) => {
+      res.writeHead(req.url === '/health' ? 200 : status)
+      res.end(color)
+    })
+  const blue = await upstream('blue', 200)
+  const green = await upstream('green', 500)
+  const replicas = await startReplicas(count, {
+    redis: { pollInterval: '500ms', ...redis },
+    blue: blue.url,
+    green: green.url,
+    extra: {
+      pools: {
+        blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
+        green: { upstreams: [green.url], healthCheck: { path: '/health' } },
+      },
+      rollback: { window: '5s', evaluateEvery: '100ms', minRequests: 30, maxErrorRatio: 0.1, watch: '30s' },
+      ...extra,
+    },
+  }).catch(async (error: unknown) => {
+    await Promise.allSettled([blue.close(), green.close()])
+    throw error
+  })
+  return {
+    replicas,
+    close: async () => {
+      closeConnections()
+      await Promise.all(replicas.map((replica) => replica.close()))
+      await Promise.allSettled([blue.close(), green.close()])
+    },
+  }
 }
 
 export async function waitReady(replica: ChildProxy, timeout = 10_000): Promise<void> {

@@ -2,19 +2,14 @@ import { type IncomingMessage, request } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
+import { collectFrames, type LiveFrame } from '../helpers/live-events.ts'
 import { startProxy, startServer, type TestProxy, type TestServer } from '../helpers/servers.ts'
 
-// GET /events/stream read as curl -N reads it: a raw HTTP client on a real socket, the frames parsed by hand.
-
-interface Frame {
-  id?: string
-  event?: string
-  data?: unknown
-}
+// GET /events/stream read as curl -N reads it: a raw HTTP client on a real socket, the frames parsed as they come.
 
 interface Reader {
   response: IncomingMessage
-  frames: Frame[]
+  frames: LiveFrame[]
   text: () => string
   ended: Promise<void>
   close(): void
@@ -25,37 +20,16 @@ function openStream(admin: string, lastEventId?: string): Promise<Reader> {
     const headers: Record<string, string> = { accept: 'text/event-stream' }
     if (lastEventId !== undefined) headers['last-event-id'] = lastEventId
     const req = request(`${admin}/events/stream`, { headers }, (response) => {
-      let text = ''
-      const frames: Frame[] = []
-      response.setEncoding('utf8')
-      response.on('data', (chunk: string) => {
-        text += chunk
-        for (let end = text.indexOf('\n\n'); end !== -1; end = text.indexOf('\n\n')) {
-          // A block of comments only (the greeting, keep-alives) is no event.
-          const frame = parseFrame(text.slice(0, end))
-          if (frame.event !== undefined) frames.push(frame)
-          text = text.slice(end + 2)
-        }
-      })
+      const { frames, text } = collectFrames(response)
       const ended = new Promise<void>((done) => response.once('end', done))
-      resolve({ response, frames, text: () => text, ended, close: () => req.destroy() })
+      resolve({ response, frames, text, ended, close: () => req.destroy() })
     })
     req.on('error', reject)
     req.end()
   })
 }
 
-function parseFrame(block: string): Frame {
-  const frame: Frame = {}
-  for (const line of block.split('\n')) {
-    if (line.startsWith('id: ')) frame.id = line.slice(4)
-    else if (line.startsWith('event: ')) frame.event = line.slice(7)
-    else if (line.startsWith('data: ')) frame.data = JSON.parse(line.slice(6))
-  }
-  return frame
-}
-
-function find(reader: Reader, match: (frame: Frame) => boolean, message: string): Promise<Frame> {
+function find(reader: Reader, match: (frame: LiveFrame) => boolean, message: string): Promise<LiveFrame> {
   return eventually(() => reader.frames.find(match), { message })
 }
 

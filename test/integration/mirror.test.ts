@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { request } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { adminGet, adminPost, errorCode } from '../helpers/admin.ts'
+import { type AdminReply, adminGet, adminPost, errorCode } from '../helpers/admin.ts'
 import { runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { scrapeMetrics } from '../helpers/metrics.ts'
@@ -159,36 +159,58 @@ async function settled(proxy: TestProxy, count: number): Promise<MirrorStatus> {
 
 const total = (status: MirrorStatus) => Object.values(status.results).reduce((sum, value) => sum + value, 0)
 
+/** Blue and green mirror upstreams behind an in-process proxy with these `mirror` settings, mirroring 100%. */
+interface MirrorRig {
+  blue: MirrorUpstream
+  green: MirrorUpstream
+  proxy: TestProxy
+  /** POST /mirror's answer. */
+  on: AdminReply
+  close(): Promise<void>
+}
+
+async function startMirrorRig(mirror: Record<string, unknown>, reason?: string): Promise<MirrorRig> {
+  const blue = await mirrorUpstream('blue')
+  const green = await mirrorUpstream('green')
+  const proxy = await startProxy({ blue: [blue.server.url], green: [green.server.url] }, { mirror })
+  const on = await adminPost(proxy.admin, '/mirror', { percent: 100, ...(reason ? { reason } : {}) })
+  return {
+    blue,
+    green,
+    proxy,
+    on,
+    close: async () => {
+      releaseAll(green.behaviour)
+      await proxy.close()
+      await blue.server.close()
+      await green.server.close()
+    },
+  }
+}
+
 describe('mirroring to the idle color', () => {
+  let rig: MirrorRig | undefined
   let blue: MirrorUpstream
   let green: MirrorUpstream
   let proxy: TestProxy
 
   beforeAll(async () => {
-    blue = await mirrorUpstream('blue')
-    green = await mirrorUpstream('green')
-    proxy = await startProxy(
-      { blue: [blue.server.url], green: [green.server.url] },
+    rig = await startMirrorRig(
       {
-        mirror: {
-          methods: ['GET', 'HEAD', 'PUT'],
-          maxBodyBytes: 1000,
-          timeout: '400ms',
-          compare: { noiseSampleRate: 0 },
-          gate: { minCompared: 5, maxMismatchRatio: 0.2, on: { switch: true, weights: true, rollout: true } },
-        },
+        methods: ['GET', 'HEAD', 'PUT'],
+        maxBodyBytes: 1000,
+        timeout: '400ms',
+        compare: { noiseSampleRate: 0 },
+        gate: { minCompared: 5, maxMismatchRatio: 0.2, on: { switch: true, weights: true, rollout: true } },
       },
+      'test green',
     )
-    const on = await adminPost(proxy.admin, '/mirror', { percent: 100, reason: 'test green' })
-    expect(on.status).toBe(200)
-    expect(on.body).toMatchObject({ mirror: { enabled: true, percent: 100 }, changed: true })
+    ;({ blue, green, proxy } = rig)
+    expect(rig.on.status).toBe(200)
+    expect(rig.on.body).toMatchObject({ mirror: { enabled: true, percent: 100 }, changed: true })
   })
 
-  afterAll(async () => {
-    await proxy?.close()
-    await blue?.server.close()
-    await green?.server.close()
-  })
+  afterAll(() => rig?.close())
 
   it('counts mismatches for the one path green answers differently, and the diff names the field', async () => {
     green.behaviour.differOn.add('/users')
@@ -411,26 +433,16 @@ describe('mirroring to the idle color', () => {
 })
 
 describe('mirroring, bounded in flight', () => {
-  let blue: MirrorUpstream
+  let rig: MirrorRig | undefined
   let green: MirrorUpstream
   let proxy: TestProxy
 
   beforeAll(async () => {
-    blue = await mirrorUpstream('blue')
-    green = await mirrorUpstream('green')
-    proxy = await startProxy(
-      { blue: [blue.server.url], green: [green.server.url] },
-      { mirror: { maxInFlight: 2, timeout: '20s' } },
-    )
-    await adminPost(proxy.admin, '/mirror', { percent: 100 })
+    rig = await startMirrorRig({ maxInFlight: 2, timeout: '20s' })
+    ;({ green, proxy } = rig)
   })
 
-  afterAll(async () => {
-    if (green) releaseAll(green.behaviour)
-    await proxy?.close()
-    await blue?.server.close()
-    await green?.server.close()
-  })
+  afterAll(() => rig?.close())
 
   it('drops and counts the copies beyond maxInFlight, and the clients never wait for them', async () => {
     green.behaviour.hold = true

@@ -4,8 +4,13 @@ import { adminGet, adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type Receiver, startReceiver } from '../helpers/receiver.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
-import { closeConnections, get, type Replica, startReplicas, stateOf } from '../helpers/replicas.ts'
-import { startServer, type TestServer } from '../helpers/servers.ts'
+import {
+  type FailingGreenFleet,
+  get,
+  type Replica,
+  startFailingGreenFleet,
+  stateOf,
+} from '../helpers/replicas.ts'
 
 const SECRET = 'fleet-secret'
 
@@ -30,48 +35,27 @@ function follow(admin: string): { text: () => string; stop: () => void } {
 
 describe('notifications from three replicas sharing one Redis', () => {
   let redis: RedisProcess
-  let blue: TestServer
-  let green: TestServer
   let receiver: Receiver
+  let fleet: FailingGreenFleet | undefined
   let replicas: Replica[] = []
 
   beforeAll(async () => {
     redis = await startRedis()
     receiver = await startReceiver()
-    const upstream = (color: string, status: number) =>
-      startServer((req, res) => {
-        res.writeHead(req.url === '/health' ? 200 : status)
-        res.end(color)
-      })
-    blue = await upstream('blue', 200)
-    green = await upstream('green', 500)
-    replicas = await startReplicas(3, {
-      redis: {
-        url: redis.url,
-        key: 'bluegreen:notify-test',
-        heartbeatInterval: '300ms',
-        pollInterval: '500ms',
-      },
-      blue: blue.url,
-      green: green.url,
-      extra: {
-        pools: {
-          blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
-          green: { upstreams: [green.url], healthCheck: { path: '/health' } },
-        },
-        rollback: { window: '5s', evaluateEvery: '100ms', minRequests: 30, maxErrorRatio: 0.1, watch: '30s' },
+    fleet = await startFailingGreenFleet(
+      3,
+      { url: redis.url, key: 'bluegreen:notify-test', heartbeatInterval: '300ms' },
+      {
         notify: [
           { name: 'hook', url: receiver.url, secret: SECRET, events: ['rollback', 'replica-missing'] },
         ],
       },
-    })
+    )
+    replicas = fleet.replicas
   })
 
   afterAll(async () => {
-    closeConnections()
-    await Promise.all(replicas.map((replica) => replica.close()))
-    await blue?.close()
-    await green?.close()
+    await fleet?.close()
     await receiver?.close()
     await redis?.stop()
   })

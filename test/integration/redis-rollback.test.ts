@@ -3,57 +3,31 @@ import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
-  closeConnections,
+  type FailingGreenFleet,
   get,
   metric,
   type Replica,
-  startReplicas,
+  startFailingGreenFleet,
   stateOf,
-  waitReady,
 } from '../helpers/replicas.ts'
-import { startServer, type TestServer } from '../helpers/servers.ts'
 
 describe('automatic rollback with three replicas on Redis', () => {
   let redis: RedisProcess
-  let blue: TestServer
-  let green: TestServer
+  let fleet: FailingGreenFleet | undefined
   let replicas: Replica[] = []
 
   beforeAll(async () => {
     redis = await startRedis()
-    const upstream = (color: string, status: number) =>
-      startServer((req, res) => {
-        res.writeHead(req.url === '/health' ? 200 : status)
-        res.end(color)
-      })
-    blue = await upstream('blue', 200)
-    green = await upstream('green', 500)
-    replicas = await startReplicas(3, {
-      redis: {
-        url: redis.url,
-        key: 'bluegreen:rollback-test',
-        heartbeatInterval: '100ms',
-        pollInterval: '500ms',
-      },
-      blue: blue.url,
-      green: green.url,
-      extra: {
-        pools: {
-          blue: { upstreams: [blue.url], healthCheck: { path: '/health' } },
-          green: { upstreams: [green.url], healthCheck: { path: '/health' } },
-        },
-        // 30 requests are needed; each replica sees only 10, so only the pooled figures can decide.
-        rollback: { window: '5s', evaluateEvery: '100ms', minRequests: 30, maxErrorRatio: 0.1, watch: '30s' },
-      },
+    fleet = await startFailingGreenFleet(3, {
+      url: redis.url,
+      key: 'bluegreen:rollback-test',
+      heartbeatInterval: '100ms',
     })
-    for (const replica of replicas) await waitReady(replica)
+    replicas = fleet.replicas
   })
 
   afterAll(async () => {
-    closeConnections()
-    await Promise.all(replicas.map((replica) => replica.close()))
-    await blue?.close()
-    await green?.close()
+    await fleet?.close()
     await redis?.stop()
   })
 

@@ -1,11 +1,13 @@
 import { writeFile } from 'node:fs/promises'
-import { type IncomingMessage, request, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminGet, adminPost, callAdmin, errorCode } from '../helpers/admin.ts'
-import { type Collecting, killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
+import { killRunningClis, runCli, spawnCollecting } from '../helpers/cli.ts'
+import { type Cluster, fresh, spawnCluster } from '../helpers/cluster.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { scrapeMetrics } from '../helpers/metrics.ts'
+import { startReceiver } from '../helpers/receiver.ts'
 import {
   type ChildProxy,
   CLI,
@@ -310,40 +312,15 @@ describe('bluegreen demo, which has no config file', () => {
   })
 })
 
-/** One GET on a connection of its own, so that successive ones are dealt to different workers. */
-function fresh(url: string): Promise<{ status: number; upstream: string | undefined; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk) => {
-        body += chunk
-      })
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, upstream: res.headers['x-upstream'] as string, body }),
-      )
-    })
-    req.setTimeout(5_000, () => req.destroy(new Error(`GET ${url} timed out`)))
-    req.on('error', reject)
-    req.end()
-  })
-}
-
 describe('reloading bluegreen serve --workers 2', () => {
   let a: CountingUpstream
   let b: CountingUpstream
   let dir: Awaited<ReturnType<typeof tempDir>>
   let file: string
-  let cluster: Collecting
+  let cluster: Cluster
   let admin: string
   let url: string
-  const lines = () =>
-    cluster
-      .output()
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-  const write = (blue: string[]) =>
+  const write = (blue: string[], extra: Record<string, unknown> = {}) =>
     writeConfig(
       dir.path,
       {
@@ -351,6 +328,7 @@ describe('reloading bluegreen serve --workers 2', () => {
         admin: { listen: '127.0.0.1:0' },
         pools: { blue: { upstreams: blue }, green: { upstreams: [a.url] } },
         state: { path: join(dir.path, 'state.json') },
+        ...extra,
       },
       'config.json',
     )
@@ -378,17 +356,8 @@ describe('reloading bluegreen serve --workers 2', () => {
     b = await countingUpstream('b')
     dir = await tempDir('bluegreen-reload-workers-')
     file = await write([a.url])
-    cluster = spawnCollecting(process.execPath, [CLI, 'serve', '--config', file, '--workers', '2'])
-    const started = await eventually(
-      () => {
-        const serving = lines().filter((line) => line.msg === 'worker serving').length
-        const up = lines().find((line) => line.msg === 'bluegreen-proxy started')
-        return serving >= 2 && (up as { proxy: { port: number }; admin: { port: number } })
-      },
-      { timeout: 20_000, message: 'two workers to start' },
-    )
-    admin = `http://127.0.0.1:${started.admin.port}`
-    url = `http://127.0.0.1:${started.proxy.port}`
+    cluster = await spawnCluster(file, 2)
+    ;({ admin, url } = cluster)
   })
   afterAll(async () => {
     if (cluster && cluster.child.exitCode === null) {
@@ -408,7 +377,45 @@ describe('reloading bluegreen serve --workers 2', () => {
     expect(answer.body.workers?.applied).toHaveLength(2)
     expect(answer.body.workers?.failed).toEqual([])
     for (const blue of (await blueOfEachWorker()).values()) expect(blue).toEqual([b.url])
-    for (let i = 0; i < 10; i++) expect((await fresh(`${url}/`)).upstream).toBe('b')
+    for (let i = 0; i < 10; i++) expect((await fresh(`${url}/`)).headers['x-upstream']).toBe('b')
+  })
+
+  it('has every worker apply a notify target and mirror settings: each sends the switches it makes', async () => {
+    const receiver = await startReceiver()
+    try {
+      await write([b.url], {
+        notify: [{ name: 'hook', url: receiver.url, events: ['switch'] }],
+        mirror: { methods: ['GET', 'OPTIONS'] },
+      })
+      const answer = await adminPost<ReloadAnswer>(admin, '/reload', {})
+      expect(answer.body).toMatchObject({ result: 'applied', changed: ['mirror.methods', 'notify'] })
+      expect(answer.body.workers?.applied).toHaveLength(2)
+      // Each on a connection of its own, so that both workers answer and make switches.
+      for (let i = 0; i < 6; i++) {
+        const mirror = JSON.parse((await fresh(`${admin}/mirror`)).body) as { config: { methods: string[] } }
+        expect(mirror.config.methods).toEqual(['GET', 'OPTIONS'])
+      }
+      // Switches back and forth until both workers have made (and sent) one.
+      let switches = 0
+      const senders = await eventually(
+        async () => {
+          const to = switches % 2 === 0 ? 'green' : 'blue'
+          expect((await fresh(`${admin}/switch`, 'POST', { to })).status).toBe(200)
+          switches++
+          await eventually(() => receiver.received.length === switches, {
+            message: `switch ${switches} to be delivered`,
+          })
+          const replicas = new Set(receiver.bodies<{ replica: string }>().map((body) => body.replica))
+          return replicas.size === 2 && replicas
+        },
+        { timeout: 20_000, message: 'both workers to send a switch' },
+      )
+      expect(senders.size).toBe(2)
+      await write([b.url])
+      expect((await adminPost<ReloadAnswer>(admin, '/reload', {})).body.result).toBe('applied')
+    } finally {
+      await receiver.close()
+    }
   })
 
   it('reloads every worker on SIGHUP to the primary, counted once', async () => {
@@ -422,7 +429,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       { timeout: 15_000, message: 'both workers to route to a and b' },
     )
     const metrics = await scrapeMetrics(admin)
-    expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(2)
+    expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(4)
   })
 
   it('refuses in the primary a change that needs a restart: no worker applies any of it', async () => {
@@ -447,7 +454,7 @@ describe('reloading bluegreen serve --workers 2', () => {
       .replica.id.split('-')
       .at(-2)
     process.kill(Number(pid), 'SIGKILL')
-    await eventually(() => lines().filter((line) => line.msg === 'worker serving').length >= 3, {
+    await eventually(() => cluster.lines().filter((line) => line.msg === 'worker serving').length >= 3, {
       timeout: 20_000,
       message: 'the worker to be restarted',
     })

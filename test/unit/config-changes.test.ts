@@ -74,6 +74,29 @@ describe('planReload', () => {
     expect(plan.changed).toContain('pools.blue.upstreams')
   })
 
+  it('lets through standby.keepFor, the notify targets and every mirror setting', () => {
+    const next = config({
+      standby: { keepFor: '2h' },
+      notify: [{ url: 'https://hooks.example.com/deploys', events: ['switch'], secret: 'rotated' }],
+      mirror: {
+        percent: 25,
+        methods: ['GET', 'HEAD'],
+        pathPrefixes: ['/api'],
+        maxInFlight: 8,
+        timeout: '2s',
+        window: '5m',
+        compare: { headers: ['content-type', 'etag'], ignore: ['$.meta.time'], noiseSampleRate: 0.5 },
+        diffs: 10,
+        gate: { maxMismatchRatio: 0.05, minCompared: 10, on: { weights: true } },
+      },
+    })
+    const plan = planReload(config(), next, RELOADABLE_KEYS)
+    expect(plan.needsRestart).toEqual([])
+    expect(plan.changed).toEqual(
+      expect.arrayContaining(['standby.keepFor', 'notify', 'mirror.percent', 'mirror.compare.headers']),
+    )
+  })
+
   it('names every key that needs a restart: listeners, the store, and any key no section applies', () => {
     const next = config({
       listen: '127.0.0.1:8081',
