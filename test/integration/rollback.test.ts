@@ -94,10 +94,17 @@ describe('automatic rollback', () => {
     })
     expect(String(state.reason)).toMatch(/automatic rollback: green error ratio 100\.0%/)
     expect(await metric(admin, 'bluegreen_switches_total{trigger="rollback"}')).toBe(1)
-    const events = (await (await fetch(`${admin}/events`)).json()) as {
-      events: { action: string; actor: string; result: string }[]
-    }
-    expect(events.events[0]).toMatchObject({ action: 'rollback', actor: 'bluegreen', result: 'accepted' })
+    // The guard records the rollback after its compare-and-set; the state can be read before the audit write ends.
+    const latest = await eventually(
+      async () => {
+        const { events } = (await (await fetch(`${admin}/events`)).json()) as {
+          events: { action: string; actor: string; result: string }[]
+        }
+        return events[0]?.action === 'rollback' ? events[0] : undefined
+      },
+      { message: 'the rollback in the audit trail' },
+    )
+    expect(latest).toMatchObject({ action: 'rollback', actor: 'bluegreen', result: 'accepted' })
     // Traffic is back on blue.
     expect(await traffic(url, 5)).toEqual([200, 200, 200, 200, 200])
   })
@@ -133,7 +140,9 @@ describe('automatic rollback', () => {
       },
       { timeout: 5000, message: 'the latency rollback' },
     )
-    expect(String(state.reason)).toMatch(/p99 (4\d\d|5\d\d) ms/)
+    // At least the upstream's 400 ms; a loaded machine adds its own delay on top.
+    const p99 = /p99 (\d+) ms/.exec(String(state.reason))
+    expect(Number(p99?.[1])).toBeGreaterThanOrEqual(400)
   })
 
   it('leaves a healthy green alone', async () => {
