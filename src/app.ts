@@ -316,6 +316,7 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
       config.smoke.checks.length > 0 && config.smoke.on.rolloutStep
         ? (color) => core.smoke.run(color, 'rollout-step')
         : undefined,
+    claim: core.backend.claimNotification,
   })
   closers.add('release guard', () => guard.close())
   return { windows, guard }

@@ -33,6 +33,11 @@ export interface ReleaseGuardOptions {
   unavailableSince: (color: Color) => number | undefined
   /** Runs the smoke checks on a color before a rollout's next step (smoke.on.rolloutStep); none when undefined. */
   smoke?: (color: Color) => Promise<SmokeReport>
+  /**
+   * Claims something every replica observes for this replica (src/state/claims.ts): true when no other replica has
+   * claimed `id`. A step held by its smoke checks is audited by the replica that claims the hold; undefined: always.
+   */
+  claim?: (id: string) => Promise<boolean>
 }
 
 /** How soon a step held by failing smoke checks runs them again. */
@@ -230,6 +235,9 @@ export class ReleaseGuard {
    * promote), its smoke checks run; failing, the step holds at its weight and they run again every
    * SMOKE_RETRY_MS, the hold audited once as a refused `rollout` and shown in GET /state's rolloutStep. The
    * rollout can still be rolled back, aborted, or promoted by an operator (with `force` past the checks).
+   * Every replica's guard runs the checks (the step moves on through one compare-and-set, from whichever sees them
+   * pass), but the hold is one event for the fleet: only the replica that claims it audits it, so a fleet of three
+   * records (and notifies, as `smoke-failed`) one refusal per held step, not three.
    */
   async #heldBySmoke(
     state: State,
@@ -251,6 +259,7 @@ export class ReleaseGuard {
     this.#smokeHold = { generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
     if (!sameStep) {
       logger.warn({ generation: state.generation, color: rollout.to }, `rollout step held: ${failing}`)
+      if (!(await this.#claimHold(state.generation))) return this.#showHold(this.#smokeHold)
       const error = new BlueGreenError(
         'BG_SMOKE_FAILED',
         `the rollout's next step waits for ${failing}`,
@@ -259,6 +268,21 @@ export class ReleaseGuard {
       this.#record(state, decision.change, decision.action, refusal(error))
     }
     return this.#showHold(this.#smokeHold)
+  }
+
+  /** Whether this replica is the one to audit the hold of the step at `generation`. */
+  async #claimHold(generation: number): Promise<boolean> {
+    const { claim, logger } = this.#options
+    if (!claim) return true
+    try {
+      const won = await claim(`rollout-smoke-hold-g${generation}`)
+      if (!won) logger.debug({ generation }, 'the rollout step hold is audited by another replica')
+      return won
+    } catch (error) {
+      // Unclaimed, the hold is still worth a line in the trail: one per replica rather than none.
+      logger.debug({ err: error, generation }, 'cannot claim the rollout step hold; auditing it here')
+      return true
+    }
   }
 
   #showHold(hold: SmokeHold): true {
