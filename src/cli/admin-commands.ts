@@ -46,7 +46,7 @@ interface Command {
 
 const CHANGE_OPTIONS = [
   '--wait                  answer once every live replica applied it (exit 3 if some did not in time)',
-  '--force                 even if the pools getting traffic fail their health probe',
+  '--force                 even if the pools getting traffic fail their health probe or smoke checks',
   '--reason TEXT           why, for the audit trail',
   '--expected-generation N only if the state is still at generation N (else exit 1, BG_GENERATION_CONFLICT)',
 ]
