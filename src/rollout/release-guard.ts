@@ -43,11 +43,24 @@ export interface ReleaseGuardOptions {
 /** How soon a step held by failing smoke checks runs them again. */
 export const SMOKE_RETRY_MS = 5_000
 
-/** A rollout step held because its color failed its smoke checks: on which generation, and what failed. */
+/** A rollout step held because its color failed its smoke checks: which step, on which generation, what failed. */
 interface SmokeHold {
+  /**
+   * The step run held (stepKey): a change that moves no traffic (a mirror setting) makes a new generation but not
+   * a new step, so the hold goes on without being audited again.
+   */
+  step: string
   generation: number
   retryAt: number
   failing: string
+}
+
+/**
+ * One run of one step of one rollout, the same on every replica: the rollout's start, the step, and when the step
+ * (re)started (a resume starts it again).
+ */
+function stepKey(rollout: Rollout): string {
+  return `${rollout.startedAt}-s${rollout.step}-${rollout.stepStartedAt}`
 }
 
 /** The color a change sent more traffic to, watched for `rollback.watch` from the moment it was applied. */
@@ -247,8 +260,10 @@ export class ReleaseGuard {
     const { smoke, logger } = this.#options
     if (!smoke || decision.change.weights[rollout.to] <= state.weights[rollout.to]) return false
     const hold = this.#smokeHold
-    const sameStep = hold?.generation === state.generation
-    if (sameStep && Date.now() < hold.retryAt) return this.#showHold(hold)
+    const step = stepKey(rollout)
+    const sameStep = hold?.step === step
+    if (sameStep && Date.now() < hold.retryAt)
+      return this.#showHold({ ...hold, generation: state.generation })
     const report = await smoke(rollout.to)
     if (report.passed) {
       this.#smokeHold = undefined
@@ -256,10 +271,10 @@ export class ReleaseGuard {
     }
     const failed = report.checks.filter((check) => !check.passed)
     const failing = `smoke checks passing on ${rollout.to} (${failed.length} of ${report.checks.length} failing: ${failed.map((check) => `${check.name}: ${check.problem}`).join('; ')})`
-    this.#smokeHold = { generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
+    this.#smokeHold = { step, generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
     if (!sameStep) {
       logger.warn({ generation: state.generation, color: rollout.to }, `rollout step held: ${failing}`)
-      if (!(await this.#claimHold(state.generation))) return this.#showHold(this.#smokeHold)
+      if (!(await this.#claimHold(step, state.generation))) return this.#showHold(this.#smokeHold)
       const error = new BlueGreenError(
         'BG_SMOKE_FAILED',
         `the rollout's next step waits for ${failing}`,
@@ -270,12 +285,12 @@ export class ReleaseGuard {
     return this.#showHold(this.#smokeHold)
   }
 
-  /** Whether this replica is the one to audit the hold of the step at `generation`. */
-  async #claimHold(generation: number): Promise<boolean> {
+  /** Whether this replica is the one to audit the hold of this run of the step (stepKey). */
+  async #claimHold(step: string, generation: number): Promise<boolean> {
     const { claim, logger } = this.#options
     if (!claim) return true
     try {
-      const won = await claim(`rollout-smoke-hold-g${generation}`)
+      const won = await claim(`rollout-smoke-hold-${step}`)
       if (!won) logger.debug({ generation }, 'the rollout step hold is audited by another replica')
       return won
     } catch (error) {

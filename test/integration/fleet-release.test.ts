@@ -170,7 +170,9 @@ describe('the release workflow across three replicas sharing one Redis', () => {
       event: 'standby-over',
       data: { phase: 'over', color: 'blue', since: standby!.since, keepUntil: standby!.keepUntil },
     })
-    expect(Date.parse(request.headers['x-bluegreen-timestamp'] as string)).not.toBe(0)
+    // The timestamp is the attempt's own, in seconds: what lets a receiver refuse a replay.
+    const sentAt = Number(request.headers['x-bluegreen-timestamp']) * 1000
+    expect(Math.abs(sentAt - request.at)).toBeLessThan(60_000)
     // The one delivery is in the shared audit trail, by the replica that claimed it.
     const deliveries = (await auditOf(first)).filter(
       (event) => event.action === 'notify' && event.reason.startsWith('standby-over'),
@@ -295,6 +297,16 @@ describe('the release workflow across three replicas sharing one Redis', () => {
       const notified = sent('smoke-failed')
       expect(notified).toHaveLength(1)
       verifySignature(notified[0]!.request)
+      // Turning the mirror on moves no traffic and is not a new step: the hold goes on, not audited again.
+      const mirrored = await adminPost(first.admin, '/mirror', { percent: 10, wait: true })
+      expect(mirrored.status, JSON.stringify(mirrored.body)).toBe(200)
+      await settle(2_000)
+      expect(
+        (await auditOf(first)).filter(
+          (event) => event.code === 'BG_SMOKE_FAILED' && event.action === 'rollout',
+        ),
+      ).toHaveLength(1)
+      expect(sent('smoke-failed')).toHaveLength(1)
     } finally {
       smokeStatus.blue = 200
     }
