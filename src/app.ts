@@ -317,6 +317,8 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
         ? (color) => core.smoke.run(color, 'rollout-step')
         : undefined,
     claim: core.backend.claimNotification,
+    retiredSmoke:
+      config.smoke.checks.length > 0 ? (color) => core.smoke.run(color, 'rollback', true) : undefined,
   })
   closers.add('release guard', () => guard.close())
   return { windows, guard }

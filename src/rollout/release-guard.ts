@@ -12,6 +12,7 @@ import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
 import type { SmokeReport } from '../proxy/smoke.ts'
+import { standbyOver } from '../state/standby.ts'
 import { inProgress, onlyMirrorChanged, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
@@ -38,6 +39,11 @@ export interface ReleaseGuardOptions {
    * claimed `id`. A step held by its smoke checks is audited by the replica that claims the hold; undefined: always.
    */
   claim?: (id: string) => Promise<boolean>
+  /**
+   * Runs the smoke checks on a color whose standby is over, before an automatic rollback gives it traffic again (it
+   * may have been scaled down; an operator's rollback runs them too); none when undefined (no checks configured).
+   */
+  retiredSmoke?: (color: Color) => Promise<SmokeReport>
 }
 
 /** How soon a step held by failing smoke checks runs them again. */
@@ -107,6 +113,8 @@ export class ReleaseGuard {
   #watch: Watch | undefined
   #step: RolloutStepStatus | undefined
   #smokeHold: SmokeHold | undefined
+  /** An automatic rollback refused by the retired color's smoke checks: which one, and when to try again. */
+  #retiredHold: { key: string; retryAt: number } | undefined
   #busy = false
   /** The last evaluation failed (see #failedToEvaluate). */
   #failing = false
@@ -223,7 +231,42 @@ export class ReleaseGuard {
       judged = verdict.figures
     }
     const previous = undoesRollout(state) ? undefined : await this.#previous()
-    await this.#act(state, onEvaluation(state, { type: 'failing', why, previous }, Date.now()), judged)
+    const decision = onEvaluation(state, { type: 'failing', why, previous }, Date.now())
+    if (decision.kind === 'change' && (await this.#refusedByRetired(state, decision))) return
+    await this.#act(state, decision, judged)
+  }
+
+  /**
+   * An automatic rollback to the color on standby once its standby is over (keepFor shorter than rollback.watch):
+   * the color may have been scaled down, so it runs its smoke checks first, as an operator's rollback does. Failing,
+   * the rollback is refused, audited once for the fleet (the replica that claims it), and tried again every
+   * SMOKE_RETRY_MS while the watch lasts.
+   */
+  async #refusedByRetired(state: State, decision: Extract<Decision, { kind: 'change' }>): Promise<boolean> {
+    const { retiredSmoke, logger } = this.#options
+    const standby = state.standby
+    if (!retiredSmoke || !standby || !standbyOver(standby, Date.now())) return false
+    if (decision.change.weights[standby.color] <= state.weights[standby.color]) return false
+    // The standby names the change being watched, whatever mirror changes came since.
+    const key = `rollback-retired-${standby.color}-${standby.since}`
+    const hold = this.#retiredHold
+    if (hold?.key === key && Date.now() < hold.retryAt) return true
+    const report = await retiredSmoke(standby.color)
+    if (report.passed) {
+      this.#retiredHold = undefined
+      return false
+    }
+    this.#retiredHold = { key, retryAt: Date.now() + SMOKE_RETRY_MS }
+    if (hold?.key === key) return true
+    const failed = report.checks.filter((check) => !check.passed)
+    const failing = failed.map((check) => `${check.name}: ${check.problem}`).join('; ')
+    const message = `${failed.length} of ${report.checks.length} smoke check(s) failed on ${standby.color} (its standby is over: it must pass its smoke checks again before it gets traffic) (${failing}); the automatic rollback waits for them`
+    logger.warn({ generation: state.generation, color: standby.color }, message)
+    if (await this.#claimOnce(key, state.generation)) {
+      const error = new BlueGreenError('BG_SMOKE_FAILED', message, report)
+      this.#record(state, decision.change, decision.action, refusal(error))
+    }
+    return true
   }
 
   async #driveRollout(state: State, rollout: Rollout): Promise<void> {
@@ -274,7 +317,8 @@ export class ReleaseGuard {
     this.#smokeHold = { step, generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
     if (!sameStep) {
       logger.warn({ generation: state.generation, color: rollout.to }, `rollout step held: ${failing}`)
-      if (!(await this.#claimHold(step, state.generation))) return this.#showHold(this.#smokeHold)
+      if (!(await this.#claimOnce(`rollout-smoke-hold-${step}`, state.generation)))
+        return this.#showHold(this.#smokeHold)
       const error = new BlueGreenError(
         'BG_SMOKE_FAILED',
         `the rollout's next step waits for ${failing}`,
@@ -285,17 +329,17 @@ export class ReleaseGuard {
     return this.#showHold(this.#smokeHold)
   }
 
-  /** Whether this replica is the one to audit the hold of this run of the step (stepKey). */
-  async #claimHold(step: string, generation: number): Promise<boolean> {
+  /** Whether this replica is the one to audit what every replica's guard finds (a hold, a refusal): `id` names it. */
+  async #claimOnce(id: string, generation: number): Promise<boolean> {
     const { claim, logger } = this.#options
     if (!claim) return true
     try {
-      const won = await claim(`rollout-smoke-hold-${step}`)
-      if (!won) logger.debug({ generation }, 'the rollout step hold is audited by another replica')
+      const won = await claim(id)
+      if (!won) logger.debug({ id, generation }, 'audited by another replica')
       return won
     } catch (error) {
-      // Unclaimed, the hold is still worth a line in the trail: one per replica rather than none.
-      logger.debug({ err: error, generation }, 'cannot claim the rollout step hold; auditing it here')
+      // Unclaimed, it is still worth a line in the trail: one per replica rather than none.
+      logger.debug({ err: error, id, generation }, 'cannot claim it; auditing it here')
       return true
     }
   }
