@@ -11,13 +11,12 @@ import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
-import type { SmokeReport } from '../proxy/smoke.ts'
-import { standbyOver } from '../state/standby.ts'
 import { inProgress, onlyMirrorChanged, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
 import { judge, outageOver } from './judge.ts'
 import { type Decision, onEvaluation, stepEndsAt, type Transition, undoesRollout } from './machine.ts'
+import { SmokeHolds, type SmokeHoldsOptions, type StepHold } from './smoke-holds.ts'
 
 export interface ReleaseGuardOptions {
   config: RollbackConfig
@@ -32,41 +31,11 @@ export interface ReleaseGuardOptions {
   current: () => State | undefined
   /** Since when this replica has seen no available upstream for the color (UpstreamHealth.unavailableSince). */
   unavailableSince: (color: Color) => number | undefined
-  /** Runs the smoke checks on a color before a rollout's next step (smoke.on.rolloutStep); none when undefined. */
-  smoke?: (color: Color) => Promise<SmokeReport>
-  /**
-   * Claims something every replica observes for this replica (src/state/claims.ts): true when no other replica has
-   * claimed `id`. A step held by its smoke checks is audited by the replica that claims the hold; undefined: always.
-   */
-  claim?: (id: string) => Promise<boolean>
-  /**
-   * Runs the smoke checks on a color whose standby is over, before an automatic rollback gives it traffic again (it
-   * may have been scaled down; an operator's rollback runs them too); none when undefined (no checks configured).
-   */
-  retiredSmoke?: (color: Color) => Promise<SmokeReport>
-}
-
-/** How soon a step held by failing smoke checks runs them again. */
-export const SMOKE_RETRY_MS = 5_000
-
-/** A rollout step held because its color failed its smoke checks: which step, on which generation, what failed. */
-interface SmokeHold {
-  /**
-   * The step run held (stepKey): a change that moves no traffic (a mirror setting) makes a new generation but not
-   * a new step, so the hold goes on without being audited again.
-   */
-  step: string
-  generation: number
-  retryAt: number
-  failing: string
-}
-
-/**
- * One run of one step of one rollout, the same on every replica: the rollout's start, the step, and when the step
- * (re)started (a resume starts it again).
- */
-function stepKey(rollout: Rollout): string {
-  return `${rollout.startedAt}-s${rollout.step}-${rollout.stepStartedAt}`
+  /** The smoke checks before a step and before an automatic rollback to a retired color (smoke-holds.ts). */
+  smoke?: SmokeHoldsOptions['smoke']
+  retiredSmoke?: SmokeHoldsOptions['retiredSmoke']
+  /** Claims what every replica's guard finds, so that one replica audits it (src/state/claims.ts). */
+  claim?: SmokeHoldsOptions['claim']
 }
 
 /** The color a change sent more traffic to, watched for `rollback.watch` from the moment it was applied. */
@@ -112,15 +81,15 @@ export class ReleaseGuard {
   #timer: NodeJS.Timeout
   #watch: Watch | undefined
   #step: RolloutStepStatus | undefined
-  #smokeHold: SmokeHold | undefined
-  /** An automatic rollback refused by the retired color's smoke checks: which one, and when to try again. */
-  #retiredHold: { key: string; retryAt: number } | undefined
+  readonly #holds: SmokeHolds
   #busy = false
   /** The last evaluation failed (see #failedToEvaluate). */
   #failing = false
 
   constructor(options: ReleaseGuardOptions) {
     this.#options = options
+    const { logger, smoke, retiredSmoke, claim } = options
+    this.#holds = new SmokeHolds({ logger, smoke, retiredSmoke, claim })
     this.#timer = setInterval(() => void this.#tick(), options.config.evaluateEvery)
     this.#timer.unref()
   }
@@ -232,41 +201,12 @@ export class ReleaseGuard {
     }
     const previous = undoesRollout(state) ? undefined : await this.#previous()
     const decision = onEvaluation(state, { type: 'failing', why, previous }, Date.now())
-    if (decision.kind === 'change' && (await this.#refusedByRetired(state, decision))) return
+    if (decision.kind === 'change') {
+      const refuse = (error: BlueGreenError) =>
+        this.#record(state, decision.change, decision.action, refusal(error))
+      if (await this.#holds.refusesRollback(state, decision, refuse)) return
+    }
     await this.#act(state, decision, judged)
-  }
-
-  /**
-   * An automatic rollback to the color on standby once its standby is over (keepFor shorter than rollback.watch):
-   * the color may have been scaled down, so it runs its smoke checks first, as an operator's rollback does. Failing,
-   * the rollback is refused, audited once for the fleet (the replica that claims it), and tried again every
-   * SMOKE_RETRY_MS while the watch lasts.
-   */
-  async #refusedByRetired(state: State, decision: Extract<Decision, { kind: 'change' }>): Promise<boolean> {
-    const { retiredSmoke, logger } = this.#options
-    const standby = state.standby
-    if (!retiredSmoke || !standby || !standbyOver(standby, Date.now())) return false
-    if (decision.change.weights[standby.color] <= state.weights[standby.color]) return false
-    // The standby names the change being watched, whatever mirror changes came since.
-    const key = `rollback-retired-${standby.color}-${standby.since}`
-    const hold = this.#retiredHold
-    if (hold?.key === key && Date.now() < hold.retryAt) return true
-    const report = await retiredSmoke(standby.color)
-    if (report.passed) {
-      this.#retiredHold = undefined
-      return false
-    }
-    this.#retiredHold = { key, retryAt: Date.now() + SMOKE_RETRY_MS }
-    if (hold?.key === key) return true
-    const failed = report.checks.filter((check) => !check.passed)
-    const failing = failed.map((check) => `${check.name}: ${check.problem}`).join('; ')
-    const message = `${failed.length} of ${report.checks.length} smoke check(s) failed on ${standby.color} (its standby is over: it must pass its smoke checks again before it gets traffic) (${failing}); the automatic rollback waits for them`
-    logger.warn({ generation: state.generation, color: standby.color }, message)
-    if (await this.#claimOnce(key, state.generation)) {
-      const error = new BlueGreenError('BG_SMOKE_FAILED', message, report)
-      this.#record(state, decision.change, decision.action, refusal(error))
-    }
-    return true
   }
 
   async #driveRollout(state: State, rollout: Rollout): Promise<void> {
@@ -281,73 +221,21 @@ export class ReleaseGuard {
     const { onLowTraffic } = this.#options.rollout
     const decision = onEvaluation(state, { type: 'step-judged', verdict, onLowTraffic }, Date.now())
     this.#noteStep(state.generation, stepEndsAt(rollout), verdict.summary, decision.kind === 'hold')
-    if (decision.kind === 'change' && (await this.#heldBySmoke(state, rollout, decision))) return
+    if (decision.kind === 'change') {
+      // Its smoke checks first, when the step gives the color more traffic: failing, the step holds at its weight,
+      // shown in GET /state's rolloutStep; it can still be rolled back, aborted, or promoted by an operator.
+      const refuse = (error: BlueGreenError) =>
+        this.#record(state, decision.change, decision.action, refusal(error))
+      const hold = await this.#holds.beforeStep(state, rollout, decision, refuse)
+      if (hold) return this.#showHold(hold)
+    }
     // The figures go with a rollback they caused, so its audit event and notification carry them.
     await this.#act(state, decision, verdict.verdict === 'failing' ? verdict.figures : undefined)
   }
 
-  /**
-   * Before a step that gives the rollout's color more traffic (the time was up, a pause ended, an automatic
-   * promote), its smoke checks run; failing, the step holds at its weight and they run again every
-   * SMOKE_RETRY_MS, the hold audited once as a refused `rollout` and shown in GET /state's rolloutStep. The
-   * rollout can still be rolled back, aborted, or promoted by an operator (with `force` past the checks).
-   * Every replica's guard runs the checks (the step moves on through one compare-and-set, from whichever sees them
-   * pass), but the hold is one event for the fleet: only the replica that claims it audits it, so a fleet of three
-   * records (and notifies, as `smoke-failed`) one refusal per held step, not three.
-   */
-  async #heldBySmoke(
-    state: State,
-    rollout: Rollout,
-    decision: Extract<Decision, { kind: 'change' }>,
-  ): Promise<boolean> {
-    const { smoke, logger } = this.#options
-    if (!smoke || decision.change.weights[rollout.to] <= state.weights[rollout.to]) return false
-    const hold = this.#smokeHold
-    const step = stepKey(rollout)
-    const sameStep = hold?.step === step
-    if (sameStep && Date.now() < hold.retryAt)
-      return this.#showHold({ ...hold, generation: state.generation })
-    const report = await smoke(rollout.to)
-    if (report.passed) {
-      this.#smokeHold = undefined
-      return false
-    }
-    const failed = report.checks.filter((check) => !check.passed)
-    const failing = `smoke checks passing on ${rollout.to} (${failed.length} of ${report.checks.length} failing: ${failed.map((check) => `${check.name}: ${check.problem}`).join('; ')})`
-    this.#smokeHold = { step, generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
-    if (!sameStep) {
-      logger.warn({ generation: state.generation, color: rollout.to }, `rollout step held: ${failing}`)
-      if (!(await this.#claimOnce(`rollout-smoke-hold-${step}`, state.generation)))
-        return this.#showHold(this.#smokeHold)
-      const error = new BlueGreenError(
-        'BG_SMOKE_FAILED',
-        `the rollout's next step waits for ${failing}`,
-        report,
-      )
-      this.#record(state, decision.change, decision.action, refusal(error))
-    }
-    return this.#showHold(this.#smokeHold)
-  }
-
-  /** Whether this replica is the one to audit what every replica's guard finds (a hold, a refusal): `id` names it. */
-  async #claimOnce(id: string, generation: number): Promise<boolean> {
-    const { claim, logger } = this.#options
-    if (!claim) return true
-    try {
-      const won = await claim(id)
-      if (!won) logger.debug({ id, generation }, 'audited by another replica')
-      return won
-    } catch (error) {
-      // Unclaimed, it is still worth a line in the trail: one per replica rather than none.
-      logger.debug({ err: error, id, generation }, 'cannot claim it; auditing it here')
-      return true
-    }
-  }
-
-  #showHold(hold: SmokeHold): true {
+  #showHold(hold: StepHold): void {
     if (this.#step?.generation === hold.generation)
       this.#step = { ...this.#step, waitingFor: hold.failing, heldBy: 'smoke' }
-    return true
   }
 
   /** The reason to roll back when the color has had no available upstream for too long; undefined otherwise. */
