@@ -327,6 +327,9 @@ function startGuard(context: Context, core: Core): { windows: SlidingWindows; gu
       config.smoke.checks.length > 0 && config.smoke.on.rolloutStep
         ? (color) => core.smoke.run(color, 'rollout-step')
         : undefined,
+    claim: core.backend.claimNotification,
+    retiredSmoke:
+      config.smoke.checks.length > 0 ? (color) => core.smoke.run(color, 'rollback', true) : undefined,
   })
   closers.add('release guard', () => guard.close())
   return { windows, guard }

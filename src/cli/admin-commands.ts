@@ -46,7 +46,7 @@ interface Command {
 
 const CHANGE_OPTIONS = [
   '--wait                  answer once every live replica applied it (exit 3 if some did not in time)',
-  '--force                 even if the pools getting traffic fail their health probe',
+  '--force                 even if the pools getting traffic fail their health probe or smoke checks',
   '--reason TEXT           why, for the audit trail',
   '--expected-generation N only if the state is still at generation N (else exit 1, BG_GENERATION_CONFLICT)',
 ]
@@ -522,7 +522,7 @@ function show(value: unknown, values: CommandValues): CommandResult {
   ]
   if (state.rollout) lines.push(rolloutLine(state))
   if (state.standby) lines.push(standbyLine(state.standby))
-  if (state.replica) lines.push(...replicaLines(state.replica))
+  if (state.replica) lines.push(...replicaLines(state.replica, state.standby?.color))
   lines.push(...waitLines(state.wait))
   return { output: `${lines.join('\n')}\n`, exitCode }
 }
@@ -567,8 +567,12 @@ function waitingWords(waiting: NonNullable<NonNullable<StateLine['rollout']>['wa
   return `waiting for ${what} since ${waiting.since}${end}`
 }
 
-/** What this replica sees: its upstreams, what is open on each color, the drain, the watch, its store. */
-function replicaLines(replica: NonNullable<StateLine['replica']>): string[] {
+/**
+ * What this replica sees: its upstreams, what is open on each color, the drain, the watch, its store. `standby` is
+ * the color on standby: its drain here is one replica's part, and the standby line says when it is safe to scale
+ * down (drained everywhere and keepFor over), so the drain line must not promise it sooner.
+ */
+function replicaLines(replica: NonNullable<StateLine['replica']>, standby?: string): string[] {
   const lines: string[] = []
   if (replica.health) {
     COLORS.forEach((color, index) => {
@@ -578,7 +582,9 @@ function replicaLines(replica: NonNullable<StateLine['replica']>): string[] {
   const draining = replica.drain?.draining
   if (draining) {
     const end = draining.drainedAt
-      ? `drained at ${draining.drainedAt} (safe to scale down once nothing is watched)`
+      ? draining.color === standby
+        ? `drained at ${draining.drainedAt} on this replica (safe to scale down when the standby says so)`
+        : `drained at ${draining.drainedAt} (safe to scale down once nothing is watched)`
       : draining.closesAt
         ? `what is open is closed at ${draining.closesAt}`
         : 'what is open is left to finish'

@@ -143,12 +143,22 @@ function fromReplica(replica: ReplicaEvent): Notification[] {
   return []
 }
 
+/**
+ * `standby-over` says the color is safe to scale down, once: at `over` when it has drained on every replica by then,
+ * else at the `drained` that follows (every replica publishes both, so either id is claimed once for the fleet).
+ * An `over` before the drain is told too, as not yet safe, under an id of its own: keepFor is over, and the
+ * operator learns what it still waits for rather than nothing.
+ */
 function fromStandby(standby: StandbyEvent): Notification[] {
-  if (standby.phase !== 'over') return []
-  const scale = standby.safeToScaleDown ? '; safe to scale it down' : ''
-  const text = `standby over: ${standby.color} has been on standby since ${standby.since}${scale}`
+  const at = new Date().toISOString()
   const id = `standby-over-${standby.color}-${standby.since}`
-  return [notification(id, 'standby-over', new Date().toISOString(), text, standby, true)]
+  const kept = `standby over: ${standby.color} has been on standby since ${standby.since}`
+  if (standby.safeToScaleDown === true && (standby.phase === 'over' || standby.phase === 'drained')) {
+    return [notification(id, 'standby-over', at, `${kept}; safe to scale it down`, standby, true)]
+  }
+  if (standby.phase !== 'over') return []
+  const text = `${kept}; not drained on every replica yet: another notification says when it is safe to scale it down`
+  return [notification(`${id}-draining`, 'standby-over', at, text, standby, true)]
 }
 
 function notification(

@@ -11,12 +11,12 @@ import type { RollbackConfig, RolloutConfig } from '../config/types.ts'
 import { BlueGreenError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { SlidingWindows } from '../metrics/windows.ts'
-import type { SmokeReport } from '../proxy/smoke.ts'
 import { inProgress, onlyMirrorChanged, type Rollout, type State } from '../state/state.ts'
 import type { StateStore } from '../state/store.ts'
 import type { WindowExchange } from './exchange.ts'
 import { judge, outageOver } from './judge.ts'
 import { type Decision, onEvaluation, stepEndsAt, type Transition, undoesRollout } from './machine.ts'
+import { SmokeHolds, type SmokeHoldsOptions, type StepHold } from './smoke-holds.ts'
 
 export interface ReleaseGuardOptions {
   config: RollbackConfig
@@ -31,18 +31,11 @@ export interface ReleaseGuardOptions {
   current: () => State | undefined
   /** Since when this replica has seen no available upstream for the color (UpstreamHealth.unavailableSince). */
   unavailableSince: (color: Color) => number | undefined
-  /** Runs the smoke checks on a color before a rollout's next step (smoke.on.rolloutStep); none when undefined. */
-  smoke?: (color: Color) => Promise<SmokeReport>
-}
-
-/** How soon a step held by failing smoke checks runs them again. */
-export const SMOKE_RETRY_MS = 5_000
-
-/** A rollout step held because its color failed its smoke checks: on which generation, and what failed. */
-interface SmokeHold {
-  generation: number
-  retryAt: number
-  failing: string
+  /** The smoke checks before a step and before an automatic rollback to a retired color (smoke-holds.ts). */
+  smoke?: SmokeHoldsOptions['smoke']
+  retiredSmoke?: SmokeHoldsOptions['retiredSmoke']
+  /** Claims what every replica's guard finds, so that one replica audits it (src/state/claims.ts). */
+  claim?: SmokeHoldsOptions['claim']
 }
 
 /** The color a change sent more traffic to, watched for `rollback.watch` from the moment it was applied. */
@@ -88,13 +81,15 @@ export class ReleaseGuard {
   #timer: NodeJS.Timeout
   #watch: Watch | undefined
   #step: RolloutStepStatus | undefined
-  #smokeHold: SmokeHold | undefined
+  readonly #holds: SmokeHolds
   #busy = false
   /** The last evaluation failed (see #failedToEvaluate). */
   #failing = false
 
   constructor(options: ReleaseGuardOptions) {
     this.#options = options
+    const { logger, smoke, retiredSmoke, claim } = options
+    this.#holds = new SmokeHolds({ logger, smoke, retiredSmoke, claim })
     this.#timer = setInterval(() => void this.#tick(), options.config.evaluateEvery)
     this.#timer.unref()
   }
@@ -205,7 +200,13 @@ export class ReleaseGuard {
       judged = verdict.figures
     }
     const previous = undoesRollout(state) ? undefined : await this.#previous()
-    await this.#act(state, onEvaluation(state, { type: 'failing', why, previous }, Date.now()), judged)
+    const decision = onEvaluation(state, { type: 'failing', why, previous }, Date.now())
+    if (decision.kind === 'change') {
+      const refuse = (error: BlueGreenError) =>
+        this.#record(state, decision.change, decision.action, refusal(error))
+      if (await this.#holds.refusesRollback(state, decision, refuse)) return
+    }
+    await this.#act(state, decision, judged)
   }
 
   async #driveRollout(state: State, rollout: Rollout): Promise<void> {
@@ -220,51 +221,21 @@ export class ReleaseGuard {
     const { onLowTraffic } = this.#options.rollout
     const decision = onEvaluation(state, { type: 'step-judged', verdict, onLowTraffic }, Date.now())
     this.#noteStep(state.generation, stepEndsAt(rollout), verdict.summary, decision.kind === 'hold')
-    if (decision.kind === 'change' && (await this.#heldBySmoke(state, rollout, decision))) return
+    if (decision.kind === 'change') {
+      // Its smoke checks first, when the step gives the color more traffic: failing, the step holds at its weight,
+      // shown in GET /state's rolloutStep; it can still be rolled back, aborted, or promoted by an operator.
+      const refuse = (error: BlueGreenError) =>
+        this.#record(state, decision.change, decision.action, refusal(error))
+      const hold = await this.#holds.beforeStep(state, rollout, decision, refuse)
+      if (hold) return this.#showHold(hold)
+    }
     // The figures go with a rollback they caused, so its audit event and notification carry them.
     await this.#act(state, decision, verdict.verdict === 'failing' ? verdict.figures : undefined)
   }
 
-  /**
-   * Before a step that gives the rollout's color more traffic (the time was up, a pause ended, an automatic
-   * promote), its smoke checks run; failing, the step holds at its weight and they run again every
-   * SMOKE_RETRY_MS, the hold audited once as a refused `rollout` and shown in GET /state's rolloutStep. The
-   * rollout can still be rolled back, aborted, or promoted by an operator (with `force` past the checks).
-   */
-  async #heldBySmoke(
-    state: State,
-    rollout: Rollout,
-    decision: Extract<Decision, { kind: 'change' }>,
-  ): Promise<boolean> {
-    const { smoke, logger } = this.#options
-    if (!smoke || decision.change.weights[rollout.to] <= state.weights[rollout.to]) return false
-    const hold = this.#smokeHold
-    const sameStep = hold?.generation === state.generation
-    if (sameStep && Date.now() < hold.retryAt) return this.#showHold(hold)
-    const report = await smoke(rollout.to)
-    if (report.passed) {
-      this.#smokeHold = undefined
-      return false
-    }
-    const failed = report.checks.filter((check) => !check.passed)
-    const failing = `smoke checks passing on ${rollout.to} (${failed.length} of ${report.checks.length} failing: ${failed.map((check) => `${check.name}: ${check.problem}`).join('; ')})`
-    this.#smokeHold = { generation: state.generation, retryAt: Date.now() + SMOKE_RETRY_MS, failing }
-    if (!sameStep) {
-      logger.warn({ generation: state.generation, color: rollout.to }, `rollout step held: ${failing}`)
-      const error = new BlueGreenError(
-        'BG_SMOKE_FAILED',
-        `the rollout's next step waits for ${failing}`,
-        report,
-      )
-      this.#record(state, decision.change, decision.action, refusal(error))
-    }
-    return this.#showHold(this.#smokeHold)
-  }
-
-  #showHold(hold: SmokeHold): true {
+  #showHold(hold: StepHold): void {
     if (this.#step?.generation === hold.generation)
       this.#step = { ...this.#step, waitingFor: hold.failing, heldBy: 'smoke' }
-    return true
   }
 
   /** The reason to roll back when the color has had no available upstream for too long; undefined otherwise. */

@@ -413,6 +413,34 @@ export function describeStateStoreContract(name: string, makeStore: () => Promis
       })
     })
 
+    it('a mirror change during standby neither starts nor ends it, and is not what a rollback returns to', async () => {
+      const { store, peer } = await startedPair()
+      const initial = store.current()!
+      const switched = await store.change(toGreen)
+      const on = await peer.commit({
+        ...toGreen,
+        reason: 'mirror on',
+        mirror: { enabled: true, percent: 20 },
+      })
+      expect(on.state).toMatchObject({ generation: switched.generation + 1, mirror: { percent: 20 } })
+      expect(on.state.standby).toEqual(switched.standby)
+      const off = await store.commit({
+        ...toGreen,
+        reason: 'mirror off',
+        mirror: { enabled: false, percent: 20 },
+      })
+      expect(off.state.standby).toEqual(switched.standby)
+      // The rollback target is still the routing before the switch, not a mirror change.
+      expect(await peer.previous()).toEqual(initial)
+      // A rollback to blue (traffic back to the standby color) ends blue's standby and starts green's; the mirror
+      // setting, named by neither, is kept.
+      const back = await peer.change({ ...toBlue, reason: 'rollback' })
+      expect(back).toMatchObject({
+        mirror: { enabled: false, percent: 20 },
+        standby: { color: 'green', since: back.updatedAt, generation: back.generation },
+      })
+    })
+
     it('invalid content written into the backing state is ignored and the last good state stays', async (context) => {
       if (!fixture!.corrupt) return context.skip()
       const { store } = fixture!

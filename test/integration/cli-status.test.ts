@@ -130,7 +130,7 @@ describe('bluegreen status, --watch and events --follow', () => {
     )
     expect(status).toMatch(/^watching {4}green \(generation 1\) for a rollback until \d{4}-\S+Z$/m)
     expect(status).toMatch(
-      /^drain {7}blue since \S+Z, drained at \S+Z \(safe to scale down once nothing is watched\)$/m,
+      /^drain {7}blue since \S+Z, drained at \S+Z on this replica \(safe to scale down when the standby says so\)$/m,
     )
   })
 

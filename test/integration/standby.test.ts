@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminGet, adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { followEvents, type LiveEvents } from '../helpers/live-events.ts'
+import { type Receiver, startReceiver } from '../helpers/receiver.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import {
   closeConnections,
@@ -16,7 +17,8 @@ import { echoUpstream, startServer, type TestServer } from '../helpers/servers.t
 
 // Standby across three proxy replicas (child processes) sharing one real redis-server: the old color is kept for
 // standby.keepFor after a switch, and is safe to scale down only once it has drained on every live replica and
-// keepFor is over. One replica holds a slow request to the old color open to keep it from draining there.
+// keepFor is over. One replica holds a slow request to the old color open to keep it from draining there. A webhook
+// receiver subscribed to standby-over hears of it once for the fleet: not yet safe when keepFor runs out, then safe.
 
 const KEEP_FOR_MS = 2_000
 
@@ -49,6 +51,7 @@ describe('standby, then retire, across three replicas', () => {
   let green: TestServer
   let replicas: Replica[] = []
   let events: LiveEvents | undefined
+  let receiver: Receiver
   const held: ServerResponse[] = []
   const options = () => ({
     redis: {
@@ -60,11 +63,14 @@ describe('standby, then retire, across three replicas', () => {
     },
     blue: blue.url,
     green: green.url,
-    extra: { standby: { keepFor: KEEP_FOR_MS } },
+    extra: {
+      standby: { keepFor: KEEP_FOR_MS },
+      notify: [{ name: 'hook', url: receiver.url, events: ['standby-over'] }],
+    },
   })
 
   beforeAll(async () => {
-    ;[redis, green] = await Promise.all([startRedis(), echoUpstream('green')])
+    ;[redis, green, receiver] = await Promise.all([startRedis(), echoUpstream('green'), startReceiver()])
     blue = await startServer((req, res) => {
       // A slow request holds its answer until the test lets it go.
       if (req.url === '/slow') held.push(res)
@@ -78,7 +84,7 @@ describe('standby, then retire, across three replicas', () => {
     for (const res of held) res.end()
     await Promise.allSettled(replicas.map((replica) => replica.close()))
     closeConnections()
-    await Promise.allSettled([redis?.stop(), blue?.close(), green?.close()])
+    await Promise.allSettled([redis?.stop(), blue?.close(), green?.close(), receiver?.close()])
   })
 
   it('is safe to scale down only once drained on every replica and keepFor is over; a restart keeps it', async () => {
@@ -136,6 +142,17 @@ describe('standby, then retire, across three replicas', () => {
       'started',
       'over',
       'drained',
+    ])
+
+    // The fleet's notifications: keepFor over but not yet safe (the third replica held blue), then safe, each once
+    // though every replica published both phases.
+    const id = `standby-over-blue-${started.since}`
+    await eventually(() => receiver.received.length >= 2, { message: 'the safe standby-over notification' })
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
+    const told = receiver.bodies<{ id: string; data: StandbyEvent }>()
+    expect(told.map((payload) => [payload.id, payload.data.safeToScaleDown])).toEqual([
+      [`${id}-draining`, false],
+      [id, true],
     ])
 
     // A replica restarted keeps the standby (it is in the shared state), and counts as drained: it never sent blue

@@ -117,12 +117,37 @@ describe('notifications of live events', () => {
       events.publish('state', { generation: 5 })
       events.publish('drain', { phase: 'started' })
       events.publish('standby', { phase: 'started', color: 'blue', since: 'T' })
-      events.publish('standby', { phase: 'drained', color: 'blue', since: 'T' })
+      events.publish('standby', { phase: 'drained', color: 'blue', since: 'T', safeToScaleDown: false })
       events.publish('replica', { phase: 'back', id: 'r1' })
       events.publish('toString', {})
       events.publish('audit', null)
     })
     expect(found).toEqual([])
+  })
+
+  it('says standby-over once safe to scale down: at over when drained by then, else at the drain after it', () => {
+    const since = '2026-01-01T00:00:00.000Z'
+    const standby = (phase: string, safeToScaleDown: boolean) => ({
+      phase,
+      color: 'blue',
+      since,
+      safeToScaleDown,
+    })
+    const found = published((events) => {
+      // Over while a replica still holds a request: told as not yet safe, under an id of its own.
+      events.publish('standby', standby('over', false))
+      // Then drained everywhere: the safe one, with the id the fleet claims.
+      events.publish('standby', standby('drained', true))
+      // Drained before keepFor is over: nothing yet.
+      events.publish('standby', standby('drained', false))
+    })
+    const overs = found.filter((notification) => notification.event === 'standby-over')
+    expect(overs.map((notification) => [notification.id, notification.claimed])).toEqual([
+      [`standby-over-blue-${since}-draining`, true],
+      [`standby-over-blue-${since}`, true],
+    ])
+    expect(overs[0]!.text).toMatch(/not drained on every replica yet/)
+    expect(overs[1]!.text).toMatch(/safe to scale it down$/)
   })
 
   it('keeps reaching the streams and the other listeners when a listener throws', () => {
