@@ -57,7 +57,7 @@ function renderStatus() {
       'p',
       { 'data-mirror': 'results' },
       `Results: match ${results.match}, mismatch ${results.mismatch}, error ${results.error}, dropped ${results.dropped}`,
-      ` (over the limit in flight ${dropped.inFlight}, body too large ${dropped.bodyTooLarge}, live answer failed ${dropped.liveFailed}); in flight ${status.inFlight}`,
+      ` (over the limit in flight ${dropped.inFlight}, body too large ${dropped.bodyTooLarge}, live answer failed ${dropped.liveFailed}, noise not known yet ${dropped.noiseUnknown ?? 0}); in flight ${status.inFlight}`,
     ),
     h(
       'ul',

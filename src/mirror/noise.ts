@@ -35,6 +35,11 @@ export class NoiseMemory {
     for (const field of fields) known.fields.add(fieldPattern(field))
   }
 
+  /** Whether a sample of this route has been learned from, so its noise is known (though maybe not all of it). */
+  knows(route: string): boolean {
+    return (this.#routes.get(route)?.samples ?? 0) > 0
+  }
+
   /** Forgets every route (the comparison rules changed). */
   clear(): void {
     this.#routes.clear()

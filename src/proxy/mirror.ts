@@ -19,8 +19,11 @@ import type { MirrorSetting, State } from '../state/state.ts'
 // short timeout, bounded in number. README's "Mirroring" tells the story.
 
 export type MirrorResult = 'match' | 'mismatch' | 'error' | 'dropped'
-/** Why a copy was dropped: too many under way, a body over the limit, or the live answer never completed. */
-export type DropReason = 'inFlight' | 'bodyTooLarge' | 'liveFailed'
+/**
+ * Why a copy was dropped: too many under way, a body over the limit, the live answer never completed, or its route's
+ * noise is not known yet (the route's first noise sample got no answer), so a difference could not be judged.
+ */
+export type DropReason = 'inFlight' | 'bodyTooLarge' | 'liveFailed' | 'noiseUnknown'
 
 /** The header every copy (and noise sample) carries, so an application can skip side effects. */
 export const MIRROR_HEADER = 'x-bluegreen-mirror'
@@ -57,7 +60,12 @@ export class Mirror {
   #ignore: ReadonlySet<string>
   readonly #random: () => number
   readonly #counts: Record<MirrorResult, number> = { match: 0, mismatch: 0, error: 0, dropped: 0 }
-  readonly #dropped: Record<DropReason, number> = { inFlight: 0, bodyTooLarge: 0, liveFailed: 0 }
+  readonly #dropped: Record<DropReason, number> = {
+    inFlight: 0,
+    bodyTooLarge: 0,
+    liveFailed: 0,
+    noiseUnknown: 0,
+  }
   readonly #routes = new Map<string, { compared: number; mismatched: number }>()
   #setting: MirrorSetting | undefined
   /** When mirroring was last turned on or off or its share changed: the figures the gate reads start there. */
@@ -221,6 +229,13 @@ export class Mirror {
   ): void {
     const { compare } = this.#config
     const ignore = this.#ignore
+    // Without a sample, a route never sampled has no known noise: a field that differs on every answer (an id, a
+    // timestamp) would count as a difference. Diffy compares only when all three answers are in; so here, until one
+    // sample of the route has been answered. The copy is neither a match nor a mismatch.
+    if (sample === undefined && !this.noise.knows(copy.route)) {
+      this.drop('noiseUnknown')
+      return
+    }
     if (sample !== undefined) {
       const noise = differences(live, sample, {
         headers: compare.headers,
@@ -479,8 +494,12 @@ export class MirrorCopy {
     const mirrored = this.#mirrored
     if (mirrored instanceof Error) this.#mirror.errored(this, mirrored, this.#latencyMs)
     else {
-      // A sample that failed teaches nothing: the copy is compared with what is already known.
-      const sample = this.#sample instanceof Error ? undefined : this.#sample
+      // A sample that failed teaches nothing: the copy is compared with what is already known. Nor does one answered
+      // with another status than the live answer: the live color failed once (a 500, a 503 while it restarts), which
+      // says nothing about what varies between two good answers, and learning `status` as noise would hide every
+      // status difference on the route from then on.
+      const sample =
+        this.#sample instanceof Error || this.#sample?.status !== live.status ? undefined : this.#sample
       this.#mirror.compared(this, live, mirrored, sample, this.#latencyMs)
     }
     this.#releaseIfIdle()

@@ -119,7 +119,7 @@ interface MirrorStatus {
   percent: number | null
   inFlight: number
   results: Record<'match' | 'mismatch' | 'error' | 'dropped', number>
-  dropped: Record<'inFlight' | 'bodyTooLarge' | 'liveFailed', number>
+  dropped: Record<'inFlight' | 'bodyTooLarge' | 'liveFailed' | 'noiseUnknown', number>
   window: Record<'blue' | 'green', { compared: number; mismatched: number; ratio: number }>
   mismatchedRoutes: { route: string; compared: number; mismatched: number }[]
   noise: { routes: number; noisy: { route: string; samples: number; fields: string[] }[] }
