@@ -81,6 +81,16 @@ describe('NoiseMemory', () => {
     expect([...noise.fieldsOf('GET /a')]).toEqual(['$.items[*].time'])
     expect(noise.fieldsOf('GET /b').size).toBe(0)
   })
+
+  it('knows a route once one sample was learned from, even one with no difference; clear() forgets it', () => {
+    const noise = new NoiseMemory()
+    expect(noise.knows('GET /a')).toBe(false)
+    noise.learn('GET /a', [])
+    expect(noise.knows('GET /a')).toBe(true)
+    expect(noise.knows('GET /b')).toBe(false)
+    noise.clear()
+    expect(noise.knows('GET /a')).toBe(false)
+  })
 })
 
 describe('diffs', () => {
