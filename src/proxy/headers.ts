@@ -19,6 +19,12 @@ const HOP_BY_HOP = new Set([
 
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'])
 
+/**
+ * The header this proxy puts on a mirrored copy (mirror.ts), which an application reads to skip side effects: a
+ * client's own is dropped, or a live request could claim to be a copy and be answered without its side effects.
+ */
+export const MIRROR_HEADER = 'x-bluegreen-mirror'
+
 // Other ways a client names its own address, which applications read too: not rebuilt here, so kept from a
 // trusted proxy and dropped from anyone else, who could otherwise claim any address they like.
 const CLIENT_ADDRESS = new Set(['forwarded', 'x-real-ip'])
@@ -110,7 +116,7 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
       continue
     }
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || lower === 'expect' || named?.has(lower)) continue
+    if (HOP_BY_HOP.has(lower) || lower === 'expect' || lower === MIRROR_HEADER || named?.has(lower)) continue
     if (http2 && lower === 'cookie') {
       if (cookieAt !== -1) {
         out[cookieAt] = `${out[cookieAt]}; ${value}`

@@ -6,12 +6,13 @@ import type { MirrorConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { quantile, SlidingWindows } from '../metrics/windows.ts'
 import { type CapturedResponse, coveredBy, differences } from '../mirror/compare.ts'
-import { bodyPreview, DiffLog, redactedHeaders, redactedPairs } from '../mirror/diffs.ts'
+import { bodyPreview, DiffLog, redactedHeaders, redactedPairs, redactedTarget } from '../mirror/diffs.ts'
 import { NoiseMemory } from '../mirror/noise.ts'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { MirrorSetting, State } from '../state/state.ts'
+import { MIRROR_HEADER } from './headers.ts'
 
 // Mirroring: a share of live requests is copied to the other color once the client's request has been read, and
 // the copy's answer is compared with the one the client got (src/mirror/compare.ts). Nothing here is awaited by the
@@ -21,9 +22,6 @@ import type { MirrorSetting, State } from '../state/state.ts'
 export type MirrorResult = 'match' | 'mismatch' | 'error' | 'dropped'
 /** Why a copy was dropped: too many under way, a body over the limit, or the live answer never completed. */
 export type DropReason = 'inFlight' | 'bodyTooLarge' | 'liveFailed'
-
-/** The header every copy (and noise sample) carries, so an application can skip side effects. */
-export const MIRROR_HEADER = 'x-bluegreen-mirror'
 
 export interface MirrorOptions {
   config: MirrorConfig
@@ -241,7 +239,7 @@ export class Mirror {
     this.diffs.add({
       at: new Date().toISOString(),
       method: copy.method,
-      path: copy.path,
+      path: redactedTarget(copy.path),
       colors: { live: copy.liveColor, mirror: copy.target },
       status: { live: live.status, mirror: mirrored.status },
       fields,
@@ -259,7 +257,7 @@ export class Mirror {
   errored(copy: MirrorCopy, error: Error, latencyMs: number): void {
     this.#windows.record(copy.target, 500, latencyMs)
     this.#routeFigures(copy.route, true)
-    this.#failed(`${copy.method} ${copy.path} to ${copy.target}: ${error.message}`)
+    this.#failed(`${copy.method} ${redactedTarget(copy.path)} to ${copy.target}: ${error.message}`)
   }
 
   #startFiguresAgain(): void {

@@ -262,6 +262,15 @@ describe('upstreamRequestHeaders', () => {
   })
 })
 
+describe('upstreamRequestHeaders and the mirror header', () => {
+  it("drops a client's x-bluegreen-mirror, which only the proxy's copies carry", () => {
+    const raw = ['X-Bluegreen-Mirror', '1', 'Accept', '*/*', 'x-bluegreen-mirror', '1']
+    for (const info of [untrusted, trusted]) {
+      expect(names(upstreamRequestHeaders(raw, info))).not.toContain('x-bluegreen-mirror')
+    }
+  })
+})
+
 describe('upgradeRequestHeaders', () => {
   const upgrade = (raw: string[], info = untrusted) => upgradeRequestHeaders(raw, info, 'WebSocket')
 

@@ -6,7 +6,13 @@ import {
   fieldPattern,
   MAX_FIELDS,
 } from '../../src/mirror/compare.ts'
-import { DiffLog, isSecretHeader, redactedHeaders, redactedPairs } from '../../src/mirror/diffs.ts'
+import {
+  DiffLog,
+  isSecretHeader,
+  redactedHeaders,
+  redactedPairs,
+  redactedTarget,
+} from '../../src/mirror/diffs.ts'
 import { FIRST_SAMPLES, NoiseMemory } from '../../src/mirror/noise.ts'
 
 function answer(
@@ -104,6 +110,14 @@ describe('diffs', () => {
       authorization: '[redacted]',
       accept: 'a, b',
     })
+  })
+
+  it('redacts the values of query parameters named like a secret, in any case or encoding', () => {
+    expect(redactedTarget('/a?page=2')).toBe('/a?page=2')
+    expect(redactedTarget('/a')).toBe('/a')
+    expect(redactedTarget('/a?access_token=t&page=2&API_KEY=k&sig=s&%74oken=e&flag&code=c&x=%')).toBe(
+      '/a?access_token=[redacted]&page=2&API_KEY=[redacted]&sig=[redacted]&%74oken=[redacted]&flag&code=[redacted]&x=%',
+    )
   })
 
   it('keeps the latest N, newest first, and ranks the most frequent differences', () => {
