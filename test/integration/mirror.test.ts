@@ -322,7 +322,7 @@ describe('mirroring to the idle color', () => {
     expect(JSON.stringify(diff)).not.toMatch(/hunter2|-secret/)
   })
 
-  it("a client cannot send x-bluegreen-mirror: the live color never sees it, and a copy carries it once", async () => {
+  it('a client cannot send x-bluegreen-mirror: the live color never sees it, and a copy carries it once', async () => {
     // An application skips side effects on a request that says it is a copy: a client saying so on a live
     // request would get the answer without the side effects (an order without its payment).
     const liveBefore = blue.seen.length
@@ -336,7 +336,9 @@ describe('mirroring to the idle color', () => {
     const copy = await eventually(() => green.seen.find((seen) => seen.url === '/items/3'))
     expect(copy.mirror).toBe(true)
     // Blue's own answers (a noise sample to blue is a copy, and says so).
-    const live = blue.seen.slice(liveBefore).filter((seen) => seen.method === 'POST' || seen.url === '/items/3')
+    const live = blue.seen
+      .slice(liveBefore)
+      .filter((seen) => seen.method === 'POST' || seen.url === '/items/3')
     expect(live.find((seen) => seen.method === 'POST')).toMatchObject({ url: '/orders', mirror: false })
     expect(live.filter((seen) => seen.url === '/items/3' && !seen.mirror)).toHaveLength(1)
   })
