@@ -32,8 +32,9 @@ interface Failures {
  *   Sec-Fetch-Site on such calls, the CLI and curl send neither. The console's own page (same origin as the admin
  *   API: its Origin names the Host the call was sent to) is allowed: that Host passed checkHost, so it is no
  *   rebound attacker's name, and a listener answering any host must have a token, which a foreign page lacks;
- * - with tokens configured, a mutating call needs one (compared in constant time, by hash, so neither timing nor
- *   length says anything about a token), and repeated failures from one address are slowed down with 429.
+ * - with tokens configured, a mutating call (and a read of users' data) needs one (compared in constant time, by
+ *   hash, so neither timing nor length says anything about a token), and repeated wrong tokens from one address
+ *   are slowed down with 429.
  */
 export class AdminGuard {
   readonly #tokens: { name: string; digest: Buffer }[]
@@ -92,7 +93,9 @@ export class AdminGuard {
       this.#failures.delete(address)
       return name
     }
-    this.#fail(address, now)
+    // A call without any Authorization guessed nothing: it is refused, but counts for no block (a console left
+    // open without its token reads GET /mirror/diffs every few seconds, and must not lock its operator out).
+    if (req.headers.authorization !== undefined) this.#fail(address, now)
     throw new BlueGreenError('BG_UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required')
   }
 

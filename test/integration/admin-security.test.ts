@@ -350,6 +350,32 @@ describe('admin tokens', () => {
     admin: { listen: '127.0.0.1:0', token: tokens.admin, tokens: { ci: tokens.ci, deploy: tokens.deploy } },
   })
 
+  it("keeps GET /mirror/diffs (bodies and headers of users' requests) behind the token; other reads stay open", async () => {
+    for (const headers of [{}, { authorization: 'Bearer wrong-token-0123456789' }] as Record<
+      string,
+      string
+    >[]) {
+      const refused = await send(rig.proxy.admin, '/mirror/diffs', { headers })
+      expect(refused.status, JSON.stringify(headers)).toBe(401)
+      expect(codeOf(refused)).toBe('BG_UNAUTHORIZED')
+    }
+    const allowed = await send(rig.proxy.admin, '/mirror/diffs', {
+      headers: { authorization: `Bearer ${tokens.ci}` },
+    })
+    expect(allowed.status, allowed.text).toBe(200)
+    expect(allowed.body).toEqual({ diffs: [] })
+    for (const path of ['/mirror', '/state', '/events', '/windows']) {
+      expect((await send(rig.proxy.admin, path)).status, path).toBe(200)
+    }
+    // A read without any token guesses nothing: a console left open without one never locks its operator out.
+    for (let i = 0; i < 8; i++) expect((await send(rig.proxy.admin, '/mirror/diffs')).status).toBe(401)
+    const change = await send(rig.proxy.admin, '/smoke', {
+      headers: { authorization: `Bearer ${tokens.ci}` },
+      body: { color: 'blue' },
+    })
+    expect(change.status, change.text).toBe(200)
+  })
+
   it('accepts each named token and names it in the state and the audit trail', async () => {
     const auth = (token: string) => ({ authorization: `Bearer ${token}` })
     let reply = await send(rig.proxy.admin, '/switch', { headers: auth(tokens.ci), body: { to: 'green' } })

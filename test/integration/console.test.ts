@@ -355,4 +355,15 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, with a token${SKIPPED}`, () => {
     expect(await page.evaluate(() => localStorage.length)).toBe(0)
     await page.context().close()
   })
+
+  it("shows the mirror's differences (users' data) only once the token is entered", async () => {
+    const page = await openConsole(rig.proxy.admin)
+    const diffs = page.getByRole('table', { name: /whose answers differed/ })
+    await expect.poll(() => diffs.textContent(), PATIENCE).toContain('enter the admin token')
+    await page.getByLabel('Admin token').fill(TOKEN)
+    await page.getByRole('button', { name: 'Use token' }).click()
+    await expect.poll(() => diffs.textContent(), PATIENCE).toContain('No difference kept.')
+    expect(page.problems.filter((problem) => !problem.includes('401'))).toEqual([])
+    await page.context().close()
+  })
 })
