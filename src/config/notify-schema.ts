@@ -55,7 +55,7 @@ function buildTarget(check: Checker, field: Field): NotifyTargetConfig | undefin
     return undefined
   }
   check.required(item.field('url'), 'the webhook URL, such as "https://hooks.example.com/bluegreen"')
-  const url = check.read(item.field('url'), undefined, parseWebhookUrl, 'an http:// or https:// URL')
+  const url = readSecret(check, item.field('url'), parseWebhookUrl, 'an http:// or https:// URL')
   const name = check.read(
     item.field('name'),
     url ? url.host : '',
@@ -70,9 +70,9 @@ function buildTarget(check: Checker, field: Field): NotifyTargetConfig | undefin
     url: url?.href ?? '',
     events: buildEvents(check, item.field('events')),
     format: check.oneOf(item.field('format'), FORMATS, 'json'),
-    secret: check.read(
+    secret: readSecret(
+      check,
       item.field('secret'),
-      undefined,
       (value) => (typeof value === 'string' && value !== '' ? value : undefined),
       'a non-empty string (the HMAC key)',
     ),
@@ -95,6 +95,43 @@ function buildEvents(check: Checker, field: Field): readonly NotifyEvent[] {
     if (!check.hasProblem(item.path)) events.add(event)
   }
   return [...events]
+}
+
+/**
+ * check.read for a value that may be a secret: a webhook URL often holds its token in its path (Slack's do), and
+ * a problem reaches the log, `bluegreen check`, POST /reload's answer and the audit trail. It names what kind of
+ * value it got, never the value.
+ */
+function readSecret<T>(
+  check: Checker,
+  field: Field,
+  parse: (value: unknown) => T | undefined,
+  expected: string,
+): T | undefined {
+  if (field.value === undefined) return undefined
+  const parsed = parse(field.value)
+  if (parsed !== undefined) return parsed
+  const credentials = typeof field.value === 'string' && URL.parse(field.value)?.password
+  const kind =
+    typeof field.value === 'string'
+      ? credentials
+        ? 'a URL with user:password@ in it'
+        : 'a string that is not one'
+      : describeKind(field.value)
+  const advice = credentials
+    ? ' without user:password@ (credentials in a URL would travel into every log line naming it)'
+    : ''
+  check.report(
+    field.path,
+    `expected ${expected}${advice}, got ${kind} (the value is not shown: it may hold a secret)`,
+  )
+  return undefined
+}
+
+function describeKind(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'a list'
+  return typeof value === 'object' ? 'a mapping' : `a ${typeof value}`
 }
 
 function parseWebhookUrl(value: unknown): URL | undefined {
