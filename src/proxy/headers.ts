@@ -209,6 +209,28 @@ export function clientResponseHeaders(
   return out
 }
 
+/**
+ * An HTTP/2 request's Host header when it names another authority than its :authority, else undefined (RFC 9113
+ * 8.3.1: such a request is malformed). Both go upstream as the one Host of HTTP/1.1, and a front that routes or
+ * authorizes on :authority while the application reads Host would be looking at two different requests. Compared
+ * without case and without the default port (scheme-based normalization: the listener is https).
+ */
+export function conflictingHost(rawHeaders: readonly string[]): string | undefined {
+  let authority: string | undefined
+  let host: string | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    if (name === ':authority') authority = rawHeaders[i + 1]
+    else if (name.length === 4 && name.toLowerCase() === 'host') host = rawHeaders[i + 1]
+  }
+  if (authority === undefined || host === undefined) return undefined
+  return normalAuthority(authority) === normalAuthority(host) ? undefined : host
+}
+
+function normalAuthority(authority: string): string {
+  return authority.trim().toLowerCase().replace(/:443$/, '')
+}
+
 // Nearly every chunked request says just this.
 const ONLY_CHUNKED = /^[ \t]*chunked[ \t]*$/i
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import {
   clientResponseHeaders,
   codingsBesidesChunked,
+  conflictingHost,
   cookieValue,
   type ForwardingInfo,
   TrustedProxies,
@@ -268,6 +269,18 @@ describe('upstreamRequestHeaders and the mirror header', () => {
     for (const info of [untrusted, trusted]) {
       expect(names(upstreamRequestHeaders(raw, info))).not.toContain('x-bluegreen-mirror')
     }
+  })
+})
+
+describe('conflictingHost', () => {
+  it('names a Host that differs from :authority; the same one in another case or with the default port is no conflict', () => {
+    const h2 = (host: string) => [':method', 'GET', ':authority', 'shop.example', ':path', '/', 'Host', host]
+    expect(conflictingHost(h2('evil.example'))).toBe('evil.example')
+    expect(conflictingHost(h2('shop.example:8443'))).toBe('shop.example:8443')
+    expect(conflictingHost(h2('SHOP.example'))).toBeUndefined()
+    expect(conflictingHost(h2('shop.example:443'))).toBeUndefined()
+    expect(conflictingHost([':authority', 'shop.example', ':path', '/'])).toBeUndefined()
+    expect(conflictingHost(['Host', 'shop.example'])).toBeUndefined()
   })
 })
 
