@@ -7,7 +7,7 @@ import type { Logger } from '../log.ts'
 import { quantile, SlidingWindows } from '../metrics/windows.ts'
 import { type CapturedResponse, coveredBy, differences } from '../mirror/compare.ts'
 import { bodyPreview, DiffLog, redactedHeaders, redactedPairs, redactedTarget } from '../mirror/diffs.ts'
-import { NoiseMemory } from '../mirror/noise.ts'
+import { NoiseMemory, routeKey } from '../mirror/noise.ts'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
@@ -138,7 +138,7 @@ export class Mirror {
       this.#failed(`no available upstream in the ${target} pool`)
       return undefined
     }
-    const key = `${req.method} ${url.split('?')[0]}`
+    const key = routeKey(req.method ?? 'GET', url)
     const sample = this.noise.wantsSample(key, this.#config.compare.noiseSampleRate, this.#random())
       ? chooseUpstream(route.snapshot.pools[route.color])
       : undefined

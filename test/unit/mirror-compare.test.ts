@@ -13,7 +13,13 @@ import {
   redactedPairs,
   redactedTarget,
 } from '../../src/mirror/diffs.ts'
-import { FIRST_SAMPLES, NoiseMemory } from '../../src/mirror/noise.ts'
+import {
+  FIRST_SAMPLES,
+  MAX_NOISE_FIELDS,
+  MAX_ROUTE_CHARS,
+  NoiseMemory,
+  routeKey,
+} from '../../src/mirror/noise.ts'
 
 function answer(
   body: unknown,
@@ -76,6 +82,21 @@ describe('differences', () => {
 })
 
 describe('NoiseMemory', () => {
+  it("bounds what a client's paths and an upstream's field names can make it keep", () => {
+    expect(routeKey('GET', '/users/7?token=x')).toBe('GET /users/7')
+    const long = routeKey('GET', `/${'a'.repeat(10_000)}?q=1`)
+    expect(long.length).toBeLessThanOrEqual(MAX_ROUTE_CHARS + 6)
+    expect(long.endsWith('…')).toBe(true)
+    const noise = new NoiseMemory()
+    // An answer keyed by ids names new fields on every sample.
+    for (let sample = 0; sample < 100; sample++)
+      noise.learn(
+        'GET /a',
+        Array.from({ length: 20 }, (_, i) => `$.id${sample}x${i}`),
+      )
+    expect(noise.fieldsOf('GET /a').size).toBe(MAX_NOISE_FIELDS)
+  })
+
   it('samples a route until it has FIRST_SAMPLES, then at the rate; remembers what differed per route', () => {
     const noise = new NoiseMemory()
     for (let i = 0; i < FIRST_SAMPLES; i++) {
