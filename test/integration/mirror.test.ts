@@ -362,6 +362,21 @@ describe('mirroring to the idle color', () => {
     expect(JSON.stringify(status)).not.toContain('hunter3')
   })
 
+  it('copies a GET or HEAD with a body as the live color got it, compared, not counted as an error', async () => {
+    const before = await mirrorStatus(proxy)
+    const answer = await send(proxy.url, '/search', { method: 'GET', body: Buffer.from('{"q":"shoes"}') })
+    expect(JSON.parse(answer.body)).toMatchObject({ bodyLength: 13 })
+    expect(
+      (await send(proxy.url, '/search', { method: 'HEAD', body: Buffer.from('{"q":"hats"}') })).status,
+    ).toBe(200)
+    const after = await settled(proxy, total(before) + 2)
+    expect(after.results.error).toBe(before.results.error)
+    expect(green.seen.filter((seen) => seen.url === '/search')).toEqual([
+      { method: 'GET', url: '/search', mirror: true, bodyLength: 13 },
+      { method: 'HEAD', url: '/search', mirror: true, bodyLength: 12 },
+    ])
+  })
+
   it('gates a switch on the mismatch ratio: refused, forced (audited), then allowed once green answers alike', async () => {
     green.behaviour.differOn.add('/users')
     for (let i = 0; i < 6; i++) await send(proxy.url, '/users')
