@@ -214,6 +214,22 @@ describe('admin Host and Origin checks', () => {
     for (const event of events) expect(event).toMatchObject({ result: 'refused', code: 'BG_FORBIDDEN' })
   })
 
+  it('answers every JSON reply, errors included, as data no browser renders or frames', async () => {
+    const replies = [
+      await send(loopback.admin, '/state'),
+      // An error that names what was asked for: the path is in its message.
+      await send(loopback.admin, '/console/%3Cscript%3Ealert(1)%3C/script%3E.js'),
+      await send(loopback.admin, '/<img/src=x/onerror=alert(1)>'),
+      await send(loopback.admin, '/state', { headers: { host: 'evil.example' } }),
+    ]
+    expect(replies.map((reply) => reply.status)).toEqual([200, 404, 404, 403])
+    for (const reply of replies) {
+      expect(reply.headers['content-type']).toBe('application/json; charset=utf-8')
+      expect(reply.headers['x-content-type-options']).toBe('nosniff')
+      expect(reply.headers['content-security-policy']).toBe("default-src 'none'; frame-ancestors 'none'")
+    }
+  })
+
   it('answers to the loopback names with any port', async () => {
     const port = new URL(loopback.admin).port
     for (const host of [
