@@ -1,5 +1,5 @@
 import type { NotifyEvent, NotifyTargetConfig } from './types.ts'
-import { type Checker, durationIn, type Field, MAX_TIMER_MS } from './validate.ts'
+import { type Checker, durationIn, type Field, MAX_TIMER_MS, readSecret } from './validate.ts'
 
 // notify: webhook targets told of what happens to the routing. README's "Notifications" explains them.
 
@@ -95,43 +95,6 @@ function buildEvents(check: Checker, field: Field): readonly NotifyEvent[] {
     if (!check.hasProblem(item.path)) events.add(event)
   }
   return [...events]
-}
-
-/**
- * check.read for a value that may be a secret: a webhook URL often holds its token in its path (Slack's do), and
- * a problem reaches the log, `bluegreen check`, POST /reload's answer and the audit trail. It names what kind of
- * value it got, never the value.
- */
-function readSecret<T>(
-  check: Checker,
-  field: Field,
-  parse: (value: unknown) => T | undefined,
-  expected: string,
-): T | undefined {
-  if (field.value === undefined) return undefined
-  const parsed = parse(field.value)
-  if (parsed !== undefined) return parsed
-  const credentials = typeof field.value === 'string' && URL.parse(field.value)?.password
-  const kind =
-    typeof field.value === 'string'
-      ? credentials
-        ? 'a URL with user:password@ in it'
-        : 'a string that is not one'
-      : describeKind(field.value)
-  const advice = credentials
-    ? ' without user:password@ (credentials in a URL would travel into every log line naming it)'
-    : ''
-  check.report(
-    field.path,
-    `expected ${expected}${advice}, got ${kind} (the value is not shown: it may hold a secret)`,
-  )
-  return undefined
-}
-
-function describeKind(value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'a list'
-  return typeof value === 'object' ? 'a mapping' : `a ${typeof value}`
 }
 
 function parseWebhookUrl(value: unknown): URL | undefined {
