@@ -92,8 +92,23 @@ function paramName(raw: string): string {
   }
 }
 
+/** A JSON member whose name says it holds a secret, its string value to the end (or to where the preview stops). */
+const SECRET_MEMBER =
+  /("(?:[^"\\]|\\.)*(?:token|secret|password|passwd|api[-_]?key|session|credential|signature)(?:[^"\\]|\\.)*"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)/gi
+/** A form field (`a=1&access_token=...`) so named, its value to the next `&`. */
+const SECRET_FIELD =
+  /(^|[&?\s])([^=&\s]*(?:token|secret|password|passwd|api[-_]?key|session|credential|signature)[^=&\s]*=)[^&\s]*/gi
+
+/**
+ * A body's beginning as a diff shows it, as text: the string values of JSON members and form fields whose names say
+ * they hold a secret (`"access_token": "..."`, `password=...`) replaced, as headers and query parameters are.
+ */
 export function bodyPreview(body: Buffer): string {
-  return body.subarray(0, BODY_PREVIEW_BYTES).toString('utf8')
+  return body
+    .subarray(0, BODY_PREVIEW_BYTES)
+    .toString('utf8')
+    .replace(SECRET_MEMBER, `$1"${REDACTED}"`)
+    .replace(SECRET_FIELD, `$1$2${REDACTED}`)
 }
 
 export class DiffLog {

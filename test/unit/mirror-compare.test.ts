@@ -7,6 +7,7 @@ import {
   MAX_FIELDS,
 } from '../../src/mirror/compare.ts'
 import {
+  bodyPreview,
   DiffLog,
   isSecretHeader,
   redactedHeaders,
@@ -139,6 +140,22 @@ describe('diffs', () => {
     expect(redactedTarget('/a?access_token=t&page=2&API_KEY=k&sig=s&%74oken=e&flag&code=c&x=%')).toBe(
       '/a?access_token=[redacted]&page=2&API_KEY=[redacted]&sig=[redacted]&%74oken=[redacted]&flag&code=[redacted]&x=%',
     )
+  })
+
+  it('redacts the values of JSON members and form fields named like a secret in a body preview', () => {
+    const json = Buffer.from(
+      '{"user":"ann","access_token":"h7-1","nested":{"Client_Secret":"h7-\\"2"},"sessionId":"h7-3","n":1}',
+    )
+    expect(bodyPreview(json)).toBe(
+      '{"user":"ann","access_token":"[redacted]","nested":{"Client_Secret":"[redacted]"},"sessionId":"[redacted]","n":1}',
+    )
+    expect(bodyPreview(Buffer.from('grant=pw&password=h7-4&api_key=h7-5&name=ann'))).toBe(
+      'grant=pw&password=[redacted]&api_key=[redacted]&name=ann',
+    )
+    // A value the preview cuts short is redacted all the same.
+    const cut = bodyPreview(Buffer.from(`{"pad":"${'x'.repeat(2020)}","token":"h7-6-${'y'.repeat(100)}"}`))
+    expect(cut).not.toContain('h7-6')
+    expect(cut.endsWith('"token":"[redacted]"')).toBe(true)
   })
 
   it('keeps the latest N, newest first, and ranks the most frequent differences', () => {
