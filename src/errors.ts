@@ -120,6 +120,10 @@ export const ErrorCodes = {
     meaning: 'with --workers, a worker failed to apply a reload or did not answer in time (named)',
   },
   BG_SHUTTING_DOWN: { status: 503, meaning: 'the proxy is shutting down and takes no new requests' },
+  BG_TOO_MANY_STREAMS: {
+    status: 503,
+    meaning: 'GET /events/stream: this replica already serves as many live event streams as it allows (100)',
+  },
   BG_METRICS_UNAVAILABLE: {
     status: 503,
     meaning: 'with --workers, a worker did not send its metrics in time, so /metrics could not add them up',

@@ -29,11 +29,13 @@ interface Failures {
  * - the Host header must be an allowed host (a page on an attacker's domain that resolves to 127.0.0.1 sends the
  *   attacker's host name: DNS rebinding);
  * - a mutating call from a browser page of another origin is refused (CSRF): browsers send Origin and
- *   Sec-Fetch-Site on such calls, the CLI and curl send neither. The console's own page (same origin as the admin
- *   API: its Origin names the Host the call was sent to) is allowed: that Host passed checkHost, so it is no
- *   rebound attacker's name, and a listener answering any host must have a token, which a foreign page lacks;
- * - with tokens configured, a mutating call needs one (compared in constant time, by hash, so neither timing nor
- *   length says anything about a token), and repeated failures from one address are slowed down with 429.
+ *   Sec-Fetch-Site on such calls (and Referer, judged likewise when Origin is missing), the CLI and curl send none
+ *   of them. The console's own page (same origin as the admin API: its Origin names the Host the call was sent to)
+ *   is allowed: that Host passed checkHost, so it is no rebound attacker's name, and a listener answering any host
+ *   must have a token, which a foreign page lacks;
+ * - with tokens configured, a mutating call (and a read of users' data) needs one (compared in constant time, by
+ *   hash, so neither timing nor length says anything about a token), and repeated wrong tokens from one address
+ *   are slowed down with 429.
  */
 export class AdminGuard {
   readonly #tokens: { name: string; digest: Buffer }[]
@@ -76,6 +78,20 @@ export class AdminGuard {
     if (origin === undefined && req.headers['sec-fetch-site'] === 'cross-site') {
       throw new BlueGreenError('BG_FORBIDDEN', 'cross-site calls from a browser are not allowed')
     }
+    // A browser that sends no Origin (older ones, on some posts) still names the page in Referer; tools send neither.
+    const referer = req.headers.referer
+    if (origin === undefined && referer !== undefined) {
+      const from = URL.parse(referer)?.origin
+      if (
+        from === undefined ||
+        (!this.#options.allowedOrigins.includes(from) && !isSameOrigin(from, req.headers.host))
+      ) {
+        throw new BlueGreenError(
+          'BG_FORBIDDEN',
+          `calls from a page at ${from ?? 'an unreadable address'} are not allowed; see admin.allowedOrigins`,
+        )
+      }
+    }
     if (this.#tokens.length === 0) return undefined
     const now = this.#now()
     const failures = this.#failures.get(address)
@@ -92,7 +108,9 @@ export class AdminGuard {
       this.#failures.delete(address)
       return name
     }
-    this.#fail(address, now)
+    // A call without any Authorization guessed nothing: it is refused, but counts for no block (a console left
+    // open without its token reads GET /mirror/diffs every few seconds, and must not lock its operator out).
+    if (req.headers.authorization !== undefined) this.#fail(address, now)
     throw new BlueGreenError('BG_UNAUTHORIZED', 'a valid "Authorization: Bearer <token>" header is required')
   }
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AuditTrail } from '../audit/audit.ts'
+import { BlueGreenError } from '../errors.ts'
 
 /** One event as GET /events/stream sends it: `id:` (`<process>-<count>`), `event:` (the kind), `data:` (JSON). */
 export interface LiveEvent {
@@ -18,6 +19,10 @@ export interface EventStreamOptions {
   keepAliveMs?: number
   /** What names this process in the ids; random by default. */
   processTag?: string
+  /** Streams served at once; beyond, 503 BG_TOO_MANY_STREAMS (each holds a socket, and reads need no token). */
+  maxStreams?: number
+  /** What may wait unsent to one stream: a client that stops reading is dropped, not buffered for without end. */
+  maxBufferedBytes?: number
 }
 
 /**
@@ -31,6 +36,8 @@ export class EventStream {
   readonly #keep: number
   readonly #keepAliveMs: number
   readonly #processTag: string
+  readonly #maxStreams: number
+  readonly #maxBufferedBytes: number
   readonly #recent: LiveEvent[] = []
   readonly #clients = new Set<ServerResponse>()
   readonly #listeners = new Set<(event: LiveEvent) => void>()
@@ -41,10 +48,14 @@ export class EventStream {
     keep = 500,
     keepAliveMs = 15_000,
     processTag = randomUUID().slice(0, 8),
+    maxStreams = 100,
+    maxBufferedBytes = 1024 * 1024,
   }: EventStreamOptions = {}) {
     this.#keep = keep
     this.#keepAliveMs = keepAliveMs
     this.#processTag = processTag
+    this.#maxStreams = maxStreams
+    this.#maxBufferedBytes = maxBufferedBytes
   }
 
   /** How many streams are open: one whose client went away is no longer counted. */
@@ -58,7 +69,7 @@ export class EventStream {
     this.#recent.push(event)
     if (this.#recent.length > this.#keep) this.#recent.shift()
     const frame = frameOf(event)
-    for (const client of this.#clients) client.write(frame)
+    for (const client of this.#clients) this.#send(client, frame)
     for (const listener of this.#listeners) {
       try {
         listener(event)
@@ -79,6 +90,12 @@ export class EventStream {
 
   /** Answers GET /events/stream: what the client missed (Last-Event-ID), then every event as it is published. */
   serve(req: IncomingMessage, res: ServerResponse): void {
+    if (this.#clients.size >= this.#maxStreams) {
+      throw new BlueGreenError(
+        'BG_TOO_MANY_STREAMS',
+        `this replica already serves ${this.#maxStreams} live event streams; close one, or read GET /events`,
+      )
+    }
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
@@ -121,10 +138,20 @@ export class EventStream {
     for (const event of this.#recent) if (event.count > last) res.write(frameOf(event))
   }
 
+  /** A frame to one stream, unless more than maxBufferedBytes already wait for it: then the client is dropped. */
+  #send(client: ServerResponse, text: string): void {
+    if (client.writableLength > this.#maxBufferedBytes) {
+      this.#clients.delete(client)
+      client.destroy()
+      return
+    }
+    client.write(text)
+  }
+
   #startKeepAlive(): void {
     if (this.#keepAlive) return
     this.#keepAlive = setInterval(() => {
-      for (const client of this.#clients) client.write(': keep-alive\n\n')
+      for (const client of this.#clients) this.#send(client, ': keep-alive\n\n')
     }, this.#keepAliveMs)
     this.#keepAlive.unref()
   }

@@ -4,12 +4,18 @@ import { checkedGeneration } from '../state/state.ts'
 
 export const MAX_BODY_BYTES = 64 * 1024
 
+/**
+ * Every JSON answer, errors included (whose messages name the path asked for): data a browser never sniffs into a
+ * page, runs nothing from, and never frames.
+ */
 export function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value)
   res.writeHead(status, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
   })
   res.end(body)
 }

@@ -79,6 +79,13 @@ const MAX_EVENTS = 1000
 /** Read-only endpoints for load balancers, orchestrators and Prometheus: answered whatever the Host header. */
 const OPEN_TO_ANY_HOST = new Set(['/healthz', '/readyz', '/metrics'])
 
+/**
+ * Reads that hold data from users' traffic (GET /mirror/diffs: paths, headers and the bodies' beginnings): with
+ * tokens configured, they need one, as a change does. The other reads say how the proxy is doing, not what its
+ * users sent.
+ */
+const TOKEN_READS = new Set(['/mirror/diffs'])
+
 /** DELETE /replicas/ID: the one route with a parameter. */
 const REPLICA_PREFIX = '/replicas/'
 const REPLICA_ROUTE = '/replicas/:id'
@@ -205,8 +212,8 @@ export class AdminServer {
         res.setHeader('allow', methods.join(', '))
         throw new BlueGreenError('BG_METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`)
       }
-      // Everything but a read needs the token.
-      if (req.method !== 'GET') tokenName = this.#guard.authorize(req)
+      // Everything but a read needs the token, and the reads of users' data.
+      if (req.method !== 'GET' || TOKEN_READS.has(path)) tokenName = this.#guard.authorize(req)
     } catch (error) {
       if (error instanceof BlueGreenError) {
         if (action) this.#changes.refused(action, req, error)

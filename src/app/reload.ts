@@ -19,6 +19,18 @@ export interface ReloadTrigger {
 export type Prepared = { next: Config; changed: string[] } | { outcome: ReloadOutcome }
 
 /**
+ * A file that does not parse, as a reload tells it (its answer, the log, the audit trail that GET /events shows
+ * without a token): where and why, without the parser's excerpt of the file, which may be the very line holding a
+ * token or a webhook's URL. `bluegreen check` and `serve` still show it, to the operator at the terminal.
+ */
+function withoutExcerpt(message: string): string {
+  return message
+    .split('\n', 1)[0]!
+    .replace(/ at line \d+, column \d+:$/, '')
+    .replace(/, ".*" is not valid JSON$/, ' (not valid JSON)')
+}
+
+/**
  * Re-reads the config file and decides, before anything is applied, whether the reload can go ahead: the file
  * must be valid (else invalid, with every problem), and every key it changes must be one a running proxy can apply
  * (else refused, naming those that need a restart). Run once per reload: by the process, or by the primary of
@@ -43,12 +55,13 @@ export async function prepareReload(file: string | undefined, running: Config): 
     next = await loadConfig(file)
   } catch (error) {
     if (!(error instanceof BlueGreenError)) throw error
+    const told = error instanceof ConfigError ? error.message : withoutExcerpt(error.message)
     const problems =
       error instanceof ConfigError
         ? error.problems.map(({ path, message }) => ({ path, message }))
-        : [{ path: '', message: error.message }]
+        : [{ path: '', message: told }]
     const code = error instanceof ConfigError ? 'BG_CONFIG_INVALID' : 'BG_CONFIG_UNREADABLE'
-    const message = `${file} was not applied, the running config is unchanged: ${error.message}`
+    const message = `${file} was not applied, the running config is unchanged: ${told}`
     return { outcome: { result: 'invalid', file, changed: [], problems, code, message } }
   }
   const { changed, needsRestart } = planReload(running, next, RELOADABLE_KEYS)

@@ -1,5 +1,5 @@
 import type { NotifyEvent, NotifyTargetConfig } from './types.ts'
-import { type Checker, durationIn, type Field, MAX_TIMER_MS } from './validate.ts'
+import { type Checker, durationIn, type Field, MAX_TIMER_MS, readSecret } from './validate.ts'
 
 // notify: webhook targets told of what happens to the routing. README's "Notifications" explains them.
 
@@ -55,7 +55,7 @@ function buildTarget(check: Checker, field: Field): NotifyTargetConfig | undefin
     return undefined
   }
   check.required(item.field('url'), 'the webhook URL, such as "https://hooks.example.com/bluegreen"')
-  const url = check.read(item.field('url'), undefined, parseWebhookUrl, 'an http:// or https:// URL')
+  const url = readSecret(check, item.field('url'), parseWebhookUrl, 'an http:// or https:// URL')
   const name = check.read(
     item.field('name'),
     url ? url.host : '',
@@ -70,9 +70,9 @@ function buildTarget(check: Checker, field: Field): NotifyTargetConfig | undefin
     url: url?.href ?? '',
     events: buildEvents(check, item.field('events')),
     format: check.oneOf(item.field('format'), FORMATS, 'json'),
-    secret: check.read(
+    secret: readSecret(
+      check,
       item.field('secret'),
-      undefined,
       (value) => (typeof value === 'string' && value !== '' ? value : undefined),
       'a non-empty string (the HMAC key)',
     ),

@@ -44,6 +44,7 @@ import {
   parseBoolean,
   parseHostPort,
   parseListen,
+  readSecret,
   substituteEnv,
 } from './validate.ts'
 
@@ -244,7 +245,7 @@ function buildRedis(check: Checker, field: Field, baseDir: string): RedisConfig 
   const duration = (key: string, fallback: number) =>
     check.read(redis.field(key), fallback, ...durationIn(1, MAX_TIMER_MS))
   const built: RedisConfig = {
-    url: check.read(redis.field('url'), 'redis://127.0.0.1:6379', redisUrl, REDIS_URL_EXPECTED),
+    url: readSecret(check, redis.field('url'), redisUrl, REDIS_URL_EXPECTED) ?? 'redis://127.0.0.1:6379',
     key: check.read(redis.field('key'), 'bluegreen:default', nonEmptyString, 'a non-empty string'),
     commandTimeout: duration('commandTimeout', 1_000),
     connectTimeout: duration('connectTimeout', 2_000),
@@ -260,7 +261,7 @@ function buildRedis(check: Checker, field: Field, baseDir: string): RedisConfig 
       `must be longer than three heartbeatIntervals (${built.heartbeatInterval * 3}ms)`,
     )
   }
-  const sentinelPassword = check.read(redis.field('sentinelPassword'), undefined, anyString, 'a string')
+  const sentinelPassword = readSecret(check, redis.field('sentinelPassword'), anyString, 'a string')
   if (sentinelPassword) built.sentinelPassword = sentinelPassword
   const tlsCaFile = check.read(redis.field('tlsCaFile'), undefined, nonEmptyString, 'a file path')
   if (tlsCaFile !== undefined) built.tlsCaFile = resolve(baseDir, tlsCaFile)

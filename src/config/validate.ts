@@ -283,3 +283,40 @@ export function deepFreeze<T>(value: T): T {
   }
   return value
 }
+
+/**
+ * check.read for a value that may be a secret (a webhook URL often holds its token in its path, as Slack's do; a
+ * Redis URL its password): a problem reaches the log, `bluegreen check`, POST /reload's answer and the audit trail,
+ * so it names what kind of value it got, never the value.
+ */
+export function readSecret<T>(
+  check: Checker,
+  field: Field,
+  parse: (value: unknown) => T | undefined,
+  expected: string,
+): T | undefined {
+  if (field.value === undefined) return undefined
+  const parsed = parse(field.value)
+  if (parsed !== undefined) return parsed
+  const credentials = typeof field.value === 'string' && URL.parse(field.value)?.password
+  const kind =
+    typeof field.value === 'string'
+      ? credentials
+        ? 'a URL with user:password@ in it'
+        : 'a string that is not one'
+      : kindOf(field.value)
+  const advice = credentials
+    ? ' without user:password@ (credentials in a URL would travel into every log line naming it)'
+    : ''
+  check.report(
+    field.path,
+    `expected ${expected}${advice}, got ${kind} (the value is not shown: it may hold a secret)`,
+  )
+  return undefined
+}
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'a list'
+  return typeof value === 'object' ? 'a mapping' : `a ${typeof value}`
+}

@@ -1,6 +1,7 @@
 // The admin API as the console calls it: JSON in and out, the operator's token (this tab's sessionStorage only,
-// never a cookie, so no request carries it unless this module adds it) sent as a bearer header with changes, and
-// the API's errors shown with their code, status and message.
+// never a cookie, so no request carries it unless this module adds it) sent as a bearer header with every call
+// (changes, and GET /mirror/diffs, which holds users' data), and the API's errors shown with their code, status
+// and message.
 
 import { byId, h } from './dom.js'
 
@@ -30,7 +31,7 @@ export class ApiError extends Error {
 export async function api(method, path, body) {
   const headers = { accept: 'application/json' }
   if (body !== undefined) headers['content-type'] = 'application/json'
-  if (token && method !== 'GET') headers.authorization = `Bearer ${token}`
+  if (token) headers.authorization = `Bearer ${token}`
   const response = await fetch(path, {
     method,
     headers,

@@ -671,9 +671,10 @@ function wire() {
     event.preventDefault()
     useToken(byId('token').value.trim())
     showAlert(
-      [currentToken() ? 'Token kept for this tab (session storage), sent with changes.' : 'No token.'],
+      [currentToken() ? 'Token kept for this tab (session storage), sent with every call.' : 'No token.'],
       true,
     )
+    loadMirror()
   })
   byId('forget-token').addEventListener('click', () => {
     useToken('')

@@ -3,7 +3,7 @@
 // (POST /mirror, through the same confirmation and expectedGeneration as every change). A proxy without a mirror
 // answers GET /mirror 404: the panel then stays hidden.
 
-import { ApiError, api } from './api.js'
+import { ApiError, api, currentToken } from './api.js'
 import { byId, COLORS, colorName, h, percent, time } from './dom.js'
 
 /** How many differences the panel lists (GET /mirror/diffs keeps `mirror.diffs`). */
@@ -13,19 +13,20 @@ const DIFFS_SHOWN = 8
 let status = null
 /** The operator is typing a share: leave the field alone. */
 let editingPercent = false
+/**
+ * The token GET /mirror/diffs last refused (401), '' for none: not sent again for the differences until another
+ * is entered, so a wrong one is not tried every few seconds (which would get this address blocked, 429).
+ */
+let diffsRefusedWith = null
 
 export async function loadMirror() {
   const card = byId('mirror-card')
   try {
-    const [answer, listing] = await Promise.all([
-      api('GET', '/mirror'),
-      api('GET', `/mirror/diffs?limit=${DIFFS_SHOWN}`),
-    ])
+    const [answer] = await Promise.all([api('GET', '/mirror'), loadDiffs()])
     status = answer
     card.hidden = false
     card.dataset.answered = '200'
     renderStatus()
-    renderDiffs(listing?.diffs ?? [])
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       // "this proxy does not mirror": nothing to show or to turn on.
@@ -120,6 +121,28 @@ function renderStatus() {
 
 function codes(fields) {
   return fields.flatMap((field, index) => [index > 0 ? ', ' : '', h('code', { text: field })])
+}
+
+/** The differences hold users' data: with tokens configured, GET /mirror/diffs needs one, as a change does. */
+async function loadDiffs() {
+  const token = currentToken()
+  if (token === diffsRefusedWith) return
+  try {
+    const listing = await api('GET', `/mirror/diffs?limit=${DIFFS_SHOWN}`)
+    renderDiffs(listing?.diffs ?? [])
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 404) throw error
+    if (error.status === 401) diffsRefusedWith = token
+    diffsNote(
+      error.status === 401
+        ? `The differences hold users' data: enter the admin token to see them (${error.code}).`
+        : `Differences unavailable: ${error.message}`,
+    )
+  }
+}
+
+function diffsNote(text) {
+  byId('mirror-diffs').tBodies[0].replaceChildren(h('tr', {}, h('td', { colspan: 4, class: 'muted', text })))
 }
 
 function renderDiffs(diffs) {

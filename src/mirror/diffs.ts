@@ -31,7 +31,9 @@ const SECRET_HEADERS = new Set([
   'x-xsrf-token',
   'x-amz-security-token',
 ])
-const SECRET_NAME = /token|secret|password|passwd|api-?key|session|credential|signature/i
+const SECRET_NAME = /token|secret|password|passwd|api[-_]?key|session|credential|signature/i
+/** Query parameters that carry credentials under short names (signed URLs, OAuth codes) besides SECRET_NAME's. */
+const SECRET_PARAMS = new Set(['key', 'sig', 'code', 'auth', 'jwt', 'pass', 'pwd'])
 export const REDACTED = '[redacted]'
 
 export function isSecretHeader(name: string): boolean {
@@ -62,8 +64,51 @@ export function redactedPairs(pairs: readonly string[]): Record<string, string> 
   return out
 }
 
+/**
+ * A request target as a diff (or an error) shows it: the value of every query parameter whose name says it holds
+ * a secret (`?access_token=`, `?api_key=`, `?sig=`) replaced, the rest as sent.
+ */
+export function redactedTarget(target: string): string {
+  const at = target.indexOf('?')
+  if (at === -1) return target
+  const query = target
+    .slice(at + 1)
+    .split('&')
+    .map((pair) => {
+      const equals = pair.indexOf('=')
+      if (equals === -1) return pair
+      const name = paramName(pair.slice(0, equals))
+      return SECRET_NAME.test(name) || SECRET_PARAMS.has(name) ? `${pair.slice(0, equals)}=${REDACTED}` : pair
+    })
+  return `${target.slice(0, at)}?${query.join('&')}`
+}
+
+/** A query parameter's name, decoded and lower-cased; as sent when it does not decode. */
+function paramName(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replaceAll('+', ' ')).toLowerCase()
+  } catch {
+    return raw.toLowerCase()
+  }
+}
+
+/** A JSON member whose name says it holds a secret, its string value to the end (or to where the preview stops). */
+const SECRET_MEMBER =
+  /("(?:[^"\\]|\\.)*(?:token|secret|password|passwd|api[-_]?key|session|credential|signature)(?:[^"\\]|\\.)*"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)/gi
+/** A form field (`a=1&access_token=...`) so named, its value to the next `&`. */
+const SECRET_FIELD =
+  /(^|[&?\s])([^=&\s]*(?:token|secret|password|passwd|api[-_]?key|session|credential|signature)[^=&\s]*=)[^&\s]*/gi
+
+/**
+ * A body's beginning as a diff shows it, as text: the string values of JSON members and form fields whose names say
+ * they hold a secret (`"access_token": "..."`, `password=...`) replaced, as headers and query parameters are.
+ */
 export function bodyPreview(body: Buffer): string {
-  return body.subarray(0, BODY_PREVIEW_BYTES).toString('utf8')
+  return body
+    .subarray(0, BODY_PREVIEW_BYTES)
+    .toString('utf8')
+    .replace(SECRET_MEMBER, `$1"${REDACTED}"`)
+    .replace(SECRET_FIELD, `$1$2${REDACTED}`)
 }
 
 export class DiffLog {

@@ -6,6 +6,20 @@ import { fieldPattern } from './compare.ts'
 
 /** Routes remembered; beyond it the oldest is forgotten (a path with ids in it must not grow memory forever). */
 const MAX_ROUTES = 1000
+/**
+ * Noise fields remembered per route: an answer keyed by ids (`{"<uuid>": ...}`) names new fields on every sample.
+ * Beyond it, nothing more is learned for the route: its other differences count.
+ */
+export const MAX_NOISE_FIELDS = 100
+/** How much of a request's path a route keeps: a client's paths, however long, take bounded room here. */
+export const MAX_ROUTE_CHARS = 200
+
+/** A request's route as the mirror keeps figures and noise for it: method and path, without the query, bounded. */
+export function routeKey(method: string, target: string): string {
+  const query = target.indexOf('?')
+  const path = query === -1 ? target : target.slice(0, query)
+  return `${method.slice(0, 20)} ${path.length > MAX_ROUTE_CHARS ? `${path.slice(0, MAX_ROUTE_CHARS)}…` : path}`
+}
 /** A route is always sampled until it has this many samples, so noise is known before its differences count. */
 export const FIRST_SAMPLES = 2
 
@@ -32,7 +46,10 @@ export class NoiseMemory {
       this.#routes.set(route, known)
     }
     known.samples++
-    for (const field of fields) known.fields.add(fieldPattern(field))
+    for (const field of fields) {
+      if (known.fields.size >= MAX_NOISE_FIELDS) break
+      known.fields.add(fieldPattern(field))
+    }
   }
 
   /** Whether a sample of this route has been learned from, so its noise is known (though maybe not all of it). */

@@ -19,6 +19,12 @@ const HOP_BY_HOP = new Set([
 
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'])
 
+/**
+ * The header this proxy puts on a mirrored copy (mirror.ts), which an application reads to skip side effects: a
+ * client's own is dropped, or a live request could claim to be a copy and be answered without its side effects.
+ */
+export const MIRROR_HEADER = 'x-bluegreen-mirror'
+
 // Other ways a client names its own address, which applications read too: not rebuilt here, so kept from a
 // trusted proxy and dropped from anyone else, who could otherwise claim any address they like.
 const CLIENT_ADDRESS = new Set(['forwarded', 'x-real-ip'])
@@ -110,7 +116,7 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], info: Forw
       continue
     }
     const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || lower === 'expect' || named?.has(lower)) continue
+    if (HOP_BY_HOP.has(lower) || lower === 'expect' || lower === MIRROR_HEADER || named?.has(lower)) continue
     if (http2 && lower === 'cookie') {
       if (cookieAt !== -1) {
         out[cookieAt] = `${out[cookieAt]}; ${value}`
@@ -201,6 +207,28 @@ export function clientResponseHeaders(
     else out.push(name, value)
   }
   return out
+}
+
+/**
+ * An HTTP/2 request's Host header when it names another authority than its :authority, else undefined (RFC 9113
+ * 8.3.1: such a request is malformed). Both go upstream as the one Host of HTTP/1.1, and a front that routes or
+ * authorizes on :authority while the application reads Host would be looking at two different requests. Compared
+ * without case and without the default port (scheme-based normalization: the listener is https).
+ */
+export function conflictingHost(rawHeaders: readonly string[]): string | undefined {
+  let authority: string | undefined
+  let host: string | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    if (name === ':authority') authority = rawHeaders[i + 1]
+    else if (name.length === 4 && name.toLowerCase() === 'host') host = rawHeaders[i + 1]
+  }
+  if (authority === undefined || host === undefined) return undefined
+  return normalAuthority(authority) === normalAuthority(host) ? undefined : host
+}
+
+function normalAuthority(authority: string): string {
+  return authority.trim().toLowerCase().replace(/:443$/, '')
 }
 
 // Nearly every chunked request says just this.

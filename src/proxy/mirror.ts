@@ -6,12 +6,13 @@ import type { MirrorConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { quantile, SlidingWindows } from '../metrics/windows.ts'
 import { type CapturedResponse, coveredBy, differences } from '../mirror/compare.ts'
-import { bodyPreview, DiffLog, redactedHeaders, redactedPairs } from '../mirror/diffs.ts'
-import { NoiseMemory } from '../mirror/noise.ts'
+import { bodyPreview, DiffLog, redactedHeaders, redactedPairs, redactedTarget } from '../mirror/diffs.ts'
+import { NoiseMemory, routeKey } from '../mirror/noise.ts'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Upstream } from '../routing/upstream.ts'
 import type { MirrorSetting, State } from '../state/state.ts'
+import { MIRROR_HEADER } from './headers.ts'
 
 // Mirroring: a share of live requests is copied to the other color once the client's request has been read, and
 // the copy's answer is compared with the one the client got (src/mirror/compare.ts). Nothing here is awaited by the
@@ -24,9 +25,6 @@ export type MirrorResult = 'match' | 'mismatch' | 'error' | 'dropped'
  * noise is not known yet (the route's first noise sample got no answer), so a difference could not be judged.
  */
 export type DropReason = 'inFlight' | 'bodyTooLarge' | 'liveFailed' | 'noiseUnknown'
-
-/** The header every copy (and noise sample) carries, so an application can skip side effects. */
-export const MIRROR_HEADER = 'x-bluegreen-mirror'
 
 export interface MirrorOptions {
   config: MirrorConfig
@@ -148,7 +146,7 @@ export class Mirror {
       this.#failed(`no available upstream in the ${target} pool`)
       return undefined
     }
-    const key = `${req.method} ${url.split('?')[0]}`
+    const key = routeKey(req.method ?? 'GET', url)
     const sample = this.noise.wantsSample(key, this.#config.compare.noiseSampleRate, this.#random())
       ? chooseUpstream(route.snapshot.pools[route.color])
       : undefined
@@ -256,7 +254,7 @@ export class Mirror {
     this.diffs.add({
       at: new Date().toISOString(),
       method: copy.method,
-      path: copy.path,
+      path: redactedTarget(copy.path),
       colors: { live: copy.liveColor, mirror: copy.target },
       status: { live: live.status, mirror: mirrored.status },
       fields,
@@ -274,7 +272,7 @@ export class Mirror {
   errored(copy: MirrorCopy, error: Error, latencyMs: number): void {
     this.#windows.record(copy.target, 500, latencyMs)
     this.#routeFigures(copy.route, true)
-    this.#failed(`${copy.method} ${copy.path} to ${copy.target}: ${error.message}`)
+    this.#failed(`${copy.method} ${redactedTarget(copy.path)} to ${copy.target}: ${error.message}`)
   }
 
   #startFiguresAgain(): void {

@@ -21,6 +21,7 @@ import { CertificateStore } from './certificates.ts'
 import { ColorDrainer, type DrainChange, type DrainStatus } from './drain.ts'
 import {
   codingsBesidesChunked,
+  conflictingHost,
   cookieValue,
   TrustedProxies,
   upgradeRequestHeaders,
@@ -260,7 +261,7 @@ export class ProxyListener {
 
   readonly #handleRequest = (req: IncomingMessage, res: ServerResponse): void => {
     this.#inFlight++
-    if (this.#refusedCoding(req, res)) return
+    if (this.#refusedCoding(req, res) || this.#refusedHost(req, res)) return
     const route = this.#route(req)
     if (route instanceof RouteError) {
       res.once('close', this.#onResponseClose)
@@ -305,6 +306,20 @@ export class ProxyListener {
       'BG_UNSUPPORTED_TRANSFER_CODING',
       `the request body's transfer coding "${codings}" is not supported, only chunked is (send it as Content-Encoding)`,
       { close: true },
+    )
+    return true
+  }
+
+  /** An HTTP/2 request whose Host names another authority than its :authority is answered 400 (conflictingHost). */
+  #refusedHost(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.httpVersionMajor !== 2) return false
+    const host = conflictingHost(req.rawHeaders)
+    if (host === undefined) return false
+    res.once('close', this.#onResponseClose)
+    sendError(
+      res,
+      'BG_BAD_REQUEST',
+      `the Host header (${JSON.stringify(host.slice(0, 100))}) names another authority than :authority (RFC 9113 8.3.1)`,
     )
     return true
   }

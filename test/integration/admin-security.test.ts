@@ -214,6 +214,22 @@ describe('admin Host and Origin checks', () => {
     for (const event of events) expect(event).toMatchObject({ result: 'refused', code: 'BG_FORBIDDEN' })
   })
 
+  it('answers every JSON reply, errors included, as data no browser renders or frames', async () => {
+    const replies = [
+      await send(loopback.admin, '/state'),
+      // An error that names what was asked for: the path is in its message.
+      await send(loopback.admin, '/console/%3Cscript%3Ealert(1)%3C/script%3E.js'),
+      await send(loopback.admin, '/<img/src=x/onerror=alert(1)>'),
+      await send(loopback.admin, '/state', { headers: { host: 'evil.example' } }),
+    ]
+    expect(replies.map((reply) => reply.status)).toEqual([200, 404, 404, 403])
+    for (const reply of replies) {
+      expect(reply.headers['content-type']).toBe('application/json; charset=utf-8')
+      expect(reply.headers['x-content-type-options']).toBe('nosniff')
+      expect(reply.headers['content-security-policy']).toBe("default-src 'none'; frame-ancestors 'none'")
+    }
+  })
+
   it('answers to the loopback names with any port', async () => {
     const port = new URL(loopback.admin).port
     for (const host of [
@@ -348,6 +364,32 @@ describe('admin tokens', () => {
   }
   const rig = useColorRig({
     admin: { listen: '127.0.0.1:0', token: tokens.admin, tokens: { ci: tokens.ci, deploy: tokens.deploy } },
+  })
+
+  it("keeps GET /mirror/diffs (bodies and headers of users' requests) behind the token; other reads stay open", async () => {
+    for (const headers of [{}, { authorization: 'Bearer wrong-token-0123456789' }] as Record<
+      string,
+      string
+    >[]) {
+      const refused = await send(rig.proxy.admin, '/mirror/diffs', { headers })
+      expect(refused.status, JSON.stringify(headers)).toBe(401)
+      expect(codeOf(refused)).toBe('BG_UNAUTHORIZED')
+    }
+    const allowed = await send(rig.proxy.admin, '/mirror/diffs', {
+      headers: { authorization: `Bearer ${tokens.ci}` },
+    })
+    expect(allowed.status, allowed.text).toBe(200)
+    expect(allowed.body).toEqual({ diffs: [] })
+    for (const path of ['/mirror', '/state', '/events', '/windows']) {
+      expect((await send(rig.proxy.admin, path)).status, path).toBe(200)
+    }
+    // A read without any token guesses nothing: a console left open without one never locks its operator out.
+    for (let i = 0; i < 8; i++) expect((await send(rig.proxy.admin, '/mirror/diffs')).status).toBe(401)
+    const change = await send(rig.proxy.admin, '/smoke', {
+      headers: { authorization: `Bearer ${tokens.ci}` },
+      body: { color: 'blue' },
+    })
+    expect(change.status, change.text).toBe(200)
   })
 
   it('accepts each named token and names it in the state and the audit trail', async () => {

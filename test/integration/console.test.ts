@@ -355,4 +355,45 @@ describe.skipIf(CHROMIUM_MISSING)(`the console, with a token${SKIPPED}`, () => {
     expect(await page.evaluate(() => localStorage.length)).toBe(0)
     await page.context().close()
   })
+
+  it("shows the mirror's differences (users' data) only once the token is entered", async () => {
+    const page = await openConsole(rig.proxy.admin)
+    const diffs = page.getByRole('table', { name: /whose answers differed/ })
+    await expect.poll(() => diffs.textContent(), PATIENCE).toContain('enter the admin token')
+    await page.getByLabel('Admin token').fill(TOKEN)
+    await page.getByRole('button', { name: 'Use token' }).click()
+    await expect.poll(() => diffs.textContent(), PATIENCE).toContain('No difference kept.')
+    expect(page.problems.filter((problem) => !problem.includes('401'))).toEqual([])
+    await page.context().close()
+  })
+})
+
+describe.skipIf(CHROMIUM_MISSING)(`the console, showing what upstreams and callers wrote${SKIPPED}`, () => {
+  const rig = useColorRig()
+  const MARKUP = '<img src="x" onerror="document.title=\'pwned\'"><b id="injected">bold</b>'
+
+  it('shows a diff body and an audit reason holding markup as text: no element is made of them', async () => {
+    // Echo upstreams answer with the request's headers, and blue and green name themselves: every copy differs.
+    expect((await callAdmin(rig.proxy.admin, '/mirror', { body: { percent: 100 } })).status).toBe(200)
+    const response = await fetch(`${rig.proxy.url}/page`, { headers: { 'x-note': MARKUP } })
+    await response.arrayBuffer()
+    await eventually(
+      async () =>
+        (await callAdmin<{ diffs: unknown[] }>(rig.proxy.admin, '/mirror/diffs')).body.diffs.length > 0,
+      { message: 'a mirror difference' },
+    )
+    const weights = await callAdmin(rig.proxy.admin, '/weights', {
+      body: { blue: 100, green: 0, reason: MARKUP },
+    })
+    expect(weights.status).toBe(200)
+    const page = await openConsole(rig.proxy.admin)
+    const diffs = page.getByRole('table', { name: /whose answers differed/ })
+    await expect.poll(() => diffs.textContent(), PATIENCE).toContain('onerror')
+    const audit = page.getByRole('table', { name: /Latest change attempts/ })
+    await expect.poll(() => audit.textContent(), PATIENCE).toContain('<b id="injected">')
+    expect(await page.locator('#injected').count()).toBe(0)
+    expect(await page.locator('img[src="x"]').count()).toBe(0)
+    expect(await page.title()).not.toBe('pwned')
+    await page.context().close()
+  })
 })

@@ -1,5 +1,8 @@
 import { type IncomingMessage, request } from 'node:http'
+import { createConnection } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { EventStream } from '../../src/admin/event-stream.ts'
+import type { BlueGreenError } from '../../src/errors.ts'
 import { adminPost } from '../helpers/admin.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { collectFrames, type LiveFrame } from '../helpers/live-events.ts'
@@ -150,5 +153,52 @@ describe('GET /events/stream', () => {
     // Shutdown ends the open streams instead of leaving clients hanging.
     await proxy.close()
     await Promise.all([stream.ended, resumed.ended])
+  })
+})
+
+describe('GET /events/stream, bounded', () => {
+  it('serves at most maxStreams at once (503 beyond), and drops a client that stops reading', async () => {
+    const events = new EventStream({ maxStreams: 3, maxBufferedBytes: 256 * 1024 })
+    /** Client ports whose stream the server side has closed. */
+    const closedPorts = new Set<number>()
+    const server = await startServer((req, res) => {
+      const port = req.socket.remotePort ?? 0
+      res.once('close', () => closedPorts.add(port))
+      try {
+        events.serve(req, res)
+      } catch (error) {
+        const refused = error as BlueGreenError
+        res
+          .writeHead(refused.status, { 'content-type': 'application/json' })
+          .end(JSON.stringify(refused.toJSON()))
+      }
+    })
+    try {
+      const readers = [await openStream(server.url), await openStream(server.url)]
+      // A client that reads nothing: its socket's buffers fill, then the stream's own.
+      const stalled = createConnection({ host: '127.0.0.1', port: server.port })
+      stalled.write('GET /events/stream HTTP/1.1\r\nhost: x\r\n\r\n')
+      stalled.pause()
+      await eventually(() => events.clients === 3, { message: 'three streams open' })
+      const refused = await openStream(server.url)
+      expect(refused.response.statusCode).toBe(503)
+      expect(refused.text()).toContain('BG_TOO_MANY_STREAMS')
+      const closed = () => closedPorts.has(stalled.localPort ?? -1)
+      const big = 'x'.repeat(64 * 1024)
+      for (let i = 0; i < 1000 && !closed(); i++) {
+        events.publish('filler', { big })
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+      // Dropped by the proxy: the stalled client did nothing but stop reading.
+      await eventually(closed, { message: 'the stalled stream dropped' })
+      stalled.destroy()
+      expect(events.clients).toBeLessThan(3)
+      const again = await openStream(server.url)
+      expect(again.response.statusCode).toBe(200)
+      for (const reader of [...readers, again]) reader.close()
+    } finally {
+      events.endStreams()
+      await server.close()
+    }
   })
 })

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeCa, type TestCa } from '../helpers/certificates.ts'
 import { eventually } from '../helpers/eventually.ts'
@@ -59,6 +60,111 @@ describe('HTTP/2 limits and flood protections', () => {
       session.close()
     }
   }
+
+  it('h2 to HTTP/1.1: a malformed request (framing, connection headers, CR/LF) never reaches the upstream whole', async () => {
+    const complete: {
+      case: string
+      contentLength: string | undefined
+      bodyLength: number
+      names: string[]
+    }[] = []
+    const record = (req: IncomingMessage) => {
+      let bodyLength = 0
+      req.on('data', (chunk: Buffer) => {
+        bodyLength += chunk.length
+      })
+      req.on('end', () =>
+        complete.push({
+          case: String(req.headers['x-case']),
+          contentLength: req.headers['content-length'],
+          bodyLength,
+          names: Object.keys(req.headers),
+        }),
+      )
+    }
+    upstream.server.on('request', record)
+    const post = (name: string, extra: [string, string][]) =>
+      headerBlock([
+        [':method', 'POST'],
+        [':scheme', 'https'],
+        [':authority', 'localhost'],
+        [':path', '/'],
+        ['x-case', name],
+        ...extra,
+      ])
+    const cases: [string, [string, string][], Buffer | undefined][] = [
+      ['longer-than-declared', [['content-length', '5']], Buffer.alloc(10, 'a')],
+      ['shorter-than-declared', [['content-length', '20']], Buffer.alloc(10, 'b')],
+      ['transfer-encoding', [['transfer-encoding', 'chunked']], Buffer.from('5\r\nhello\r\n0\r\n\r\n')],
+      ['connection', [['connection', 'keep-alive']], undefined],
+      ['te-gzip', [['te', 'gzip']], undefined],
+      ['crlf', [['x-note', 'a\r\nx-injected: 1']], undefined],
+      ['lf', [['x-note', 'a\nx-injected: 1']], undefined],
+      ['nul', [['x-note', 'a\u0000b']], undefined],
+      ['upper-case-name', [['X-Upper', '1']], undefined],
+      // Which authority would the application see? Refused: one request names one.
+      ['authority-and-host', [['host', 'evil.example']], undefined],
+    ]
+    const outcomes: Record<string, string> = {}
+    try {
+      for (const [name, extra, body] of [
+        ...cases,
+        ['well-formed', [['content-length', '4']], Buffer.from('good')],
+      ] as typeof cases) {
+        const client = await rawHttp2(port, ca.certPem)
+        try {
+          if (body === undefined)
+            client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 1, post(name, extra)))
+          else {
+            client.write(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, post(name, extra)))
+            client.write(frame(FRAME.DATA, FLAG.END_STREAM, 1, body))
+          }
+          outcomes[name] = await eventually(
+            () => {
+              const reset = client.frames.find(
+                (received) => received.stream === 1 && received.type === FRAME.RST_STREAM,
+              )
+              if (reset) return `reset ${reset.payload.readUInt32BE(0)}`
+              if (client.frames.some((received) => received.stream === 1 && received.type === FRAME.HEADERS))
+                return 'answered'
+              const goaway = client.goaway()
+              return goaway === undefined ? undefined : `goaway ${goaway}`
+            },
+            { timeout: 10_000, message: `an answer to ${name}` },
+          )
+        } finally {
+          client.destroy()
+        }
+      }
+      await eventually(() => complete.some((seen) => seen.case === 'well-formed'), {
+        message: 'the well-formed one',
+      })
+      // Framing that disagrees, connection-specific fields, upper-case names: the stream (or the connection) is
+      // reset by nghttp2 before any of it goes upstream.
+      for (const name of [
+        'longer-than-declared',
+        'shorter-than-declared',
+        'transfer-encoding',
+        'connection',
+        'te-gzip',
+        'upper-case-name',
+      ])
+        expect(outcomes[name], name).toMatch(/^(reset|goaway) /)
+      expect(outcomes['authority-and-host']).toBe('answered')
+      // A field value with CR, LF or NUL is dropped by nghttp2 (never written upstream), the request served without it.
+      const upstreamSaw = complete.filter((seen) => seen.case !== 'undefined')
+      expect(upstreamSaw.map((seen) => seen.case).sort()).toEqual(['crlf', 'lf', 'nul', 'well-formed'])
+      for (const seen of upstreamSaw) expect(seen.names, seen.case).not.toContain('x-injected')
+      for (const seen of upstreamSaw) expect(seen.names, seen.case).not.toContain('x-note')
+      expect(upstreamSaw.find((seen) => seen.case === 'well-formed')).toMatchObject({
+        contentLength: '4',
+        bodyLength: 4,
+      })
+    } finally {
+      upstream.server.off('request', record)
+    }
+    await stillServes()
+  })
 
   it('advertises its limits: concurrent streams and header list size', async () => {
     const client = await rawHttp2(port, ca.certPem)

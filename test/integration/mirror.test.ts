@@ -322,6 +322,61 @@ describe('mirroring to the idle color', () => {
     expect(JSON.stringify(diff)).not.toMatch(/hunter2|-secret/)
   })
 
+  it('a client cannot send x-bluegreen-mirror: the live color never sees it, and a copy carries it once', async () => {
+    // An application skips side effects on a request that says it is a copy: a client saying so on a live
+    // request would get the answer without the side effects (an order without its payment).
+    const liveBefore = blue.seen.length
+    const post = await send(proxy.url, '/orders', {
+      method: 'POST',
+      body: Buffer.from('{}'),
+      headers: { 'x-bluegreen-mirror': '1' },
+    })
+    expect(post.color).toBe('blue')
+    await send(proxy.url, '/items/3', { headers: { 'x-bluegreen-mirror': '0' } })
+    const copy = await eventually(() => green.seen.find((seen) => seen.url === '/items/3'))
+    expect(copy.mirror).toBe(true)
+    // Blue's own answers (a noise sample to blue is a copy, and says so).
+    const live = blue.seen
+      .slice(liveBefore)
+      .filter((seen) => seen.method === 'POST' || seen.url === '/items/3')
+    expect(live.find((seen) => seen.method === 'POST')).toMatchObject({ url: '/orders', mirror: false })
+    expect(live.filter((seen) => seen.url === '/items/3' && !seen.mirror)).toHaveLength(1)
+  })
+
+  it('redacts secrets in the query string a diff (and the last error) shows', async () => {
+    green.behaviour.differOn.add('/users')
+    await send(proxy.url, '/users?access_token=hunter3&page=2&API_KEY=hunter3&sig=hunter3')
+    const diff = await eventually(async () =>
+      (await diffsOf(proxy)).find((each) => each.path.startsWith('/users?access_token')),
+    )
+    expect(diff.path).toBe('/users?access_token=[redacted]&page=2&API_KEY=[redacted]&sig=[redacted]')
+    green.behaviour.dead = true
+    await send(proxy.url, '/dead?token=hunter3')
+    const status = await eventually(async () => {
+      const now = await mirrorStatus(proxy)
+      return now.lastError?.message.includes('/dead?token') ? now : undefined
+    })
+    green.behaviour.dead = false
+    expect(status.lastError?.message).toContain('/dead?token=[redacted]')
+    expect(JSON.stringify(await diffsOf(proxy))).not.toContain('hunter3')
+    expect(JSON.stringify(status)).not.toContain('hunter3')
+  })
+
+  it('copies a GET or HEAD with a body as the live color got it, compared, not counted as an error', async () => {
+    const before = await mirrorStatus(proxy)
+    const answer = await send(proxy.url, '/search', { method: 'GET', body: Buffer.from('{"q":"shoes"}') })
+    expect(JSON.parse(answer.body)).toMatchObject({ bodyLength: 13 })
+    expect(
+      (await send(proxy.url, '/search', { method: 'HEAD', body: Buffer.from('{"q":"hats"}') })).status,
+    ).toBe(200)
+    const after = await settled(proxy, total(before) + 2)
+    expect(after.results.error).toBe(before.results.error)
+    expect(green.seen.filter((seen) => seen.url === '/search')).toEqual([
+      { method: 'GET', url: '/search', mirror: true, bodyLength: 13 },
+      { method: 'HEAD', url: '/search', mirror: true, bodyLength: 12 },
+    ])
+  })
+
   it('gates a switch on the mismatch ratio: refused, forced (audited), then allowed once green answers alike', async () => {
     green.behaviour.differOn.add('/users')
     for (let i = 0; i < 6; i++) await send(proxy.url, '/users')

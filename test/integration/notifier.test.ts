@@ -1,3 +1,7 @@
+import { once } from 'node:events'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createServer as createTcpServer } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { EventStream } from '../../src/admin/event-stream.ts'
 import type { AuditEvent } from '../../src/audit/audit.ts'
@@ -87,6 +91,74 @@ describe('Notifier', () => {
     expect(outcome).toBe('closed')
     expect(receiver.received).toHaveLength(1)
     await audit.close()
+  })
+
+  it('bounds an attempt to a receiver that answers without end, or never ends its headers', async () => {
+    // One answers 200 and streams its body forever; one takes the connection and writes a header line a second.
+    let endlessBytes = 0
+    const endless: Server = createServer((_req, res) => {
+      res.writeHead(200)
+      const chunk = Buffer.alloc(16_384, 'x')
+      const timer = setInterval(() => {
+        endlessBytes += chunk.length
+        res.write(chunk)
+      }, 1)
+      res.on('close', () => clearInterval(timer))
+    })
+    const trickle = createTcpServer((socket) => {
+      socket.on('error', () => {})
+      socket.write('HTTP/1.1 200 OK\r\n')
+      const timer = setInterval(() => socket.write('x-more: 1\r\n'), 200)
+      socket.on('close', () => clearInterval(timer))
+    })
+    for (const server of [endless, trickle]) server.listen(0, '127.0.0.1')
+    await Promise.all([once(endless, 'listening'), once(trickle, 'listening')])
+    const url = (server: { address(): unknown }) =>
+      `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`
+    const config = buildConfig(
+      {
+        pools: { blue: { upstreams: ['http://127.0.0.1:1'] }, green: { upstreams: [] } },
+        notify: [
+          { name: 'endless', url: url(endless), timeout: '2s', retryFor: '0s' },
+          { name: 'trickle', url: url(trickle), timeout: '2s', retryFor: '0s' },
+        ],
+      },
+      {},
+    )
+    const events = new EventStream()
+    const audit = new FileAuditTrail(`${dir.path}/bounded.jsonl`, 100)
+    const notifier = new Notifier({
+      targets: config.notify,
+      events,
+      audit,
+      metrics: new Metrics(() => undefined),
+      logger: silentLogger(),
+      replicaId: 'replica-1',
+      claim: async () => true,
+    })
+    try {
+      events.publish('audit', switched(7))
+      const outcomes = await eventually(
+        async () => {
+          const recent = (await audit.recent(10)).filter((event) => event.notification?.id === 'switch-g7')
+          return recent.length === 2 ? recent : undefined
+        },
+        { timeout: 15_000, message: 'both attempts to end' },
+      )
+      const byTarget = Object.fromEntries(outcomes.map((event) => [event.notification!.target, event]))
+      // The endless answer is a 2xx: delivered, its body read no further than a bounded amount and dropped.
+      expect(byTarget.endless).toMatchObject({ notification: { result: 'delivered', status: 200 } })
+      expect(endlessBytes).toBeLessThan(64 * 1024 * 1024)
+      // Headers that never end: the attempt fails on the target's timeout.
+      expect(byTarget.trickle).toMatchObject({ notification: { result: 'failed' } })
+      expect(byTarget.trickle!.message).toMatch(/timeout|aborted/i)
+    } finally {
+      await notifier.close()
+      await audit.close()
+      endless.closeAllConnections()
+      await new Promise((resolve) => endless.close(resolve))
+      await new Promise((resolve) => trickle.close(resolve))
+    }
   })
 
   it('sends what two processes on one state file both observe once: the standby over, claimed in a file', async () => {

@@ -152,6 +152,19 @@ describe('reloading the config of bluegreen serve', () => {
     expect((await fetch(`${proxy.url}/`)).headers.get('x-upstream')).toBe('b')
   })
 
+  it("says where a file does not parse, but never quotes the line: it may hold a token or a webhook's URL", async () => {
+    await writeFile(file, 'admin:\n  token: hunter6-token: x\n')
+    const answer = await reload('old-token')
+    expect(answer.status).toBe(400)
+    expect(errorCode(answer)).toBe('BG_CONFIG_UNREADABLE')
+    expect(answer.body.error.details.problems?.[0]?.message).toMatch(/config\.yaml:2:\d+: Nested mappings/)
+    const events = await adminGet<{ events: unknown[] }>(proxy.admin, '/events?limit=5')
+    expect(JSON.stringify(events.body.events[0])).toContain('BG_CONFIG_UNREADABLE')
+    expect(JSON.stringify(answer.body)).not.toContain('hunter6')
+    expect(JSON.stringify(events.body)).not.toContain('hunter6')
+    expect(proxy.output()).not.toContain('hunter6')
+  })
+
   it('lists every problem of an invalid file with its key path, and applies none of it', async () => {
     await write({
       pools: { blue: { upstreams: [a.url], balance: 'fastest' }, green: { upstreams: ['ftp://nowhere'] } },
@@ -260,7 +273,8 @@ describe('reloading the config of bluegreen serve', () => {
     const metrics = await scrapeMetrics(proxy.admin)
     // applied: the drain test, SIGHUP, the token rotation, the CLI, the timeouts twice; one more each way above.
     expect(metrics.get('bluegreen_config_reloads_total{result="applied"}')).toBe(6)
-    expect(metrics.get('bluegreen_config_reloads_total{result="invalid"}')).toBe(2)
+    // invalid: the two files that do not parse, and the file with problems.
+    expect(metrics.get('bluegreen_config_reloads_total{result="invalid"}')).toBe(3)
     expect(metrics.get('bluegreen_config_reloads_total{result="refused"}')).toBe(2)
     expect(metrics.get('bluegreen_config_reloads_total{result="unchanged"}')).toBe(2)
   })

@@ -234,6 +234,24 @@ describe('AdminGuard Host and Origin', () => {
     }
   })
 
+  it('without an Origin, judges by the Referer: a page elsewhere is refused, its own or an allowed one is not', () => {
+    const { guard } = guardWith({ tokens: false, allowedOrigins: ['https://ops.example'] })
+    const host = { host: '127.0.0.1:9090' }
+    for (const referer of ['http://127.0.0.1:9090/', 'https://ops.example/deploys?id=3']) {
+      expect(guard.authorize(request({ ...host, referer })), referer).toBeUndefined()
+    }
+    for (const referer of [
+      'https://evil.example/attack.html',
+      'http://127.0.0.1:9091/',
+      'about:blank',
+      'not a url',
+    ]) {
+      expect(() => guard.authorize(request({ ...host, referer })), referer).toThrow(
+        expect.objectContaining({ code: 'BG_FORBIDDEN', status: 403 }),
+      )
+    }
+  })
+
   it('hostName strips the port and brackets and lower-cases; anything but a host is undefined', () => {
     expect(hostName('[::1]:9090')).toBe('::1')
     expect(hostName('Admin.Internal:80')).toBe('admin.internal')

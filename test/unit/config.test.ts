@@ -274,6 +274,35 @@ describe('buildConfig', () => {
     )
   })
 
+  it('never echoes a webhook or Redis URL or a secret in a problem: a URL may hold its own secret, and problems reach the reload answer', () => {
+    const problems = problemsOf(
+      withPools({
+        notify: [
+          { url: 'https://user:hunter4@hooks.example.com/' },
+          { url: 'htps://hooks.slack.com/services/T000/B000/hunter4hunter4' },
+          { url: 'https://hooks.example.com/ok', secret: 4_000_000_000_4 },
+          { url: 'https://hooks.example.com/ok2', secret: true },
+        ],
+      }),
+    )
+    expect(messageAt(problems, 'notify[0].url')).toMatch(/without user:password@/)
+    expect(messageAt(problems, 'notify[1].url')).toMatch(/an http:\/\/ or https:\/\/ URL/)
+    expect(messageAt(problems, 'notify[2].secret')).toMatch(/a non-empty string.*got a number/)
+    expect(messageAt(problems, 'notify[3].secret')).toMatch(/got a boolean/)
+    expect(JSON.stringify(problems)).not.toMatch(/hunter4|40000000000004|hooks\.slack/)
+    const redis = problemsOf(
+      withPools({
+        state: {
+          store: 'redis',
+          redis: { url: 'redis//:hunter4@cache:6379', sentinelPassword: 4_000_000_000_4 },
+        },
+      }),
+    )
+    expect(messageAt(redis, 'state.redis.url')).toMatch(/a redis:\/\/ or rediss:\/\/ URL/)
+    expect(messageAt(redis, 'state.redis.sentinelPassword')).toMatch(/got a number/)
+    expect(JSON.stringify(redis)).not.toMatch(/hunter4|40000000000004/)
+  })
+
   it('reads notify targets with their defaults, ${VAR} in a secret, and reports every problem with its key path', () => {
     const config = buildConfig(
       withPools({

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import {
   clientResponseHeaders,
   codingsBesidesChunked,
+  conflictingHost,
   cookieValue,
   type ForwardingInfo,
   TrustedProxies,
@@ -259,6 +260,27 @@ describe('upstreamRequestHeaders', () => {
     const dropped = upstreamRequestHeaders(raw, { ...untrusted, preserveHost: false })
     expect(names(dropped)).not.toContain('host')
     expect(valuesOf(dropped, 'x-forwarded-host')).toEqual(['example.test:8443'])
+  })
+})
+
+describe('upstreamRequestHeaders and the mirror header', () => {
+  it("drops a client's x-bluegreen-mirror, which only the proxy's copies carry", () => {
+    const raw = ['X-Bluegreen-Mirror', '1', 'Accept', '*/*', 'x-bluegreen-mirror', '1']
+    for (const info of [untrusted, trusted]) {
+      expect(names(upstreamRequestHeaders(raw, info))).not.toContain('x-bluegreen-mirror')
+    }
+  })
+})
+
+describe('conflictingHost', () => {
+  it('names a Host that differs from :authority; the same one in another case or with the default port is no conflict', () => {
+    const h2 = (host: string) => [':method', 'GET', ':authority', 'shop.example', ':path', '/', 'Host', host]
+    expect(conflictingHost(h2('evil.example'))).toBe('evil.example')
+    expect(conflictingHost(h2('shop.example:8443'))).toBe('shop.example:8443')
+    expect(conflictingHost(h2('SHOP.example'))).toBeUndefined()
+    expect(conflictingHost(h2('shop.example:443'))).toBeUndefined()
+    expect(conflictingHost([':authority', 'shop.example', ':path', '/'])).toBeUndefined()
+    expect(conflictingHost(['Host', 'shop.example'])).toBeUndefined()
   })
 })
 

@@ -6,8 +6,21 @@ import {
   fieldPattern,
   MAX_FIELDS,
 } from '../../src/mirror/compare.ts'
-import { DiffLog, isSecretHeader, redactedHeaders, redactedPairs } from '../../src/mirror/diffs.ts'
-import { FIRST_SAMPLES, NoiseMemory } from '../../src/mirror/noise.ts'
+import {
+  bodyPreview,
+  DiffLog,
+  isSecretHeader,
+  redactedHeaders,
+  redactedPairs,
+  redactedTarget,
+} from '../../src/mirror/diffs.ts'
+import {
+  FIRST_SAMPLES,
+  MAX_NOISE_FIELDS,
+  MAX_ROUTE_CHARS,
+  NoiseMemory,
+  routeKey,
+} from '../../src/mirror/noise.ts'
 
 function answer(
   body: unknown,
@@ -70,6 +83,21 @@ describe('differences', () => {
 })
 
 describe('NoiseMemory', () => {
+  it("bounds what a client's paths and an upstream's field names can make it keep", () => {
+    expect(routeKey('GET', '/users/7?token=x')).toBe('GET /users/7')
+    const long = routeKey('GET', `/${'a'.repeat(10_000)}?q=1`)
+    expect(long.length).toBeLessThanOrEqual(MAX_ROUTE_CHARS + 6)
+    expect(long.endsWith('…')).toBe(true)
+    const noise = new NoiseMemory()
+    // An answer keyed by ids names new fields on every sample.
+    for (let sample = 0; sample < 100; sample++)
+      noise.learn(
+        'GET /a',
+        Array.from({ length: 20 }, (_, i) => `$.id${sample}x${i}`),
+      )
+    expect(noise.fieldsOf('GET /a').size).toBe(MAX_NOISE_FIELDS)
+  })
+
   it('samples a route until it has FIRST_SAMPLES, then at the rate; remembers what differed per route', () => {
     const noise = new NoiseMemory()
     for (let i = 0; i < FIRST_SAMPLES; i++) {
@@ -114,6 +142,30 @@ describe('diffs', () => {
       authorization: '[redacted]',
       accept: 'a, b',
     })
+  })
+
+  it('redacts the values of query parameters named like a secret, in any case or encoding', () => {
+    expect(redactedTarget('/a?page=2')).toBe('/a?page=2')
+    expect(redactedTarget('/a')).toBe('/a')
+    expect(redactedTarget('/a?access_token=t&page=2&API_KEY=k&sig=s&%74oken=e&flag&code=c&x=%')).toBe(
+      '/a?access_token=[redacted]&page=2&API_KEY=[redacted]&sig=[redacted]&%74oken=[redacted]&flag&code=[redacted]&x=%',
+    )
+  })
+
+  it('redacts the values of JSON members and form fields named like a secret in a body preview', () => {
+    const json = Buffer.from(
+      '{"user":"ann","access_token":"h7-1","nested":{"Client_Secret":"h7-\\"2"},"sessionId":"h7-3","n":1}',
+    )
+    expect(bodyPreview(json)).toBe(
+      '{"user":"ann","access_token":"[redacted]","nested":{"Client_Secret":"[redacted]"},"sessionId":"[redacted]","n":1}',
+    )
+    expect(bodyPreview(Buffer.from('grant=pw&password=h7-4&api_key=h7-5&name=ann'))).toBe(
+      'grant=pw&password=[redacted]&api_key=[redacted]&name=ann',
+    )
+    // A value the preview cuts short is redacted all the same.
+    const cut = bodyPreview(Buffer.from(`{"pad":"${'x'.repeat(2020)}","token":"h7-6-${'y'.repeat(100)}"}`))
+    expect(cut).not.toContain('h7-6')
+    expect(cut.endsWith('"token":"[redacted]"')).toBe(true)
   })
 
   it('keeps the latest N, newest first, and ranks the most frequent differences', () => {
