@@ -1,16 +1,9 @@
 // The only module that touches `process`: arguments, exit codes, signals.
 import { availableParallelism } from 'node:os'
 import { AdminCallError } from './admin/client.ts'
-import {
-  COMMANDS,
-  commandHelp,
-  EXIT_FAILED,
-  EXIT_OK,
-  EXIT_USAGE,
-  forTheCommandLine,
-  UsageError,
-} from './cli/admin-commands.ts'
+import { COMMANDS, commandHelp, forTheCommandLine } from './cli/admin-commands.ts'
 import { parseCommandLine, unknownCommand } from './cli/arguments.ts'
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './cli/command.ts'
 import type { Config } from './config/types.ts'
 import { BlueGreenError, type CodeEntry, ErrorCodes } from './errors.ts'
 import type { Logger } from './log.ts'

@@ -2,7 +2,7 @@
 // suggestion, rather than parseArgs' own text.
 import { type ParseArgsOptionsConfig, parseArgs } from 'node:util'
 import { closest } from '../config/validate.ts'
-import { UsageError } from './admin-commands.ts'
+import { UsageError } from './command.ts'
 
 export const OPTIONS = {
   config: { type: 'string', short: 'c' },
