@@ -1,37 +1,36 @@
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
 import { EventStream, publishingTrail } from './admin/event-stream.ts'
-import { ReplicaWatch } from './admin/replica-watch.ts'
 import { AdminServer } from './admin/server.ts'
 import { SmokeGate } from './admin/smoke-gate.ts'
+import { followAppliedStates, liveState, replicaDrain } from './app/applied-states.ts'
+import { type Charts, chartFigures, startCharts } from './app/charts.ts'
 import { Closers } from './app/closers.ts'
+import type { Context, Core } from './app/context.ts'
+import { startGuard } from './app/guard.ts'
+import { startMirror } from './app/mirror.ts'
+import { startNotifications } from './app/notifications.ts'
 import { outcomeReporting } from './app/outcomes.ts'
-import { ConfigReloader, type ReloadTrigger } from './app/reload.ts'
-import { createStateBackend, SERIES_STEP_MS, type StateBackend } from './app/state-backend.ts'
+import type { ReloadTrigger } from './app/reload.ts'
+import { startReloader } from './app/reload-wiring.ts'
+import { startStandbyWatch } from './app/standby.ts'
+import { createStateBackend } from './app/state-backend.ts'
 import { StateLoader } from './app/state-loader.ts'
-import type { AuditTrail } from './audit/audit.ts'
 import type { ClusterLink } from './cluster-worker.ts'
 import type { ReloadOutcome } from './config/changes.ts'
 import type { Config } from './config/types.ts'
 import { UpstreamHealth } from './health/health.ts'
 import type { Logger } from './log.ts'
 import { Metrics } from './metrics/registry.ts'
-import { describeSeries, type SeriesSnapshot, TrafficSeries } from './metrics/series.ts'
-import type { SeriesExchange } from './metrics/series-exchange.ts'
-import { SlidingWindows } from './metrics/windows.ts'
-import { Notifier } from './notify/notifier.ts'
-import type { DrainStatus } from './proxy/drain.ts'
-import { Mirror } from './proxy/mirror.ts'
+import type { TrafficSeries } from './metrics/series.ts'
+import type { SlidingWindows } from './metrics/windows.ts'
+import type { Mirror } from './proxy/mirror.ts'
 import { ProxyListener } from './proxy/server.ts'
-import { exchangeFreshness } from './rollout/exchange.ts'
-import { ReleaseGuard } from './rollout/release-guard.ts'
-import { StandbyWatch } from './rollout/standby-watch.ts'
+import type { ReleaseGuard } from './rollout/release-guard.ts'
+import type { StandbyWatch } from './rollout/standby-watch.ts'
 import type { RoutingSnapshot } from './routing/snapshot.ts'
 import { RoutingTable } from './routing/table.ts'
 import { UpstreamPools } from './routing/upstream-pools.ts'
-import type { ReplicaDrain } from './state/standby.ts'
-import type { State } from './state/state.ts'
-import type { StateStore } from './state/store.ts'
 
 export interface App {
   readonly replicaId: string
@@ -59,37 +58,6 @@ export interface AppOptions {
 export interface Address {
   host: string
   port: number
-}
-
-/** What every step of the start-up reads. */
-interface Context {
-  /** The running config: a reload replaces it. */
-  config: Config
-  configFile: string | undefined
-  logger: Logger
-  cluster: ClusterLink | undefined
-  replicaId: string
-  /** Where each part registers how it closes, as it is built. */
-  closers: Closers
-  /** Set once shutdown (or a failed start-up) begins: /readyz fails and a failed load is not tried again. */
-  closing: boolean
-}
-
-/** The parts the others are built on: upstreams, their health, the state store, and the routing table. */
-interface Core {
-  upstreams: UpstreamPools
-  metrics: Metrics
-  health: UpstreamHealth
-  backend: StateBackend
-  /** The backend's store as the app uses it (in a cluster, committed changes are shared with the siblings). */
-  store: StateStore
-  table: RoutingTable
-  /** This replica's live events (GET /events/stream): applied states, audited attempts, drain steps. */
-  events: EventStream
-  /** The backend's audit trail, each event also published live. */
-  audit: AuditTrail
-  /** The smoke checks: before a change (the admin API), before a rollout's step (the release guard), on demand. */
-  smoke: SmokeGate
 }
 
 /**
@@ -146,42 +114,8 @@ async function start(context: Context): Promise<App> {
     (trigger) => reloader.reload(trigger),
   )
   const proxy = startProxy(context, core, windows, mirror, charts.series)
-  const reloader = new ConfigReloader({
-    file: context.configFile,
-    running: () => context.config,
-    setRunning: (next) => {
-      context.config = next
-    },
-    targets: {
-      upstreams: core.upstreams,
-      health: core.health,
-      table: core.table,
-      proxy,
-      admin,
-      guard,
-      notifier,
-      mirror,
-      keepStandbyFor: core.backend.keepStandbyFor,
-    },
-    viaPrimary: cluster ? () => cluster.requestReload() : undefined,
-    metrics: core.metrics,
-    audit: core.audit,
-    events: core.events,
-    snapshot: () => core.table.snapshot(),
-    closing: () => context.closing,
-    logger: logger.child({ part: 'reload' }),
-  })
-  core.table.onApplied((state, previous) => {
-    core.metrics.applied(state, previous)
-    mirror.stateApplied(state)
-    guard.stateApplied(previous, state)
-    // The first state drains nothing.
-    if (previous) proxy.stateApplied(previous, state)
-    core.backend.replicas.report(state.generation)
-    if (!previous) core.backend.replicas.reportDrain(replicaDrain(proxy.drainStatus()))
-    standby.stateApplied(previous, state)
-    logApplied(logger, state, previous)
-  })
+  const reloader = startReloader(context, core, { proxy, admin, guard, notifier, mirror })
+  followAppliedStates(context, core, { proxy, guard, mirror, standby })
   core.store.subscribe(core.table.apply)
   // Both listeners bind before the state loads: a port in use must fail the start-up before anything (the state
   // file and its lock, the audit trail, Redis's local copy) is written to disk. Until the state has loaded, the
@@ -273,131 +207,13 @@ async function startCore(context: Context): Promise<Core> {
   return { upstreams, metrics, health, backend, store, table, events, audit, smoke }
 }
 
-/**
- * The replica watch (live `replica` events) and the notifier (it sends nothing while `notify` names no target; a
- * reload may add some). Built before the parts that make changes, so it closes after them: what they do while
- * closing is still sent, within a bound.
- */
-function startNotifications(context: Context, core: Core): Notifier {
-  const { config, logger, closers } = context
-  const interval = core.backend.heartbeatInterval
-  const watch = new ReplicaWatch({
-    replicas: core.backend.replicas,
-    events: core.events,
-    logger: logger.child({ part: 'replicas' }),
-    interval,
-    generation: () => core.table.snapshot()?.state.generation,
-    // A change reaches every replica in milliseconds: one still behind after seconds is stuck, not slow.
-    lagAfter: Math.max(interval * 3, 5_000),
-  })
-  closers.add('replica watch', () => watch.close())
-  const notifier = new Notifier({
-    targets: config.notify,
-    events: core.events,
-    audit: core.audit,
-    metrics: core.metrics,
-    logger: logger.child({ part: 'notify' }),
-    replicaId: context.replicaId,
-    claim: core.backend.claimNotification,
-  })
-  closers.add('notifier', () => notifier.close())
-  return notifier
-}
-
-function startGuard(context: Context, core: Core): { windows: SlidingWindows; guard: ReleaseGuard } {
-  const { config, logger, cluster, closers } = context
-  const windows = new SlidingWindows(config.rollback.window)
-  closers.add('rollback windows', () => windows.close())
-  const guard = new ReleaseGuard({
-    config: config.rollback,
-    rollout: config.rollout,
-    store: core.store,
-    windows,
-    // Workers sharing a state file pool their figures through the primary; with Redis they meet in Redis.
-    exchange:
-      cluster && config.state.store === 'file'
-        ? cluster.windowExchange(exchangeFreshness(config.rollback.evaluateEvery))
-        : core.backend.exchange,
-    audit: core.audit,
-    logger: logger.child({ part: 'guard' }),
-    replicaId: context.replicaId,
-    current: () => core.table.snapshot()?.state,
-    unavailableSince: (color) => core.health.unavailableSince(color),
-    smoke:
-      config.smoke.checks.length > 0 && config.smoke.on.rolloutStep
-        ? (color) => core.smoke.run(color, 'rollout-step')
-        : undefined,
-    claim: core.backend.claimNotification,
-    retiredSmoke:
-      config.smoke.checks.length > 0 ? (color) => core.smoke.run(color, 'rollback', true) : undefined,
-  })
-  closers.add('release guard', () => guard.close())
-  return { windows, guard }
-}
-
-/** The standby's fleet view and its live events; the registry is read as often as replicas heartbeat. */
-function startStandbyWatch(context: Context, core: Core): StandbyWatch {
-  const { config, logger, closers } = context
-  const watch = new StandbyWatch({
-    replicas: core.backend.replicas,
-    current: () => core.table.snapshot()?.state,
-    publish: (kind, data) => core.events.publish(kind, data),
-    pollMs: config.state.redis?.heartbeatInterval ?? 1000,
-    logger: logger.child({ part: 'standby' }),
-  })
-  closers.add('standby watch', () => watch.close())
-  return watch
-}
-
-/** Copies of live requests to the idle color, compared with the live answers; closed after the proxy has drained. */
-function startMirror(context: Context, core: Core): Mirror {
-  const mirror = new Mirror({
-    config: context.config.mirror,
-    logger: context.logger.child({ part: 'mirror' }),
-    count: (result) => core.metrics.mirrorRequests.labels(result).inc(),
-  })
-  context.closers.add('mirror', () => mirror.close())
-  return mirror
-}
-
-/** The console's charts: this replica's figures, published for the others with Redis. */
-function startCharts(context: Context, core: Core): Charts {
-  const series = new TrafficSeries(SERIES_STEP_MS, CHART_SPAN_MS)
-  // Workers sharing a state file pool their charts through the primary; with Redis they meet in Redis.
-  const { cluster, config } = context
-  const throughPrimary = cluster && config.state.store === 'file'
-  const exchange = throughPrimary ? cluster.seriesExchange(SERIES_STEP_MS) : core.backend.series
-  exchange.start(() => series.snapshot())
-  context.closers.add('charts', async () => {
-    series.close()
-    // The backend's own exchange closes with the backend.
-    if (throughPrimary) await exchange.close()
-  })
-  return { series, exchange }
-}
-
-interface Charts {
-  series: TrafficSeries
-  exchange: SeriesExchange
-}
-
-/** The charts' figures as GET /windows answers them: pooled, or this replica's own and why. */
-interface Pooled {
-  series: SeriesSnapshot
-  replicas: number
-  problem?: string
-}
-
-/** How far back the console's charts go. */
-const CHART_SPAN_MS = 5 * 60_000
-
 function startAdmin(
   context: Context,
   core: Core,
   guard: ReleaseGuard,
   standby: StandbyWatch,
   mirror: Mirror,
-  { series, exchange }: Charts,
+  charts: Charts,
   drainStatus: () => unknown,
   reload: (trigger: ReloadTrigger) => Promise<ReloadOutcome>,
 ): AdminServer {
@@ -424,29 +240,7 @@ function startAdmin(
     events: core.events,
     reload,
     mirror,
-    windows: async () => {
-      // Read at each call: a reload may have changed the thresholds.
-      const { enabled, window, maxErrorRatio, maxP99, minRequests } = context.config.rollback
-      const local = series.snapshot()
-      // Without Redis the charts still show this replica's own traffic, saying that is all they show.
-      const {
-        series: pooled,
-        replicas,
-        problem,
-      }: Pooled = await exchange.pooled(local).catch((error: unknown) => ({
-        series: local,
-        replicas: 1,
-        problem: `only this replica's figures: cannot read the others' (${(error as Error).message})`,
-      }))
-      const described = describeSeries(pooled, {
-        stepMs: series.stepMs,
-        spanMs: series.spanMs,
-        windowMs: window,
-        now: Date.now(),
-      })
-      const thresholds = { enabled, windowSeconds: window / 1000, maxErrorRatio, maxP99, minRequests }
-      return { ...described, replicas, ...(problem ? { problem } : {}), thresholds }
-    },
+    windows: chartFigures(context, charts),
   })
   context.closers.add('admin listener', () => admin.close())
   return admin
@@ -496,42 +290,4 @@ async function close(context: Context): Promise<void> {
 
 function addressOf(bound: { address: string; port: number }): Address {
   return { host: bound.address, port: bound.port }
-}
-
-/** What the registry shares of this replica's drain. */
-function replicaDrain(status: DrainStatus): ReplicaDrain {
-  const { draining } = status
-  return draining ? { color: draining.color, since: draining.since, drainedAt: draining.drainedAt } : null
-}
-
-/** A `state` live event: what this replica now routes by, and what it replaced. */
-function liveState(state: State, previous: State | undefined): unknown {
-  const { generation, active, weights, trigger, reason, updatedBy, updatedAt, rollout, mirror } = state
-  return {
-    generation,
-    from: previous
-      ? { active: previous.active, weights: previous.weights, generation: previous.generation }
-      : null,
-    to: { active, weights },
-    trigger: trigger ?? 'admin',
-    reason,
-    by: updatedBy,
-    at: updatedAt,
-    ...(rollout ? { rollout } : {}),
-    ...(mirror ? { mirror } : {}),
-  }
-}
-
-function logApplied(logger: Logger, state: State, previous: State | undefined): void {
-  logger.info(
-    {
-      active: state.active,
-      weights: state.weights,
-      generation: state.generation,
-      from: previous?.active,
-      reason: state.reason,
-      by: state.updatedBy,
-    },
-    previous ? 'state applied' : 'state loaded',
-  )
 }
