@@ -9,27 +9,24 @@ import type { Logger } from '../log.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import type { Mirror } from '../proxy/mirror.ts'
 import type { SmokeOptions } from '../proxy/smoke.ts'
-import type { RoutingSnapshot } from '../routing/snapshot.ts'
 import type { Readiness } from '../routing/table.ts'
-import type { StandbyView } from '../state/standby.ts'
-import type { State } from '../state/state.ts'
-import type { ReplicaRegistry, StateStore } from '../state/store.ts'
+import type { ReplicaRegistry } from '../state/store.ts'
 import { buildInfo } from '../version.ts'
 import { AdminGuard } from './access.ts'
-import { type ChangeResult, Changes } from './changes.ts'
+import { Changes } from './changes.ts'
 import { consoleRoutes } from './console.ts'
-import type { EventStream } from './event-stream.ts'
+import { describeChange, describeState, type StateSources } from './describe-state.ts'
 import { ReplicaForgetting } from './forget-replica.ts'
 import { readJsonObject, sendJson } from './http.ts'
 import { ADMIN_MARK } from './mark.ts'
 import { MirrorGate } from './mirror-gate.ts'
+import { mirrorReads } from './mirror-reads.ts'
 import type { SmokeGate } from './smoke-gate.ts'
 
-export interface AdminOptions {
+export interface AdminOptions extends StateSources {
   config: AdminConfig
   pools: Readonly<Record<Color, PoolConfig>>
   logger: Logger
-  store: StateStore
   replicas: ReplicaRegistry
   audit: AuditTrail
   metrics: Metrics
@@ -37,23 +34,9 @@ export interface AdminOptions {
   smoke: SmokeOptions
   /** The app's smoke gate over them, shared with the release guard; one is built from `smoke` when absent. */
   smokeGate?: SmokeGate
-  replicaId: string
-  snapshot: () => RoutingSnapshot | undefined
   readiness: () => Readiness
-  /** What is still open per color and how the last drained color is doing, for GET /state. */
-  drainStatus?: () => unknown
-  /** Per color, each upstream's health (active checks, ejections). */
-  healthStatus?: () => unknown
-  /** What the release guard is watching for an automatic rollback, if anything. */
-  watchStatus?: () => unknown
-  /** How the release guard judges the running rollout's step, and what a held step waits for. */
-  rolloutStepStatus?: () => unknown
-  /** The fleet view of the color on standby, or null when none is. */
-  standbyStatus?: () => Promise<StandbyView | null>
   /** With --workers: every worker's metrics added up, answered instead of this process's own. */
   clusterMetrics?: () => Promise<string>
-  /** This replica's live events, for GET /events/stream. */
-  events?: EventStream
   /** POST /reload: re-reads the config file and applies it whole or not at all (it records the attempt itself). */
   reload?: (trigger: { actor: string; address: string }) => Promise<ReloadOutcome>
   /** The mirror: GET /mirror, GET /mirror/diffs, POST /mirror's default share, and its gate before changes. */
@@ -127,6 +110,7 @@ export class AdminServer {
       publish: options.events ? (kind, data) => options.events!.publish(kind, data) : undefined,
     })
     this.#forgetting = new ReplicaForgetting(options)
+    const mirror = mirrorReads(options.mirror)
     this.#routes = {
       '/state': { GET: this.#getState },
       '/replicas': { GET: this.#getReplicas },
@@ -149,8 +133,8 @@ export class AdminServer {
       '/rollout/resume': { POST: this.#change('rollout-resume') },
       '/rollout/promote': { POST: this.#change('rollout-promote') },
       ...(options.reload ? { '/reload': { POST: this.#reload } } : {}),
-      '/mirror': { GET: this.#getMirror, POST: this.#change('mirror') },
-      '/mirror/diffs': { GET: this.#getMirrorDiffs },
+      '/mirror': { GET: mirror.status, POST: this.#change('mirror') },
+      '/mirror/diffs': { GET: mirror.diffs },
     }
     this.server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       // The CLI checks for it before a change, so a mistyped --admin (the proxy port) never reaches an application.
@@ -247,7 +231,7 @@ export class AdminServer {
       // A body that cannot be read still counts as an attempt, so it is passed on to be audited as refused.
       const body = await readJsonObject(req).catch((error: unknown) => error as Error)
       const result = await this.#changes.run(action, tokenName, req, body)
-      sendJson(res, 200, await this.#describeChange(result))
+      sendJson(res, 200, await describeChange(this.#options, result))
     }
   }
 
@@ -289,31 +273,10 @@ export class AdminServer {
     sendJson(res, 200, await this.#changes.smoke.run(smokeColor(body)))
   }
 
-  /** The mirror's setting and this replica's figures. */
-  readonly #getMirror: Handler = (_req, res) => {
-    sendJson(res, 200, this.#mirror().status())
-  }
-
-  readonly #getMirrorDiffs: Handler = (req, res) => {
-    const mirror = this.#mirror()
-    const raw = new URL(req.url ?? '/', 'http://admin').searchParams.get('limit')
-    const limit = raw === null ? mirror.config.diffs : Number(raw)
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new BlueGreenError('BG_BAD_REQUEST', 'limit must be a whole number from 1 up')
-    }
-    sendJson(res, 200, { diffs: mirror.diffs.latest(limit) })
-  }
-
-  #mirror(): Mirror {
-    const { mirror } = this.#options
-    if (!mirror) throw new BlueGreenError('BG_NOT_FOUND', 'this proxy does not mirror')
-    return mirror
-  }
-
   readonly #getState: Handler = async (_req, res) => {
     const state = this.#options.snapshot()?.state
     if (!state) throw new BlueGreenError('BG_STATE_UNAVAILABLE', 'the routing state has not been loaded yet')
-    sendJson(res, 200, await this.#describe(state))
+    sendJson(res, 200, await describeState(this.#options, state))
   }
 
   readonly #getReady: Handler = (_req, res) => {
@@ -380,63 +343,6 @@ export class AdminServer {
     const body = await (this.#options.clusterMetrics?.() ?? registry.metrics())
     res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(body) })
     res.end(body)
-  }
-
-  async #describeChange(result: ChangeResult): Promise<unknown> {
-    const described = { ...((await this.#describe(result.state)) as object), changed: result.changed }
-    if (!result.wait) return described
-    const { complete, pending, replicas, missing } = result.wait
-    const late = new Set(pending.map((replica) => replica.id))
-    // `replicas` stays a count of the live ones (as it always was); `applied` names those that have the change.
-    const applied = replicas.filter((replica) => !late.has(replica.id)).map((replica) => replica.id)
-    return { ...described, wait: { complete, pending, replicas: replicas.length, applied, missing } }
-  }
-
-  async #describe(state: State): Promise<unknown> {
-    const applied = this.#options.snapshot()?.state.generation ?? null
-    const status = this.#options.store.status?.()
-    // stale: what this replica serves is not confirmed by its store right now (it does not answer, or the state
-    // came from the replica's local copy at start-up).
-    const store = status
-      ? {
-          reachable: status.reachable,
-          lastSyncAt: status.lastSyncAt === undefined ? null : new Date(status.lastSyncAt).toISOString(),
-          staleSeconds: status.lastSyncAt === undefined ? null : (Date.now() - status.lastSyncAt) / 1000,
-          stale: !status.reachable || status.restoredFrom !== undefined,
-          ...(status.restoredFrom === undefined ? {} : { restoredFrom: status.restoredFrom }),
-        }
-      : { reachable: true, lastSyncAt: null, staleSeconds: 0, stale: false }
-    const drain = this.#options.drainStatus?.()
-    const health = this.#options.healthStatus?.()
-    const watching = this.#options.watchStatus?.() ?? null
-    const rolloutStep = this.#options.rolloutStepStatus?.() ?? null
-    // The view is of the state this replica serves; a change answered before it applied it has the record only.
-    const applying = this.#options.snapshot()?.state.generation === state.generation
-    const standby = applying ? ((await this.#options.standbyStatus?.()) ?? null) : null
-    // The contract's order first, then what was added to it.
-    const { active, weights, generation, updatedAt, updatedBy, reason, trigger, rollout, mirror } = state
-    return {
-      active,
-      weights,
-      generation,
-      updatedAt,
-      updatedBy,
-      reason,
-      trigger: trigger ?? 'admin',
-      ...(rollout ? { rollout } : {}),
-      standby,
-      ...(mirror ? { mirror } : {}),
-      replica: {
-        id: this.#options.replicaId,
-        appliedGeneration: applied,
-        store,
-        drain,
-        health,
-        watching,
-        rolloutStep,
-        eventStreams: this.#options.events?.clients ?? 0,
-      },
-    }
   }
 }
 

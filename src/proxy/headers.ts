@@ -20,7 +20,7 @@ const HOP_BY_HOP = new Set([
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'])
 
 /**
- * The header this proxy puts on a mirrored copy (mirror.ts), which an application reads to skip side effects: a
+ * The header this proxy puts on a mirrored copy (mirror-send.ts), which an application reads to skip side effects: a
  * client's own is dropped, or a live request could claim to be a copy and be answered without its side effects.
  */
 export const MIRROR_HEADER = 'x-bluegreen-mirror'
