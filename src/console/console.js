@@ -278,7 +278,7 @@ function renderDrain() {
   const record = drain.draining
   if (record && typeof record === 'object') {
     const done = record.drainedAt
-      ? `drained at ${time(record.drainedAt)}: safe to scale it down`
+      ? `drained here at ${time(record.drainedAt)} (the standby says when to scale it down)`
       : `draining since ${time(record.since)}${record.closesAt ? `, what is left closed at ${time(record.closesAt)}` : ''}`
     parts.push(`${record.color} lost its traffic: ${done}`)
   }

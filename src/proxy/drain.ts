@@ -182,7 +182,7 @@ export class ColorDrainer implements RequestTracker {
     clearTimeout(drain.timer)
     this.#options.logger.info(
       { color, drainMs: drain.drainedAt - drain.since },
-      'drain complete: nothing is open on the color; safe to scale it down',
+      'drain complete: nothing is open on the color on this replica (the standby says when it may be scaled down)',
     )
     this.#changed('complete', color)
   }
