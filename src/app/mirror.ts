@@ -8,6 +8,9 @@ export function startMirror(context: Context, core: Core): Mirror {
     logger: context.logger.child({ part: 'mirror' }),
     count: (result) => core.metrics.mirrorRequests.labels(result).inc(),
   })
+  // With Redis its figures are published for the other replicas' GET /mirror and gate, and theirs read.
+  mirror.exchange = core.backend.mirror
+  mirror.exchange.start(() => mirror.snapshot())
   context.closers.add('mirror', () => mirror.close())
   return mirror
 }

@@ -1,0 +1,170 @@
+import type { Redis } from 'ioredis'
+import { COLORS, type Color } from '../colors.ts'
+import { onRedis } from '../state/redis-connection.ts'
+
+/**
+ * How replicas pool the mirror's figures for GET /mirror and the gate, the way the console's charts are pooled
+ * (metrics/series-exchange.ts): with Redis every replica publishes its window's figures every step to
+ * `<key>:mirror` and a read adds up every replica that published lately under the same figures' start (`epoch`);
+ * with the file store each process's own figures are all (with `--workers`, each worker's own).
+ */
+export interface MirrorExchange {
+  /** Starts publishing `source` (Redis), if the exchange publishes at all. */
+  start(source: () => MirrorSnapshot): void
+  /** Publishes `local` now (the figures just started again) and reads the fleet's. */
+  pooled(local: MirrorSnapshot): Promise<PooledMirror>
+  close(): Promise<void>
+}
+
+/** Compared and mismatched copies to a color over the window. */
+export interface MirrorCounts {
+  compared: number
+  mismatched: number
+}
+
+/** One replica's mirror figures as they travel. */
+export interface MirrorSnapshot {
+  /**
+   * Which figures these are: the mirror setting and comparison rules they were counted under. Figures of another
+   * epoch are never added to these.
+   */
+  epoch: string
+  /** When this replica's figures started (ms). */
+  since: number
+  /**
+   * The start of this replica's figures when a change it saw while running (mirroring turned on, off or reshared,
+   * the window or the comparison rules changed) started them; 0 when they started with the process. Another
+   * replica's figures that started well before it are of the generation before (README "Mirroring").
+   */
+  changedAt: number
+  window: Record<Color, MirrorCounts>
+  /** The routes with the most mismatches (at most ROUTES). */
+  routes: Array<{ route: string } & MirrorCounts>
+}
+
+export interface PooledMirror {
+  window: Record<Color, MirrorCounts>
+  routes: Array<{ route: string } & MirrorCounts>
+  /** The replicas added up, this one included. */
+  replicas: number
+}
+
+/** How many mismatched routes a replica publishes and the pooled figures list. */
+export const ROUTES = 20
+
+/**
+ * How much earlier than this replica's change another replica's figures may have started and still count: the
+ * time a change takes to reach every replica (its state applied through Redis), with room for a loaded host.
+ */
+const CHANGE_SPREAD_MS = 10_000
+
+export class LocalMirrorExchange implements MirrorExchange {
+  start(): void {}
+
+  async pooled(local: MirrorSnapshot): Promise<PooledMirror> {
+    return poolMirror([local])
+  }
+
+  async close(): Promise<void> {}
+}
+
+interface Entry {
+  at: number
+  snapshot: MirrorSnapshot
+}
+
+export class RedisMirrorExchange implements MirrorExchange {
+  readonly #client: Redis
+  readonly #key: string
+  readonly #replicaId: string
+  readonly #stepMs: number
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(client: Redis, stateKey: string, replicaId: string, stepMs: number) {
+    this.#client = client
+    this.#key = `${stateKey}:mirror`
+    this.#replicaId = replicaId
+    this.#stepMs = stepMs
+  }
+
+  start(source: () => MirrorSnapshot): void {
+    this.#timer = setInterval(() => {
+      // A Redis outage costs GET /mirror and the gate the other replicas' figures: they say so when read.
+      const entry = JSON.stringify({ at: Date.now(), snapshot: source() } satisfies Entry)
+      onRedis(this.#client, () => this.#client.hset(this.#key, this.#replicaId, entry)).catch(() => {})
+    }, this.#stepMs)
+    this.#timer.unref()
+  }
+
+  async pooled(local: MirrorSnapshot): Promise<PooledMirror> {
+    const now = Date.now()
+    const entry = JSON.stringify({ at: now, snapshot: local } satisfies Entry)
+    const entries = await onRedis(this.#client, async () => {
+      const [, all] = (await this.#client
+        .multi()
+        .hset(this.#key, this.#replicaId, entry)
+        .hgetall(this.#key)
+        .exec()) as [[Error | null, unknown], [Error | null, Record<string, string>]]
+      if (all[0]) throw all[0]
+      return all[1] ?? {}
+    })
+    const snapshots: MirrorSnapshot[] = [local]
+    const gone: string[] = []
+    for (const [replica, text] of Object.entries(entries)) {
+      if (replica === this.#replicaId) continue
+      try {
+        const { at, snapshot } = JSON.parse(text) as Entry
+        // Three steps without a word: stopped, or cut off from Redis; ten, and it is cleared away.
+        if (now - at > this.#stepMs * 10) gone.push(replica)
+        if (now - at > this.#stepMs * 3) continue
+        if (sameEpoch(local, snapshot)) snapshots.push(snapshot)
+      } catch {
+        gone.push(replica)
+      }
+    }
+    if (gone.length > 0) await this.#client.hdel(this.#key, ...gone).catch(() => {})
+    return poolMirror(snapshots)
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer)
+    try {
+      if (this.#client.status === 'ready') await this.#client.hdel(this.#key, this.#replicaId)
+    } catch {
+      // Left out anyway once it is three steps old.
+    }
+  }
+}
+
+/**
+ * Whether another replica's figures add to this one's: counted under the same setting and rules, and not started
+ * before the change this replica saw (a replica that has not applied it yet, or not published since, still has the
+ * figures of the generation before, when the setting came back to the same value).
+ */
+export function sameEpoch(local: MirrorSnapshot, other: MirrorSnapshot): boolean {
+  if (other.epoch !== local.epoch) return false
+  if (local.changedAt > 0 && other.since < local.changedAt - CHANGE_SPREAD_MS) return false
+  return true
+}
+
+export function poolMirror(snapshots: MirrorSnapshot[]): PooledMirror {
+  const window = { blue: { compared: 0, mismatched: 0 }, green: { compared: 0, mismatched: 0 } }
+  const routes = new Map<string, MirrorCounts>()
+  for (const snapshot of snapshots) {
+    for (const color of COLORS) {
+      window[color].compared += snapshot.window[color]?.compared ?? 0
+      window[color].mismatched += snapshot.window[color]?.mismatched ?? 0
+    }
+    for (const { route, compared, mismatched } of snapshot.routes ?? []) {
+      const sum = routes.get(route) ?? { compared: 0, mismatched: 0 }
+      sum.compared += compared
+      sum.mismatched += mismatched
+      routes.set(route, sum)
+    }
+  }
+  const top = [...routes.entries()]
+    .sort((a, b) => b[1].mismatched - a[1].mismatched)
+    .slice(0, ROUTES)
+    .map(([route, counts]) => ({ route, ...counts }))
+  return { window, routes: top, replicas: snapshots.length }
+}
