@@ -81,8 +81,8 @@ export class MirrorComparisons {
   readonly #routes = new Map<string, { compared: number; mismatched: number }>()
   /** When mirroring was last turned on or off or its share changed: the figures the gate reads start there. */
   #since = 0
-  /** When a change seen while running last started the figures (0: they started with the process). */
-  #changedAt = 0
+  /** The state generation the figures started at, and whether a change seen while running started them. */
+  #from = { generation: 0, changed: false }
   #lastError: { at: string; message: string } | undefined
 
   constructor(options: MirrorComparisonsOptions) {
@@ -110,19 +110,20 @@ export class MirrorComparisons {
     this.#ignore = new Set(config.compare.ignore)
     this.diffs.resize(config.diffs)
     if (config.window !== before.window || !sameValue(config.compare, before.compare)) {
-      this.startFiguresAgain(true)
+      // Not a state change: as far as the other replicas can tell, figures that started with the generation before.
+      this.startFiguresAgain(this.#from.generation, false)
       this.#routes.clear()
       this.noise.clear()
     }
   }
 
   /**
-   * Mirroring was turned on or off or its share changed: the figures start again. `changed`: by a change seen while
-   * running, rather than this process's first state (other replicas' older figures are then of the generation before).
+   * Mirroring was turned on or off or its share changed: the figures start again, from the state `generation` that
+   * did it. `changed`: a change seen while running, rather than this process's first state (exchange.ts sameEpoch).
    */
-  startFiguresAgain(changed: boolean): void {
+  startFiguresAgain(generation: number, changed: boolean): void {
     this.#since = Date.now()
-    this.#changedAt = changed ? this.#since : 0
+    this.#from = { generation, changed }
     // A new window rather than a later start in the old one: its one-second buckets would blur the edge.
     this.#windows.close()
     this.#windows = new SlidingWindows(this.#config.window)
@@ -164,7 +165,7 @@ export class MirrorComparisons {
     return {
       epoch: JSON.stringify([share, this.#config.window, this.#config.compare]),
       since: this.#since,
-      changedAt: this.#changedAt,
+      from: { ...this.#from },
       window: { blue: counts('blue'), green: counts('green') },
       routes: this.#mismatchedRoutes(),
     }

@@ -32,11 +32,11 @@ export interface MirrorSnapshot {
   /** When this replica's figures started (ms). */
   since: number
   /**
-   * The start of this replica's figures when a change it saw while running (mirroring turned on, off or reshared,
-   * the window or the comparison rules changed) started them; 0 when they started with the process. Another
-   * replica's figures that started well before it are of the generation before (README "Mirroring").
+   * The state generation this replica's figures started at, and whether a change it saw while running (mirroring
+   * turned on, off or reshared) started them; otherwise they started with the process (or a reload's new rules), in
+   * the mirror generation that was in force then.
    */
-  changedAt: number
+  from: { generation: number; changed: boolean }
   window: Record<Color, MirrorCounts>
   /** The routes with the most mismatches (at most ROUTES). */
   routes: Array<{ route: string } & MirrorCounts>
@@ -51,12 +51,6 @@ export interface PooledMirror {
 
 /** How many mismatched routes a replica publishes and the pooled figures list. */
 export const ROUTES = 20
-
-/**
- * How much earlier than this replica's change another replica's figures may have started and still count: the
- * time a change takes to reach every replica (its state applied through Redis), with room for a loaded host.
- */
-const CHANGE_SPREAD_MS = 10_000
 
 export class LocalMirrorExchange implements MirrorExchange {
   start(): void {}
@@ -137,13 +131,20 @@ export class RedisMirrorExchange implements MirrorExchange {
 }
 
 /**
- * Whether another replica's figures add to this one's: counted under the same setting and rules, and not started
- * before the change this replica saw (a replica that has not applied it yet, or not published since, still has the
- * figures of the generation before, when the setting came back to the same value).
+ * Whether another replica's figures add to this one's: counted under the same setting and rules (`epoch`), and in the
+ * same mirror generation. Figures a change started begin at that change's state generation; figures that started
+ * with a process belong to whichever generation was in force then. A replica that has not applied the latest change
+ * yet (or not published since) still has the figures of the generation before, which the setting may have had too
+ * (turned off and on again): those are left out.
  */
 export function sameEpoch(local: MirrorSnapshot, other: MirrorSnapshot): boolean {
   if (other.epoch !== local.epoch) return false
-  if (local.changedAt > 0 && other.since < local.changedAt - CHANGE_SPREAD_MS) return false
+  const [mine, theirs] = [local.from, other.from]
+  if (mine.changed && theirs.changed) return theirs.generation === mine.generation
+  // Started with its process: after this replica's change, or in a generation before it.
+  if (mine.changed) return theirs.generation >= mine.generation
+  // Its change came before this replica started, or after: one this replica has not applied yet.
+  if (theirs.changed) return theirs.generation <= mine.generation
   return true
 }
 

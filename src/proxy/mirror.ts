@@ -90,7 +90,7 @@ export class Mirror {
     const next = state.mirror
     const share = next?.enabled ? next.percent / 100 : 0
     // Turned on, off, or another share: the figures start again, so a fixed release is judged on its own answers.
-    if (share !== this.share) this.comparisons.startFiguresAgain(this.#applied)
+    if (share !== this.share) this.comparisons.startFiguresAgain(state.generation, this.#applied)
     this.#applied = true
     this.#setting = next
     this.share = share
