@@ -1,6 +1,7 @@
 import { request } from 'node:http'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminGet, adminPost, errorCode } from '../helpers/admin.ts'
+import { runCli } from '../helpers/cli.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import { closeConnections, type Replica, startReplicas, withRedis } from '../helpers/replicas.ts'
@@ -59,10 +60,13 @@ async function spread(count: number): Promise<void> {
   for (const replica of replicas) {
     const before = (await status(replica)).thisReplica.window.green.compared
     for (let i = 0; i < count; i++) await get(`${replica.url}/users`)
-    await eventually(async () => (await status(replica)).thisReplica.window.green.compared >= before + count, {
-      timeout: 15_000,
-      message: `${count} copies compared on ${replica.admin}`,
-    })
+    await eventually(
+      async () => (await status(replica)).thisReplica.window.green.compared >= before + count,
+      {
+        timeout: 15_000,
+        message: `${count} copies compared on ${replica.admin}`,
+      },
+    )
   }
 }
 
@@ -84,13 +88,20 @@ beforeAll(async () => {
     extra: {
       mirror: {
         compare: { noiseSampleRate: 0 },
-        gate: { minCompared: MIN_COMPARED, maxMismatchRatio: 0.2, on: { switch: true, weights: true, rollout: true } },
+        gate: {
+          minCompared: MIN_COMPARED,
+          maxMismatchRatio: 0.2,
+          on: { switch: true, weights: true, rollout: true },
+        },
       },
     },
   })
   expect((await adminPost(replicas[0]!.admin, '/mirror', { percent: 100 })).status).toBe(200)
   for (const replica of replicas) {
-    await eventually(async () => (await status(replica)).enabled, { timeout: 10_000, message: 'mirroring on' })
+    await eventually(async () => (await status(replica)).enabled, {
+      timeout: 10_000,
+      message: 'mirroring on',
+    })
   }
 }, 60_000)
 
@@ -118,14 +129,22 @@ describe('mirror figures pooled across replicas', () => {
       expect(pooled.window.green).toEqual({ compared: 15, mismatched: 15, ratio: 1 })
       expect(pooled.thisReplica.window.green).toMatchObject({ compared: 5, mismatched: 5 })
       expect(pooled.mismatchedRoutes).toEqual([{ route: 'GET /users', compared: 15, mismatched: 15 }])
-      expect(pooled.thisReplica.mismatchedRoutes).toEqual([{ route: 'GET /users', compared: 5, mismatched: 5 }])
+      expect(pooled.thisReplica.mismatchedRoutes).toEqual([
+        { route: 'GET /users', compared: 5, mismatched: 5 },
+      ])
     }
+    const cli = await runCli(['mirror', 'status', '--admin', replicas[1]!.admin])
+    expect(cli.stdout).toContain(
+      'to green    15 of 15 differed (100.0%) over the last 300 s, 3 replica(s) (this one: 5 of 5)',
+    )
     // Refused for what the fleet saw (all 15 differ), not for too few: this replica alone has 5 of 12.
     const third = replicas[2]!
     const refused = await adminPost<Refusal>(third.admin, '/switch', { to: 'green' })
     expect(refused.status).toBe(412)
     expect(errorCode(refused)).toBe('BG_MIRROR_MISMATCH')
-    expect(refused.body.error.message).toMatch(/15 of 15 mirrored request\(s\) to green answered differently across 3 replica/)
+    expect(refused.body.error.message).toMatch(
+      /15 of 15 mirrored request\(s\) to green answered differently across 3 replica/,
+    )
     expect(refused.body.error.details).toMatchObject({ compared: 15, mismatched: 15, replicas: 3 })
 
     // Green fixed; turned off and on again, the figures start again on every replica (the old ones stay out).
@@ -183,6 +202,8 @@ describe('mirror figures pooled across replicas', () => {
     expect(own.window.replicas).toBe(1)
     expect(own.window.problem).toMatch(/^only this replica's figures: cannot read the others'/)
     expect(own.window.green.compared).toBe(own.thisReplica.window.green.compared)
+    const cli = await runCli(['mirror', 'status', '--admin', third.admin])
+    expect(cli.stdout).toMatch(/^warning {5}only this replica's figures: cannot read the others'/m)
     // This replica's own sample would pass (no mismatch); a gate blind to the fleet does not pass it silently.
     const refused = await adminPost<Refusal>(third.admin, '/weights', { blue: 90, green: 10 })
     expect(refused.status).toBe(412)
