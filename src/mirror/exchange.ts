@@ -6,7 +6,8 @@ import { onRedis } from '../state/redis-connection.ts'
  * How replicas pool the mirror's figures for GET /mirror and the gate, the way the console's charts are pooled
  * (metrics/series-exchange.ts): with Redis every replica publishes its window's figures every step to
  * `<key>:mirror` and a read adds up every replica that published lately under the same figures' start (`epoch`);
- * with the file store each process's own figures are all (with `--workers`, each worker's own).
+ * with the file store there is one replica, whose `--workers` pool theirs through the cluster primary
+ * (cluster-worker.ts mirrorExchange), and a single process's own figures are all.
  */
 export interface MirrorExchange {
   /** Starts publishing `source` (Redis), if the exchange publishes at all. */
@@ -62,7 +63,8 @@ export class LocalMirrorExchange implements MirrorExchange {
   async close(): Promise<void> {}
 }
 
-interface Entry {
+/** One replica's (or worker's) figures as they travel, with when they were taken. */
+export interface MirrorEntry {
   at: number
   snapshot: MirrorSnapshot
 }
@@ -84,7 +86,7 @@ export class RedisMirrorExchange implements MirrorExchange {
   start(source: () => MirrorSnapshot): void {
     this.#timer = setInterval(() => {
       // A Redis outage costs GET /mirror and the gate the other replicas' figures: they say so when read.
-      const entry = JSON.stringify({ at: Date.now(), snapshot: source() } satisfies Entry)
+      const entry = JSON.stringify({ at: Date.now(), snapshot: source() } satisfies MirrorEntry)
       onRedis(this.#client, () => this.#client.hset(this.#key, this.#replicaId, entry)).catch(() => {})
     }, this.#stepMs)
     this.#timer.unref()
@@ -92,7 +94,7 @@ export class RedisMirrorExchange implements MirrorExchange {
 
   async pooled(local: MirrorSnapshot): Promise<PooledMirror> {
     const now = Date.now()
-    const entry = JSON.stringify({ at: now, snapshot: local } satisfies Entry)
+    const entry = JSON.stringify({ at: now, snapshot: local } satisfies MirrorEntry)
     const entries = await onRedis(this.#client, async () => {
       const [, all] = (await this.#client
         .multi()
@@ -107,7 +109,7 @@ export class RedisMirrorExchange implements MirrorExchange {
     for (const [replica, text] of Object.entries(entries)) {
       if (replica === this.#replicaId) continue
       try {
-        const { at, snapshot } = JSON.parse(text) as Entry
+        const { at, snapshot } = JSON.parse(text) as MirrorEntry
         // Three steps without a word: stopped, or cut off from Redis; ten, and it is cleared away.
         if (now - at > this.#stepMs * 10) gone.push(replica)
         if (now - at > this.#stepMs * 3) continue

@@ -1,11 +1,13 @@
 import { request } from 'node:http'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminGet, adminPost, errorCode } from '../helpers/admin.ts'
 import { runCli } from '../helpers/cli.ts'
+import { type Cluster, fresh, spawnCluster } from '../helpers/cluster.ts'
 import { eventually } from '../helpers/eventually.ts'
 import { type RedisProcess, startRedis } from '../helpers/redis.ts'
 import { closeConnections, type Replica, startReplicas, withRedis } from '../helpers/replicas.ts'
-import { startServer, type TestServer } from '../helpers/servers.ts'
+import { startServer, type TestServer, tempDir, writeConfig } from '../helpers/servers.ts'
 
 // The mirror's figures pooled across replicas: three `bluegreen serve` processes on one real redis-server, the
 // traffic spread over them, green answering differently on one path. GET /mirror on any one reports the fleet's
@@ -210,5 +212,72 @@ describe('mirror figures pooled across replicas', () => {
     expect(errorCode(refused)).toBe('BG_MIRROR_MISMATCH')
     expect(refused.body.error.message).toMatch(/cannot see the other replicas' mirrored requests/)
     expect(refused.body.error.details.problem).toMatch(/^only this replica's figures/)
+  }, 60_000)
+})
+
+describe('mirror figures pooled across the workers of one replica (file store, --workers 2)', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>
+  let cluster: Cluster | undefined
+
+  beforeAll(async () => {
+    dir = await tempDir('bluegreen-mirror-workers-')
+    const file = await writeConfig(dir.path, {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      pools: { blue: { upstreams: [blue.url] }, green: { upstreams: [green.url] } },
+      state: { path: join(dir.path, 'state.json') },
+      log: { access: true },
+      shutdown: { grace: '1s' },
+      mirror: {
+        compare: { noiseSampleRate: 0 },
+        gate: {
+          minCompared: MIN_COMPARED,
+          maxMismatchRatio: 0.2,
+          on: { switch: true, weights: true, rollout: true },
+        },
+      },
+    })
+    cluster = await spawnCluster(file, 2)
+  }, 60_000)
+
+  afterAll(async () => {
+    if (cluster && cluster.child.exitCode === null && cluster.child.signalCode === null) {
+      cluster.child.kill('SIGKILL')
+      await cluster.exited
+    }
+    await dir?.remove()
+  })
+
+  it("GET /mirror on either worker and the gate add up both workers' figures", async () => {
+    const { url, admin } = cluster!
+    differOn.add('/users')
+    expect((await fresh(`${admin}/mirror`, 'POST', { percent: 100 })).status).toBe(200)
+    // Every request on a fresh connection: the primary deals them out to both workers.
+    for (let i = 0; i < MIN_COMPARED; i++) expect((await fresh(`${url}/users`)).status).toBe(200)
+    const served = cluster!.lines().filter((line) => line.part === 'access' && line.path === '/users')
+    expect(new Set(served.map((line) => line.pid)).size).toBe(2)
+    const mirror = async () => JSON.parse((await fresh(`${admin}/mirror`)).body) as MirrorStatus
+    for (let i = 0; i < 3; i++) {
+      const pooled = await eventually(
+        async () => {
+          const found = await mirror()
+          return found.window.replicas === 2 && found.window.green.compared === MIN_COMPARED && found
+        },
+        { timeout: 20_000, interval: 250, message: "both workers' figures in GET /mirror" },
+      )
+      expect(pooled.window.green.mismatched).toBe(MIN_COMPARED)
+      expect(pooled.thisReplica.window.green.compared).toBeLessThan(MIN_COMPARED)
+    }
+    // Neither worker has MIN_COMPARED alone: refused for the differences the two saw together.
+    await eventually(
+      async () => {
+        const refused = await fresh(`${admin}/switch`, 'POST', { to: 'green' })
+        return (
+          refused.status === 412 &&
+          /12 of 12 mirrored request\(s\) to green answered differently/.test(refused.body)
+        )
+      },
+      { timeout: 20_000, interval: 250, message: "the gate to judge both workers' figures" },
+    )
   }, 60_000)
 })
