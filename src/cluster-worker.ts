@@ -21,6 +21,7 @@ import type { Logger } from './log.ts'
 import { poolSeries } from './metrics/series.ts'
 import { entryOf, type SeriesEntry, type SeriesExchange, snapshotOf } from './metrics/series-exchange.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
+import { type MirrorEntry, type MirrorExchange, poolMirror, sameEpoch } from './mirror/exchange.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
 import type { State } from './state/state.ts'
 import { freezeState } from './state/state.ts'
@@ -57,6 +58,11 @@ export interface ClusterLink {
    * to its siblings, and GET /windows adds up theirs that are fresh.
    */
   seriesExchange(stepMs: number): SeriesExchange
+  /**
+   * The mirror's figures pooled through the primary, for the file store: every `stepMs` this worker's go to its
+   * siblings, and GET /mirror and the gate add up theirs that are fresh and of the same mirror generation.
+   */
+  mirrorExchange(stepMs: number): MirrorExchange
 }
 
 interface Hooks {
@@ -94,6 +100,8 @@ class WorkerLink implements ClusterLink {
   readonly #siblingFigures = new Map<number, SiblingFigures>()
   /** The siblings' latest chart buckets, stamped when they were taken. */
   readonly #siblingSeries = new Map<number, SeriesEntry>()
+  /** The siblings' latest mirror figures. */
+  readonly #siblingMirror = new Map<number, MirrorEntry>()
 
   constructor(worker: Worker, logger: Logger) {
     this.workerId = worker.id
@@ -168,6 +176,29 @@ class WorkerLink implements ClusterLink {
     }
   }
 
+  mirrorExchange(stepMs: number): MirrorExchange {
+    let timer: NodeJS.Timeout | undefined
+    return {
+      start: (source) => {
+        timer = setInterval(() => this.#sendMirror({ at: Date.now(), snapshot: source() }), stepMs)
+        timer.unref()
+      },
+      pooled: async (local) => {
+        // Sent on every read too, so a sibling's gate sees this worker's latest figures as soon as it has read them.
+        this.#sendMirror({ at: Date.now(), snapshot: local })
+        const now = Date.now()
+        const snapshots = [local]
+        for (const [sibling, { at, snapshot }] of this.#siblingMirror) {
+          // A worker that died or stopped sending drops out after three steps.
+          if (now - at > stepMs * 3) this.#siblingMirror.delete(sibling)
+          else if (sameEpoch(local, snapshot)) snapshots.push(snapshot)
+        }
+        return poolMirror(snapshots)
+      },
+      close: async () => clearInterval(timer),
+    }
+  }
+
   async clusterMetrics(): Promise<string> {
     const answer = await this.#ask<Extract<Message, { type: 'bluegreen:metrics-sum' }>>(
       { type: 'bluegreen:metrics', id: this.#nextId++ },
@@ -205,6 +236,9 @@ class WorkerLink implements ClusterLink {
         return
       case 'bluegreen:series':
         if (message.from !== undefined) this.#siblingSeries.set(message.from, message.entry)
+        return
+      case 'bluegreen:mirror':
+        if (message.from !== undefined) this.#siblingMirror.set(message.from, message.entry)
         return
       case 'bluegreen:state-shared':
       case 'bluegreen:reload-result':
@@ -272,6 +306,16 @@ class WorkerLink implements ClusterLink {
         { err: error, generation: state.generation },
         'could not share a state with the other workers',
       )
+    }
+  }
+
+  #sendMirror(entry: MirrorEntry): void {
+    // Best effort: without the primary, GET /mirror and the gate add up what this worker has heard.
+    if (!this.#worker.isConnected()) return
+    try {
+      this.#worker.send({ type: 'bluegreen:mirror', entry })
+    } catch (error) {
+      this.#logger.debug({ err: error }, 'could not send the mirror figures to the other workers')
     }
   }
 

@@ -13,6 +13,7 @@ import type { Config } from './config/types.ts'
 import type { Logger } from './log.ts'
 import type { SeriesEntry } from './metrics/series-exchange.ts'
 import type { WindowFigures } from './metrics/windows.ts'
+import type { MirrorEntry } from './mirror/exchange.ts'
 import type { State } from './state/state.ts'
 
 /** Everything the primary and its workers say to each other over the cluster's IPC channels. */
@@ -46,6 +47,8 @@ export type Message =
   | { type: 'bluegreen:reload-record'; outcome: ReloadOutcome; trigger: ReloadTrigger }
   /** Both ways: a worker's buckets for the console's charts, passed on by the primary to the others (with `from`). */
   | { type: 'bluegreen:series'; entry: SeriesEntry; from?: number }
+  /** Both ways: a worker's mirror figures for GET /mirror and the gate, passed on to the others (with `from`). */
+  | { type: 'bluegreen:mirror'; entry: MirrorEntry; from?: number }
 
 /** How long a committing worker waits for its siblings to apply a change before answering anyway. */
 export const SHARE_TIMEOUT_MS = 2_000
@@ -350,6 +353,7 @@ class ClusterPrimary implements Primary {
         return
       case 'bluegreen:windows':
       case 'bluegreen:series':
+      case 'bluegreen:mirror':
         for (const sibling of this.#listening) {
           if (sibling !== worker) send(sibling, { ...message, from: worker.id })
         }

@@ -85,7 +85,9 @@ export class Changes {
       forcedPast = await this.smoke.require(action, request.change.weights, from, forceSmoke)
       const mirror = this.#options.mirrorGate
       if (mirror)
-        forcedPast.push(...mirror.require(action, request.change.weights, from.weights, request.force))
+        forcedPast.push(
+          ...(await mirror.require(action, request.change.weights, from.weights, request.force)),
+        )
       committed = await this.#options.store.commit(
         { ...request.change, updatedBy },
         request.expectedGeneration,

@@ -30,28 +30,35 @@ export class MirrorGate {
    * when too few copies were compared or too many differed, unless forced; forced, it answers the gates gone past
    * (["mirror"]) for the audit trail.
    */
-  require(action: ChangeAction, weights: Weights, from: Weights, force: boolean): string[] {
+  async require(action: ChangeAction, weights: Weights, from: Weights, force: boolean): Promise<string[]> {
     const { mirror } = this.#options
     if (!this.#appliesTo(action)) return []
     const { maxMismatchRatio, minCompared } = mirror.config.gate
-    for (const color of COLORS) {
-      if (weights[color] <= from[color]) continue
-      // This replica's figures: each replica copies the same share of the traffic it serves, so any one of them
-      // is a sample of the same mirror (README "Mirroring").
-      const { compared, mismatched, ratio, since } = mirror.figures(color)
-      const figures = { compared, mismatched, ratio }
+    const colors = COLORS.filter((color) => weights[color] > from[color])
+    if (colors.length === 0) return []
+    // The fleet's figures: every replica copies a share of the traffic it serves, and the gate judges them all
+    // together (README "Mirroring"). When the others' cannot be read, a pass on this replica's sample alone is not
+    // given: the gate refuses (forcing still goes past it), naming why.
+    const fleet = await mirror.fleet()
+    for (const color of colors) {
+      const figures = fleet.window[color]
       const tooFew = figures.compared < minCompared
-      if (!tooFew && figures.ratio <= maxMismatchRatio) continue
+      const blind = fleet.problem !== undefined
+      if (!blind && !tooFew && figures.ratio <= maxMismatchRatio) continue
       if (force) return ['mirror']
-      const why = tooFew
-        ? `only ${figures.compared} mirrored request(s) to ${color} were compared, ${minCompared} are needed (is mirroring on? POST /mirror)`
-        : `${figures.mismatched} of ${figures.compared} mirrored request(s) to ${color} answered differently (${percent(figures.ratio)}, the limit is ${percent(maxMismatchRatio)})`
+      const why = blind
+        ? `the gate cannot see the other replicas' mirrored requests, ${fleet.problem}`
+        : tooFew
+          ? `only ${figures.compared} mirrored request(s) to ${color} were compared across ${fleet.replicas} replica(s), ${minCompared} are needed (is mirroring on? POST /mirror)`
+          : `${figures.mismatched} of ${figures.compared} mirrored request(s) to ${color} answered differently across ${fleet.replicas} replica(s) (${percent(figures.ratio)}, the limit is ${percent(maxMismatchRatio)})`
       throw new BlueGreenError('BG_MIRROR_MISMATCH', `${why}; pass "force": true to send it traffic anyway`, {
         color,
         ...figures,
+        replicas: fleet.replicas,
+        ...(blind ? { problem: fleet.problem } : {}),
         maxMismatchRatio,
         minCompared,
-        top: mirror.diffs.top(TOP_DIFFERENCES, since),
+        top: mirror.diffs.top(TOP_DIFFERENCES, mirror.figures(color).since),
       })
     }
     return []

@@ -6,7 +6,7 @@ import { sendJson } from './http.ts'
 // Reading this replica's mirror: GET /mirror (its setting and figures) and GET /mirror/diffs (the latest
 // differences; users' data, so server.ts asks for the token). POST /mirror is a change like any other (changes.ts).
 
-type Read = (req: IncomingMessage, res: ServerResponse) => void
+type Read = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>
 
 /** The two reads, each 404 BG_NOT_FOUND when this proxy does not mirror. */
 export function mirrorReads(mirror: Mirror | undefined): { status: Read; diffs: Read } {
@@ -15,7 +15,7 @@ export function mirrorReads(mirror: Mirror | undefined): { status: Read; diffs: 
     return mirror
   }
   return {
-    status: (_req, res) => sendJson(res, 200, mirroring().status()),
+    status: async (_req, res) => sendJson(res, 200, await mirroring().status()),
     diffs: (req, res) => {
       const found = mirroring()
       const raw = new URL(req.url ?? '/', 'http://admin').searchParams.get('limit')

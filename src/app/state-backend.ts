@@ -3,6 +3,7 @@ import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config, RedisConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import { LocalSeriesExchange, type SeriesExchange } from '../metrics/series-exchange.ts'
+import { LocalMirrorExchange, type MirrorExchange } from '../mirror/exchange.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { claimInDirectory, claimInRedis } from '../state/claims.ts'
 import { FileStateStore } from '../state/file-store.ts'
@@ -20,6 +21,8 @@ export interface StateBackend {
   exchange: WindowExchange
   /** How replicas pool the console's charts (GET /windows). */
   series: SeriesExchange
+  /** How the mirror's figures are pooled across replicas (Redis), or this process's own (file store). */
+  mirror: MirrorExchange
   /** The file store must load before the proxy listens (a broken file is a start-up error); Redis may come later. */
   loadBeforeListening: boolean
   /**
@@ -74,12 +77,14 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   const exchange = new LocalExchange()
   closers.add('window exchange', () => exchange.close())
   const series = new LocalSeriesExchange()
+  const mirror = new LocalMirrorExchange()
   return {
     store,
     replicas,
     audit,
     exchange,
     series,
+    mirror,
     loadBeforeListening: true,
     claimNotification: (id) => claimInDirectory(`${state.path}.claims`, id, replicaId),
     heartbeatInterval: 1_000,
@@ -97,6 +102,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     { RedisExchange },
     { LocalStateCopy },
     { RedisSeriesExchange },
+    { RedisMirrorExchange },
   ] = await Promise.all([
     import('../state/redis-store.ts'),
     import('../state/redis-connection.ts'),
@@ -105,6 +111,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     import('../rollout/exchange.ts'),
     import('../state/local-copy.ts'),
     import('../metrics/series-exchange.ts'),
+    import('../mirror/exchange.ts'),
   ])
   // Built first so that it closes last: the store may still apply a state while it closes.
   const copy =
@@ -138,6 +145,8 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
   closers.add('window exchange', () => exchange.close())
   const series = new RedisSeriesExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
   closers.add('chart exchange', () => series.close())
+  const mirror = new RedisMirrorExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
+  closers.add('mirror exchange', () => mirror.close())
   let restoreLastState: (() => Promise<boolean>) | undefined
   if (copy) {
     store.subscribe((applied) => copy.save(applied))
@@ -151,6 +160,7 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     audit,
     exchange,
     series,
+    mirror,
     loadBeforeListening: false,
     restoreLastState,
     claimNotification: (id) =>

@@ -58,7 +58,15 @@ interface MirrorStatus {
   inFlight: number
   results: Record<string, number>
   dropped: Record<string, number>
-  window: { seconds: number; blue: MirrorFiguresLine; green: MirrorFiguresLine }
+  /** The fleet's figures (pooled across replicas), or this replica's own with `problem`. */
+  window: {
+    seconds: number
+    replicas: number
+    problem?: string
+    blue: MirrorFiguresLine
+    green: MirrorFiguresLine
+  }
+  thisReplica: { window: { blue: MirrorFiguresLine; green: MirrorFiguresLine } }
   mismatchedRoutes: { route: string; compared: number; mismatched: number }[]
   noise: { routes: number; noisy: { route: string; fields: string[] }[] }
   lastError: { at: string; message: string } | null
@@ -73,13 +81,16 @@ function mirrorLines(status: MirrorStatus): string {
       .map(([why, count]) => `${why} ${count}`)
       .join(', ')}); in flight ${status.inFlight}`,
   ]
+  const { replicas, problem } = status.window
   for (const color of COLORS) {
     const figures = status.window[color]
     if (figures.compared === 0) continue
+    const own = status.thisReplica.window[color]
     lines.push(
-      `to ${color.padEnd(6)}   ${figures.mismatched} of ${figures.compared} differed (${(figures.ratio * 100).toFixed(1)}%) over the last ${status.window.seconds} s`,
+      `to ${color.padEnd(6)}   ${figures.mismatched} of ${figures.compared} differed (${(figures.ratio * 100).toFixed(1)}%) over the last ${status.window.seconds} s, ${replicas} replica(s) (this one: ${own.mismatched} of ${own.compared})`,
     )
   }
+  if (problem) lines.push(`warning     ${problem}`)
   for (const route of status.mismatchedRoutes.slice(0, 5))
     lines.push(`differs     ${route.route}: ${route.mismatched} of ${route.compared}`)
   for (const noisy of status.noise.noisy.slice(0, 5))

@@ -5,6 +5,7 @@ import type { Logger } from '../log.ts'
 import { quantile, SlidingWindows } from '../metrics/windows.ts'
 import { type CapturedResponse, coveredBy, differences } from './compare.ts'
 import { bodyPreview, DiffLog, redactedHeaders, redactedPairs, redactedTarget } from './diffs.ts'
+import { type MirrorCounts, type MirrorSnapshot, ROUTES } from './exchange.ts'
 import { NoiseMemory } from './noise.ts'
 
 // What mirroring found, off the request path: each finished copy judged against the live answer (with the noise
@@ -23,6 +24,14 @@ export interface MirrorFigures {
   compared: number
   mismatched: number
   ratio: number
+}
+
+/** The figures pooled across replicas (`problem`: why they are only this replica's). */
+export interface FleetMirror {
+  window: Record<Color, MirrorFigures>
+  routes: Array<{ route: string } & MirrorCounts>
+  replicas: number
+  problem?: string
 }
 
 /** A copied request as the comparison names it in figures and differences. */
@@ -72,6 +81,8 @@ export class MirrorComparisons {
   readonly #routes = new Map<string, { compared: number; mismatched: number }>()
   /** When mirroring was last turned on or off or its share changed: the figures the gate reads start there. */
   #since = 0
+  /** The state generation the figures started at, and whether a change seen while running started them. */
+  #from = { generation: 0, changed: false }
   #lastError: { at: string; message: string } | undefined
 
   constructor(options: MirrorComparisonsOptions) {
@@ -99,15 +110,20 @@ export class MirrorComparisons {
     this.#ignore = new Set(config.compare.ignore)
     this.diffs.resize(config.diffs)
     if (config.window !== before.window || !sameValue(config.compare, before.compare)) {
-      this.startFiguresAgain()
+      // Not a state change: as far as the other replicas can tell, figures that started with the generation before.
+      this.startFiguresAgain(this.#from.generation, false)
       this.#routes.clear()
       this.noise.clear()
     }
   }
 
-  /** Mirroring was turned on or off or its share changed: the figures start again. */
-  startFiguresAgain(): void {
+  /**
+   * Mirroring was turned on or off or its share changed: the figures start again, from the state `generation` that
+   * did it. `changed`: a change seen while running, rather than this process's first state (exchange.ts sameEpoch).
+   */
+  startFiguresAgain(generation: number, changed: boolean): void {
     this.#since = Date.now()
+    this.#from = { generation, changed }
     // A new window rather than a later start in the old one: its one-second buckets would blur the edge.
     this.#windows.close()
     this.#windows = new SlidingWindows(this.#config.window)
@@ -140,13 +156,38 @@ export class MirrorComparisons {
     }
   }
 
-  /** GET /mirror: the request path's part (`live`) and what the comparisons found. */
-  status(live: MirrorLiveStatus): unknown {
-    const routes = [...this.#routes.entries()]
+  /** This replica's figures as published for the others; `share` the share copied, part of what they count. */
+  snapshot(share: number): MirrorSnapshot {
+    const counts = (color: Color): MirrorCounts => {
+      const { compared, mismatched } = this.figures(color)
+      return { compared, mismatched }
+    }
+    return {
+      epoch: JSON.stringify([share, this.#config.window, this.#config.compare]),
+      since: this.#since,
+      from: { ...this.#from },
+      window: { blue: counts('blue'), green: counts('green') },
+      routes: this.#mismatchedRoutes(),
+    }
+  }
+
+  #mismatchedRoutes(): Array<{ route: string } & MirrorCounts> {
+    return [...this.#routes.entries()]
       .filter(([, figures]) => figures.mismatched > 0)
       .sort((a, b) => b[1].mismatched - a[1].mismatched)
-      .slice(0, 20)
+      .slice(0, ROUTES)
       .map(([route, figures]) => ({ route, ...figures }))
+  }
+
+  /**
+   * GET /mirror: the request path's part (`live`) and what the comparisons found: the fleet's figures (`fleet`,
+   * pooled across replicas) in `window` and `mismatchedRoutes`, this replica's own in `thisReplica`.
+   */
+  status(live: MirrorLiveStatus, fleet: FleetMirror): unknown {
+    const own = {
+      blue: this.figures('blue'),
+      green: this.figures('green'),
+    }
     return {
       enabled: live.enabled,
       percent: live.percent,
@@ -156,10 +197,13 @@ export class MirrorComparisons {
       dropped: { ...this.#dropped },
       window: {
         seconds: this.#config.window / 1000,
-        blue: this.figures('blue'),
-        green: this.figures('green'),
+        replicas: fleet.replicas,
+        ...(fleet.problem ? { problem: fleet.problem } : {}),
+        blue: fleet.window.blue,
+        green: fleet.window.green,
       },
-      mismatchedRoutes: routes,
+      mismatchedRoutes: fleet.routes,
+      thisReplica: { window: own, mismatchedRoutes: this.#mismatchedRoutes() },
       noise: this.noise.summary(20),
       lastError: this.#lastError ?? null,
       config: {

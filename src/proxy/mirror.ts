@@ -5,11 +5,13 @@ import type { MirrorConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
 import {
   type DropReason,
+  type FleetMirror,
   MirrorComparisons,
   type MirrorFigures,
   type MirrorResult,
 } from '../mirror/comparisons.ts'
 import type { DiffLog } from '../mirror/diffs.ts'
+import { LocalMirrorExchange, type MirrorExchange } from '../mirror/exchange.ts'
 import { routeKey } from '../mirror/noise.ts'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
@@ -40,6 +42,9 @@ export class Mirror {
   readonly comparisons: MirrorComparisons
   /** The copies' connections; a reload that changes maxInFlight or timeout replaces them (see reconfigure). */
   agent: Agent
+  /** How the figures are pooled across replicas (app/mirror.ts sets Redis's); this process's own by default. */
+  exchange: MirrorExchange = new LocalMirrorExchange()
+  #applied = false
   #methods: ReadonlySet<string>
   readonly #random: () => number
   #setting: MirrorSetting | undefined
@@ -85,7 +90,8 @@ export class Mirror {
     const next = state.mirror
     const share = next?.enabled ? next.percent / 100 : 0
     // Turned on, off, or another share: the figures start again, so a fixed release is judged on its own answers.
-    if (share !== this.share) this.comparisons.startFiguresAgain()
+    if (share !== this.share) this.comparisons.startFiguresAgain(state.generation, this.#applied)
+    this.#applied = true
     this.#setting = next
     this.share = share
   }
@@ -132,12 +138,49 @@ export class Mirror {
     return this.comparisons.figures(color)
   }
 
-  status(): unknown {
-    return this.comparisons.status({
-      enabled: this.share > 0,
-      percent: this.#setting?.percent ?? null,
-      inFlight: this.#inFlight,
+  /**
+   * The window's figures pooled across replicas (GET /mirror, the gate). When the others' cannot be read (Redis
+   * down), this replica's own, with `problem` saying so.
+   */
+  async fleet(): Promise<FleetMirror> {
+    const local = this.comparisons.snapshot(this.share)
+    const ratio = ({ compared, mismatched }: { compared: number; mismatched: number }): MirrorFigures => ({
+      compared,
+      mismatched,
+      ratio: compared === 0 ? 0 : mismatched / compared,
     })
+    try {
+      const pooled = await this.exchange.pooled(local)
+      return {
+        window: { blue: ratio(pooled.window.blue), green: ratio(pooled.window.green) },
+        routes: pooled.routes,
+        replicas: pooled.replicas,
+      }
+    } catch (error) {
+      return {
+        window: { blue: ratio(local.window.blue), green: ratio(local.window.green) },
+        routes: local.routes,
+        replicas: 1,
+        problem: `only this replica's figures: cannot read the others' (${(error as Error).message})`,
+      }
+    }
+  }
+
+  /** This replica's figures as published for the others. */
+  snapshot(): ReturnType<MirrorComparisons['snapshot']> {
+    return this.comparisons.snapshot(this.share)
+  }
+
+  async status(): Promise<unknown> {
+    const fleet = await this.fleet()
+    return this.comparisons.status(
+      {
+        enabled: this.share > 0,
+        percent: this.#setting?.percent ?? null,
+        inFlight: this.#inFlight,
+      },
+      fleet,
+    )
   }
 
   async close(): Promise<void> {
