@@ -18,11 +18,12 @@ import type { Config } from './config/types.ts'
 import { deepFreeze } from './config/validate.ts'
 import { BlueGreenError } from './errors.ts'
 import type { Logger } from './log.ts'
-import { poolSeries } from './metrics/series.ts'
-import { entryOf, type SeriesEntry, type SeriesExchange, snapshotOf } from './metrics/series-exchange.ts'
+import type { SeriesSnapshot } from './metrics/series.ts'
+import { entryOf, type SeriesExchange, seriesExchange, snapshotOf } from './metrics/series-exchange.ts'
 import { addFigures, emptyFigures, type WindowFigures } from './metrics/windows.ts'
-import { type MirrorEntry, type MirrorExchange, poolMirror, sameEpoch } from './mirror/exchange.ts'
+import { type MirrorExchange, type MirrorSnapshot, mirrorExchange } from './mirror/exchange.ts'
 import type { WindowExchange } from './rollout/exchange.ts'
+import type { SharedFigures, Stamped } from './state/shared-figures.ts'
 import type { State } from './state/state.ts'
 import { freezeState } from './state/state.ts'
 import type { StateStore } from './state/store.ts'
@@ -99,9 +100,9 @@ class WorkerLink implements ClusterLink {
   readonly #waiting = new Map<number, (message: Message) => void>()
   readonly #siblingFigures = new Map<number, SiblingFigures>()
   /** The siblings' latest chart buckets, stamped when they were taken. */
-  readonly #siblingSeries = new Map<number, SeriesEntry>()
+  readonly #siblingSeries = new Map<number, Stamped<SeriesSnapshot>>()
   /** The siblings' latest mirror figures. */
-  readonly #siblingMirror = new Map<number, MirrorEntry>()
+  readonly #siblingMirror = new Map<number, Stamped<MirrorSnapshot>>()
 
   constructor(worker: Worker, logger: Logger) {
     this.workerId = worker.id
@@ -156,47 +157,15 @@ class WorkerLink implements ClusterLink {
   }
 
   seriesExchange(stepMs: number): SeriesExchange {
-    let timer: NodeJS.Timeout | undefined
-    return {
-      start: (source) => {
-        timer = setInterval(() => this.#sendSeries(source), stepMs)
-        timer.unref()
-      },
-      pooled: async (local) => {
-        const now = Date.now()
-        const snapshots = [local]
-        for (const [sibling, entry] of this.#siblingSeries) {
-          // A worker that died or stopped sending drops out after three steps.
-          if (now - entry.at > stepMs * 3) this.#siblingSeries.delete(sibling)
-          else snapshots.push(snapshotOf(entry))
-        }
-        return { series: poolSeries(snapshots), replicas: snapshots.length }
-      },
-      close: async () => clearInterval(timer),
-    }
+    const send = (snapshot: SeriesSnapshot, at: number) =>
+      this.#toSiblings({ type: 'bluegreen:series', entry: entryOf(snapshot, at) }, 'chart figures')
+    return seriesExchange(new RelayedFigures(this.#siblingSeries, send, stepMs))
   }
 
   mirrorExchange(stepMs: number): MirrorExchange {
-    let timer: NodeJS.Timeout | undefined
-    return {
-      start: (source) => {
-        timer = setInterval(() => this.#sendMirror({ at: Date.now(), snapshot: source() }), stepMs)
-        timer.unref()
-      },
-      pooled: async (local) => {
-        // Sent on every read too, so a sibling's gate sees this worker's latest figures as soon as it has read them.
-        this.#sendMirror({ at: Date.now(), snapshot: local })
-        const now = Date.now()
-        const snapshots = [local]
-        for (const [sibling, { at, snapshot }] of this.#siblingMirror) {
-          // A worker that died or stopped sending drops out after three steps.
-          if (now - at > stepMs * 3) this.#siblingMirror.delete(sibling)
-          else if (sameEpoch(local, snapshot)) snapshots.push(snapshot)
-        }
-        return poolMirror(snapshots)
-      },
-      close: async () => clearInterval(timer),
-    }
+    const send = (snapshot: MirrorSnapshot, at: number) =>
+      this.#toSiblings({ type: 'bluegreen:mirror', entry: { at, snapshot } }, 'mirror figures')
+    return mirrorExchange(new RelayedFigures(this.#siblingMirror, send, stepMs))
   }
 
   async clusterMetrics(): Promise<string> {
@@ -235,10 +204,14 @@ class WorkerLink implements ClusterLink {
         this.#hooks?.recordReload(message.outcome, message.trigger)
         return
       case 'bluegreen:series':
-        if (message.from !== undefined) this.#siblingSeries.set(message.from, message.entry)
+        if (message.from !== undefined) {
+          this.#siblingSeries.set(message.from, { at: message.entry.at, value: snapshotOf(message.entry) })
+        }
         return
       case 'bluegreen:mirror':
-        if (message.from !== undefined) this.#siblingMirror.set(message.from, message.entry)
+        if (message.from !== undefined) {
+          this.#siblingMirror.set(message.from, { at: message.entry.at, value: message.entry.snapshot })
+        }
         return
       case 'bluegreen:state-shared':
       case 'bluegreen:reload-result':
@@ -309,23 +282,13 @@ class WorkerLink implements ClusterLink {
     }
   }
 
-  #sendMirror(entry: MirrorEntry): void {
-    // Best effort: without the primary, GET /mirror and the gate add up what this worker has heard.
+  /** Best effort, like the window figures: without the primary, readers add up what this worker has heard. */
+  #toSiblings(message: Message, what: string): void {
     if (!this.#worker.isConnected()) return
     try {
-      this.#worker.send({ type: 'bluegreen:mirror', entry })
+      this.#worker.send(message)
     } catch (error) {
-      this.#logger.debug({ err: error }, 'could not send the mirror figures to the other workers')
-    }
-  }
-
-  #sendSeries(source: Parameters<SeriesExchange['start']>[0]): void {
-    // Best effort, like the window figures: the charts then show what this worker has.
-    if (!this.#worker.isConnected()) return
-    try {
-      this.#worker.send({ type: 'bluegreen:series', entry: entryOf(source(), Date.now()) })
-    } catch (error) {
-      this.#logger.debug({ err: error }, 'could not send the chart figures to the other workers')
+      this.#logger.debug({ err: error }, `could not send the ${what} to the other workers`)
     }
   }
 
@@ -348,5 +311,44 @@ class WorkerLink implements ClusterLink {
       addFigures(total, entry.figures)
     }
     return total
+  }
+}
+
+/**
+ * Figures of one kind shared with the sibling workers through the primary (the file store's SharedFigures): sent
+ * every step and at each read; a sibling's that have not come for three steps (it died, or stopped sending) drop
+ * out. `latest` is the worker link's, which the messages from the primary fill.
+ */
+class RelayedFigures<T> implements SharedFigures<T> {
+  readonly #latest: Map<number, Stamped<T>>
+  readonly #send: (value: T, at: number) => void
+  readonly #stepMs: number
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(latest: Map<number, Stamped<T>>, send: (value: T, at: number) => void, stepMs: number) {
+    this.#latest = latest
+    this.#send = send
+    this.#stepMs = stepMs
+  }
+
+  start(source: () => T): void {
+    this.#timer = setInterval(() => this.#send(source(), Date.now()), this.#stepMs)
+    this.#timer.unref()
+  }
+
+  async gather(local: T): Promise<T[]> {
+    // Sent on every read too, so a sibling's reader sees this worker's latest figures as soon as it has read them.
+    this.#send(local, Date.now())
+    const now = Date.now()
+    const gathered = [local]
+    for (const [sibling, { at, value }] of this.#latest) {
+      if (now - at > this.#stepMs * 3) this.#latest.delete(sibling)
+      else gathered.push(value)
+    }
+    return gathered
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer)
   }
 }

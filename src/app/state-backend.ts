@@ -2,8 +2,8 @@ import type { AuditTrail } from '../audit/audit.ts'
 import { FileAuditTrail } from '../audit/file-audit.ts'
 import type { Config, RedisConfig } from '../config/types.ts'
 import type { Logger } from '../log.ts'
-import { LocalSeriesExchange, type SeriesExchange } from '../metrics/series-exchange.ts'
-import { LocalMirrorExchange, type MirrorExchange } from '../mirror/exchange.ts'
+import { localSeriesExchange, type SeriesExchange } from '../metrics/series-exchange.ts'
+import { localMirrorExchange, type MirrorExchange } from '../mirror/exchange.ts'
 import { exchangeFreshness, LocalExchange, type WindowExchange } from '../rollout/exchange.ts'
 import { claimInDirectory, claimInRedis } from '../state/claims.ts'
 import { FileStateStore } from '../state/file-store.ts'
@@ -76,8 +76,8 @@ export async function createStateBackend(options: StateBackendOptions): Promise<
   closers.add('audit trail', () => audit.close())
   const exchange = new LocalExchange()
   closers.add('window exchange', () => exchange.close())
-  const series = new LocalSeriesExchange()
-  const mirror = new LocalMirrorExchange()
+  const series = localSeriesExchange()
+  const mirror = localMirrorExchange()
   return {
     store,
     replicas,
@@ -101,8 +101,8 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
     { RedisAuditTrail },
     { RedisExchange },
     { LocalStateCopy },
-    { RedisSeriesExchange },
-    { RedisMirrorExchange },
+    { redisSeriesExchange },
+    { redisMirrorExchange },
   ] = await Promise.all([
     import('../state/redis-store.ts'),
     import('../state/redis-connection.ts'),
@@ -143,9 +143,9 @@ async function createRedisBackend(options: StateBackendOptions, redis: RedisConf
   const freshness = exchangeFreshness(config.rollback.evaluateEvery)
   const exchange = new RedisExchange(store.client, redis.key, replicaId, freshness)
   closers.add('window exchange', () => exchange.close())
-  const series = new RedisSeriesExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
+  const series = redisSeriesExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
   closers.add('chart exchange', () => series.close())
-  const mirror = new RedisMirrorExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
+  const mirror = redisMirrorExchange(store.client, redis.key, replicaId, SERIES_STEP_MS)
   closers.add('mirror exchange', () => mirror.close())
   let restoreLastState: (() => Promise<boolean>) | undefined
   if (copy) {

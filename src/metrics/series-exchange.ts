@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import { COLORS } from '../colors.ts'
-import { onRedis } from '../state/redis-connection.ts'
+import { OwnFiguresOnly, RedisSharedFigures, type SharedFigures } from '../state/shared-figures.ts'
 import { poolSeries, type SeriesSnapshot } from './series.ts'
 import { emptyFigures, type WindowFigures } from './windows.ts'
 
@@ -17,14 +17,43 @@ export interface SeriesExchange {
   close(): Promise<void>
 }
 
-export class LocalSeriesExchange implements SeriesExchange {
-  start(): void {}
-
-  async pooled(local: SeriesSnapshot): Promise<{ series: SeriesSnapshot; replicas: number }> {
-    return { series: local, replicas: 1 }
+/** The charts pooled over `figures`: whatever transport shares them, the buckets are added up the same way. */
+export function seriesExchange(figures: SharedFigures<SeriesSnapshot>): SeriesExchange {
+  return {
+    start: (source) => figures.start(source),
+    pooled: async (local) => {
+      const all = await figures.gather(local)
+      return { series: poolSeries(all), replicas: all.length }
+    },
+    close: () => figures.close(),
   }
+}
 
-  async close(): Promise<void> {}
+/** A process alone (the file store without --workers): its own buckets. */
+export function localSeriesExchange(): SeriesExchange {
+  return seriesExchange(new OwnFiguresOnly())
+}
+
+/** Every replica's buckets in the hash `<state key>:series`. */
+export function redisSeriesExchange(
+  client: Redis,
+  stateKey: string,
+  replicaId: string,
+  stepMs: number,
+): SeriesExchange {
+  return seriesExchange(
+    new RedisSharedFigures({
+      client,
+      key: `${stateKey}:series`,
+      replicaId,
+      stepMs,
+      encode: (snapshot, at) => JSON.stringify(entryOf(snapshot, at)),
+      decode: (text) => {
+        const entry = JSON.parse(text) as SeriesEntry
+        return { at: entry.at, value: snapshotOf(entry) }
+      },
+    }),
+  )
 }
 
 /** A bucket as published: `[at, requests, errors, {latency bucket index: count}]`. */
@@ -34,71 +63,6 @@ type Published = [number, number, number, Record<string, number>]
 export interface SeriesEntry {
   at: number
   series: Record<string, Published[]>
-}
-
-export class RedisSeriesExchange implements SeriesExchange {
-  readonly #client: Redis
-  readonly #key: string
-  readonly #replicaId: string
-  readonly #stepMs: number
-  #timer: NodeJS.Timeout | undefined
-
-  constructor(client: Redis, stateKey: string, replicaId: string, stepMs: number) {
-    this.#client = client
-    this.#key = `${stateKey}:series`
-    this.#replicaId = replicaId
-    this.#stepMs = stepMs
-  }
-
-  start(source: () => SeriesSnapshot): void {
-    this.#timer = setInterval(() => {
-      // A Redis outage costs the charts other replicas' figures, nothing else: the store reports it.
-      this.#publish(source()).catch(() => {})
-    }, this.#stepMs)
-    this.#timer.unref()
-  }
-
-  async pooled(local: SeriesSnapshot): Promise<{ series: SeriesSnapshot; replicas: number }> {
-    const now = Date.now()
-    const entries = await onRedis(this.#client, async () => {
-      const [, all] = (await this.#client
-        .multi()
-        .hset(this.#key, this.#replicaId, JSON.stringify(entryOf(local, now)))
-        .hgetall(this.#key)
-        .exec()) as [[Error | null, unknown], [Error | null, Record<string, string>]]
-      return all[1] ?? {}
-    })
-    const snapshots: SeriesSnapshot[] = [local]
-    const gone: string[] = []
-    for (const [replica, text] of Object.entries(entries)) {
-      if (replica === this.#replicaId) continue
-      try {
-        const entry = JSON.parse(text) as SeriesEntry
-        // Three steps without a word: stopped, or cut off from Redis; ten, and it is cleared away.
-        if (now - entry.at > this.#stepMs * 10) gone.push(replica)
-        if (now - entry.at > this.#stepMs * 3) continue
-        snapshots.push(snapshotOf(entry))
-      } catch {
-        gone.push(replica)
-      }
-    }
-    if (gone.length > 0) await this.#client.hdel(this.#key, ...gone).catch(() => {})
-    return { series: poolSeries(snapshots), replicas: snapshots.length }
-  }
-
-  async close(): Promise<void> {
-    clearInterval(this.#timer)
-    try {
-      if (this.#client.status === 'ready') await this.#client.hdel(this.#key, this.#replicaId)
-    } catch {
-      // Left out anyway once it is three steps old.
-    }
-  }
-
-  async #publish(snapshot: SeriesSnapshot): Promise<void> {
-    const entry = JSON.stringify(entryOf(snapshot, Date.now()))
-    await onRedis(this.#client, () => this.#client.hset(this.#key, this.#replicaId, entry))
-  }
 }
 
 export function entryOf(snapshot: SeriesSnapshot, at: number): SeriesEntry {

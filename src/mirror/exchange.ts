@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import { COLORS, type Color } from '../colors.ts'
-import { onRedis } from '../state/redis-connection.ts'
+import { OwnFiguresOnly, RedisSharedFigures, type SharedFigures } from '../state/shared-figures.ts'
 
 /**
  * How replicas pool the mirror's figures for GET /mirror and the gate, the way the console's charts are pooled
@@ -53,14 +53,24 @@ export interface PooledMirror {
 /** How many mismatched routes a replica publishes and the pooled figures list. */
 export const ROUTES = 20
 
-export class LocalMirrorExchange implements MirrorExchange {
-  start(): void {}
-
-  async pooled(local: MirrorSnapshot): Promise<PooledMirror> {
-    return poolMirror([local])
+/**
+ * The mirror's figures pooled over `figures`: whatever transport shares them, the others' are added to this
+ * replica's when they are of the same epoch (sameEpoch).
+ */
+export function mirrorExchange(figures: SharedFigures<MirrorSnapshot>): MirrorExchange {
+  return {
+    start: (source) => figures.start(source),
+    pooled: async (local) => {
+      const [, ...others] = await figures.gather(local)
+      return poolMirror([local, ...others.filter((other) => sameEpoch(local, other))])
+    },
+    close: () => figures.close(),
   }
+}
 
-  async close(): Promise<void> {}
+/** A process alone (the file store without --workers): its own figures. */
+export function localMirrorExchange(): MirrorExchange {
+  return mirrorExchange(new OwnFiguresOnly())
 }
 
 /** One replica's (or worker's) figures as they travel, with when they were taken. */
@@ -69,67 +79,26 @@ export interface MirrorEntry {
   snapshot: MirrorSnapshot
 }
 
-export class RedisMirrorExchange implements MirrorExchange {
-  readonly #client: Redis
-  readonly #key: string
-  readonly #replicaId: string
-  readonly #stepMs: number
-  #timer: NodeJS.Timeout | undefined
-
-  constructor(client: Redis, stateKey: string, replicaId: string, stepMs: number) {
-    this.#client = client
-    this.#key = `${stateKey}:mirror`
-    this.#replicaId = replicaId
-    this.#stepMs = stepMs
-  }
-
-  start(source: () => MirrorSnapshot): void {
-    this.#timer = setInterval(() => {
-      // A Redis outage costs GET /mirror and the gate the other replicas' figures: they say so when read.
-      const entry = JSON.stringify({ at: Date.now(), snapshot: source() } satisfies MirrorEntry)
-      onRedis(this.#client, () => this.#client.hset(this.#key, this.#replicaId, entry)).catch(() => {})
-    }, this.#stepMs)
-    this.#timer.unref()
-  }
-
-  async pooled(local: MirrorSnapshot): Promise<PooledMirror> {
-    const now = Date.now()
-    const entry = JSON.stringify({ at: now, snapshot: local } satisfies MirrorEntry)
-    const entries = await onRedis(this.#client, async () => {
-      const [, all] = (await this.#client
-        .multi()
-        .hset(this.#key, this.#replicaId, entry)
-        .hgetall(this.#key)
-        .exec()) as [[Error | null, unknown], [Error | null, Record<string, string>]]
-      if (all[0]) throw all[0]
-      return all[1] ?? {}
-    })
-    const snapshots: MirrorSnapshot[] = [local]
-    const gone: string[] = []
-    for (const [replica, text] of Object.entries(entries)) {
-      if (replica === this.#replicaId) continue
-      try {
+/** Every replica's figures in the hash `<state key>:mirror`. */
+export function redisMirrorExchange(
+  client: Redis,
+  stateKey: string,
+  replicaId: string,
+  stepMs: number,
+): MirrorExchange {
+  return mirrorExchange(
+    new RedisSharedFigures({
+      client,
+      key: `${stateKey}:mirror`,
+      replicaId,
+      stepMs,
+      encode: (snapshot, at) => JSON.stringify({ at, snapshot } satisfies MirrorEntry),
+      decode: (text) => {
         const { at, snapshot } = JSON.parse(text) as MirrorEntry
-        // Three steps without a word: stopped, or cut off from Redis; ten, and it is cleared away.
-        if (now - at > this.#stepMs * 10) gone.push(replica)
-        if (now - at > this.#stepMs * 3) continue
-        if (sameEpoch(local, snapshot)) snapshots.push(snapshot)
-      } catch {
-        gone.push(replica)
-      }
-    }
-    if (gone.length > 0) await this.#client.hdel(this.#key, ...gone).catch(() => {})
-    return poolMirror(snapshots)
-  }
-
-  async close(): Promise<void> {
-    clearInterval(this.#timer)
-    try {
-      if (this.#client.status === 'ready') await this.#client.hdel(this.#key, this.#replicaId)
-    } catch {
-      // Left out anyway once it is three steps old.
-    }
-  }
+        return { at, value: snapshot }
+      },
+    }),
+  )
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   type MirrorResult,
 } from '../mirror/comparisons.ts'
 import type { DiffLog } from '../mirror/diffs.ts'
-import { LocalMirrorExchange, type MirrorExchange } from '../mirror/exchange.ts'
+import { localMirrorExchange, type MirrorExchange } from '../mirror/exchange.ts'
 import { routeKey } from '../mirror/noise.ts'
 import { chooseUpstream } from '../routing/pick.ts'
 import type { RoutingSnapshot } from '../routing/snapshot.ts'
@@ -43,7 +43,7 @@ export class Mirror {
   /** The copies' connections; a reload that changes maxInFlight or timeout replaces them (see reconfigure). */
   agent: Agent
   /** How the figures are pooled across replicas (app/mirror.ts sets Redis's); this process's own by default. */
-  exchange: MirrorExchange = new LocalMirrorExchange()
+  exchange: MirrorExchange = localMirrorExchange()
   #applied = false
   #methods: ReadonlySet<string>
   readonly #random: () => number
